@@ -1,0 +1,318 @@
+//! One function per subcommand: map arguments to engine options, call, print.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use cairn_engine::{BackupOptions, BackupSource, ChunkerParams, Compression, InitOptions, Repository, RestoreOptions};
+use serde_json::json;
+
+use crate::progress::Bar;
+use crate::size::{human, parse_size};
+use crate::{exit, Cli, Command, GlobalArgs};
+
+#[derive(Debug, clap::Args)]
+pub struct InitArgs {
+    /// Average chunk size (a power of two, e.g. 64KiB). Fixed for the repository's life.
+    #[arg(long, value_parser = parse_size)]
+    avg_chunk_size: Option<u64>,
+    /// Minimum chunk size (default: average / 4).
+    #[arg(long, value_parser = parse_size)]
+    min_chunk_size: Option<u64>,
+    /// Maximum chunk size (default: average × 4).
+    #[arg(long, value_parser = parse_size)]
+    max_chunk_size: Option<u64>,
+    /// Target pack size.
+    #[arg(long, value_parser = parse_size, default_value = "32MiB")]
+    pack_size: u64,
+    /// zstd level for chunk data (0 stores everything raw).
+    #[arg(long, default_value_t = Compression::default().zstd_level, allow_negative_numbers = true)]
+    compression_level: i32,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BackupArgs {
+    /// Files and directories to back up.
+    #[arg(required_unless_present = "stdin", conflicts_with = "stdin")]
+    paths: Vec<PathBuf>,
+    /// Read the data to back up from standard input.
+    #[arg(long, requires = "stdin_name")]
+    stdin: bool,
+    /// File name to store standard input under.
+    #[arg(long, value_name = "NAME")]
+    stdin_name: Option<String>,
+    /// Tag the snapshot (repeatable).
+    #[arg(long = "tag", value_name = "TAG")]
+    tags: Vec<String>,
+    /// Host name to record (default: this machine's).
+    #[arg(long)]
+    host: Option<String>,
+    /// Packs uploaded concurrently.
+    #[arg(long, default_value_t = BackupOptions::default().upload_concurrency)]
+    upload_concurrency: usize,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RestoreArgs {
+    /// Snapshot id (or a unique prefix of it), or `latest`.
+    snapshot: String,
+    /// Directory to restore into (created if missing).
+    target: PathBuf,
+    /// Restore only this file, or the files under this directory of the snapshot.
+    #[arg(long, value_name = "PATH")]
+    path: Option<String>,
+    /// Ranged reads in flight.
+    #[arg(long, default_value_t = RestoreOptions::default().concurrency)]
+    concurrency: usize,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DumpArgs {
+    /// Snapshot id (or a unique prefix of it), or `latest`.
+    snapshot: String,
+    /// The file's path in the snapshot.
+    path: String,
+}
+
+fn location(g: &GlobalArgs) -> Result<&str> {
+    match g.repo.as_deref() {
+        Some(r) if !r.is_empty() => Ok(r),
+        _ => bail!(cairn_engine::Error::InvalidArgument(
+            "no repository given: use --repo LOCATION or set CAIRN_REPOSITORY".into()
+        )),
+    }
+}
+
+fn cache_root(g: &GlobalArgs) -> PathBuf {
+    g.cache_dir
+        .clone()
+        .or_else(|| dirs::cache_dir().map(|d| d.join("cairn")))
+        .unwrap_or_else(|| std::env::temp_dir().join("cairn-cache"))
+}
+
+async fn open(g: &GlobalArgs) -> Result<Repository> {
+    let loc = location(g)?;
+    let store = cairn_engine::RepoStore::open(loc, false)?;
+    Ok(Repository::open(store, &cache_root(g)).await?)
+}
+
+/// Maps an error to the documented exit code.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    use cairn_engine::Error as E;
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<E>() {
+            return match e {
+                E::NotARepository { .. } | E::NewerFormat { .. } | E::AlreadyInitialized { .. } => exit::REPOSITORY,
+                E::Corrupt { .. } | E::MissingChunk { .. } | E::Malformed { .. } => exit::INTEGRITY,
+                E::Interrupted => exit::INTERRUPTED,
+                E::Store(cairn_engine::StoreError::InvalidLocation { .. }) => exit::REPOSITORY,
+                _ => exit::FAILURE,
+            };
+        }
+        if let Some(cairn_engine::StoreError::InvalidLocation { .. }) = cause.downcast_ref::<cairn_engine::StoreError>() {
+            return exit::REPOSITORY;
+        }
+    }
+    exit::FAILURE
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> Result<()> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Init(a) => init(g, a).await,
+        Command::Backup(a) => backup(g, a).await,
+        Command::Restore(a) => restore(g, a).await,
+        Command::Dump(a) => dump(g, a).await,
+        Command::Snapshots => snapshots(g).await,
+        Command::Stats => stats(g).await,
+    }
+}
+
+fn to_u32(v: u64, what: &str) -> Result<u32> {
+    u32::try_from(v).with_context(|| format!("{what} is too large"))
+}
+
+async fn init(g: &GlobalArgs, a: InitArgs) -> Result<()> {
+    let loc = location(g)?;
+    let avg = to_u32(a.avg_chunk_size.unwrap_or(u64::from(ChunkerParams::default().avg_size)), "average chunk size")?;
+    let mut chunker = ChunkerParams::with_average(avg);
+    if let Some(min) = a.min_chunk_size {
+        chunker.min_size = to_u32(min, "minimum chunk size")?;
+    }
+    if let Some(max) = a.max_chunk_size {
+        chunker.max_size = to_u32(max, "maximum chunk size")?;
+    }
+    let opts = InitOptions {
+        chunker,
+        compression: Compression {
+            zstd_level: a.compression_level,
+            ..Compression::default()
+        },
+        pack_size: a.pack_size,
+    };
+    let store = cairn_engine::RepoStore::open(loc, true)?;
+    let repo = Repository::init(store, opts, &cache_root(g)).await?;
+    let c = repo.config();
+    if g.json {
+        println!(
+            "{}",
+            json!({ "repository": loc, "id": c.id.to_hex(), "version": c.version, "chunker": c.chunker, "compression": c.compression, "pack_size": c.pack_size })
+        );
+    } else {
+        println!(
+            "created repository {} at {loc} (chunks {}/{}/{} bytes, zstd level {}, packs {})",
+            c.id.short(),
+            c.chunker.min_size,
+            c.chunker.avg_size,
+            c.chunker.max_size,
+            c.compression.zstd_level,
+            human(c.pack_size)
+        );
+    }
+    Ok(())
+}
+
+async fn backup(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
+    let repo = open(g).await?;
+    let source = if a.stdin {
+        BackupSource::Stdin {
+            name: a.stdin_name.context("--stdin needs --stdin-name")?,
+        }
+    } else {
+        BackupSource::Paths(a.paths)
+    };
+    let opts = BackupOptions {
+        tags: a.tags,
+        host: a.host,
+        upload_concurrency: a.upload_concurrency,
+        ..BackupOptions::default()
+    };
+    let cancel = opts.cancel.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            Some(()) = async { match term.as_mut() { Some(t) => t.recv().await, None => std::future::pending().await } } => {}
+        }
+        tracing::warn!("interrupt received: finishing uploads in flight, then stopping");
+        cancel.store(true, Ordering::Relaxed);
+    });
+    let started = Instant::now();
+    let bar = Arc::new(Bar::new(!g.quiet && !g.json));
+    let s = repo.backup(source, opts, bar).await?;
+    let secs = started.elapsed().as_secs_f64();
+    let t = &s.totals;
+    if g.json {
+        println!(
+            "{}",
+            json!({
+                "snapshot": s.id.to_hex(), "files": t.files, "bytes": t.bytes, "chunks": t.chunks,
+                "new_chunks": t.new_chunks, "new_bytes": t.new_bytes, "new_stored_bytes": t.new_stored_bytes,
+                "new_packs": t.new_packs, "seconds": secs,
+            })
+        );
+    } else {
+        println!(
+            "snapshot {} saved: {} files, {} read in {:.2}s ({}/s); added {} new chunks, {} raw, {} stored",
+            s.id.short(),
+            t.files,
+            human(t.bytes),
+            secs,
+            human((t.bytes as f64 / secs.max(1e-9)) as u64),
+            t.new_chunks,
+            human(t.new_bytes),
+            human(t.new_stored_bytes)
+        );
+    }
+    Ok(())
+}
+
+async fn restore(g: &GlobalArgs, a: RestoreArgs) -> Result<()> {
+    let repo = open(g).await?;
+    let info = repo.find_snapshot(&a.snapshot).await?;
+    let opts = RestoreOptions {
+        filter: a.path,
+        concurrency: a.concurrency,
+    };
+    let started = Instant::now();
+    let bar = Arc::new(Bar::new(!g.quiet && !g.json));
+    let s = repo.restore(&info, &a.target, &opts, bar).await?;
+    let secs = started.elapsed().as_secs_f64();
+    if g.json {
+        println!(
+            "{}",
+            json!({ "snapshot": info.id.to_hex(), "target": a.target, "files": s.files, "bytes": s.bytes, "seconds": secs })
+        );
+    } else {
+        println!(
+            "restored snapshot {} to {}: {} files, {} in {:.2}s (every chunk verified)",
+            info.id.short(),
+            a.target.display(),
+            s.files,
+            human(s.bytes),
+            secs
+        );
+    }
+    Ok(())
+}
+
+async fn dump(g: &GlobalArgs, a: DumpArgs) -> Result<()> {
+    let repo = open(g).await?;
+    let info = repo.find_snapshot(&a.snapshot).await?;
+    repo.dump(&info, &a.path, std::io::stdout()).await?;
+    Ok(())
+}
+
+async fn snapshots(g: &GlobalArgs) -> Result<()> {
+    let repo = open(g).await?;
+    let list = repo.snapshots().await?;
+    if g.json {
+        let rows: Vec<_> = list
+            .iter()
+            .map(|i| {
+                let s = &i.snapshot;
+                json!({ "id": i.id.to_hex(), "time": s.time, "host": s.host, "tags": s.tags, "source": s.source,
+                        "files": s.totals.files, "bytes": s.totals.bytes, "new_bytes": s.totals.new_bytes,
+                        "new_stored_bytes": s.totals.new_stored_bytes })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(rows));
+        return Ok(());
+    }
+    println!("{:<10} {:<27} {:<16} {:>6} {:>12} {:>12}  {}", "ID", "TIME", "HOST", "FILES", "SIZE", "ADDED", "TAGS");
+    for i in &list {
+        let s = &i.snapshot;
+        println!(
+            "{:<10} {:<27} {:<16} {:>6} {:>12} {:>12}  {}",
+            i.id.short(),
+            s.time,
+            s.host,
+            s.totals.files,
+            human(s.totals.bytes),
+            human(s.totals.new_stored_bytes),
+            s.tags.join(",")
+        );
+    }
+    println!("{} snapshots", list.len());
+    Ok(())
+}
+
+async fn stats(g: &GlobalArgs) -> Result<()> {
+    let repo = open(g).await?;
+    let s = repo.stats().await?;
+    if g.json {
+        println!("{}", serde_json::to_string(&s)?);
+        return Ok(());
+    }
+    println!("snapshots:          {}", s.snapshots);
+    println!("logical size:       {}", human(s.logical_bytes));
+    println!("unique chunk data:  {} in {} chunks", human(s.unique_bytes), s.unique_chunks);
+    println!("stored size:        {} ({} packs {}, index {}, manifests {})", human(s.total_bytes), s.packs, human(s.pack_bytes), human(s.index_bytes), human(s.snapshot_bytes));
+    println!("dedup ratio:        {:.2}x", s.dedup_ratio);
+    println!("compression ratio:  {:.2}x", s.compression_ratio);
+    println!("overall:            {:.2}x", s.overall_ratio);
+    Ok(())
+}

@@ -1,0 +1,119 @@
+//! The `cairn` command line: parses arguments, calls the engine, prints.
+
+mod commands;
+mod progress;
+mod size;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Content-addressed, incremental backups of Qdrant snapshots.
+#[derive(Debug, Parser)]
+#[command(name = "cairn", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, clap::Args)]
+pub struct GlobalArgs {
+    /// Repository: a directory, file://PATH, s3://BUCKET/PREFIX, gs://BUCKET/PREFIX or az://CONTAINER/PREFIX.
+    #[arg(short, long, global = true, env = "CAIRN_REPOSITORY", value_name = "LOCATION")]
+    repo: Option<String>,
+    /// Local cache directory (chunk index); default: the user's cache dir.
+    #[arg(long, global = true, env = "CAIRN_CACHE_DIR", value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Print machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    /// No progress bars.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// More log output (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a repository.
+    Init(commands::InitArgs),
+    /// Back up files, directories or standard input.
+    Backup(commands::BackupArgs),
+    /// Restore a snapshot into a directory.
+    Restore(commands::RestoreArgs),
+    /// Write one file of a snapshot to stdout.
+    Dump(commands::DumpArgs),
+    /// List snapshots.
+    Snapshots,
+    /// Show repository size, dedup and compression ratios.
+    Stats,
+}
+
+/// Exit codes (documented in docs/cli.md).
+pub mod exit {
+    /// Any failure not listed below.
+    pub const FAILURE: u8 = 1;
+    /// Bad command line (clap's own code).
+    pub const USAGE: u8 = 2;
+    /// The repository location is unusable, not a repository, or too new.
+    pub const REPOSITORY: u8 = 3;
+    /// Stored data failed verification or is missing.
+    pub const INTEGRITY: u8 = 4;
+    /// Interrupted by a signal; uploaded data is kept.
+    pub const INTERRUPTED: u8 = 130;
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(progress::LogWriter::default)
+        .with_target(false)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.global.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cairn: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    let json = cli.global.json;
+    match runtime.block_on(commands::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            if is_broken_pipe(&err) {
+                return ExitCode::SUCCESS;
+            }
+            let code = commands::exit_code(&err);
+            let message = format!("{err:#}");
+            if json {
+                println!("{}", serde_json::json!({ "error": message, "exit_code": code }));
+            }
+            eprintln!("cairn: {message}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

@@ -1,0 +1,459 @@
+//! Backup: read → chunk → hash → look up → compress → pack → upload → index →
+//! manifest.
+//!
+//! Stages and their threads:
+//! - a reader thread reads each input in large blocks and finds chunk
+//!   boundaries (bounded channel of [`Block`]s to the packer);
+//! - the packer thread hashes a block's chunks on the rayon pool, looks the
+//!   ids up in the local index in one batch, compresses the new chunks on the
+//!   pool and appends them to the open pack;
+//! - full packs are uploaded by tokio tasks (at most `upload_concurrency` at
+//!   once); each task writes the pack, then its index file, then reports back
+//!   so the packer records the chunks in the local index.
+//!
+//! Chunks packed but not yet recorded stay in the packer's in-flight set, so a
+//! chunk is stored once even when it repeats before its pack is uploaded.
+//! Memory is bounded by the channel depth, the block size and the packs in
+//! flight, whatever the input size.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+
+use bytes::Bytes;
+use cairn_chunk::{Block, BlockReader, Chunker};
+use cairn_index::ChunkIndex;
+use cairn_model::{ChunkId, FileEntry, IndexFile, IndexGroup, Snapshot, SnapshotId, SnapshotTotals, FORMAT_VERSION};
+use cairn_pack::PackWriter;
+use cairn_store::{keys, RepoStore};
+use rayon::prelude::*;
+use tokio::runtime::Handle;
+use tokio::sync::Semaphore;
+
+use crate::repository::compress_json;
+use crate::{Error, Progress, Repository, Result};
+
+/// What to back up.
+#[derive(Debug, Clone)]
+pub enum BackupSource {
+    /// Files and directories (recursively); each is stored under its own name.
+    Paths(Vec<PathBuf>),
+    /// Standard input, stored as one file called `name`.
+    Stdin {
+        /// File name in the snapshot.
+        name: String,
+    },
+}
+
+/// Backup settings. Defaults suit a 2–8 core machine.
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    /// Tags recorded in the manifest.
+    pub tags: Vec<String>,
+    /// Host name recorded in the manifest (default: this machine's).
+    pub host: Option<String>,
+    /// Set to stop the backup; uploaded data is kept and indexed.
+    pub cancel: Arc<AtomicBool>,
+    /// Packs uploaded at once (default 4: enough to hide object-store latency).
+    pub upload_concurrency: usize,
+    /// Threads for hashing and compression (default: the number of cores).
+    pub cpu_threads: usize,
+    /// Bytes read per block (default 8 MiB: large enough to fan out hashing).
+    pub block_size: usize,
+}
+
+impl Default for BackupOptions {
+    fn default() -> Self {
+        Self {
+            tags: Vec::new(),
+            host: None,
+            cancel: Arc::new(AtomicBool::new(false)),
+            upload_concurrency: 4,
+            cpu_threads: std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
+            block_size: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// The result of a backup.
+#[derive(Debug, Clone)]
+pub struct BackupSummary {
+    /// The new snapshot.
+    pub id: SnapshotId,
+    /// Its totals.
+    pub totals: SnapshotTotals,
+}
+
+struct Input {
+    path: Option<PathBuf>,
+    name: String,
+    size: Option<u64>,
+    mode: u32,
+    mtime: i64,
+}
+
+enum Item {
+    Start(usize),
+    Block(Block),
+}
+
+fn collect_inputs(source: &BackupSource) -> Result<Vec<Input>> {
+    let paths = match source {
+        BackupSource::Stdin { name } => {
+            return Ok(vec![Input {
+                path: None,
+                name: name.clone(),
+                size: None,
+                mode: 0o644,
+                mtime: chrono::Utc::now().timestamp(),
+            }])
+        }
+        BackupSource::Paths(p) => p,
+    };
+    let mut out = Vec::new();
+    for p in paths {
+        let abs = std::path::absolute(p).map_err(|e| Error::io("cannot resolve", p, e))?;
+        let name = abs
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "root".to_string());
+        walk(&abs, &name, &mut out)?;
+    }
+    let mut names = HashSet::new();
+    for i in &out {
+        if !names.insert(i.name.as_str()) {
+            return Err(Error::InvalidArgument(format!(
+                "two inputs would be stored as {:?}; back them up separately",
+                i.name
+            )));
+        }
+    }
+    Ok(out)
+}
+
+fn walk(path: &Path, name: &str, out: &mut Vec<Input>) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::symlink_metadata(path).map_err(|e| Error::io("cannot read", path, e))?;
+    if meta.is_dir() {
+        let mut entries: Vec<_> = std::fs::read_dir(path)
+            .map_err(|e| Error::io("cannot list", path, e))?
+            .collect::<std::io::Result<_>>()
+            .map_err(|e| Error::io("cannot list", path, e))?;
+        entries.sort_by_key(std::fs::DirEntry::file_name);
+        for e in entries {
+            let child = format!("{name}/{}", e.file_name().to_string_lossy());
+            walk(&e.path(), &child, out)?;
+        }
+    } else if meta.is_file() {
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        out.push(Input {
+            path: Some(path.to_path_buf()),
+            name: name.to_string(),
+            size: Some(meta.len()),
+            mode: meta.permissions().mode() & 0o7777,
+            mtime,
+        });
+    } else {
+        tracing::warn!(path = %path.display(), "skipping: not a regular file or directory");
+    }
+    Ok(())
+}
+
+/// Reads every input into blocks; runs on its own thread.
+fn read_inputs(inputs: &[Input], chunker: &Chunker, block_size: usize, cancel: &AtomicBool, tx: &mpsc::SyncSender<Result<Item>>) {
+    for (i, input) in inputs.iter().enumerate() {
+        let reader: Box<dyn Read> = match &input.path {
+            None => Box::new(std::io::stdin().lock()),
+            Some(p) => match File::open(p) {
+                Ok(f) => Box::new(f),
+                Err(e) => {
+                    let _ = tx.send(Err(Error::io("cannot open", p, e)));
+                    return;
+                }
+            },
+        };
+        if tx.send(Ok(Item::Start(i))).is_err() {
+            return;
+        }
+        let mut blocks = BlockReader::new(reader, chunker.clone(), block_size);
+        loop {
+            if cancel.load(Ordering::Relaxed) {
+                let _ = tx.send(Err(Error::Interrupted));
+                return;
+            }
+            match blocks.next_block() {
+                Ok(Some(b)) => {
+                    if tx.send(Ok(Item::Block(b))).is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let path = input.path.clone().unwrap_or_else(|| PathBuf::from("<stdin>"));
+                    let _ = tx.send(Err(Error::io("cannot read", path, e)));
+                    return;
+                }
+            }
+        }
+    }
+}
+
+type Uploaded = Result<(String, IndexGroup)>;
+
+struct Packer<'a> {
+    repo: &'a Repository,
+    index: &'a ChunkIndex,
+    pool: &'a rayon::ThreadPool,
+    handle: Handle,
+    uploads: Arc<Semaphore>,
+    done_tx: mpsc::Sender<Uploaded>,
+    done_rx: mpsc::Receiver<Uploaded>,
+    pending: usize,
+    in_flight: HashSet<ChunkId>,
+    writer: PackWriter,
+    totals: SnapshotTotals,
+}
+
+impl Packer<'_> {
+    fn add_block(&mut self, block: &Block, file: &mut FileEntry) -> Result<()> {
+        let chunks: Vec<&[u8]> = block.chunks().collect();
+        let ids: Vec<ChunkId> = self.pool.install(|| chunks.par_iter().map(|c| ChunkId::of(c)).collect());
+        self.record_uploads(false)?;
+        let mut seen = HashSet::new();
+        let candidates: Vec<usize> = (0..ids.len())
+            .filter(|&i| !self.in_flight.contains(&ids[i]) && seen.insert(ids[i]))
+            .collect();
+        let lookup: Vec<ChunkId> = candidates.iter().map(|&i| ids[i]).collect();
+        let hits = self.index.get_many(&lookup)?;
+        let new: Vec<usize> = candidates
+            .into_iter()
+            .zip(hits)
+            .filter_map(|(i, hit)| hit.is_none().then_some(i))
+            .collect();
+        let compression = self.repo.config.compression;
+        let compressed: Vec<Option<Vec<u8>>> = self
+            .pool
+            .install(|| new.par_iter().map(|&i| cairn_pack::compress(chunks[i], compression)).collect());
+        for (&i, comp) in new.iter().zip(compressed) {
+            let before = self.writer.len();
+            self.writer.push(ids[i], chunks[i], comp.as_deref());
+            self.in_flight.insert(ids[i]);
+            self.totals.new_chunks += 1;
+            self.totals.new_bytes += chunks[i].len() as u64;
+            self.totals.new_stored_bytes += (self.writer.len() - before) as u64;
+            if self.writer.len() as u64 >= self.repo.config.pack_size {
+                self.flush()?;
+            }
+        }
+        self.totals.chunks += ids.len() as u64;
+        file.size += block.data.len() as u64;
+        file.chunks.extend(ids);
+        Ok(())
+    }
+
+    /// Finishes the open pack and hands it to an upload task.
+    fn flush(&mut self) -> Result<()> {
+        if self.writer.is_empty() {
+            return Ok(());
+        }
+        let pack = std::mem::take(&mut self.writer).finish();
+        self.totals.new_packs += 1;
+        let permit = self
+            .handle
+            .block_on(self.uploads.clone().acquire_owned())
+            .expect("invariant: upload semaphore is never closed");
+        let store: RepoStore = self.repo.store.clone();
+        let tx = self.done_tx.clone();
+        self.pending += 1;
+        self.handle.spawn(async move {
+            let group = IndexGroup {
+                pack: pack.id,
+                pack_length: pack.bytes.len() as u64,
+                entries: pack.entries,
+            };
+            let file = IndexFile { groups: vec![group] }.encode();
+            let name = blake3::hash(&file).to_hex().to_string();
+            // Write order: the pack is durable before the index file that names it.
+            let result = async {
+                store.put_content_addressed(&keys::pack(&pack.id), Bytes::from(pack.bytes)).await?;
+                store.put_content_addressed(&keys::index(&name), Bytes::from(file.clone())).await?;
+                let IndexFile { mut groups } = IndexFile::decode(&file).expect("invariant: just encoded");
+                Ok((name, groups.remove(0)))
+            }
+            .await;
+            drop(permit);
+            let _ = tx.send(result);
+        });
+        Ok(())
+    }
+
+    /// Records finished uploads in the local index; with `wait`, waits for all.
+    fn record_uploads(&mut self, wait: bool) -> Result<()> {
+        while self.pending > 0 {
+            let next = if wait {
+                self.done_rx.recv().expect("invariant: the packer holds a sender")
+            } else {
+                match self.done_rx.try_recv() {
+                    Ok(r) => r,
+                    Err(_) => return Ok(()),
+                }
+            };
+            self.pending -= 1;
+            let (name, group) = next?;
+            self.index.ingest(&name, std::slice::from_ref(&group))?;
+            for e in &group.entries {
+                self.in_flight.remove(&e.id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Uploads the open pack and waits for every upload, recording each.
+    /// On error, still waits for the other uploads so their index files land.
+    fn finish(&mut self) -> Result<()> {
+        let flushed = self.flush();
+        let mut first_err = flushed.err();
+        while self.pending > 0 {
+            if let Err(e) = self.record_uploads(true) {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+impl Repository {
+    /// Backs up `source` and writes a snapshot manifest.
+    ///
+    /// # Errors
+    /// Unreadable inputs, storage or index failures, [`Error::Interrupted`]
+    /// when cancelled (packs uploaded so far stay indexed and are reused).
+    pub async fn backup(&self, source: BackupSource, opts: BackupOptions, progress: Arc<dyn Progress>) -> Result<BackupSummary> {
+        let started = chrono::Utc::now();
+        let inputs = collect_inputs(&source)?;
+        let index = self.chunk_index().await?;
+        let tags = opts.tags.clone();
+        let host = opts.host.clone().unwrap_or_else(hostname);
+        let repo = self.clone();
+        let handle = Handle::current();
+        let (files, totals) = tokio::task::spawn_blocking(move || repo.pack_inputs(&inputs, &index, &opts, &*progress, handle))
+            .await
+            .expect("invariant: backup thread does not panic")?;
+        let source = match source {
+            BackupSource::Paths(p) => p
+                .iter()
+                .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()).display().to_string())
+                .collect(),
+            BackupSource::Stdin { name } => vec![format!("<stdin> as {name}")],
+        };
+        let snapshot = Snapshot {
+            version: FORMAT_VERSION,
+            time: started.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            host,
+            tags,
+            source,
+            files,
+            totals,
+        };
+        self.write_snapshot(snapshot).await
+    }
+
+    async fn write_snapshot(&self, snapshot: Snapshot) -> Result<BackupSummary> {
+        let (json, packed) = compress_json(&snapshot);
+        let id = SnapshotId::of(&json);
+        // Last in the write order: every chunk it names is already indexed.
+        self.store.put_new(&keys::snapshot(&id), Bytes::from(packed)).await?;
+        Ok(BackupSummary {
+            id,
+            totals: snapshot.totals,
+        })
+    }
+
+    fn pack_inputs(
+        &self,
+        inputs: &[Input],
+        index: &ChunkIndex,
+        opts: &BackupOptions,
+        progress: &dyn Progress,
+        handle: Handle,
+    ) -> Result<(Vec<FileEntry>, SnapshotTotals)> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(opts.cpu_threads.max(1))
+            .thread_name(|i| format!("cairn-cpu-{i}"))
+            .build()
+            .map_err(|e| Error::InvalidArgument(format!("cannot start worker threads: {e}")))?;
+        let (done_tx, done_rx) = mpsc::channel();
+        let mut packer = Packer {
+            repo: self,
+            index,
+            pool: &pool,
+            handle,
+            uploads: Arc::new(Semaphore::new(opts.upload_concurrency.max(1))),
+            done_tx,
+            done_rx,
+            pending: 0,
+            in_flight: HashSet::new(),
+            writer: PackWriter::new(),
+            totals: SnapshotTotals::default(),
+        };
+        let total = inputs.iter().map(|i| i.size).sum::<Option<u64>>();
+        progress.start("backup", total);
+        let chunker = Chunker::new(self.config.chunker);
+        let (tx, rx) = mpsc::sync_channel::<Result<Item>>(2);
+        let mut files: Vec<FileEntry> = Vec::with_capacity(inputs.len());
+        let result = std::thread::scope(|s| {
+            let chunker = &chunker;
+            s.spawn(move || read_inputs(inputs, chunker, opts.block_size, &opts.cancel, &tx));
+            let result = (|| {
+                for item in &rx {
+                    match item? {
+                        Item::Start(i) => files.push(FileEntry {
+                            path: inputs[i].name.clone(),
+                            size: 0,
+                            mode: inputs[i].mode,
+                            mtime: inputs[i].mtime,
+                            chunks: Vec::new(),
+                        }),
+                        Item::Block(b) => {
+                            let file = files.last_mut().expect("invariant: a block follows its Start");
+                            packer.add_block(&b, file)?;
+                            progress.advance(b.data.len() as u64);
+                        }
+                    }
+                }
+                Ok(())
+            })();
+            // Unblock the reader if we stopped early.
+            drop(rx);
+            result
+        });
+        // Whatever happened, finish uploading what was packed so it is reused next time.
+        let finished = packer.finish();
+        progress.finish();
+        result?;
+        finished?;
+        if opts.cancel.load(Ordering::Relaxed) {
+            return Err(Error::Interrupted);
+        }
+        let mut totals = std::mem::take(&mut packer.totals);
+        totals.files = files.len() as u64;
+        totals.bytes = files.iter().map(|f| f.size).sum();
+        Ok((files, totals))
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".to_string())
+}

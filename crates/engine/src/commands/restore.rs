@@ -1,0 +1,287 @@
+//! Restore and dump: manifest → chunk locations → ranged pack reads →
+//! verify → ordered writes.
+//!
+//! Chunks that sit next to each other in one pack are fetched with one ranged
+//! read; up to `concurrency` reads run at once and their results are written
+//! in file order by a writer thread. Every chunk is decompressed and checked
+//! against its id before it is written. Restored files are written under a
+//! temporary name and renamed into place only when complete.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cairn_index::ChunkIndex;
+use cairn_model::{ChunkId, FileEntry, PackId, PackLocation};
+use cairn_store::keys;
+use futures::{StreamExt, TryStreamExt};
+use tokio::sync::mpsc;
+
+use crate::{Error, Progress, Repository, Result, SnapshotInfo};
+
+/// Restore settings.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    /// Restore only this file, or the files under this directory.
+    pub filter: Option<String>,
+    /// Ranged reads in flight (default 8).
+    pub concurrency: usize,
+}
+
+impl Default for RestoreOptions {
+    fn default() -> Self {
+        Self {
+            filter: None,
+            concurrency: 8,
+        }
+    }
+}
+
+/// What a restore wrote.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreSummary {
+    /// Files written.
+    pub files: u64,
+    /// Bytes written.
+    pub bytes: u64,
+}
+
+/// Largest single ranged read.
+const MAX_RUN: u64 = 16 * 1024 * 1024;
+
+/// Consecutive chunks stored back to back in one pack.
+struct Run {
+    pack: PackId,
+    start: u64,
+    end: u64,
+    chunks: Vec<(ChunkId, PackLocation)>,
+}
+
+fn plan_runs(ids: &[ChunkId], locs: Vec<Option<PackLocation>>, snapshot: &str, file: &str) -> Result<Vec<Run>> {
+    let mut runs: Vec<Run> = Vec::new();
+    for (id, loc) in ids.iter().zip(locs) {
+        let loc = loc.ok_or_else(|| Error::MissingChunk {
+            snapshot: snapshot.to_string(),
+            file: file.to_string(),
+            chunk: id.to_hex(),
+        })?;
+        let end = loc.offset + u64::from(loc.length);
+        match runs.last_mut() {
+            Some(r) if r.pack == loc.pack && r.end == loc.offset && end - r.start <= MAX_RUN => {
+                r.end = end;
+                r.chunks.push((*id, loc));
+            }
+            _ => runs.push(Run {
+                pack: loc.pack,
+                start: loc.offset,
+                end,
+                chunks: vec![(*id, loc)],
+            }),
+        }
+    }
+    Ok(runs)
+}
+
+/// Selects the files a filter names: the file itself or everything under a directory.
+fn select<'a>(info: &'a SnapshotInfo, filter: Option<&str>) -> Result<Vec<&'a FileEntry>> {
+    let files: Vec<&FileEntry> = match filter {
+        None => info.snapshot.files.iter().collect(),
+        Some(f) => {
+            let f = f.trim_matches('/');
+            info.snapshot
+                .files
+                .iter()
+                .filter(|e| e.path == f || e.path.strip_prefix(f).is_some_and(|rest| rest.starts_with('/')))
+                .collect()
+        }
+    };
+    if files.is_empty() && filter.is_some() {
+        return Err(Error::NoMatchingFiles {
+            snapshot: info.id.to_hex(),
+            filter: filter.unwrap_or_default().to_string(),
+        });
+    }
+    Ok(files)
+}
+
+/// A destination for restored bytes, driven from a blocking thread.
+trait Sink: Send + 'static {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<()>;
+}
+
+impl<W: Write + Send + 'static> Sink for W {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.write_all(data)
+    }
+}
+
+impl Repository {
+    /// Restores `info`'s files (or those matching the filter) under `target`.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] naming snapshot, file and pack when data fails
+    /// verification; I/O errors on the target (no partial file is left under
+    /// a final name); storage errors.
+    pub async fn restore(&self, info: &SnapshotInfo, target: &Path, opts: &RestoreOptions, progress: Arc<dyn Progress>) -> Result<RestoreSummary> {
+        let files = select(info, opts.filter.as_deref())?;
+        let index = self.chunk_index().await?;
+        progress.start("restore", Some(files.iter().map(|f| f.size).sum()));
+        let mut summary = RestoreSummary::default();
+        for file in files {
+            let dest = safe_join(target, &file.path)?;
+            let dir = dest.parent().unwrap_or(target).to_path_buf();
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io("cannot create directory", &dir, e))?;
+            let tmp = dir.join(format!(
+                ".{}.cairn-partial",
+                dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+            ));
+            let out = std::fs::File::create(&tmp).map_err(|e| Error::io("cannot create", &tmp, e))?;
+            let written = self.stream_file(info, file, &index, out, opts.concurrency, &*progress, &tmp).await;
+            let done = written.and_then(|out| finish_file(out, file, &tmp, &dest));
+            if let Err(e) = done {
+                let _ = std::fs::remove_file(&tmp);
+                progress.finish();
+                return Err(e);
+            }
+            summary.files += 1;
+            summary.bytes += file.size;
+        }
+        progress.finish();
+        Ok(summary)
+    }
+
+    /// Writes one file of a snapshot to `out` (e.g. stdout).
+    ///
+    /// # Errors
+    /// As [`Repository::restore`]; [`Error::NoMatchingFiles`] when the path is
+    /// not a file of the snapshot.
+    pub async fn dump<W: Write + Send + 'static>(&self, info: &SnapshotInfo, path: &str, out: W) -> Result<u64> {
+        let file = info
+            .snapshot
+            .files
+            .iter()
+            .find(|f| f.path == path.trim_matches('/'))
+            .ok_or_else(|| Error::NoMatchingFiles {
+                snapshot: info.id.to_hex(),
+                filter: path.to_string(),
+            })?;
+        let index = self.chunk_index().await?;
+        let mut out = self
+            .stream_file(info, file, &index, out, 8, &crate::NoProgress, Path::new("<stdout>"))
+            .await?;
+        out.flush().map_err(|e| Error::io("cannot write", "<stdout>", e))?;
+        Ok(file.size)
+    }
+
+    /// Fetches, verifies and writes one file's chunks in order; returns the sink.
+    #[allow(clippy::too_many_arguments)]
+    async fn stream_file<S: Sink>(
+        &self,
+        info: &SnapshotInfo,
+        file: &FileEntry,
+        index: &Arc<ChunkIndex>,
+        sink: S,
+        concurrency: usize,
+        progress: &dyn Progress,
+        dest: &Path,
+    ) -> Result<S> {
+        let snapshot = info.id.to_hex();
+        let locs = {
+            let index = index.clone();
+            let ids = file.chunks.clone();
+            tokio::task::spawn_blocking(move || index.get_many(&ids))
+                .await
+                .expect("invariant: lookup does not panic")?
+        };
+        let runs = plan_runs(&file.chunks, locs, &snapshot, &file.path)?;
+        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(concurrency.max(1));
+        let dest_owned: PathBuf = dest.to_path_buf();
+        let writer = tokio::task::spawn_blocking(move || -> Result<S> {
+            let mut sink = sink;
+            while let Some(buf) = rx.blocking_recv() {
+                sink.write(&buf).map_err(|e| Error::io("cannot write", &dest_owned, e))?;
+            }
+            Ok(sink)
+        });
+        let context = Arc::new((snapshot, file.path.clone()));
+        let corrupt = move |pack: &PackId, reason: String| Error::Corrupt {
+            snapshot: context.0.clone(),
+            file: context.1.clone(),
+            pack: pack.to_hex(),
+            reason,
+        };
+        let fetched = futures::stream::iter(runs)
+            .map(|run| {
+                let store = self.store.clone();
+                let corrupt = corrupt.clone();
+                async move {
+                    let bytes = store
+                        .get_range(&keys::pack(&run.pack), run.start..run.end)
+                        .await
+                        .map_err(|e| match e {
+                            cairn_store::Error::NotFound { .. } => corrupt(&run.pack, "pack is missing".into()),
+                            other => other.into(),
+                        })?;
+                    tokio::task::spawn_blocking(move || {
+                        let mut out = Vec::with_capacity(run.chunks.iter().map(|(_, l)| l.raw_length as usize).sum());
+                        for (id, loc) in &run.chunks {
+                            let from = usize::try_from(loc.offset - run.start).expect("invariant: run < 16 MiB");
+                            let stored = bytes
+                                .get(from..from + loc.length as usize)
+                                .ok_or_else(|| corrupt(&run.pack, "pack is shorter than its index says".into()))?;
+                            let raw = cairn_pack::decode_blob(stored, *id, loc.codec, loc.raw_length)
+                                .map_err(|e| corrupt(&run.pack, e.to_string()))?;
+                            out.extend_from_slice(&raw);
+                        }
+                        Ok::<_, Error>(out)
+                    })
+                    .await
+                    .expect("invariant: decode does not panic")
+                }
+            })
+            .buffered(concurrency.max(1));
+        let sent = fetched
+            .try_for_each(|buf| {
+                let tx = tx.clone();
+                let n = buf.len() as u64;
+                async move {
+                    // A closed channel means the writer failed; its error is reported below.
+                    let _ = tx.send(buf).await;
+                    progress.advance(n);
+                    Ok(())
+                }
+            })
+            .await;
+        drop(tx);
+        let written = writer.await.expect("invariant: writer does not panic");
+        sent?;
+        written
+    }
+}
+
+fn finish_file(out: std::fs::File, file: &FileEntry, tmp: &Path, dest: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    out.sync_all().map_err(|e| Error::io("cannot flush", tmp, e))?;
+    let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(file.mtime).unwrap_or(0));
+    out.set_modified(mtime).map_err(|e| Error::io("cannot set time on", tmp, e))?;
+    drop(out);
+    std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(file.mode))
+        .map_err(|e| Error::io("cannot set permissions on", tmp, e))?;
+    std::fs::rename(tmp, dest).map_err(|e| Error::io("cannot rename into", dest, e))
+}
+
+/// Joins a snapshot path under `target`, refusing anything that escapes it.
+fn safe_join(target: &Path, rel: &str) -> Result<PathBuf> {
+    let mut out = target.to_path_buf();
+    for part in rel.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => return Err(Error::Malformed {
+                what: format!("file path {rel:?}"),
+                reason: "escapes the restore target".into(),
+            }),
+            p => out.push(p),
+        }
+    }
+    Ok(out)
+}

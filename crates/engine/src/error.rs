@@ -1,0 +1,122 @@
+//! The engine's error type.
+
+use std::path::PathBuf;
+
+/// Engine errors. Each carries what a user needs to act: the path, snapshot,
+/// file or pack concerned.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No repository config at the location.
+    #[error("{location} is not a Cairn repository (no config); run `cairn init` first")]
+    NotARepository {
+        /// The location.
+        location: String,
+    },
+    /// `init` on a location that already has a repository.
+    #[error("{location} already holds a Cairn repository")]
+    AlreadyInitialized {
+        /// The location.
+        location: String,
+    },
+    /// The repository was written by a newer Cairn.
+    #[error("repository format version {found} is newer than this build supports ({supported}); upgrade cairn")]
+    NewerFormat {
+        /// Version in the config.
+        found: u32,
+        /// Newest version this build reads.
+        supported: u32,
+    },
+    /// A repository file could not be decoded.
+    #[error("{what} is malformed: {reason}")]
+    Malformed {
+        /// Which file.
+        what: String,
+        /// Why.
+        reason: String,
+    },
+    /// Stored data failed verification during a restore.
+    #[error("snapshot {snapshot}, file {file}: pack {pack} is corrupt: {reason}")]
+    Corrupt {
+        /// Snapshot id.
+        snapshot: String,
+        /// File path in the snapshot.
+        file: String,
+        /// Pack id.
+        pack: String,
+        /// What failed.
+        reason: String,
+    },
+    /// A chunk named by a snapshot is in no index file.
+    #[error("snapshot {snapshot}, file {file}: chunk {chunk} is missing from the repository")]
+    MissingChunk {
+        /// Snapshot id.
+        snapshot: String,
+        /// File path.
+        file: String,
+        /// Chunk id.
+        chunk: String,
+    },
+    /// No snapshot matches.
+    #[error("no snapshot matches {spec:?}")]
+    SnapshotNotFound {
+        /// What was asked for.
+        spec: String,
+    },
+    /// More than one snapshot matches an id prefix.
+    #[error("{spec:?} matches more than one snapshot; give more digits")]
+    AmbiguousSnapshot {
+        /// What was asked for.
+        spec: String,
+    },
+    /// A path filter matched no file.
+    #[error("no file in snapshot {snapshot} matches {filter:?}")]
+    NoMatchingFiles {
+        /// Snapshot id.
+        snapshot: String,
+        /// The filter.
+        filter: String,
+    },
+    /// A bad option value.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// Local file I/O.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The operation was cancelled (Ctrl-C); what was uploaded is kept.
+    #[error("interrupted; data uploaded so far is kept and will be reused by the next backup")]
+    Interrupted,
+    /// Storage failure.
+    #[error(transparent)]
+    Store(#[from] cairn_store::Error),
+    /// Local chunk index failure.
+    #[error(transparent)]
+    Index(#[from] cairn_index::Error),
+}
+
+impl Error {
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// True when retrying the same operation later may succeed.
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Store(e) if e.is_retryable())
+    }
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

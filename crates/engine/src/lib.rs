@@ -1,0 +1,32 @@
+//! The Cairn engine: a [`Repository`] façade and the backup, restore and
+//! reporting commands built from the chunker, pack, index and store crates.
+//!
+//! # Model
+//! A repository holds packs (chunk data), index files (which chunks each pack
+//! holds) and snapshot manifests (which chunks make up each file). Writers
+//! follow one order: a pack is durable before the index file naming it, and
+//! index files are durable before the manifest that uses them. Everything but
+//! the config is create-only or content-addressed, so a crash or a concurrent
+//! writer never leaves a manifest pointing at missing data.
+//!
+//! The local RocksDB chunk index is a cache of the index files, kept under the
+//! user's cache directory and rebuilt automatically when missing or stale.
+//!
+//! # Threads
+//! CPU work (chunking, hashing, compression, verification) runs on dedicated
+//! threads and a sized rayon pool; the tokio runtime only drives storage I/O.
+
+mod commands;
+mod error;
+mod progress;
+mod repository;
+
+pub use commands::backup::{BackupOptions, BackupSource, BackupSummary};
+pub use commands::restore::{RestoreOptions, RestoreSummary};
+pub use commands::stats::RepoStats;
+pub use error::{Error, Result};
+pub use progress::{NoProgress, Progress};
+pub use repository::{InitOptions, Repository, SnapshotInfo};
+
+pub use cairn_store::{Error as StoreError, RepoStore};
+pub use cairn_model::{ChunkerParams, Compression, RepoConfig, Snapshot, SnapshotId, FORMAT_VERSION};

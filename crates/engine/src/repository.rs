@@ -1,0 +1,298 @@
+//! The repository façade: init/open, the local chunk index cache, snapshots.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use cairn_index::ChunkIndex;
+use cairn_model::{ChunkerParams, Compression, IndexFile, RepoConfig, RepoId, Snapshot, SnapshotId, FORMAT_VERSION};
+use cairn_store::{keys, RepoStore};
+use futures::{StreamExt, TryStreamExt};
+
+use crate::{Error, Result};
+
+/// Options for creating a repository.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// Chunker parameters (fixed for the repository's life).
+    pub chunker: ChunkerParams,
+    /// Compression settings.
+    pub compression: Compression,
+    /// Target pack size in bytes.
+    pub pack_size: u64,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        Self {
+            chunker: ChunkerParams::default(),
+            compression: Compression::default(),
+            pack_size: 32 * 1024 * 1024,
+        }
+    }
+}
+
+/// A snapshot's id and manifest.
+#[derive(Debug, Clone)]
+pub struct SnapshotInfo {
+    /// Id (BLAKE3 of the manifest JSON).
+    pub id: SnapshotId,
+    /// The manifest.
+    pub snapshot: Snapshot,
+    /// Stored size of the manifest object.
+    pub manifest_size: u64,
+}
+
+/// An open repository.
+#[derive(Debug, Clone)]
+pub struct Repository {
+    pub(crate) store: RepoStore,
+    pub(crate) config: RepoConfig,
+    cache_root: PathBuf,
+}
+
+const INDEX_FETCH_CONCURRENCY: usize = 16;
+
+pub(crate) fn compress_json<T: serde::Serialize>(value: &T) -> (Vec<u8>, Vec<u8>) {
+    let json = serde_json::to_vec(value).expect("invariant: manifest types serialize");
+    let packed = zstd::bulk::compress(&json, 3).expect("invariant: in-memory zstd cannot fail");
+    (json, packed)
+}
+
+fn malformed(what: impl Into<String>, reason: impl ToString) -> Error {
+    Error::Malformed {
+        what: what.into(),
+        reason: reason.to_string(),
+    }
+}
+
+impl Repository {
+    /// Creates a repository at `store`.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyInitialized`] when a config exists; invalid options; storage errors.
+    pub async fn init(store: RepoStore, opts: InitOptions, cache_root: &Path) -> Result<Self> {
+        opts.chunker.validate().map_err(Error::InvalidArgument)?;
+        if !(1024 * 1024..=1024 * 1024 * 1024).contains(&opts.pack_size) {
+            return Err(Error::InvalidArgument("pack size must be between 1 MiB and 1 GiB".into()));
+        }
+        if store.exists(keys::CONFIG).await? {
+            return Err(Error::AlreadyInitialized {
+                location: store.location().to_string(),
+            });
+        }
+        let seed: [u8; 32] = rand::random();
+        let config = RepoConfig {
+            version: FORMAT_VERSION,
+            id: RepoId(seed),
+            chunker: opts.chunker,
+            compression: opts.compression,
+            pack_size: opts.pack_size,
+            created: chrono::Utc::now().to_rfc3339(),
+        };
+        let json = serde_json::to_vec_pretty(&config).expect("invariant: config serializes");
+        match store.put_new(keys::CONFIG, Bytes::from(json)).await {
+            Err(cairn_store::Error::AlreadyExists { .. }) => Err(Error::AlreadyInitialized {
+                location: store.location().to_string(),
+            }),
+            Err(e) => Err(e.into()),
+            Ok(()) => Ok(Self {
+                store,
+                config,
+                cache_root: cache_root.to_path_buf(),
+            }),
+        }
+    }
+
+    /// Opens an existing repository.
+    ///
+    /// # Errors
+    /// [`Error::NotARepository`], [`Error::NewerFormat`], a malformed config, storage errors.
+    pub async fn open(store: RepoStore, cache_root: &Path) -> Result<Self> {
+        let raw = match store.get(keys::CONFIG).await {
+            Ok(b) => b,
+            Err(cairn_store::Error::NotFound { .. }) => {
+                return Err(Error::NotARepository {
+                    location: store.location().to_string(),
+                })
+            }
+            Err(e) => return Err(e.into()),
+        };
+        // Check the version before the full schema: a newer format may add fields.
+        let probe: serde_json::Value = serde_json::from_slice(&raw).map_err(|e| malformed("config", e))?;
+        let version = probe
+            .get("version")
+            .and_then(serde_json::Value::as_u64)
+            .ok_or_else(|| malformed("config", "no version field"))?;
+        if version > u64::from(FORMAT_VERSION) {
+            return Err(Error::NewerFormat {
+                found: u32::try_from(version).unwrap_or(u32::MAX),
+                supported: FORMAT_VERSION,
+            });
+        }
+        let config: RepoConfig = serde_json::from_value(probe).map_err(|e| malformed("config", e))?;
+        config.chunker.validate().map_err(|e| malformed("config", e))?;
+        Ok(Self {
+            store,
+            config,
+            cache_root: cache_root.to_path_buf(),
+        })
+    }
+
+    /// The repository config.
+    #[must_use]
+    pub fn config(&self) -> &RepoConfig {
+        &self.config
+    }
+
+    /// The storage location.
+    #[must_use]
+    pub fn location(&self) -> &str {
+        self.store.location()
+    }
+
+    /// Directory of this repository's local cache.
+    #[must_use]
+    pub fn cache_dir(&self) -> PathBuf {
+        self.cache_root.join(self.config.id.to_hex())
+    }
+
+    /// Opens the local chunk index and brings it up to date with the
+    /// repository's index files: new files are ingested; if files it had seen
+    /// are gone (or the cache is unusable) it is rebuilt from scratch.
+    ///
+    /// # Errors
+    /// Storage, RocksDB or malformed index files.
+    pub async fn chunk_index(&self) -> Result<Arc<ChunkIndex>> {
+        let path = self.cache_dir().join("chunk-index");
+        let listed: HashSet<String> = self
+            .store
+            .list(keys::INDEX_DIR)
+            .await?
+            .into_iter()
+            .map(|l| l.name)
+            .collect();
+        let idx = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || -> Result<ChunkIndex> {
+                let idx = ChunkIndex::open(&path)?;
+                let seen = idx.ingested_files()?;
+                if seen.is_subset(&listed) {
+                    return Ok(idx);
+                }
+                tracing::info!("repository index files were removed; rebuilding the local chunk index");
+                drop(idx);
+                ChunkIndex::destroy(&path)?;
+                Ok(ChunkIndex::open(&path)?)
+            })
+            .await
+            .expect("invariant: index open does not panic")?
+        };
+        let idx = Arc::new(idx);
+        let seen = idx.ingested_files()?;
+        let missing: Vec<String> = listed.into_iter().filter(|n| !seen.contains(n)).collect();
+        if !missing.is_empty() {
+            tracing::info!(files = missing.len(), "updating local chunk index from repository index files");
+        }
+        futures::stream::iter(missing)
+            .map(|name| {
+                let store = self.store.clone();
+                let idx = idx.clone();
+                async move {
+                    let bytes = store.get(&keys::index(&name)).await?;
+                    tokio::task::spawn_blocking(move || -> Result<()> {
+                        let file = IndexFile::decode(&bytes).map_err(|e| malformed(format!("index file {name}"), e))?;
+                        idx.ingest(&name, &file.groups)?;
+                        Ok(())
+                    })
+                    .await
+                    .expect("invariant: ingest does not panic")
+                }
+            })
+            .buffer_unordered(INDEX_FETCH_CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(idx)
+    }
+
+    /// Every snapshot, oldest first.
+    ///
+    /// # Errors
+    /// Storage errors or malformed manifests.
+    pub async fn snapshots(&self) -> Result<Vec<SnapshotInfo>> {
+        let listed = self.store.list(keys::SNAPSHOT_DIR).await?;
+        let mut out: Vec<SnapshotInfo> = futures::stream::iter(listed)
+            .map(|l| async move {
+                let id: SnapshotId = l
+                    .name
+                    .parse()
+                    .map_err(|e| malformed(format!("snapshot name {}", l.name), e))?;
+                self.load_snapshot(id).await
+            })
+            .buffer_unordered(INDEX_FETCH_CONCURRENCY)
+            .try_collect()
+            .await?;
+        out.sort_by(|a, b| a.snapshot.time.cmp(&b.snapshot.time).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    /// Loads and verifies one manifest.
+    ///
+    /// # Errors
+    /// Not found, malformed, or a manifest whose content does not match its id.
+    pub async fn load_snapshot(&self, id: SnapshotId) -> Result<SnapshotInfo> {
+        let what = || format!("snapshot {id}");
+        let packed = self.store.get(&keys::snapshot(&id)).await?;
+        let json = zstd::stream::decode_all(&packed[..]).map_err(|e| malformed(what(), e))?;
+        if SnapshotId::of(&json) != id {
+            return Err(malformed(what(), "content does not match its id"));
+        }
+        let snapshot: Snapshot = serde_json::from_slice(&json).map_err(|e| malformed(what(), e))?;
+        if snapshot.version > FORMAT_VERSION {
+            return Err(Error::NewerFormat {
+                found: snapshot.version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        Ok(SnapshotInfo {
+            id,
+            snapshot,
+            manifest_size: packed.len() as u64,
+        })
+    }
+
+    /// Resolves `latest` or a (prefix of a) snapshot id.
+    ///
+    /// # Errors
+    /// [`Error::SnapshotNotFound`], [`Error::AmbiguousSnapshot`], storage errors.
+    pub async fn find_snapshot(&self, spec: &str) -> Result<SnapshotInfo> {
+        let not_found = || Error::SnapshotNotFound { spec: spec.to_string() };
+        if spec == "latest" {
+            return self.snapshots().await?.pop().ok_or_else(not_found);
+        }
+        if let Ok(id) = spec.parse::<SnapshotId>() {
+            return match self.load_snapshot(id).await {
+                Err(Error::Store(cairn_store::Error::NotFound { .. })) => Err(not_found()),
+                other => other,
+            };
+        }
+        let spec_lc = spec.to_ascii_lowercase();
+        if spec_lc.len() < 4 || !spec_lc.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(not_found());
+        }
+        let names: Vec<String> = self
+            .store
+            .list(keys::SNAPSHOT_DIR)
+            .await?
+            .into_iter()
+            .map(|l| l.name)
+            .filter(|n| n.starts_with(&spec_lc))
+            .collect();
+        match names.as_slice() {
+            [] => Err(not_found()),
+            [one] => self.load_snapshot(one.parse().map_err(|e| malformed("snapshot name", e))?).await,
+            _ => Err(Error::AmbiguousSnapshot { spec: spec.to_string() }),
+        }
+    }
+}

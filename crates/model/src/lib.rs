@@ -1,0 +1,32 @@
+//! Types shared by every Cairn crate: typed BLAKE3 identifiers, the repository
+//! configuration, snapshot manifests and the binary index records.
+//!
+//! This crate does no I/O. Everything that ends up in a repository is defined
+//! here, so the on-disk format has one home (see `docs/format.md`).
+
+mod config;
+mod id;
+mod index;
+mod snapshot;
+
+pub use config::{ChunkerParams, Compression, RepoConfig, FORMAT_VERSION};
+pub use id::{ChunkId, IdParseError, PackId, RepoId, SnapshotId};
+pub use index::{Codec, IndexEntry, IndexFile, IndexGroup, PackLocation, INDEX_ENTRY_LEN};
+pub use snapshot::{FileEntry, Snapshot, SnapshotTotals};
+
+/// Errors raised while decoding repository files.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The bytes are not a well-formed file of the expected kind.
+    #[error("malformed {kind}: {reason}")]
+    Malformed {
+        /// Which file kind was being decoded.
+        kind: &'static str,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

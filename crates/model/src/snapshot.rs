@@ -1,0 +1,59 @@
+//! Snapshot manifests, stored as `snapshots/<id>`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ChunkId;
+
+/// One backed-up file and the ordered chunks that make it up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Path relative to the snapshot root, `/`-separated.
+    pub path: String,
+    /// Size in bytes; equals the sum of the chunks' raw lengths.
+    pub size: u64,
+    /// Unix permission bits.
+    pub mode: u32,
+    /// Modification time, seconds since the Unix epoch.
+    pub mtime: i64,
+    /// Chunk ids in file order.
+    pub chunks: Vec<ChunkId>,
+}
+
+/// Totals recorded when the snapshot was taken.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotTotals {
+    /// Number of files.
+    pub files: u64,
+    /// Logical bytes of all files.
+    pub bytes: u64,
+    /// Chunk references (with repeats).
+    pub chunks: u64,
+    /// Chunks this backup added to the repository.
+    pub new_chunks: u64,
+    /// Raw bytes of the new chunks.
+    pub new_bytes: u64,
+    /// Bytes of the new chunks as stored (after compression).
+    pub new_stored_bytes: u64,
+    /// Packs this backup wrote.
+    pub new_packs: u64,
+}
+
+/// A snapshot manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Repository format version the manifest was written with.
+    pub version: u32,
+    /// When the backup started (RFC 3339, UTC).
+    pub time: String,
+    /// Host that ran the backup.
+    pub host: String,
+    /// Free-form tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// What was backed up, as given on the command line.
+    pub source: Vec<String>,
+    /// Files, in the order they were read.
+    pub files: Vec<FileEntry>,
+    /// Totals.
+    pub totals: SnapshotTotals,
+}

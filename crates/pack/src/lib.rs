@@ -1,0 +1,266 @@
+//! Pack files: many compressed chunks in one object, readable without any
+//! other repository file.
+//!
+//! Layout (all integers little-endian):
+//!
+//! ```text
+//! header   "CAIRNPAK" | u16 version (1) | 6 reserved bytes        16 bytes
+//! blobs    each chunk's stored bytes (raw, or one zstd frame)       …
+//! trailer  one 49-byte entry per blob: chunk id, u64 offset,
+//!          u32 stored length, u32 raw length, u8 codec              49 × n
+//! footer   u64 trailer offset | u32 entry count | u32 reserved |
+//!          BLAKE3 of every preceding byte | "CAIRNEND"             56 bytes
+//! ```
+//!
+//! A pack's id is the BLAKE3 of the whole file. Blobs are verified on read:
+//! a decoded chunk must hash to its id.
+
+use cairn_model::{ChunkId, Codec, Compression, IndexEntry, PackId, INDEX_ENTRY_LEN};
+
+/// Pack header magic.
+pub const PACK_MAGIC: &[u8; 8] = b"CAIRNPAK";
+/// Pack footer magic.
+pub const PACK_END: &[u8; 8] = b"CAIRNEND";
+/// Pack layout version.
+pub const PACK_VERSION: u16 = 1;
+/// Header length.
+pub const HEADER_LEN: usize = 16;
+/// Footer length.
+pub const FOOTER_LEN: usize = 56;
+
+/// Pack encoding and decoding errors.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The pack's structure or checksum is wrong.
+    #[error("corrupt pack: {reason}")]
+    Corrupt {
+        /// What was wrong.
+        reason: String,
+    },
+    /// A blob did not decode to the bytes its id names.
+    #[error("chunk {id} is corrupt: {reason}")]
+    BadChunk {
+        /// The chunk.
+        id: ChunkId,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn corrupt(reason: impl Into<String>) -> Error {
+    Error::Corrupt {
+        reason: reason.into(),
+    }
+}
+
+/// Compresses `raw` when that pays: returns the zstd frame only if it saves
+/// at least `min_saving_percent` of the size. `None` means store raw.
+#[must_use]
+pub fn compress(raw: &[u8], c: Compression) -> Option<Vec<u8>> {
+    if c.zstd_level == 0 || raw.len() < 64 {
+        return None;
+    }
+    let out = zstd::bulk::compress(raw, c.zstd_level).ok()?;
+    let limit = raw.len() - raw.len() * usize::from(c.min_saving_percent) / 100;
+    (out.len() < limit).then_some(out)
+}
+
+/// Decodes a stored blob and checks it against its id.
+///
+/// # Errors
+/// [`Error::BadChunk`] when decompression fails, the length is wrong or the
+/// hash does not match.
+pub fn decode_blob(stored: &[u8], entry_id: ChunkId, codec: Codec, raw_length: u32) -> Result<Vec<u8>> {
+    let bad = |reason: String| Error::BadChunk { id: entry_id, reason };
+    let raw = match codec {
+        Codec::Raw => stored.to_vec(),
+        Codec::Zstd => zstd::bulk::decompress(stored, raw_length as usize)
+            .map_err(|e| bad(format!("zstd: {e}")))?,
+    };
+    if raw.len() != raw_length as usize {
+        return Err(bad(format!("{} bytes, expected {raw_length}", raw.len())));
+    }
+    if ChunkId::of(&raw) != entry_id {
+        return Err(bad("content does not match its id".into()));
+    }
+    Ok(raw)
+}
+
+/// Builds one pack in memory.
+#[derive(Debug)]
+pub struct PackWriter {
+    buf: Vec<u8>,
+    entries: Vec<IndexEntry>,
+}
+
+/// A finished pack, ready to upload.
+#[derive(Debug)]
+pub struct FinishedPack {
+    /// BLAKE3 of `bytes`.
+    pub id: PackId,
+    /// The whole file.
+    pub bytes: Vec<u8>,
+    /// Its blobs.
+    pub entries: Vec<IndexEntry>,
+}
+
+impl Default for PackWriter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PackWriter {
+    /// An empty pack with its header written.
+    #[must_use]
+    pub fn new() -> Self {
+        let mut buf = Vec::with_capacity(1 << 20);
+        buf.extend_from_slice(PACK_MAGIC);
+        buf.extend_from_slice(&PACK_VERSION.to_le_bytes());
+        buf.extend_from_slice(&[0u8; 6]);
+        Self {
+            buf,
+            entries: Vec::new(),
+        }
+    }
+
+    /// Appends a blob: `compressed` from [`compress`], or `None` to store `raw` as is.
+    pub fn push(&mut self, id: ChunkId, raw: &[u8], compressed: Option<&[u8]>) {
+        let (codec, stored) = match compressed {
+            Some(c) => (Codec::Zstd, c),
+            None => (Codec::Raw, raw),
+        };
+        self.entries.push(IndexEntry {
+            id,
+            offset: self.buf.len() as u64,
+            length: u32::try_from(stored.len()).expect("invariant: chunks are < 16 MiB"),
+            raw_length: u32::try_from(raw.len()).expect("invariant: chunks are < 16 MiB"),
+            codec,
+        });
+        self.buf.extend_from_slice(stored);
+    }
+
+    /// Bytes written so far.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// True when no blob was pushed.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Writes trailer and footer.
+    #[must_use]
+    pub fn finish(mut self) -> FinishedPack {
+        let trailer_offset = self.buf.len() as u64;
+        for e in &self.entries {
+            e.encode(&mut self.buf);
+        }
+        self.buf.extend_from_slice(&trailer_offset.to_le_bytes());
+        let n = u32::try_from(self.entries.len()).expect("invariant: < 4G entries");
+        self.buf.extend_from_slice(&n.to_le_bytes());
+        self.buf.extend_from_slice(&0u32.to_le_bytes());
+        let sum = blake3::hash(&self.buf);
+        self.buf.extend_from_slice(sum.as_bytes());
+        self.buf.extend_from_slice(PACK_END);
+        FinishedPack {
+            id: PackId::of(&self.buf),
+            bytes: self.buf,
+            entries: self.entries,
+        }
+    }
+}
+
+/// Parses a whole pack, verifying its checksum, and returns its entries.
+///
+/// # Errors
+/// [`Error::Corrupt`] on any structural or checksum problem.
+pub fn read_entries(pack: &[u8]) -> Result<Vec<IndexEntry>> {
+    if pack.len() < HEADER_LEN + FOOTER_LEN || &pack[..8] != PACK_MAGIC {
+        return Err(corrupt("missing CAIRNPAK header"));
+    }
+    let version = u16::from_le_bytes([pack[8], pack[9]]);
+    if version != PACK_VERSION {
+        return Err(corrupt(format!("unsupported pack version {version}")));
+    }
+    let footer = &pack[pack.len() - FOOTER_LEN..];
+    if &footer[48..] != PACK_END {
+        return Err(corrupt("missing CAIRNEND footer"));
+    }
+    let summed = &pack[..pack.len() - 40];
+    if blake3::hash(summed).as_bytes() != &footer[16..48] {
+        return Err(corrupt("checksum mismatch"));
+    }
+    let trailer_offset = usize::try_from(u64::from_le_bytes(footer[..8].try_into().expect("invariant: 8 bytes")))
+        .map_err(|_| corrupt("trailer offset overflows"))?;
+    let n = u32::from_le_bytes(footer[8..12].try_into().expect("invariant: 4 bytes")) as usize;
+    let trailer_end = pack.len() - FOOTER_LEN;
+    if trailer_offset < HEADER_LEN || trailer_offset + n * INDEX_ENTRY_LEN != trailer_end {
+        return Err(corrupt("trailer does not fit the pack"));
+    }
+    let entries = pack[trailer_offset..trailer_end]
+        .chunks_exact(INDEX_ENTRY_LEN)
+        .map(|b| IndexEntry::decode(b).map_err(|e| corrupt(e.to_string())))
+        .collect::<Result<Vec<_>>>()?;
+    for e in &entries {
+        if e.offset < HEADER_LEN as u64 || e.offset + u64::from(e.length) > trailer_offset as u64 {
+            return Err(corrupt(format!("blob {} lies outside the data area", e.id)));
+        }
+    }
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn pack_round_trip(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..3000), 0..20), level in 0i32..4) {
+            let c = Compression { zstd_level: level, min_saving_percent: 5 };
+            let mut w = PackWriter::new();
+            for raw in &chunks {
+                let comp = compress(raw, c);
+                w.push(ChunkId::of(raw), raw, comp.as_deref());
+            }
+            let p = w.finish();
+            prop_assert_eq!(p.id, PackId::of(&p.bytes));
+            let entries = read_entries(&p.bytes).expect("valid pack");
+            prop_assert_eq!(&entries, &p.entries);
+            for (e, raw) in entries.iter().zip(&chunks) {
+                let stored = &p.bytes[e.offset as usize..(e.offset + u64::from(e.length)) as usize];
+                prop_assert_eq!(&decode_blob(stored, e.id, e.codec, e.raw_length).expect("valid blob"), raw);
+            }
+        }
+    }
+
+    #[test]
+    fn compressible_data_is_compressed_and_noise_is_not() {
+        let c = Compression::default();
+        assert!(compress(&vec![7u8; 10_000], c).is_some());
+        let noise: Vec<u8> = (0..10_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let _ = compress(&noise, c); // may or may not pay; must not panic
+    }
+
+    #[test]
+    fn tampering_is_detected() {
+        let raw = vec![1u8; 5000];
+        let mut w = PackWriter::new();
+        w.push(ChunkId::of(&raw), &raw, compress(&raw, Compression::default()).as_deref());
+        let p = w.finish();
+        let e = p.entries[0];
+        let mut bytes = p.bytes.clone();
+        bytes[e.offset as usize] ^= 0xff;
+        assert!(read_entries(&bytes).is_err(), "checksum must catch a flipped byte");
+        let stored = &bytes[e.offset as usize..(e.offset + u64::from(e.length)) as usize];
+        assert!(decode_blob(stored, e.id, e.codec, e.raw_length).is_err());
+    }
+}

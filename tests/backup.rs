@@ -1,0 +1,105 @@
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use crate::support::{own_fixtures, random_bytes, shared_fixtures, Env};
+
+/// An unchanged file uploads no new chunk and no pack.
+pub fn unchanged_file_adds_nothing(env: &Env) {
+    env.init(&[]);
+    let f = own_fixtures().join("cluster-collection-node0-day0.snapshot");
+    let first = env.backup(&[&f]);
+    assert!(first["new_packs"].as_u64().expect("u64") >= 1);
+    let second = env.backup(&[&f]);
+    assert_eq!(second["new_chunks"], 0);
+    assert_eq!(second["new_packs"], 0);
+    assert_eq!(second["bytes"], first["bytes"]);
+}
+
+#[test]
+fn unchanged_file_adds_nothing_local() {
+    unchanged_file_adds_nothing(&Env::local());
+}
+
+/// Duplicates inside one run are stored once.
+#[test]
+fn duplicates_within_one_backup_are_stored_once() {
+    let env = Env::local();
+    env.init(&[]);
+    let dir = env.path("dup");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let data = random_bytes(3 << 20, 7);
+    std::fs::write(dir.join("a"), &data).expect("write");
+    std::fs::write(dir.join("b"), &data).expect("write");
+    let b = env.backup(&[&dir]);
+    let new = b["new_bytes"].as_u64().expect("u64");
+    assert_eq!(new, data.len() as u64, "the second copy must dedup against the first");
+}
+
+/// Day N+1 of the Qdrant churn series (5 % new, 2 % rewritten, 1 % deleted
+/// points per day; the optimizer rebuilds a segment on day 4) stores only a
+/// fraction of its size. Measured with 64 KiB average chunks: see
+/// docs/performance.md; the bounds below leave room for noise-free variation
+/// in compression only (chunking is deterministic).
+#[test]
+fn churn_series_adds_a_fraction_per_day() {
+    let Some(shared) = shared_fixtures("churn_series_adds_a_fraction_per_day") else { return };
+    let env = Env::local();
+    env.init(&[]);
+    let mut added = Vec::new();
+    for day in 0..6 {
+        let f = shared.join(format!("qdrant-churn/day{day}/collection-node0.snapshot"));
+        let b = env.backup(&[&f]);
+        let size = b["bytes"].as_f64().expect("f64");
+        let new = b["new_stored_bytes"].as_f64().expect("f64");
+        added.push(new / size);
+    }
+    eprintln!("churn: stored fraction per day {added:?}");
+    assert!(added[0] > 0.5, "day 0 stores most of its bytes");
+    for (day, frac) in added.iter().enumerate().skip(1) {
+        let limit = if day == 4 { DAY4_LIMIT } else { DAY_LIMIT };
+        assert!(*frac < limit, "day {day} stored {frac:.3} of its size (limit {limit})");
+    }
+}
+
+/// Upper bounds for the stored fraction of a churn day; see the test's doc.
+const DAY_LIMIT: f64 = 0.5;
+const DAY4_LIMIT: f64 = 0.8;
+
+#[test]
+fn stdin_backup_round_trips() {
+    let env = Env::local();
+    env.init(&[]);
+    let data = random_bytes(5 << 20, 3);
+    let mut child = env
+        .cmd()
+        .args(["--json", "backup", "--stdin", "--stdin-name", "piped.snapshot"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child.stdin.take().expect("stdin").write_all(&data).expect("pipe");
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success());
+    let dumped = env.run(&["dump", "latest", "piped.snapshot"]).stdout;
+    assert!(dumped == data, "stdin data did not round-trip");
+}
+
+#[test]
+fn the_local_index_catches_up_with_other_writers() {
+    // Two machines (two cache dirs) write to one repository; each sees the other's chunks.
+    let env = Env::local();
+    env.init(&[]);
+    let f: PathBuf = own_fixtures().join("shard0-node0-day0.snapshot");
+    env.backup(&[&f]);
+    let other_cache = tempfile::TempDir::new().expect("tempdir");
+    let out = env
+        .cmd()
+        .env("CAIRN_CACHE_DIR", other_cache.path())
+        .args(["--json", "backup", f.to_str().expect("utf8")])
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["new_chunks"], 0, "a fresh cache must be rebuilt from the index files");
+}

@@ -1,0 +1,15 @@
+//! End-to-end tests: the `cairn` binary against real repositories on local
+//! disk and on a real S3-compatible server (moto, started by the harness),
+//! with real Qdrant snapshot files.
+
+/// Shared helpers: temp repositories, the moto server, fixtures.
+mod support;
+
+/// Incremental behaviour: what each backup adds.
+mod backup;
+/// Byte-identical round trips of real Qdrant snapshots.
+mod restore;
+/// Bad input and faults: each must fail cleanly and leave the repository consistent.
+mod faults;
+/// The backup/restore suite against the S3-compatible server.
+mod s3;

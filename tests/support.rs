@@ -1,0 +1,224 @@
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+pub fn cairn_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_cairn")
+}
+
+pub fn project_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The repository's own small fixtures.
+pub fn own_fixtures() -> PathBuf {
+    project_dir().join("tests/fixtures")
+}
+
+/// `../shared/fixtures`, or `None` with a visible notice.
+pub fn shared_fixtures(test: &str) -> Option<PathBuf> {
+    let p = project_dir().join("../shared/fixtures");
+    if p.is_dir() {
+        Some(p)
+    } else {
+        eprintln!("SKIPPED {test}: ../shared/fixtures is absent (CI always has it)");
+        None
+    }
+}
+
+/// A moto S3 server on a free loopback port, killed on drop.
+pub struct Moto {
+    child: Child,
+    pub endpoint: String,
+}
+
+impl Moto {
+    pub fn start() -> Self {
+        let server = std::env::var_os("CAIRN_MOTO_SERVER")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| project_dir().join(".venv/bin/moto_server"));
+        assert!(
+            server.exists(),
+            "the S3 tests need moto's server at {} (run `bash scripts/test.sh`, which installs it, \
+             or `pip install 'moto[server]'` and set CAIRN_MOTO_SERVER)",
+            server.display()
+        );
+        let port = TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
+        let child = Command::new(&server)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", server.display()));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "moto did not start listening on port {port}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// Creates a bucket with a plain HTTP PUT (moto accepts unsigned requests).
+    pub fn create_bucket(&self, name: &str) {
+        let addr = self.endpoint.trim_start_matches("http://");
+        let mut s = TcpStream::connect(addr).expect("connect to moto");
+        write!(s, "PUT /{name} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").expect("send");
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).expect("read");
+        assert!(resp.starts_with("HTTP/1.1 200"), "bucket creation failed: {resp}");
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A repository (local or S3), its own cache dir and a scratch dir.
+pub struct Env {
+    pub repo: String,
+    pub envs: Vec<(String, String)>,
+    pub cache: TempDir,
+    pub work: TempDir,
+    _moto: Option<Moto>,
+}
+
+impl Env {
+    pub fn local() -> Self {
+        let work = TempDir::new().expect("tempdir");
+        Self {
+            repo: work.path().join("repo").display().to_string(),
+            envs: Vec::new(),
+            cache: TempDir::new().expect("tempdir"),
+            work,
+            _moto: None,
+        }
+    }
+
+    pub fn s3() -> Self {
+        let moto = Moto::start();
+        moto.create_bucket("cairn-test");
+        Self {
+            repo: "s3://cairn-test/backups/repo1".to_string(),
+            envs: vec![
+                ("AWS_ACCESS_KEY_ID".into(), "test".into()),
+                ("AWS_SECRET_ACCESS_KEY".into(), "test".into()),
+                ("AWS_REGION".into(), "us-east-1".into()),
+                ("AWS_ENDPOINT_URL".into(), moto.endpoint.clone()),
+                ("AWS_ALLOW_HTTP".into(), "true".into()),
+            ],
+            cache: TempDir::new().expect("tempdir"),
+            work: TempDir::new().expect("tempdir"),
+            _moto: Some(moto),
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.work.path().join(rel)
+    }
+
+    /// `cairn --repo REPO` with this env's cache dir and credentials.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(cairn_bin());
+        c.arg("--repo").arg(&self.repo);
+        c.env("CAIRN_CACHE_DIR", self.cache.path());
+        c.env_remove("CAIRN_REPOSITORY");
+        for (k, v) in &self.envs {
+            c.env(k, v);
+        }
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        let out = self.cmd().args(args).output().expect("run cairn");
+        assert!(
+            out.status.success(),
+            "cairn {args:?} failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.run(&all);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("cairn {args:?}: not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    }
+
+    /// Runs and expects failure; returns (exit code, stderr).
+    pub fn fail(&self, args: &[&str]) -> (i32, String) {
+        let out = self.cmd().args(args).output().expect("run cairn");
+        assert!(!out.status.success(), "cairn {args:?} should have failed");
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    pub fn init(&self, extra: &[&str]) {
+        let mut args = vec!["init"];
+        args.extend_from_slice(extra);
+        self.run(&args);
+    }
+
+    pub fn backup(&self, paths: &[&Path]) -> Value {
+        let mut args = vec!["--json".to_string(), "backup".to_string()];
+        args.extend(paths.iter().map(|p| p.display().to_string()));
+        let out = self.cmd().args(&args).output().expect("run cairn");
+        assert!(out.status.success(), "backup failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("backup JSON")
+    }
+}
+
+/// Every regular file under `dir`, relative, sorted.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir") {
+            let e = e.expect("entry");
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(dir).expect("under dir").to_path_buf());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Asserts that `restored` holds exactly the files of `original`, byte for byte.
+pub fn assert_same_tree(original: &Path, restored: &Path) {
+    let a = files_under(original);
+    let b = files_under(restored);
+    assert_eq!(a, b, "restored file list differs");
+    for rel in &a {
+        let x = std::fs::read(original.join(rel)).expect("read original");
+        let y = std::fs::read(restored.join(rel)).expect("read restored");
+        assert!(x == y, "{} differs after restore", rel.display());
+    }
+}
+
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    // xorshift: deterministic, incompressible enough for dedup tests.
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
