@@ -175,6 +175,7 @@ impl Repository {
             .collect();
         let idx = {
             let path = path.clone();
+            let listed = listed.clone();
             tokio::task::spawn_blocking(move || -> Result<ChunkIndex> {
                 let idx = ChunkIndex::open(&path)?;
                 let seen = idx.ingested_files()?;

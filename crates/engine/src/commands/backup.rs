@@ -411,7 +411,7 @@ impl Repository {
         let result = std::thread::scope(|s| {
             let chunker = &chunker;
             s.spawn(move || read_inputs(inputs, chunker, opts.block_size, &opts.cancel, &tx));
-            let result = (|| {
+            let result = (|| -> Result<()> {
                 for item in &rx {
                     match item? {
                         Item::Start(i) => files.push(FileEntry {
