@@ -13,7 +13,9 @@ fn chunking(c: &mut Criterion) {
     g.sample_size(20);
     for avg in [16 * 1024, 64 * 1024] {
         let chunker = Chunker::new(ChunkerParams::with_average(avg));
-        g.bench_function(format!("fastcdc avg {}KiB", avg / 1024), |b| b.iter(|| chunker.cuts(&bytes).len()));
+        g.bench_function(format!("fastcdc avg {}KiB", avg / 1024), |b| {
+            b.iter(|| chunker.cuts(&bytes).len())
+        });
         g.bench_function(format!("block reader avg {}KiB", avg / 1024), |b| {
             b.iter(|| {
                 BlockReader::new(&bytes[..], chunker.clone(), 8 << 20)

@@ -2,7 +2,10 @@
 //! else seeded pseudo-random bytes of the same size.
 
 pub fn snapshot_bytes() -> (String, Vec<u8>) {
-    let p = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/qdrant-churn/day0/collection-node0.snapshot");
+    let p = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/fixtures/qdrant-churn/day0/collection-node0.snapshot"
+    );
     match std::fs::read(p) {
         Ok(b) => ("qdrant-churn day0".into(), b),
         Err(_) => {

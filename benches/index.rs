@@ -16,17 +16,29 @@ fn index(c: &mut Criterion) {
             entries: batch
                 .iter()
                 .enumerate()
-                .map(|(i, id)| IndexEntry { id: *id, offset: i as u64 * 65536, length: 65536, raw_length: 65536, codec: Codec::Raw })
+                .map(|(i, id)| IndexEntry {
+                    id: *id,
+                    offset: i as u64 * 65536,
+                    length: 65536,
+                    raw_length: 65536,
+                    codec: Codec::Raw,
+                })
                 .collect(),
         };
         idx.ingest(&format!("f{p}"), &[group]).expect("ingest");
     }
     let present: Vec<ChunkId> = ids.iter().step_by(97).take(1024).copied().collect();
-    let absent: Vec<ChunkId> = (0..1024u32).map(|i| ChunkId::of(&(i + n).to_le_bytes())).collect();
+    let absent: Vec<ChunkId> = (0..1024u32)
+        .map(|i| ChunkId::of(&(i + n).to_le_bytes()))
+        .collect();
     let mut g = c.benchmark_group("index");
     g.throughput(Throughput::Elements(1024));
-    g.bench_function("multi_get 1024 present", |b| b.iter(|| idx.get_many(&present).expect("get").len()));
-    g.bench_function("multi_get 1024 absent", |b| b.iter(|| idx.get_many(&absent).expect("get").len()));
+    g.bench_function("multi_get 1024 present", |b| {
+        b.iter(|| idx.get_many(&present).expect("get").len())
+    });
+    g.bench_function("multi_get 1024 absent", |b| {
+        b.iter(|| idx.get_many(&absent).expect("get").len())
+    });
     g.finish();
 }
 

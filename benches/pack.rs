@@ -24,7 +24,10 @@ fn pack(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(bytes.len() as u64));
     g.sample_size(10);
     for level in [0, 1, 3] {
-        let comp = Compression { zstd_level: level, ..Compression::default() };
+        let comp = Compression {
+            zstd_level: level,
+            ..Compression::default()
+        };
         g.bench_function(format!("encode zstd {level}"), |b| {
             b.iter(|| {
                 let mut w = PackWriter::new();
@@ -47,8 +50,11 @@ fn pack(c: &mut Criterion) {
                 entries
                     .iter()
                     .map(|e| {
-                        let s = &p.bytes[e.offset as usize..(e.offset + u64::from(e.length)) as usize];
-                        decode_blob(s, e.id, e.codec, e.raw_length).expect("valid").len()
+                        let s =
+                            &p.bytes[e.offset as usize..(e.offset + u64::from(e.length)) as usize];
+                        decode_blob(s, e.id, e.codec, e.raw_length)
+                            .expect("valid")
+                            .len()
                     })
                     .sum::<usize>()
             })

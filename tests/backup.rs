@@ -33,7 +33,11 @@ fn duplicates_within_one_backup_are_stored_once() {
     std::fs::write(dir.join("b"), &data).expect("write");
     let b = env.backup(&[&dir]);
     let new = b["new_bytes"].as_u64().expect("u64");
-    assert_eq!(new, data.len() as u64, "the second copy must dedup against the first");
+    assert_eq!(
+        new,
+        data.len() as u64,
+        "the second copy must dedup against the first"
+    );
 }
 
 /// Day N+1 of the Qdrant churn series (5 % new, 2 % rewritten, 1 % deleted
@@ -43,7 +47,9 @@ fn duplicates_within_one_backup_are_stored_once() {
 /// in compression only (chunking is deterministic).
 #[test]
 fn churn_series_adds_a_fraction_per_day() {
-    let Some(shared) = shared_fixtures("churn_series_adds_a_fraction_per_day") else { return };
+    let Some(shared) = shared_fixtures("churn_series_adds_a_fraction_per_day") else {
+        return;
+    };
     let env = Env::local();
     env.init(&[]);
     let mut added = Vec::new();
@@ -58,7 +64,10 @@ fn churn_series_adds_a_fraction_per_day() {
     assert!(added[0] > 0.5, "day 0 stores most of its bytes");
     for (day, frac) in added.iter().enumerate().skip(1) {
         let limit = if day == 4 { DAY4_LIMIT } else { DAY_LIMIT };
-        assert!(*frac < limit, "day {day} stored {frac:.3} of its size (limit {limit})");
+        assert!(
+            *frac < limit,
+            "day {day} stored {frac:.3} of its size (limit {limit})"
+        );
     }
 }
 
@@ -73,12 +82,23 @@ fn stdin_backup_round_trips() {
     let data = random_bytes(5 << 20, 3);
     let mut child = env
         .cmd()
-        .args(["--json", "backup", "--stdin", "--stdin-name", "piped.snapshot"])
+        .args([
+            "--json",
+            "backup",
+            "--stdin",
+            "--stdin-name",
+            "piped.snapshot",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn");
-    child.stdin.take().expect("stdin").write_all(&data).expect("pipe");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&data)
+        .expect("pipe");
     let out = child.wait_with_output().expect("wait");
     assert!(out.status.success());
     let dumped = env.run(&["dump", "latest", "piped.snapshot"]).stdout;
@@ -101,5 +121,8 @@ fn the_local_index_catches_up_with_other_writers() {
         .expect("run");
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!(v["new_chunks"], 0, "a fresh cache must be rebuilt from the index files");
+    assert_eq!(
+        v["new_chunks"], 0,
+        "a fresh cache must be rebuilt from the index files"
+    );
 }

@@ -7,9 +7,9 @@ mod support;
 
 /// Incremental behaviour: what each backup adds.
 mod backup;
-/// Byte-identical round trips of real Qdrant snapshots.
-mod restore;
 /// Bad input and faults: each must fail cleanly and leave the repository consistent.
 mod faults;
+/// Byte-identical round trips of real Qdrant snapshots.
+mod restore;
 /// The backup/restore suite against the S3-compatible server.
 mod s3;

@@ -60,7 +60,8 @@ fn repository_of_a_newer_format() {
     let env = Env::local();
     env.init(&[]);
     let config = Path::new(&env.repo).join("config");
-    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&config).expect("read")).expect("json");
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config).expect("read")).expect("json");
     v["version"] = 99.into();
     v["some_future_field"] = true.into();
     std::fs::write(&config, serde_json::to_vec(&v).expect("json")).expect("write");
@@ -104,11 +105,25 @@ fn altered_pack_byte_is_detected() {
     let out = env.path("out");
     let (code, err) = env.fail(&["restore", "latest", out.to_str().expect("utf8")]);
     assert_eq!(code, INTEGRITY_EXIT, "{err}");
-    let pack_id = pack_path.file_name().expect("name").to_string_lossy().to_string();
-    assert!(err.contains(&snapshot), "error must name the snapshot: {err}");
-    assert!(err.contains("shard0-node0-day0.snapshot"), "error must name the file: {err}");
+    let pack_id = pack_path
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .to_string();
+    assert!(
+        err.contains(&snapshot),
+        "error must name the snapshot: {err}"
+    );
+    assert!(
+        err.contains("shard0-node0-day0.snapshot"),
+        "error must name the file: {err}"
+    );
     assert!(err.contains(&pack_id), "error must name the pack: {err}");
-    assert!(files_under(&out).is_empty(), "no file may be left behind: {:?}", files_under(&out));
+    assert!(
+        files_under(&out).is_empty(),
+        "no file may be left behind: {:?}",
+        files_under(&out)
+    );
 }
 
 #[test]
@@ -148,8 +163,15 @@ fn restore_target_fills_up() {
         .expect("run");
     let err = String::from_utf8_lossy(&res.stderr);
     assert_eq!(res.status.code(), Some(1), "{err}");
-    assert!(err.contains("cannot write") && err.contains("File too large"), "{err}");
-    assert!(files_under(&out).is_empty(), "left behind: {:?}", files_under(&out));
+    assert!(
+        err.contains("cannot write") && err.contains("File too large"),
+        "{err}"
+    );
+    assert!(
+        files_under(&out).is_empty(),
+        "left behind: {:?}",
+        files_under(&out)
+    );
     // Writing to a full device through dump reports ENOSPC.
     let full = std::fs::File::create("/dev/full").expect("/dev/full");
     let res = env
@@ -194,8 +216,14 @@ fn interrupt_backup(env: &Env, data: &[u8], signal: &str) -> std::process::ExitS
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-    assert!(fed < data.len(), "the backup must still be running when interrupted");
-    std::process::Command::new("kill").args([signal, &child.id().to_string()]).status().expect("kill");
+    assert!(
+        fed < data.len(),
+        "the backup must still be running when interrupted"
+    );
+    std::process::Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .expect("kill");
     drop(stdin);
     child.wait().expect("wait")
 }
@@ -217,18 +245,35 @@ fn interrupted_backup_keeps_the_repository_consistent() {
         let indexed_before = index_files(&env);
         let mut child = env
             .cmd()
-            .args(["--json", "backup", "--stdin", "--stdin-name", "big.snapshot"])
+            .args([
+                "--json",
+                "backup",
+                "--stdin",
+                "--stdin-name",
+                "big.snapshot",
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
             .expect("spawn");
-        child.stdin.take().expect("stdin").write_all(&data).expect("feed");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(&data)
+            .expect("feed");
         let out = child.wait_with_output().expect("wait");
         assert!(out.status.success(), "{signal}: second backup failed");
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
         let reused = v["bytes"].as_u64().expect("u64") - v["new_bytes"].as_u64().expect("u64");
-        assert!(reused >= (indexed_before as u64 - 1) * (1 << 20) / 2, "{signal}: only {reused} bytes reused from {indexed_before} packs");
+        assert!(
+            reused >= (indexed_before as u64 - 1) * (1 << 20) / 2,
+            "{signal}: only {reused} bytes reused from {indexed_before} packs"
+        );
         let dumped = env.run(&["dump", "latest", "big.snapshot"]).stdout;
-        assert!(dumped == data, "{signal}: restore after an interrupted backup differs");
+        assert!(
+            dumped == data,
+            "{signal}: restore after an interrupted backup differs"
+        );
     }
 }

@@ -37,9 +37,15 @@ fn repository_from_environment_variable() {
     let env = Env::local();
     let with_env = |args: &[&str]| {
         let mut c = std::process::Command::new(crate::support::cairn_bin());
-        c.env("CAIRN_REPOSITORY", &env.repo).env("CAIRN_CACHE_DIR", env.cache.path()).args(args);
+        c.env("CAIRN_REPOSITORY", &env.repo)
+            .env("CAIRN_CACHE_DIR", env.cache.path())
+            .args(args);
         let out = c.output().expect("run");
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     let fx = own_fixtures();
     let out = env.path("out");
@@ -53,18 +59,33 @@ fn repository_from_environment_variable() {
 /// and a second backup of the same tree stores nothing new.
 #[test]
 fn round_trip_every_shared_fixture() {
-    let Some(shared) = shared_fixtures("round_trip_every_shared_fixture") else { return };
+    let Some(shared) = shared_fixtures("round_trip_every_shared_fixture") else {
+        return;
+    };
     let env = Env::local();
     env.init(&[]);
     let first = env.backup(&[&shared]);
     let second = env.backup(&[&shared]);
-    assert_eq!(second["new_chunks"], 0, "an unchanged tree must add nothing");
+    assert_eq!(
+        second["new_chunks"], 0,
+        "an unchanged tree must add nothing"
+    );
     assert_eq!(first["bytes"], second["bytes"]);
     let out = env.path("out");
-    env.run(&["restore", second["snapshot"].as_str().expect("id"), out.to_str().expect("utf8")]);
+    env.run(&[
+        "restore",
+        second["snapshot"].as_str().expect("id"),
+        out.to_str().expect("utf8"),
+    ]);
     assert_same_tree(&shared, &out.join("fixtures"));
-    let n = crate::support::files_under(&shared).iter().filter(|p| p.extension().is_some_and(|e| e == "snapshot")).count();
-    assert!(n >= 20, "expected the whole fixture set, found {n} snapshot files");
+    let n = crate::support::files_under(&shared)
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "snapshot"))
+        .count();
+    assert!(
+        n >= 20,
+        "expected the whole fixture set, found {n} snapshot files"
+    );
 }
 
 #[test]
@@ -74,12 +95,32 @@ fn path_filter_and_dump() {
     let fx = own_fixtures();
     env.backup(&[&fx]);
     let out = env.path("one");
-    env.run(&["restore", "latest", out.to_str().expect("utf8"), "--path", "fixtures/shard0-node0-day1.snapshot"]);
+    env.run(&[
+        "restore",
+        "latest",
+        out.to_str().expect("utf8"),
+        "--path",
+        "fixtures/shard0-node0-day1.snapshot",
+    ]);
     let restored = crate::support::files_under(&out);
-    assert_eq!(restored, vec![Path::new("fixtures/shard0-node0-day1.snapshot").to_path_buf()]);
-    let dumped = env.run(&["dump", "latest", "fixtures/shard0-node0-day0.snapshot"]).stdout;
-    assert!(dumped == std::fs::read(fx.join("shard0-node0-day0.snapshot")).expect("read"), "dump differs");
-    let (code, err) = env.fail(&["restore", "latest", out.to_str().expect("utf8"), "--path", "nope"]);
+    assert_eq!(
+        restored,
+        vec![Path::new("fixtures/shard0-node0-day1.snapshot").to_path_buf()]
+    );
+    let dumped = env
+        .run(&["dump", "latest", "fixtures/shard0-node0-day0.snapshot"])
+        .stdout;
+    assert!(
+        dumped == std::fs::read(fx.join("shard0-node0-day0.snapshot")).expect("read"),
+        "dump differs"
+    );
+    let (code, err) = env.fail(&[
+        "restore",
+        "latest",
+        out.to_str().expect("utf8"),
+        "--path",
+        "nope",
+    ]);
     assert_eq!(code, 1);
     assert!(err.contains("no file in snapshot"), "{err}");
 }
@@ -99,8 +140,14 @@ fn snapshots_and_stats_report_json() {
     assert_eq!(stats["snapshots"], 2);
     let logical = stats["logical_bytes"].as_u64().expect("u64");
     assert_eq!(logical, 2 * b["bytes"].as_u64().expect("u64"));
-    assert!(stats["dedup_ratio"].as_f64().expect("f64") >= 2.0, "{stats}");
+    assert!(
+        stats["dedup_ratio"].as_f64().expect("f64") >= 2.0,
+        "{stats}"
+    );
     // The table form names the columns.
     let table = String::from_utf8(env.run(&["snapshots"]).stdout).expect("utf8");
-    assert!(table.contains("ID") && table.contains("2 snapshots"), "{table}");
+    assert!(
+        table.contains("ID") && table.contains("2 snapshots"),
+        "{table}"
+    );
 }

@@ -17,16 +17,25 @@ fn s3_unchanged_file_adds_nothing() {
 
 #[test]
 fn s3_churn_series_with_multipart_packs() {
-    let Some(shared) = shared_fixtures("s3_churn_series_with_multipart_packs") else { return };
+    let Some(shared) = shared_fixtures("s3_churn_series_with_multipart_packs") else {
+        return;
+    };
     let env = Env::s3();
     // Large packs and no compression, so the first pack (> 16 MiB) goes up in parts.
     env.init(&["--pack-size", "64MiB", "--compression-level", "0"]);
     let churn = shared.join("qdrant-churn");
     let first = env.backup(&[&churn]);
-    assert!(first["new_stored_bytes"].as_u64().expect("u64") > 16 << 20, "{first}");
+    assert!(
+        first["new_stored_bytes"].as_u64().expect("u64") > 16 << 20,
+        "{first}"
+    );
     let again = env.backup(&[&churn.join("day5")]);
     assert_eq!(again["new_chunks"], 0);
     let out = env.path("out");
-    env.run(&["restore", first["snapshot"].as_str().expect("id"), out.to_str().expect("utf8")]);
+    env.run(&[
+        "restore",
+        first["snapshot"].as_str().expect("id"),
+        out.to_str().expect("utf8"),
+    ]);
     assert_same_tree(&churn, &out.join("qdrant-churn"));
 }

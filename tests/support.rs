@@ -48,7 +48,11 @@ impl Moto {
              or `pip install 'moto[server]'` and set CAIRN_MOTO_SERVER)",
             server.display()
         );
-        let port = TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .expect("free port")
+            .local_addr()
+            .expect("addr")
+            .port();
         let child = Command::new(&server)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
@@ -57,7 +61,10 @@ impl Moto {
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", server.display()));
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "moto did not start listening on port {port}");
+            assert!(
+                Instant::now() < deadline,
+                "moto did not start listening on port {port}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         Self {
@@ -73,7 +80,10 @@ impl Moto {
         write!(s, "PUT /{name} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").expect("send");
         let mut resp = String::new();
         s.read_to_string(&mut resp).expect("read");
-        assert!(resp.starts_with("HTTP/1.1 200"), "bucket creation failed: {resp}");
+        assert!(
+            resp.starts_with("HTTP/1.1 200"),
+            "bucket creation failed: {resp}"
+        );
     }
 }
 
@@ -154,14 +164,22 @@ impl Env {
         let mut all = vec!["--json"];
         all.extend_from_slice(args);
         let out = self.run(&all);
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("cairn {args:?}: not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "cairn {args:?}: not JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
     }
 
     /// Runs and expects failure; returns (exit code, stderr).
     pub fn fail(&self, args: &[&str]) -> (i32, String) {
         let out = self.cmd().args(args).output().expect("run cairn");
         assert!(!out.status.success(), "cairn {args:?} should have failed");
-        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     pub fn init(&self, extra: &[&str]) {
@@ -174,7 +192,11 @@ impl Env {
         let mut args = vec!["--json".to_string(), "backup".to_string()];
         args.extend(paths.iter().map(|p| p.display().to_string()));
         let out = self.cmd().args(&args).output().expect("run cairn");
-        assert!(out.status.success(), "backup failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "backup failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).expect("backup JSON")
     }
 }

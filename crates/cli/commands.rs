@@ -6,7 +6,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use cairn_engine::{BackupOptions, BackupSource, ChunkerParams, Compression, InitOptions, Repository, RestoreOptions};
+use cairn_engine::{
+    BackupOptions, BackupSource, ChunkerParams, Compression, InitOptions, Repository,
+    RestoreOptions,
+};
 use serde_json::json;
 
 use crate::progress::Bar;
@@ -104,14 +107,18 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
         if let Some(e) = cause.downcast_ref::<E>() {
             return match e {
-                E::NotARepository { .. } | E::NewerFormat { .. } | E::AlreadyInitialized { .. } => exit::REPOSITORY,
+                E::NotARepository { .. } | E::NewerFormat { .. } | E::AlreadyInitialized { .. } => {
+                    exit::REPOSITORY
+                }
                 E::Corrupt { .. } | E::MissingChunk { .. } | E::Malformed { .. } => exit::INTEGRITY,
                 E::Interrupted => exit::INTERRUPTED,
                 E::Store(cairn_engine::StoreError::InvalidLocation { .. }) => exit::REPOSITORY,
                 _ => exit::FAILURE,
             };
         }
-        if let Some(cairn_engine::StoreError::InvalidLocation { .. }) = cause.downcast_ref::<cairn_engine::StoreError>() {
+        if let Some(cairn_engine::StoreError::InvalidLocation { .. }) =
+            cause.downcast_ref::<cairn_engine::StoreError>()
+        {
             return exit::REPOSITORY;
         }
     }
@@ -137,7 +144,11 @@ fn to_u32(v: u64, what: &str) -> Result<u32> {
 
 async fn init(g: &GlobalArgs, a: InitArgs) -> Result<()> {
     let loc = location(g)?;
-    let avg = to_u32(a.avg_chunk_size.unwrap_or(u64::from(ChunkerParams::default().avg_size)), "average chunk size")?;
+    let avg = to_u32(
+        a.avg_chunk_size
+            .unwrap_or(u64::from(ChunkerParams::default().avg_size)),
+        "average chunk size",
+    )?;
     let mut chunker = ChunkerParams::with_average(avg);
     if let Some(min) = a.min_chunk_size {
         chunker.min_size = to_u32(min, "minimum chunk size")?;
@@ -192,7 +203,8 @@ async fn backup(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
     };
     let cancel = opts.cancel.clone();
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             Some(()) = async { match term.as_mut() { Some(t) => t.recv().await, None => std::future::pending().await } } => {}
@@ -282,7 +294,10 @@ async fn snapshots(g: &GlobalArgs) -> Result<()> {
         println!("{}", serde_json::Value::Array(rows));
         return Ok(());
     }
-    println!("{:<10} {:<27} {:<16} {:>6} {:>12} {:>12}  {}", "ID", "TIME", "HOST", "FILES", "SIZE", "ADDED", "TAGS");
+    println!(
+        "{:<10} {:<27} {:<16} {:>6} {:>12} {:>12}  TAGS",
+        "ID", "TIME", "HOST", "FILES", "SIZE", "ADDED"
+    );
     for i in &list {
         let s = &i.snapshot;
         println!(
@@ -309,8 +324,19 @@ async fn stats(g: &GlobalArgs) -> Result<()> {
     }
     println!("snapshots:          {}", s.snapshots);
     println!("logical size:       {}", human(s.logical_bytes));
-    println!("unique chunk data:  {} in {} chunks", human(s.unique_bytes), s.unique_chunks);
-    println!("stored size:        {} ({} packs {}, index {}, manifests {})", human(s.total_bytes), s.packs, human(s.pack_bytes), human(s.index_bytes), human(s.snapshot_bytes));
+    println!(
+        "unique chunk data:  {} in {} chunks",
+        human(s.unique_bytes),
+        s.unique_chunks
+    );
+    println!(
+        "stored size:        {} ({} packs {}, index {}, manifests {})",
+        human(s.total_bytes),
+        s.packs,
+        human(s.pack_bytes),
+        human(s.index_bytes),
+        human(s.snapshot_bytes)
+    );
     println!("dedup ratio:        {:.2}x", s.dedup_ratio);
     println!("compression ratio:  {:.2}x", s.compression_ratio);
     println!("overall:            {:.2}x", s.overall_ratio);

@@ -23,7 +23,13 @@ pub struct Cli {
 #[derive(Debug, clap::Args)]
 pub struct GlobalArgs {
     /// Repository: a directory, file://PATH, s3://BUCKET/PREFIX, gs://BUCKET/PREFIX or az://CONTAINER/PREFIX.
-    #[arg(short, long, global = true, env = "CAIRN_REPOSITORY", value_name = "LOCATION")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        env = "CAIRN_REPOSITORY",
+        value_name = "LOCATION"
+    )]
     repo: Option<String>,
     /// Local cache directory (chunk index); default: the user's cache dir.
     #[arg(long, global = true, env = "CAIRN_CACHE_DIR", value_name = "DIR")]
@@ -75,7 +81,8 @@ fn init_logging(verbose: u8) {
         1 => "info",
         _ => "debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(progress::LogWriter::default)
@@ -86,7 +93,10 @@ fn init_logging(verbose: u8) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.global.verbose);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cairn: cannot start the async runtime: {e}");
@@ -103,7 +113,10 @@ fn main() -> ExitCode {
             let code = commands::exit_code(&err);
             let message = format!("{err:#}");
             if json {
-                println!("{}", serde_json::json!({ "error": message, "exit_code": code }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "error": message, "exit_code": code })
+                );
             }
             eprintln!("cairn: {message}");
             ExitCode::from(code)

@@ -24,7 +24,9 @@ impl Bar {
         if visible && std::io::stderr().is_terminal() {
             bar.set_draw_target(ProgressDrawTarget::stderr());
         }
-        *active().lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(bar.clone());
+        *active()
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(bar.clone());
         Self { bar }
     }
 }
@@ -34,9 +36,13 @@ impl Progress for Bar {
         let style = match total {
             Some(t) => {
                 self.bar.set_length(t);
-                ProgressStyle::with_template("{msg:8} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}")
+                ProgressStyle::with_template(
+                    "{msg:8} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+                )
             }
-            None => ProgressStyle::with_template("{msg:8} {spinner} {bytes} {binary_bytes_per_sec}"),
+            None => {
+                ProgressStyle::with_template("{msg:8} {spinner} {bytes} {binary_bytes_per_sec}")
+            }
         };
         if let Ok(style) = style {
             self.bar.set_style(style.progress_chars("=> "));

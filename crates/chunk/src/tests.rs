@@ -108,7 +108,11 @@ fn golden_boundaries() {
         std::fs::write(golden, pinned.join("\n") + "\n").expect("write golden file");
     }
     let expected = std::fs::read_to_string(golden).expect("golden file");
-    assert_eq!(pinned.join("\n"), expected.trim_end(), "chunk boundaries changed: bump the format version");
+    assert_eq!(
+        pinned.join("\n"),
+        expected.trim_end(),
+        "chunk boundaries changed: bump the format version"
+    );
 }
 
 #[test]

@@ -28,5 +28,7 @@ pub use error::{Error, Result};
 pub use progress::{NoProgress, Progress};
 pub use repository::{InitOptions, Repository, SnapshotInfo};
 
+pub use cairn_model::{
+    ChunkerParams, Compression, RepoConfig, Snapshot, SnapshotId, FORMAT_VERSION,
+};
 pub use cairn_store::{Error as StoreError, RepoStore};
-pub use cairn_model::{ChunkerParams, Compression, RepoConfig, Snapshot, SnapshotId, FORMAT_VERSION};

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use cairn_index::ChunkIndex;
-use cairn_model::{ChunkerParams, Compression, IndexFile, RepoConfig, RepoId, Snapshot, SnapshotId, FORMAT_VERSION};
+use cairn_model::{
+    ChunkerParams, Compression, IndexFile, RepoConfig, RepoId, Snapshot, SnapshotId, FORMAT_VERSION,
+};
 use cairn_store::{keys, RepoStore};
 use futures::{StreamExt, TryStreamExt};
 
@@ -75,7 +77,9 @@ impl Repository {
     pub async fn init(store: RepoStore, opts: InitOptions, cache_root: &Path) -> Result<Self> {
         opts.chunker.validate().map_err(Error::InvalidArgument)?;
         if !(1024 * 1024..=1024 * 1024 * 1024).contains(&opts.pack_size) {
-            return Err(Error::InvalidArgument("pack size must be between 1 MiB and 1 GiB".into()));
+            return Err(Error::InvalidArgument(
+                "pack size must be between 1 MiB and 1 GiB".into(),
+            ));
         }
         if store.exists(keys::CONFIG).await? {
             return Err(Error::AlreadyInitialized {
@@ -120,7 +124,8 @@ impl Repository {
             Err(e) => return Err(e.into()),
         };
         // Check the version before the full schema: a newer format may add fields.
-        let probe: serde_json::Value = serde_json::from_slice(&raw).map_err(|e| malformed("config", e))?;
+        let probe: serde_json::Value =
+            serde_json::from_slice(&raw).map_err(|e| malformed("config", e))?;
         let version = probe
             .get("version")
             .and_then(serde_json::Value::as_u64)
@@ -131,8 +136,12 @@ impl Repository {
                 supported: FORMAT_VERSION,
             });
         }
-        let config: RepoConfig = serde_json::from_value(probe).map_err(|e| malformed("config", e))?;
-        config.chunker.validate().map_err(|e| malformed("config", e))?;
+        let config: RepoConfig =
+            serde_json::from_value(probe).map_err(|e| malformed("config", e))?;
+        config
+            .chunker
+            .validate()
+            .map_err(|e| malformed("config", e))?;
         Ok(Self {
             store,
             config,
@@ -182,7 +191,9 @@ impl Repository {
                 if seen.is_subset(&listed) {
                     return Ok(idx);
                 }
-                tracing::info!("repository index files were removed; rebuilding the local chunk index");
+                tracing::info!(
+                    "repository index files were removed; rebuilding the local chunk index"
+                );
                 drop(idx);
                 ChunkIndex::destroy(&path)?;
                 Ok(ChunkIndex::open(&path)?)
@@ -194,7 +205,10 @@ impl Repository {
         let seen = idx.ingested_files()?;
         let missing: Vec<String> = listed.into_iter().filter(|n| !seen.contains(n)).collect();
         if !missing.is_empty() {
-            tracing::info!(files = missing.len(), "updating local chunk index from repository index files");
+            tracing::info!(
+                files = missing.len(),
+                "updating local chunk index from repository index files"
+            );
         }
         futures::stream::iter(missing)
             .map(|name| {
@@ -203,7 +217,8 @@ impl Repository {
                 async move {
                     let bytes = store.get(&keys::index(&name)).await?;
                     tokio::task::spawn_blocking(move || -> Result<()> {
-                        let file = IndexFile::decode(&bytes).map_err(|e| malformed(format!("index file {name}"), e))?;
+                        let file = IndexFile::decode(&bytes)
+                            .map_err(|e| malformed(format!("index file {name}"), e))?;
                         idx.ingest(&name, &file.groups)?;
                         Ok(())
                     })
@@ -268,7 +283,9 @@ impl Repository {
     /// # Errors
     /// [`Error::SnapshotNotFound`], [`Error::AmbiguousSnapshot`], storage errors.
     pub async fn find_snapshot(&self, spec: &str) -> Result<SnapshotInfo> {
-        let not_found = || Error::SnapshotNotFound { spec: spec.to_string() };
+        let not_found = || Error::SnapshotNotFound {
+            spec: spec.to_string(),
+        };
         if spec == "latest" {
             return self.snapshots().await?.pop().ok_or_else(not_found);
         }
@@ -292,8 +309,13 @@ impl Repository {
             .collect();
         match names.as_slice() {
             [] => Err(not_found()),
-            [one] => self.load_snapshot(one.parse().map_err(|e| malformed("snapshot name", e))?).await,
-            _ => Err(Error::AmbiguousSnapshot { spec: spec.to_string() }),
+            [one] => {
+                self.load_snapshot(one.parse().map_err(|e| malformed("snapshot name", e))?)
+                    .await
+            }
+            _ => Err(Error::AmbiguousSnapshot {
+                spec: spec.to_string(),
+            }),
         }
     }
 }

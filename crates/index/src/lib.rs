@@ -65,7 +65,9 @@ pub struct ChunkIndex {
 
 impl std::fmt::Debug for ChunkIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChunkIndex").field("path", &self.path).finish()
+        f.debug_struct("ChunkIndex")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -228,7 +230,10 @@ impl ChunkIndex {
     /// RocksDB failures.
     pub fn ingested_files(&self) -> Result<HashSet<String>> {
         let mut out = HashSet::new();
-        for item in self.db.iterator_cf(self.cf(CF_FILES), rocksdb::IteratorMode::Start) {
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_FILES), rocksdb::IteratorMode::Start)
+        {
             let (k, _) = item.map_err(|e| self.db_err(e))?;
             out.insert(String::from_utf8_lossy(&k).into_owned());
         }
@@ -283,7 +288,11 @@ mod tests {
             let idx = ChunkIndex::open(&path).expect("opens");
             idx.ingest("f1", &[group(1)]).expect("ingests");
             let hits = idx
-                .get_many(&[ChunkId::of(&[1, 0]), ChunkId::of(&[9, 9]), ChunkId::of(&[1, 2])])
+                .get_many(&[
+                    ChunkId::of(&[1, 0]),
+                    ChunkId::of(&[9, 9]),
+                    ChunkId::of(&[1, 2]),
+                ])
                 .expect("looks up");
             assert_eq!(hits[0].expect("present").pack, PackId::of(&[1]));
             assert!(hits[1].is_none());
@@ -291,7 +300,10 @@ mod tests {
         }
         let idx = ChunkIndex::open(&path).expect("reopens");
         assert!(idx.get(&ChunkId::of(&[1, 1])).expect("looks up").is_some());
-        assert_eq!(idx.ingested_files().expect("lists"), HashSet::from(["f1".to_string()]));
+        assert_eq!(
+            idx.ingested_files().expect("lists"),
+            HashSet::from(["f1".to_string()])
+        );
     }
 
     #[test]

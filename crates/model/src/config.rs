@@ -46,7 +46,10 @@ impl ChunkerParams {
     /// A message naming the first parameter out of range.
     pub fn validate(&self) -> Result<(), String> {
         if !(64..=1_048_576).contains(&self.min_size) {
-            return Err(format!("min chunk size {} is outside 64..=1MiB", self.min_size));
+            return Err(format!(
+                "min chunk size {} is outside 64..=1MiB",
+                self.min_size
+            ));
         }
         if !(256..=4_194_304).contains(&self.avg_size) || !self.avg_size.is_power_of_two() {
             return Err(format!(
@@ -55,7 +58,10 @@ impl ChunkerParams {
             ));
         }
         if !(1024..=16_777_216).contains(&self.max_size) {
-            return Err(format!("max chunk size {} is outside 1KiB..=16MiB", self.max_size));
+            return Err(format!(
+                "max chunk size {} is outside 1KiB..=16MiB",
+                self.max_size
+            ));
         }
         if !(self.min_size <= self.avg_size && self.avg_size <= self.max_size) {
             return Err("chunk sizes must satisfy min <= avg <= max".into());

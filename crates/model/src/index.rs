@@ -165,11 +165,19 @@ impl IndexFile {
         let mut out = Vec::new();
         out.extend_from_slice(INDEX_MAGIC);
         out.extend_from_slice(&INDEX_VERSION.to_le_bytes());
-        out.extend_from_slice(&u32::try_from(self.groups.len()).expect("invariant: < 4G packs").to_le_bytes());
+        out.extend_from_slice(
+            &u32::try_from(self.groups.len())
+                .expect("invariant: < 4G packs")
+                .to_le_bytes(),
+        );
         for g in &self.groups {
             out.extend_from_slice(g.pack.as_bytes());
             out.extend_from_slice(&g.pack_length.to_le_bytes());
-            out.extend_from_slice(&u32::try_from(g.entries.len()).expect("invariant: < 4G entries").to_le_bytes());
+            out.extend_from_slice(
+                &u32::try_from(g.entries.len())
+                    .expect("invariant: < 4G entries")
+                    .to_le_bytes(),
+            );
             for e in &g.entries {
                 e.encode(&mut out);
             }
@@ -211,7 +219,8 @@ impl IndexFile {
         let mut groups = Vec::with_capacity(count.min(1 << 16) as usize);
         for _ in 0..count {
             let pack = PackId::from_slice(take(&mut pos, 32)?);
-            let pack_length = u64::from_le_bytes(take(&mut pos, 8)?.try_into().expect("invariant: 8 bytes"));
+            let pack_length =
+                u64::from_le_bytes(take(&mut pos, 8)?.try_into().expect("invariant: 8 bytes"));
             let n = u32::from_le_bytes(take(&mut pos, 4)?.try_into().expect("invariant: 4 bytes"));
             let mut entries = Vec::with_capacity(n.min(1 << 20) as usize);
             for _ in 0..n {

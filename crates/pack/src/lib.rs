@@ -74,8 +74,16 @@ pub fn compress(raw: &[u8], c: Compression) -> Option<Vec<u8>> {
 /// # Errors
 /// [`Error::BadChunk`] when decompression fails, the length is wrong or the
 /// hash does not match.
-pub fn decode_blob(stored: &[u8], entry_id: ChunkId, codec: Codec, raw_length: u32) -> Result<Vec<u8>> {
-    let bad = |reason: String| Error::BadChunk { id: entry_id, reason };
+pub fn decode_blob(
+    stored: &[u8],
+    entry_id: ChunkId,
+    codec: Codec,
+    raw_length: u32,
+) -> Result<Vec<u8>> {
+    let bad = |reason: String| Error::BadChunk {
+        id: entry_id,
+        reason,
+    };
     let raw = match codec {
         Codec::Raw => stored.to_vec(),
         Codec::Zstd => zstd::bulk::decompress(stored, raw_length as usize)
@@ -198,8 +206,10 @@ pub fn read_entries(pack: &[u8]) -> Result<Vec<IndexEntry>> {
     if blake3::hash(summed).as_bytes() != &footer[16..48] {
         return Err(corrupt("checksum mismatch"));
     }
-    let trailer_offset = usize::try_from(u64::from_le_bytes(footer[..8].try_into().expect("invariant: 8 bytes")))
-        .map_err(|_| corrupt("trailer offset overflows"))?;
+    let trailer_offset = usize::try_from(u64::from_le_bytes(
+        footer[..8].try_into().expect("invariant: 8 bytes"),
+    ))
+    .map_err(|_| corrupt("trailer offset overflows"))?;
     let n = u32::from_le_bytes(footer[8..12].try_into().expect("invariant: 4 bytes")) as usize;
     let trailer_end = pack.len() - FOOTER_LEN;
     if trailer_offset < HEADER_LEN || trailer_offset + n * INDEX_ENTRY_LEN != trailer_end {
@@ -246,7 +256,9 @@ mod tests {
     fn compressible_data_is_compressed_and_noise_is_not() {
         let c = Compression::default();
         assert!(compress(&vec![7u8; 10_000], c).is_some());
-        let noise: Vec<u8> = (0..10_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let noise: Vec<u8> = (0..10_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
         let _ = compress(&noise, c); // may or may not pay; must not panic
     }
 
@@ -254,12 +266,19 @@ mod tests {
     fn tampering_is_detected() {
         let raw = vec![1u8; 5000];
         let mut w = PackWriter::new();
-        w.push(ChunkId::of(&raw), &raw, compress(&raw, Compression::default()).as_deref());
+        w.push(
+            ChunkId::of(&raw),
+            &raw,
+            compress(&raw, Compression::default()).as_deref(),
+        );
         let p = w.finish();
         let e = p.entries[0];
         let mut bytes = p.bytes.clone();
         bytes[e.offset as usize] ^= 0xff;
-        assert!(read_entries(&bytes).is_err(), "checksum must catch a flipped byte");
+        assert!(
+            read_entries(&bytes).is_err(),
+            "checksum must catch a flipped byte"
+        );
         let stored = &bytes[e.offset as usize..(e.offset + u64::from(e.length)) as usize];
         assert!(decode_blob(stored, e.id, e.codec, e.raw_length).is_err());
     }

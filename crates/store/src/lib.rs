@@ -71,7 +71,13 @@ impl Error {
     /// already retried transient HTTP errors by the time this is seen).
     #[must_use]
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Backend { source: object_store::Error::Generic { .. }, .. })
+        matches!(
+            self,
+            Self::Backend {
+                source: object_store::Error::Generic { .. },
+                ..
+            }
+        )
     }
 }
 
@@ -130,7 +136,9 @@ pub struct RepoStore {
 
 impl std::fmt::Debug for RepoStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RepoStore").field("location", &self.location).finish()
+        f.debug_struct("RepoStore")
+            .field("location", &self.location)
+            .finish()
     }
 }
 
@@ -169,7 +177,8 @@ impl RepoStore {
         }
         let dir = std::path::Path::new(path);
         if create {
-            std::fs::create_dir_all(dir).map_err(|e| invalid(location, format!("cannot create directory: {e}")))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| invalid(location, format!("cannot create directory: {e}")))?;
         } else if !dir.is_dir() {
             return Err(invalid(location, "no such directory"));
         }
@@ -267,7 +276,11 @@ impl RepoStore {
     /// # Errors
     /// [`Error::NotFound`] or backend errors.
     pub async fn get(&self, key: &str) -> Result<Bytes> {
-        let r = self.inner.get(&self.path(key)).await.map_err(|e| self.map_err(key, e))?;
+        let r = self
+            .inner
+            .get(&self.path(key))
+            .await
+            .map_err(|e| self.map_err(key, e))?;
         r.bytes().await.map_err(|e| self.map_err(key, e))
     }
 
@@ -331,7 +344,10 @@ impl RepoStore {
             .map_err(|e| self.map_err(key, e))?;
         let mut w = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
         w.put(data);
-        w.finish().await.map(|_| ()).map_err(|e| self.map_err(key, e))
+        w.finish()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.map_err(key, e))
     }
 
     /// Deletes an object; a missing object is not an error.
@@ -362,7 +378,8 @@ impl RepoStore {
             .filter_map(|m| {
                 let name = m.location.filename()?.to_string();
                 // object_store's local backend stages writes under hidden names.
-                (!name.starts_with('.') && !name.contains("#")).then_some(Listed { name, size: m.size })
+                (!name.starts_with('.') && !name.contains("#"))
+                    .then_some(Listed { name, size: m.size })
             })
             .collect())
     }
@@ -378,16 +395,24 @@ mod tests {
         let loc = dir.path().join("repo");
         assert!(RepoStore::open(loc.to_str().expect("utf8"), false).is_err());
         let s = RepoStore::open(loc.to_str().expect("utf8"), true).expect("opens");
-        s.put_new("config", Bytes::from_static(b"abc")).await.expect("put");
+        s.put_new("config", Bytes::from_static(b"abc"))
+            .await
+            .expect("put");
         assert!(matches!(
             s.put_new("config", Bytes::from_static(b"xyz")).await,
             Err(Error::AlreadyExists { .. })
         ));
         assert_eq!(&s.get("config").await.expect("get")[..], b"abc");
-        assert_eq!(&s.get_range("config", 1..3).await.expect("range")[..], b"bc");
-        s.put_content_addressed("packs/ab/x", Bytes::from(vec![5u8; MULTIPART_THRESHOLD + 10]))
-            .await
-            .expect("multipart");
+        assert_eq!(
+            &s.get_range("config", 1..3).await.expect("range")[..],
+            b"bc"
+        );
+        s.put_content_addressed(
+            "packs/ab/x",
+            Bytes::from(vec![5u8; MULTIPART_THRESHOLD + 10]),
+        )
+        .await
+        .expect("multipart");
         assert_eq!(s.list("packs").await.expect("list").len(), 1);
         assert!(matches!(s.get("nope").await, Err(Error::NotFound { .. })));
     }

@@ -26,7 +26,9 @@ use std::sync::{mpsc, Arc};
 use bytes::Bytes;
 use cairn_chunk::{Block, BlockReader, Chunker};
 use cairn_index::ChunkIndex;
-use cairn_model::{ChunkId, FileEntry, IndexFile, IndexGroup, Snapshot, SnapshotId, SnapshotTotals, FORMAT_VERSION};
+use cairn_model::{
+    ChunkId, FileEntry, IndexFile, IndexGroup, Snapshot, SnapshotId, SnapshotTotals, FORMAT_VERSION,
+};
 use cairn_pack::PackWriter;
 use cairn_store::{keys, RepoStore};
 use rayon::prelude::*;
@@ -167,7 +169,13 @@ fn walk(path: &Path, name: &str, out: &mut Vec<Input>) -> Result<()> {
 }
 
 /// Reads every input into blocks; runs on its own thread.
-fn read_inputs(inputs: &[Input], chunker: &Chunker, block_size: usize, cancel: &AtomicBool, tx: &mpsc::SyncSender<Result<Item>>) {
+fn read_inputs(
+    inputs: &[Input],
+    chunker: &Chunker,
+    block_size: usize,
+    cancel: &AtomicBool,
+    tx: &mpsc::SyncSender<Result<Item>>,
+) {
     for (i, input) in inputs.iter().enumerate() {
         let reader: Box<dyn Read> = match &input.path {
             None => Box::new(std::io::stdin().lock()),
@@ -196,7 +204,10 @@ fn read_inputs(inputs: &[Input], chunker: &Chunker, block_size: usize, cancel: &
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    let path = input.path.clone().unwrap_or_else(|| PathBuf::from("<stdin>"));
+                    let path = input
+                        .path
+                        .clone()
+                        .unwrap_or_else(|| PathBuf::from("<stdin>"));
                     let _ = tx.send(Err(Error::io("cannot read", path, e)));
                     return;
                 }
@@ -224,7 +235,9 @@ struct Packer<'a> {
 impl Packer<'_> {
     fn add_block(&mut self, block: &Block, file: &mut FileEntry) -> Result<()> {
         let chunks: Vec<&[u8]> = block.chunks().collect();
-        let ids: Vec<ChunkId> = self.pool.install(|| chunks.par_iter().map(|c| ChunkId::of(c)).collect());
+        let ids: Vec<ChunkId> = self
+            .pool
+            .install(|| chunks.par_iter().map(|c| ChunkId::of(c)).collect());
         self.record_uploads(false)?;
         let mut seen = HashSet::new();
         let candidates: Vec<usize> = (0..ids.len())
@@ -238,9 +251,11 @@ impl Packer<'_> {
             .filter_map(|(i, hit)| hit.is_none().then_some(i))
             .collect();
         let compression = self.repo.config.compression;
-        let compressed: Vec<Option<Vec<u8>>> = self
-            .pool
-            .install(|| new.par_iter().map(|&i| cairn_pack::compress(chunks[i], compression)).collect());
+        let compressed: Vec<Option<Vec<u8>>> = self.pool.install(|| {
+            new.par_iter()
+                .map(|&i| cairn_pack::compress(chunks[i], compression))
+                .collect()
+        });
         for (&i, comp) in new.iter().zip(compressed) {
             let before = self.writer.len();
             self.writer.push(ids[i], chunks[i], comp.as_deref());
@@ -278,13 +293,21 @@ impl Packer<'_> {
                 pack_length: pack.bytes.len() as u64,
                 entries: pack.entries,
             };
-            let file = IndexFile { groups: vec![group] }.encode();
+            let file = IndexFile {
+                groups: vec![group],
+            }
+            .encode();
             let name = blake3::hash(&file).to_hex().to_string();
             // Write order: the pack is durable before the index file that names it.
             let result = async {
-                store.put_content_addressed(&keys::pack(&pack.id), Bytes::from(pack.bytes)).await?;
-                store.put_content_addressed(&keys::index(&name), Bytes::from(file.clone())).await?;
-                let IndexFile { mut groups } = IndexFile::decode(&file).expect("invariant: just encoded");
+                store
+                    .put_content_addressed(&keys::pack(&pack.id), Bytes::from(pack.bytes))
+                    .await?;
+                store
+                    .put_content_addressed(&keys::index(&name), Bytes::from(file.clone()))
+                    .await?;
+                let IndexFile { mut groups } =
+                    IndexFile::decode(&file).expect("invariant: just encoded");
                 Ok((name, groups.remove(0)))
             }
             .await;
@@ -298,7 +321,9 @@ impl Packer<'_> {
     fn record_uploads(&mut self, wait: bool) -> Result<()> {
         while self.pending > 0 {
             let next = if wait {
-                self.done_rx.recv().expect("invariant: the packer holds a sender")
+                self.done_rx
+                    .recv()
+                    .expect("invariant: the packer holds a sender")
             } else {
                 match self.done_rx.try_recv() {
                     Ok(r) => r,
@@ -335,7 +360,12 @@ impl Repository {
     /// # Errors
     /// Unreadable inputs, storage or index failures, [`Error::Interrupted`]
     /// when cancelled (packs uploaded so far stay indexed and are reused).
-    pub async fn backup(&self, source: BackupSource, opts: BackupOptions, progress: Arc<dyn Progress>) -> Result<BackupSummary> {
+    pub async fn backup(
+        &self,
+        source: BackupSource,
+        opts: BackupOptions,
+        progress: Arc<dyn Progress>,
+    ) -> Result<BackupSummary> {
         let started = chrono::Utc::now();
         let inputs = collect_inputs(&source)?;
         let index = self.chunk_index().await?;
@@ -343,13 +373,20 @@ impl Repository {
         let host = opts.host.clone().unwrap_or_else(hostname);
         let repo = self.clone();
         let handle = Handle::current();
-        let (files, totals) = tokio::task::spawn_blocking(move || repo.pack_inputs(&inputs, &index, &opts, &*progress, handle))
-            .await
-            .expect("invariant: backup thread does not panic")?;
+        let (files, totals) = tokio::task::spawn_blocking(move || {
+            repo.pack_inputs(&inputs, &index, &opts, &*progress, handle)
+        })
+        .await
+        .expect("invariant: backup thread does not panic")?;
         let source = match source {
             BackupSource::Paths(p) => p
                 .iter()
-                .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()).display().to_string())
+                .map(|p| {
+                    std::path::absolute(p)
+                        .unwrap_or_else(|_| p.clone())
+                        .display()
+                        .to_string()
+                })
                 .collect(),
             BackupSource::Stdin { name } => vec![format!("<stdin> as {name}")],
         };
@@ -369,7 +406,9 @@ impl Repository {
         let (json, packed) = compress_json(&snapshot);
         let id = SnapshotId::of(&json);
         // Last in the write order: every chunk it names is already indexed.
-        self.store.put_new(&keys::snapshot(&id), Bytes::from(packed)).await?;
+        self.store
+            .put_new(&keys::snapshot(&id), Bytes::from(packed))
+            .await?;
         Ok(BackupSummary {
             id,
             totals: snapshot.totals,
@@ -422,7 +461,9 @@ impl Repository {
                             chunks: Vec::new(),
                         }),
                         Item::Block(b) => {
-                            let file = files.last_mut().expect("invariant: a block follows its Start");
+                            let file = files
+                                .last_mut()
+                                .expect("invariant: a block follows its Start");
                             packer.add_block(&b, file)?;
                             progress.advance(b.data.len() as u64);
                         }

@@ -57,7 +57,12 @@ struct Run {
     chunks: Vec<(ChunkId, PackLocation)>,
 }
 
-fn plan_runs(ids: &[ChunkId], locs: Vec<Option<PackLocation>>, snapshot: &str, file: &str) -> Result<Vec<Run>> {
+fn plan_runs(
+    ids: &[ChunkId],
+    locs: Vec<Option<PackLocation>>,
+    snapshot: &str,
+    file: &str,
+) -> Result<Vec<Run>> {
     let mut runs: Vec<Run> = Vec::new();
     for (id, loc) in ids.iter().zip(locs) {
         let loc = loc.ok_or_else(|| Error::MissingChunk {
@@ -91,7 +96,12 @@ fn select<'a>(info: &'a SnapshotInfo, filter: Option<&str>) -> Result<Vec<&'a Fi
             info.snapshot
                 .files
                 .iter()
-                .filter(|e| e.path == f || e.path.strip_prefix(f).is_some_and(|rest| rest.starts_with('/')))
+                .filter(|e| {
+                    e.path == f
+                        || e.path
+                            .strip_prefix(f)
+                            .is_some_and(|rest| rest.starts_with('/'))
+                })
                 .collect()
         }
     };
@@ -122,7 +132,13 @@ impl Repository {
     /// [`Error::Corrupt`] naming snapshot, file and pack when data fails
     /// verification; I/O errors on the target (no partial file is left under
     /// a final name); storage errors.
-    pub async fn restore(&self, info: &SnapshotInfo, target: &Path, opts: &RestoreOptions, progress: Arc<dyn Progress>) -> Result<RestoreSummary> {
+    pub async fn restore(
+        &self,
+        info: &SnapshotInfo,
+        target: &Path,
+        opts: &RestoreOptions,
+        progress: Arc<dyn Progress>,
+    ) -> Result<RestoreSummary> {
         let files = select(info, opts.filter.as_deref())?;
         let index = self.chunk_index().await?;
         progress.start("restore", Some(files.iter().map(|f| f.size).sum()));
@@ -130,13 +146,19 @@ impl Repository {
         for file in files {
             let dest = safe_join(target, &file.path)?;
             let dir = dest.parent().unwrap_or(target).to_path_buf();
-            std::fs::create_dir_all(&dir).map_err(|e| Error::io("cannot create directory", &dir, e))?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| Error::io("cannot create directory", &dir, e))?;
             let tmp = dir.join(format!(
                 ".{}.cairn-partial",
-                dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+                dest.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
             ));
-            let out = std::fs::File::create(&tmp).map_err(|e| Error::io("cannot create", &tmp, e))?;
-            let written = self.stream_file(info, file, &index, out, opts.concurrency, &*progress, &tmp).await;
+            let out =
+                std::fs::File::create(&tmp).map_err(|e| Error::io("cannot create", &tmp, e))?;
+            let written = self
+                .stream_file(info, file, &index, out, opts.concurrency, &*progress, &tmp)
+                .await;
             let done = written.and_then(|out| finish_file(out, file, &tmp, &dest));
             if let Err(e) = done {
                 let _ = std::fs::remove_file(&tmp);
@@ -155,7 +177,12 @@ impl Repository {
     /// # Errors
     /// As [`Repository::restore`]; [`Error::NoMatchingFiles`] when the path is
     /// not a file of the snapshot.
-    pub async fn dump<W: Write + Send + 'static>(&self, info: &SnapshotInfo, path: &str, out: W) -> Result<u64> {
+    pub async fn dump<W: Write + Send + 'static>(
+        &self,
+        info: &SnapshotInfo,
+        path: &str,
+        out: W,
+    ) -> Result<u64> {
         let file = info
             .snapshot
             .files
@@ -167,9 +194,18 @@ impl Repository {
             })?;
         let index = self.chunk_index().await?;
         let mut out = self
-            .stream_file(info, file, &index, out, 8, &crate::NoProgress, Path::new("<stdout>"))
+            .stream_file(
+                info,
+                file,
+                &index,
+                out,
+                8,
+                &crate::NoProgress,
+                Path::new("<stdout>"),
+            )
             .await?;
-        out.flush().map_err(|e| Error::io("cannot write", "<stdout>", e))?;
+        out.flush()
+            .map_err(|e| Error::io("cannot write", "<stdout>", e))?;
         Ok(file.size)
     }
 
@@ -199,7 +235,8 @@ impl Repository {
         let writer = tokio::task::spawn_blocking(move || -> Result<S> {
             let mut sink = sink;
             while let Some(buf) = rx.blocking_recv() {
-                sink.write(&buf).map_err(|e| Error::io("cannot write", &dest_owned, e))?;
+                sink.write(&buf)
+                    .map_err(|e| Error::io("cannot write", &dest_owned, e))?;
             }
             Ok(sink)
         });
@@ -219,18 +256,25 @@ impl Repository {
                         .get_range(&keys::pack(&run.pack), run.start..run.end)
                         .await
                         .map_err(|e| match e {
-                            cairn_store::Error::NotFound { .. } => corrupt(&run.pack, "pack is missing".into()),
+                            cairn_store::Error::NotFound { .. } => {
+                                corrupt(&run.pack, "pack is missing".into())
+                            }
                             other => other.into(),
                         })?;
                     tokio::task::spawn_blocking(move || {
-                        let mut out = Vec::with_capacity(run.chunks.iter().map(|(_, l)| l.raw_length as usize).sum());
+                        let mut out = Vec::with_capacity(
+                            run.chunks.iter().map(|(_, l)| l.raw_length as usize).sum(),
+                        );
                         for (id, loc) in &run.chunks {
-                            let from = usize::try_from(loc.offset - run.start).expect("invariant: run < 16 MiB");
-                            let stored = bytes
-                                .get(from..from + loc.length as usize)
-                                .ok_or_else(|| corrupt(&run.pack, "pack is shorter than its index says".into()))?;
-                            let raw = cairn_pack::decode_blob(stored, *id, loc.codec, loc.raw_length)
-                                .map_err(|e| corrupt(&run.pack, e.to_string()))?;
+                            let from = usize::try_from(loc.offset - run.start)
+                                .expect("invariant: run < 16 MiB");
+                            let stored =
+                                bytes.get(from..from + loc.length as usize).ok_or_else(|| {
+                                    corrupt(&run.pack, "pack is shorter than its index says".into())
+                                })?;
+                            let raw =
+                                cairn_pack::decode_blob(stored, *id, loc.codec, loc.raw_length)
+                                    .map_err(|e| corrupt(&run.pack, e.to_string()))?;
                             out.extend_from_slice(&raw);
                         }
                         Ok::<_, Error>(out)
@@ -261,9 +305,12 @@ impl Repository {
 
 fn finish_file(out: std::fs::File, file: &FileEntry, tmp: &Path, dest: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    out.sync_all().map_err(|e| Error::io("cannot flush", tmp, e))?;
-    let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(file.mtime).unwrap_or(0));
-    out.set_modified(mtime).map_err(|e| Error::io("cannot set time on", tmp, e))?;
+    out.sync_all()
+        .map_err(|e| Error::io("cannot flush", tmp, e))?;
+    let mtime = std::time::UNIX_EPOCH
+        + std::time::Duration::from_secs(u64::try_from(file.mtime).unwrap_or(0));
+    out.set_modified(mtime)
+        .map_err(|e| Error::io("cannot set time on", tmp, e))?;
     drop(out);
     std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(file.mode))
         .map_err(|e| Error::io("cannot set permissions on", tmp, e))?;
@@ -276,10 +323,12 @@ fn safe_join(target: &Path, rel: &str) -> Result<PathBuf> {
     for part in rel.split('/') {
         match part {
             "" | "." => {}
-            ".." => return Err(Error::Malformed {
-                what: format!("file path {rel:?}"),
-                reason: "escapes the restore target".into(),
-            }),
+            ".." => {
+                return Err(Error::Malformed {
+                    what: format!("file path {rel:?}"),
+                    reason: "escapes the restore target".into(),
+                })
+            }
             p => out.push(p),
         }
     }
