@@ -13,4 +13,12 @@ fi
 export CAIRN_MOTO_SERVER="$PWD/.venv/bin/moto_server"
 
 echo "== cargo test (release profile: shares the RocksDB build with the CLI and benches)"
-cargo test --release --workspace "$@"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --release --workspace "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole run, summed over every test binary.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed\n", p, f }' "$log"
+exit "$status"

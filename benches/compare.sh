@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Backs up a snapshot series day by day with cairn, restic and borg, each into
+# a local repository; then backs up the last day again as a fresh copy (same
+# bytes, new file) and restores it. Prints per-step wall time, peak RSS,
+# repository size after each day, and cairn/peer ratios, as a Markdown table.
+#
+# Usage: benches/compare.sh [SERIES_DIR]     (default ../shared/fixtures/qdrant-churn)
+#   SERIES_DIR holds day0/, day1/, ... each with one or more snapshot files.
+#   A multi-GB series: python3 benches/gen-series.py /tmp/series --gib 2 && benches/compare.sh /tmp/series
+# Needs restic and borg (Debian packages restic, borgbackup) and GNU time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/env.sh
+series="$(cd "${1:-../shared/fixtures/qdrant-churn}" && pwd)"
+for t in restic borg /usr/bin/time; do
+  command -v "$t" >/dev/null || { echo "missing $t: apt-get install restic borgbackup time" >&2; exit 1; }
+done
+cargo build --release --quiet
+cairn="$CARGO_TARGET_DIR/release/cairn"
+work="$(mktemp -d "${TMPDIR:-/tmp}/cairn-compare.XXXXXX")"
+trap 'rm -rf "$work"' EXIT
+days=$(cd "$series" && ls -d day* | sort -V)
+last=$(echo "$days" | tail -n1)
+export RESTIC_PASSWORD=bench BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
+export BORG_BASE_DIR="$work/borg-home" RESTIC_CACHE_DIR="$work/restic-cache" CAIRN_CACHE_DIR="$work/cairn-cache"
+results="$work/results.tsv"
+: > "$results"
+
+# measure TOOL STEP CMD...: runs CMD, records wall seconds and peak RSS (KiB).
+measure() {
+  local tool=$1 step=$2; shift 2
+  /usr/bin/time -f "%e %M" -o "$work/time" "$@" >/dev/null 2>"$work/stderr" || { cat "$work/stderr" >&2; exit 1; }
+  read -r secs rss < "$work/time"
+  printf "%s\t%s\ttime\t%s\n%s\t%s\trss\t%s\n" "$tool" "$step" "$secs" "$tool" "$step" "$rss" >> "$results"
+}
+size() { printf "%s\t%s\tsize\t%s\n" "$1" "$2" "$(du -sb "$3" | cut -f1)" >> "$results"; }
+
+mkdir -p "$work/fresh"
+cp -r "$series/$last" "$work/fresh/$last"   # same bytes, new files (new inodes and mtimes)
+
+for tool in cairn restic borg; do
+  repo="$work/repo-$tool"
+  case $tool in
+    cairn) "$cairn" --repo "$repo" init >/dev/null ;;
+    restic) restic -q -r "$repo" init --repository-version 2 >/dev/null ;;
+    borg) borg init -e none "$repo" ;;
+  esac
+  for d in $days; do
+    case $tool in
+      cairn) measure cairn "$d" "$cairn" -q --repo "$repo" backup "$series/$d" ;;
+      restic) measure restic "$d" restic -q -r "$repo" backup "$series/$d" ;;
+      borg) (cd "$series" && measure borg "$d" borg create "$repo::$d" "$d") ;;
+    esac
+    size "$tool" "$d" "$repo"
+  done
+  case $tool in
+    cairn) measure cairn fresh "$cairn" -q --repo "$repo" backup "$work/fresh/$last" ;;
+    restic) measure restic fresh restic -q -r "$repo" backup "$work/fresh/$last" ;;
+    borg) (cd "$work/fresh" && measure borg fresh borg create "$repo::fresh" "$last") ;;
+  esac
+  out="$work/restore-$tool"
+  mkdir -p "$out"
+  case $tool in
+    cairn) measure cairn restore "$cairn" -q --repo "$repo" restore latest "$out" ;;
+    restic) measure restic restore restic -q -r "$repo" restore latest --target "$out" ;;
+    borg) (cd "$out" && measure borg restore borg extract "$repo::fresh") ;;
+  esac
+  restored=$(find "$out" -type d -name "$last" | head -n1)
+  diff -r "$series/$last" "$restored" >/dev/null || { echo "$tool: restore differs from $last" >&2; exit 1; }
+  rm -rf "$out"
+done
+
+python3 - "$results" "$series" $days <<'PY'
+import sys, collections, os
+results, series, days = sys.argv[1], sys.argv[2], sys.argv[3:]
+v = collections.defaultdict(dict)
+for line in open(results):
+    tool, step, kind, val = line.rstrip("\n").split("\t")
+    v[(step, kind)][tool] = float(val)
+mib = lambda b: b / 2**20
+day_bytes = {d: sum(os.path.getsize(os.path.join(series, d, f)) for f in os.listdir(os.path.join(series, d))) for d in days}
+print(f"series: {series} ({len(days)} days, last day {mib(day_bytes[days[-1]]):.1f} MiB)\n")
+print("| step | cairn | restic | borg | restic/cairn | borg/cairn |")
+print("|---|---|---|---|---|---|")
+def row(name, c, r, b, fmt):
+    ratio = lambda p: f"{p / c:.2f}x" if c else "-"
+    print(f"| {name} | {fmt(c)} | {fmt(r)} | {fmt(b)} | {ratio(r)} | {ratio(b)} |")
+for d in days + ["fresh", "restore"]:
+    t = v[(d, "time")]
+    label = {"fresh": f"re-backup {days[-1]} as a new file", "restore": f"restore {days[-1]}"}.get(d, f"backup {d}")
+    row(label + " (s)", t["cairn"], t["restic"], t["borg"], lambda x: f"{x:.2f}")
+for d in days:
+    s = v[(d, "size")]
+    row(f"repo size after {d} (MiB)", s["cairn"], s["restic"], s["borg"], lambda x: f"{mib(x):.1f}")
+g = {t: v[(days[-1], "size")][t] - v[(days[0], "size")][t] for t in ("cairn", "restic", "borg")}
+row(f"growth {days[0]}..{days[-1]} (MiB)", g["cairn"], g["restic"], g["borg"], lambda x: f"{mib(x):.1f}")
+rss = {t: max(v[(s, "rss")][t] for s in days + ["fresh", "restore"]) for t in ("cairn", "restic", "borg")}
+row("peak RSS (MiB)", rss["cairn"], rss["restic"], rss["borg"], lambda x: f"{x / 1024:.0f}")
+fresh = day_bytes[days[-1]] / 2**30 / v[("fresh", "time")]["cairn"]
+print(f"\ncairn re-backup of unchanged bytes: {fresh:.2f} GiB/s; "
+      f"storage growth vs restic: {g['cairn'] / g['restic']:.2f}x, vs borg: {g['cairn'] / g['borg']:.2f}x")
+PY
