@@ -3,7 +3,7 @@
 # backs up every day of a snapshot series (default ../shared/fixtures/qdrant-churn)
 # into a fresh repository per size and prints repository size after day 0,
 # growth over the remaining days, and index + manifest bytes.
-# Usage: benches/chunk-sizes.sh [SERIES_DIR] [SIZES...]
+# Usage: [INIT_FLAGS=--no-tar-aware] benches/chunk-sizes.sh [SERIES_DIR] [SIZES...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
@@ -18,7 +18,7 @@ trap 'rm -rf "$work"' EXIT
 printf "%-8s %12s %12s %12s %10s %10s %8s\n" avg day0_bytes final_bytes growth index manifests meta%
 for s in "${sizes[@]}"; do
   export CAIRN_REPOSITORY="$work/repo-$s" CAIRN_CACHE_DIR="$work/cache"
-  "$cairn" init --avg-chunk-size "$s" >/dev/null
+  "$cairn" init --avg-chunk-size "$s" ${INIT_FLAGS:-} >/dev/null
   first=""
   for day in "$series"/day*; do
     "$cairn" -q backup "$day" >/dev/null

@@ -30,6 +30,9 @@ pub struct InitArgs {
     /// Target pack size.
     #[arg(long, value_parser = parse_size, default_value = "32MiB")]
     pack_size: u64,
+    /// Do not cut chunks at tar member boundaries (plain content-defined chunking).
+    #[arg(long)]
+    no_tar_aware: bool,
     /// zstd level for chunk data (0 stores everything raw).
     #[arg(long, default_value_t = Compression::default().zstd_level, allow_negative_numbers = true)]
     compression_level: i32,
@@ -156,6 +159,7 @@ async fn init(g: &GlobalArgs, a: InitArgs) -> Result<()> {
     if let Some(max) = a.max_chunk_size {
         chunker.max_size = to_u32(max, "maximum chunk size")?;
     }
+    chunker.tar_aware = !a.no_tar_aware;
     let opts = InitOptions {
         chunker,
         compression: Compression {

@@ -11,6 +11,9 @@
 
 use std::io::{self, Read};
 
+mod tar;
+pub use tar::TarScanner;
+
 use cairn_model::{ChunkId, ChunkerParams};
 use fastcdc::v2020::{self, MASKS};
 
@@ -68,6 +71,17 @@ impl Chunker {
         Some(len)
     }
 
+    /// Like [`Chunker::next_cut`], but the chunk never extends past `limit`
+    /// bytes (a forced boundary): when `limit` lies inside `data`, the bytes
+    /// up to it are chunked as if they ended there.
+    #[must_use]
+    pub fn next_cut_within(&self, data: &[u8], eof: bool, limit: Option<usize>) -> Option<usize> {
+        match limit {
+            Some(l) if l <= data.len() => self.next_cut(&data[..l], true),
+            _ => self.next_cut(data, eof),
+        }
+    }
+
     /// All chunk lengths of a complete input.
     #[must_use]
     pub fn cuts(&self, mut data: &[u8]) -> Vec<usize> {
@@ -115,6 +129,9 @@ pub struct BlockReader<R> {
     block_size: usize,
     carry: Vec<u8>,
     eof: bool,
+    /// Absolute stream offset of the next block's first byte.
+    offset: u64,
+    tar: Option<TarScanner>,
 }
 
 impl<R: Read> BlockReader<R> {
@@ -127,7 +144,17 @@ impl<R: Read> BlockReader<R> {
             block_size,
             carry: Vec::new(),
             eof: false,
+            offset: 0,
+            tar: None,
         }
+    }
+
+    /// Also cut at tar member boundaries (headers and data starts, nested
+    /// tars included) when the input is a tar; see [`TarScanner`].
+    #[must_use]
+    pub fn tar_aware(mut self, on: bool) -> Self {
+        self.tar = on.then(TarScanner::new);
+        self
     }
 
     /// The next block, or `None` at the end of the input.
@@ -156,10 +183,19 @@ impl<R: Read> BlockReader<R> {
         }
         let mut ends = Vec::with_capacity(data.len() / self.chunker.params().avg_size as usize + 1);
         let mut pos = 0;
-        while let Some(n) = self.chunker.next_cut(&data[pos..], self.eof) {
+        let base = self.offset;
+        loop {
+            let limit = self.tar.as_mut().and_then(|t| {
+                let b = t.next_boundary(&data, base, base + pos as u64)?;
+                usize::try_from(b - base).ok().map(|b| b - pos)
+            });
+            let Some(n) = self.chunker.next_cut_within(&data[pos..], self.eof, limit) else {
+                break;
+            };
             pos += n;
             ends.push(pos);
         }
+        self.offset += pos as u64;
         if pos < data.len() {
             self.carry = data[pos..].to_vec();
             data.truncate(pos);

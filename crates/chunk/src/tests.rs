@@ -13,6 +13,7 @@ fn small() -> ChunkerParams {
         avg_size: 1024,
         max_size: 4096,
         normalization: 1,
+        tar_aware: false,
     }
 }
 
@@ -120,3 +121,79 @@ fn empty_input_has_no_chunks() {
     assert!(Chunker::new(small()).cuts(&[]).is_empty());
     assert!(via_reader(&[], small(), 10).is_empty());
 }
+
+fn tar_aware_lens(data: &[u8], params: ChunkerParams, block: usize) -> Vec<usize> {
+    let mut lens = Vec::new();
+    for b in BlockReader::new(data, Chunker::new(params), block).tar_aware(true) {
+        let b = b.expect("in-memory read");
+        let mut start = 0;
+        for e in b.ends {
+            lens.push(e - start);
+            start = e;
+        }
+    }
+    lens
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/../../tests/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("fixture")
+}
+
+#[test]
+fn tar_aware_chunking_of_a_real_qdrant_snapshot() {
+    let data = fixture("cluster-collection-node0-day0.snapshot");
+    let params = ChunkerParams::default();
+    let lens = tar_aware_lens(&data, params, 1 << 20);
+    assert_eq!(lens.iter().sum::<usize>(), data.len());
+    // Block size must not change boundaries.
+    assert_eq!(lens, tar_aware_lens(&data, params, 100_000));
+    // Every member's data start is a cut: the nested segment tars are found too.
+    let ends: std::collections::HashSet<usize> = lens
+        .iter()
+        .scan(0, |p, &n| {
+            *p += n;
+            Some(*p)
+        })
+        .collect();
+    let mut scanner = TarScanner::new();
+    let mut pos = 0u64;
+    let mut boundaries = 0;
+    while let Some(b) = scanner.next_boundary(&data, 0, pos) {
+        assert!(
+            ends.contains(&(b as usize)) || b as usize >= data.len(),
+            "boundary {b} is not a cut"
+        );
+        boundaries += 1;
+        pos = b;
+    }
+    assert!(
+        boundaries > 40,
+        "only {boundaries} boundaries: nested segment tars not parsed"
+    );
+    assert!(lens.iter().all(|&n| n <= params.max_size as usize));
+}
+
+/// Golden pin for tar-aware boundaries on a real snapshot (part of the format).
+#[test]
+fn golden_tar_aware_boundaries() {
+    let data = fixture("shard0-node0-day0.snapshot");
+    let lens = tar_aware_lens(&data, ChunkerParams::default(), 1 << 20);
+    let mut h = blake3::Hasher::new();
+    let mut pos = 0;
+    for n in &lens {
+        h.update(&(*n as u64).to_le_bytes());
+        h.update(ChunkId::of(&data[pos..pos + n]).as_bytes());
+        pos += n;
+    }
+    let pin = format!("{} chunks {}", lens.len(), &h.finalize().to_hex()[..16]);
+    assert_eq!(
+        pin, GOLDEN_TAR,
+        "tar-aware boundaries changed: bump the format version"
+    );
+}
+
+const GOLDEN_TAR: &str = "198 chunks d82b27be018e096b";

@@ -20,6 +20,10 @@ pub struct ChunkerParams {
     pub max_size: u32,
     /// FastCDC normalization level (0 to 3).
     pub normalization: u8,
+    /// Also cut at tar member boundaries (headers and data starts, nested
+    /// tars included), so each member of a Qdrant snapshot is chunked on its own.
+    #[serde(default)]
+    pub tar_aware: bool,
 }
 
 impl Default for ChunkerParams {
@@ -37,6 +41,7 @@ impl ChunkerParams {
             avg_size: avg,
             max_size: avg * 4,
             normalization: 1,
+            tar_aware: true,
         }
     }
 

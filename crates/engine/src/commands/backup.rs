@@ -190,7 +190,8 @@ fn read_inputs(
         if tx.send(Ok(Item::Start(i))).is_err() {
             return;
         }
-        let mut blocks = BlockReader::new(reader, chunker.clone(), block_size);
+        let mut blocks = BlockReader::new(reader, chunker.clone(), block_size)
+            .tar_aware(chunker.params().tar_aware);
         loop {
             if cancel.load(Ordering::Relaxed) {
                 let _ = tx.send(Err(Error::Interrupted));

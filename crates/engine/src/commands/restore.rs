@@ -353,23 +353,36 @@ mod tests {
     #[test]
     fn adjacent_chunks_in_one_pack_share_a_read() {
         let ids: Vec<ChunkId> = (0..4u8).map(|i| ChunkId::of(&[i])).collect();
-        let runs = plan_runs(&ids, vec![loc(1, 16, 10), loc(1, 26, 5), loc(2, 16, 7), loc(1, 100, 1)], "s", "f")
-            .expect("all located");
-        let shape: Vec<(u64, u64, usize)> = runs.iter().map(|r| (r.start, r.end, r.chunks.len())).collect();
+        let runs = plan_runs(
+            &ids,
+            vec![loc(1, 16, 10), loc(1, 26, 5), loc(2, 16, 7), loc(1, 100, 1)],
+            "s",
+            "f",
+        )
+        .expect("all located");
+        let shape: Vec<(u64, u64, usize)> = runs
+            .iter()
+            .map(|r| (r.start, r.end, r.chunks.len()))
+            .collect();
         assert_eq!(shape, vec![(16, 31, 2), (16, 23, 1), (100, 101, 1)]);
     }
 
     #[test]
     fn a_missing_chunk_is_named() {
         let ids = [ChunkId::of(b"x")];
-        let err = plan_runs(&ids, vec![None], "snap", "file").err().expect("missing");
+        let err = plan_runs(&ids, vec![None], "snap", "file")
+            .err()
+            .expect("missing");
         assert!(err.to_string().contains(&ids[0].to_hex()));
     }
 
     #[test]
     fn paths_cannot_escape_the_target() {
         let t = Path::new("/restore");
-        assert_eq!(safe_join(t, "a/b").expect("inside"), Path::new("/restore/a/b"));
+        assert_eq!(
+            safe_join(t, "a/b").expect("inside"),
+            Path::new("/restore/a/b")
+        );
         assert!(safe_join(t, "../etc/passwd").is_err());
         assert!(safe_join(t, "a/../../x").is_err());
     }
