@@ -42,9 +42,10 @@ fn duplicates_within_one_backup_are_stored_once() {
 
 /// Day N+1 of the Qdrant churn series (5 % new, 2 % rewritten, 1 % deleted
 /// points per day; the optimizer rebuilds a segment on day 4) stores only a
-/// fraction of its size. Measured with 64 KiB average chunks: see
-/// docs/performance.md; the bounds below leave room for noise-free variation
-/// in compression only (chunking is deterministic).
+/// fraction of its size. Measured with the defaults (64 KiB tar-aware chunks,
+/// zstd 3): days 1, 2, 3 and 5 store 5–9 % of their size, day 4 (segment
+/// rebuild) 40 %; see docs/performance.md. Chunking is deterministic, so the
+/// bounds only leave room for a different zstd build.
 #[test]
 fn churn_series_adds_a_fraction_per_day() {
     let Some(shared) = shared_fixtures("churn_series_adds_a_fraction_per_day") else {
@@ -72,8 +73,8 @@ fn churn_series_adds_a_fraction_per_day() {
 }
 
 /// Upper bounds for the stored fraction of a churn day; see the test's doc.
-const DAY_LIMIT: f64 = 0.5;
-const DAY4_LIMIT: f64 = 0.8;
+const DAY_LIMIT: f64 = 0.15;
+const DAY4_LIMIT: f64 = 0.5;
 
 #[test]
 fn stdin_backup_round_trips() {
