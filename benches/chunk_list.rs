@@ -11,8 +11,12 @@ use cairn_model::{ChunkId, ChunkerParams};
 
 fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let path = args.get(1).expect("usage: chunk-list FILE [AVG_BYTES] [plain]");
-    let avg = args.get(2).map_or(64 * 1024, |a| a.parse().expect("AVG_BYTES is a number"));
+    let path = args
+        .get(1)
+        .expect("usage: chunk-list FILE [AVG_BYTES] [plain]");
+    let avg = args
+        .get(2)
+        .map_or(64 * 1024, |a| a.parse().expect("AVG_BYTES is a number"));
     let tar_aware = args.get(3).is_none_or(|m| m != "plain");
     let chunker = Chunker::new(ChunkerParams::with_average(avg));
     let file = std::fs::File::open(path)?;

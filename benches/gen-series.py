@@ -27,8 +27,14 @@ VEC = DIM * 4
 EXPONENT = bytes((0x3C | (b & 0x80)) if b & 1 else (0x3D | (b & 0x80)) for b in range(256))
 
 
+def randbytes(rng, n):
+    """rng.randbytes in pieces (it overflows above 256 MiB)."""
+    piece = 64 << 20
+    return b"".join(rng.randbytes(min(piece, n - i)) for i in range(0, n, piece))
+
+
 def vectors(rng, n):
-    buf = bytearray(rng.randbytes(n * VEC))
+    buf = bytearray(randbytes(rng, n * VEC))
     buf[3::4] = bytes(buf[3::4]).translate(EXPONENT)
     return buf
 
@@ -60,7 +66,7 @@ def main():
     n = int(a.gib * (1 << 30) * 0.8 / VEC)
     seg = str(uuid.UUID(int=rng.getrandbits(128)))
     vecs = vectors(rng, n)
-    links = bytearray(rng.randbytes(n * 32))
+    links = bytearray(randbytes(rng, n * 32))
     pay = payload(rng, n // 4)
     flags = bytearray(n // 8 + 1)
     for day in range(a.days):
@@ -77,7 +83,7 @@ def main():
             for _ in range(len(links) // 4096 // 5):  # links: ~20 % of pages touched
                 p = rng.randrange(len(links) // 4096) * 4096
                 links[p:p + 512] = rng.randbytes(512)
-            links += rng.randbytes(new * 32)
+            links += randbytes(rng, new * 32)
             pay += payload(rng, new // 4)
         if day == 4:  # optimizer: new segment, vectors re-ordered in runs, links rebuilt
             seg = str(uuid.UUID(int=rng.getrandbits(128)))
@@ -85,7 +91,7 @@ def main():
             runs = [vecs[i:i + run] for i in range(0, len(vecs), run)]
             rng.shuffle(runs)
             vecs = bytearray(b"".join(runs))
-            links = bytearray(rng.randbytes(len(links)))
+            links = bytearray(randbytes(rng, len(links)))
         d = os.path.join(a.out, "day%d" % day)
         os.makedirs(d, exist_ok=True)
         mtime = 1_764_000_000 + day * 86400

@@ -12,7 +12,9 @@ mod snapshot;
 pub use config::{ChunkerParams, Compression, RepoConfig, FORMAT_VERSION};
 pub use id::{ChunkId, IdParseError, PackId, RepoId, SnapshotId};
 pub use index::{Codec, IndexEntry, IndexFile, IndexGroup, PackLocation, INDEX_ENTRY_LEN};
-pub use snapshot::{FileEntry, Snapshot, SnapshotTotals};
+pub use snapshot::{
+    ends_chunk_list, FileEntry, Snapshot, SnapshotTotals, INLINE_CHUNKS, MAX_LIST_CHUNKS,
+};
 
 /// Errors raised while decoding repository files.
 #[derive(Debug, thiserror::Error)]

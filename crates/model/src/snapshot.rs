@@ -15,8 +15,30 @@ pub struct FileEntry {
     pub mode: u32,
     /// Modification time, seconds since the Unix epoch.
     pub mtime: i64,
-    /// Chunk ids in file order.
+    /// Chunk ids in file order, for files of at most [`INLINE_CHUNKS`] chunks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chunks: Vec<ChunkId>,
+    /// For larger files: ids of chunk-list blobs, in order. Each list blob is
+    /// stored in packs like any chunk and holds the concatenated 32-byte ids
+    /// of a run of the file's chunks; lists are cut by content (see
+    /// [`ends_chunk_list`]), so unchanged runs of a file yield identical list
+    /// blobs and a backup's metadata grows with what changed, not with the
+    /// file's size.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chunk_lists: Vec<ChunkId>,
+}
+
+/// Files with at most this many chunks list them inline in the manifest.
+pub const INLINE_CHUNKS: usize = 64;
+/// Most chunk ids in one list blob.
+pub const MAX_LIST_CHUNKS: usize = 4096;
+
+/// True when a chunk list should end after `id`, its `len`-th entry: on
+/// average every 1024 ids (when the id's first two bytes, little-endian, are
+/// 0 modulo 1024), and always at [`MAX_LIST_CHUNKS`].
+#[must_use]
+pub fn ends_chunk_list(id: &ChunkId, len: usize) -> bool {
+    len >= MAX_LIST_CHUNKS || u16::from_le_bytes([id.0[0], id.0[1]]) % 1024 == 0
 }
 
 /// Totals recorded when the snapshot was taken.

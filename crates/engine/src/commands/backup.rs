@@ -27,7 +27,8 @@ use bytes::Bytes;
 use cairn_chunk::{Block, BlockReader, Chunker};
 use cairn_index::ChunkIndex;
 use cairn_model::{
-    ChunkId, FileEntry, IndexFile, IndexGroup, Snapshot, SnapshotId, SnapshotTotals, FORMAT_VERSION,
+    ends_chunk_list, ChunkId, FileEntry, IndexFile, IndexGroup, Snapshot, SnapshotId,
+    SnapshotTotals, FORMAT_VERSION, INLINE_CHUNKS,
 };
 use cairn_pack::PackWriter;
 use cairn_store::{keys, RepoStore};
@@ -258,19 +259,53 @@ impl Packer<'_> {
                 .collect()
         });
         for (&i, comp) in new.iter().zip(compressed) {
-            let before = self.writer.len();
-            self.writer.push(ids[i], chunks[i], comp.as_deref());
-            self.in_flight.insert(ids[i]);
-            self.totals.new_chunks += 1;
-            self.totals.new_bytes += chunks[i].len() as u64;
-            self.totals.new_stored_bytes += (self.writer.len() - before) as u64;
-            if self.writer.len() as u64 >= self.repo.config.pack_size {
-                self.flush()?;
-            }
+            self.push_blob(ids[i], chunks[i], comp.as_deref())?;
         }
         self.totals.chunks += ids.len() as u64;
         file.size += block.data.len() as u64;
-        file.chunks.extend(ids);
+        for id in ids {
+            file.chunks.push(id);
+            if ends_chunk_list(&id, file.chunks.len()) {
+                self.emit_list(file)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends a new blob to the open pack, uploading the pack when full.
+    fn push_blob(&mut self, id: ChunkId, raw: &[u8], compressed: Option<&[u8]>) -> Result<()> {
+        let before = self.writer.len();
+        self.writer.push(id, raw, compressed);
+        self.in_flight.insert(id);
+        self.totals.new_chunks += 1;
+        self.totals.new_bytes += raw.len() as u64;
+        self.totals.new_stored_bytes += (self.writer.len() - before) as u64;
+        if self.writer.len() as u64 >= self.repo.config.pack_size {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Stores the file's pending chunk ids as one chunk-list blob.
+    fn emit_list(&mut self, file: &mut FileEntry) -> Result<()> {
+        if file.chunks.is_empty() {
+            return Ok(());
+        }
+        let bytes: Vec<u8> = file.chunks.iter().flat_map(|id| id.0).collect();
+        let id = ChunkId::of(&bytes);
+        file.chunks.clear();
+        file.chunk_lists.push(id);
+        if self.in_flight.contains(&id) || self.index.get(&id)?.is_some() {
+            return Ok(());
+        }
+        self.push_blob(id, &bytes, None)
+    }
+
+    /// Ends a file: small files keep their ids inline, larger ones in lists.
+    fn finish_file(&mut self, file: &mut FileEntry) -> Result<()> {
+        if !file.chunk_lists.is_empty() || file.chunks.len() > INLINE_CHUNKS {
+            self.emit_list(file)?;
+        }
         Ok(())
     }
 
@@ -454,13 +489,19 @@ impl Repository {
             let result = (|| -> Result<()> {
                 for item in &rx {
                     match item? {
-                        Item::Start(i) => files.push(FileEntry {
-                            path: inputs[i].name.clone(),
-                            size: 0,
-                            mode: inputs[i].mode,
-                            mtime: inputs[i].mtime,
-                            chunks: Vec::new(),
-                        }),
+                        Item::Start(i) => {
+                            if let Some(prev) = files.last_mut() {
+                                packer.finish_file(prev)?;
+                            }
+                            files.push(FileEntry {
+                                path: inputs[i].name.clone(),
+                                size: 0,
+                                mode: inputs[i].mode,
+                                mtime: inputs[i].mtime,
+                                chunks: Vec::new(),
+                                chunk_lists: Vec::new(),
+                            });
+                        }
                         Item::Block(b) => {
                             let file = files
                                 .last_mut()
@@ -469,6 +510,9 @@ impl Repository {
                             progress.advance(b.data.len() as u64);
                         }
                     }
+                }
+                if let Some(last) = files.last_mut() {
+                    packer.finish_file(last)?;
                 }
                 Ok(())
             })();

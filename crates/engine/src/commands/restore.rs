@@ -210,6 +210,8 @@ impl Repository {
     }
 
     /// Fetches, verifies and writes one file's chunks in order; returns the sink.
+    /// Large files are processed one chunk list at a time, so memory does not
+    /// grow with the file's size.
     #[allow(clippy::too_many_arguments)]
     async fn stream_file<S: Sink>(
         &self,
@@ -221,15 +223,7 @@ impl Repository {
         progress: &dyn Progress,
         dest: &Path,
     ) -> Result<S> {
-        let snapshot = info.id.to_hex();
-        let locs = {
-            let index = index.clone();
-            let ids = file.chunks.clone();
-            tokio::task::spawn_blocking(move || index.get_many(&ids))
-                .await
-                .expect("invariant: lookup does not panic")?
-        };
-        let runs = plan_runs(&file.chunks, locs, &snapshot, &file.path)?;
+        let context = Arc::new((info.id.to_hex(), file.path.clone()));
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(concurrency.max(1));
         let dest_owned: PathBuf = dest.to_path_buf();
         let writer = tokio::task::spawn_blocking(move || -> Result<S> {
@@ -240,14 +234,107 @@ impl Repository {
             }
             Ok(sink)
         });
-        let context = Arc::new((snapshot, file.path.clone()));
-        let corrupt = move |pack: &PackId, reason: String| Error::Corrupt {
+        let sent = async {
+            if file.chunk_lists.is_empty() {
+                return self
+                    .send_chunks(
+                        &context,
+                        file.chunks.clone(),
+                        index,
+                        &tx,
+                        concurrency,
+                        progress,
+                    )
+                    .await;
+            }
+            for list in &file.chunk_lists {
+                let ids = self.read_chunk_list(&context, *list, index).await?;
+                self.send_chunks(&context, ids, index, &tx, concurrency, progress)
+                    .await?;
+            }
+            Ok(())
+        }
+        .await;
+        drop(tx);
+        let written = writer.await.expect("invariant: writer does not panic");
+        // A write error closes the channel; report it rather than the send failure.
+        let sink = written?;
+        sent?;
+        Ok(sink)
+    }
+
+    /// Reads and verifies one chunk-list blob.
+    async fn read_chunk_list(
+        &self,
+        context: &Arc<(String, String)>,
+        list: ChunkId,
+        index: &Arc<ChunkIndex>,
+    ) -> Result<Vec<ChunkId>> {
+        let loc = {
+            let index = index.clone();
+            tokio::task::spawn_blocking(move || index.get(&list))
+                .await
+                .expect("invariant: lookup does not panic")?
+        };
+        let loc = loc.ok_or_else(|| Error::MissingChunk {
             snapshot: context.0.clone(),
             file: context.1.clone(),
-            pack: pack.to_hex(),
+            chunk: list.to_hex(),
+        })?;
+        let corrupt = |reason: String| Error::Corrupt {
+            snapshot: context.0.clone(),
+            file: context.1.clone(),
+            pack: loc.pack.to_hex(),
             reason,
         };
-        let fetched = futures::stream::iter(runs)
+        let stored = self
+            .store
+            .get_range(
+                &keys::pack(&loc.pack),
+                loc.offset..loc.offset + u64::from(loc.length),
+            )
+            .await
+            .map_err(|e| match e {
+                cairn_store::Error::NotFound { .. } => corrupt("pack is missing".into()),
+                other => other.into(),
+            })?;
+        let raw = cairn_pack::decode_blob(&stored, list, loc.codec, loc.raw_length)
+            .map_err(|e| corrupt(format!("chunk list: {e}")))?;
+        if raw.len() % 32 != 0 {
+            return Err(corrupt(format!("chunk list {list} has a partial id")));
+        }
+        Ok(raw.chunks_exact(32).map(ChunkId::from_slice).collect())
+    }
+
+    /// Fetches `ids` with ranged reads (up to `concurrency` at once), verifies
+    /// each chunk and sends the bytes, in order, to the writer.
+    async fn send_chunks(
+        &self,
+        context: &Arc<(String, String)>,
+        ids: Vec<ChunkId>,
+        index: &Arc<ChunkIndex>,
+        tx: &mpsc::Sender<Vec<u8>>,
+        concurrency: usize,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let locs = {
+            let index = index.clone();
+            let ids = ids.clone();
+            tokio::task::spawn_blocking(move || index.get_many(&ids))
+                .await
+                .expect("invariant: lookup does not panic")?
+        };
+        let runs = plan_runs(&ids, locs, &context.0, &context.1)?;
+        let corrupt = {
+            let context = context.clone();
+            move |pack: &PackId, reason: String| Error::Corrupt {
+                snapshot: context.0.clone(),
+                file: context.1.clone(),
+                pack: pack.to_hex(),
+                reason,
+            }
+        };
+        futures::stream::iter(runs)
             .map(|run| {
                 let store = self.store.clone();
                 let corrupt = corrupt.clone();
@@ -283,23 +370,17 @@ impl Repository {
                     .expect("invariant: decode does not panic")
                 }
             })
-            .buffered(concurrency.max(1));
-        let sent = fetched
+            .buffered(concurrency.max(1))
             .try_for_each(|buf| {
-                let tx = tx.clone();
                 let n = buf.len() as u64;
                 async move {
-                    // A closed channel means the writer failed; its error is reported below.
+                    // A closed channel means the writer failed; the caller reports its error.
                     let _ = tx.send(buf).await;
                     progress.advance(n);
                     Ok(())
                 }
             })
-            .await;
-        drop(tx);
-        let written = writer.await.expect("invariant: writer does not panic");
-        sent?;
-        written
+            .await
     }
 }
 
