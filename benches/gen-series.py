@@ -6,7 +6,8 @@ per segment, float32 vector storage (values of normalised-vector magnitude,
 so they compress about as poorly as real vectors), an HNSW-like links file,
 payload pages (compressible JSON text), id-tracker files, and a WAL file.
 Day over day, like the real churn fixture: 5 % new points appended, 2 %
-rewritten in place, 1 % deleted (flags), links partly rewritten; on day 4
+rewritten (moved to the appendable end, old slot flagged), 1 % deleted
+(flags), links partly rewritten; on day 4
 the "optimizer" rebuilds the main segment under a new id (vectors kept but
 re-ordered in runs, links rebuilt), as Qdrant does.
 
@@ -71,11 +72,15 @@ def main():
     flags = bytearray(n // 8 + 1)
     for day in range(a.days):
         if day > 0:
-            for _ in range(n * 2 // 100):  # rewrite 2 %
-                i = rng.randrange(len(vecs) // VEC)
-                vecs[i * VEC:(i + 1) * VEC] = vectors(rng, 1)
-            new = len(vecs) // VEC * 5 // 100  # append 5 %
-            vecs += vectors(rng, new)
+            count = len(vecs) // VEC
+            # Rewrite 2 %: as in Qdrant, an updated point moves (copy-on-write)
+            # to the appendable end; its old slot is only flagged deleted.
+            moved = [rng.randrange(count) for _ in range(count * 2 // 100)]
+            for i in moved:
+                flags[i // 8] |= 1 << (i % 8)
+            new = count * 5 // 100  # 5 % new points
+            vecs += vectors(rng, new + len(moved))
+            new += len(moved)
             flags += bytearray(new // 8 + 1)
             for _ in range(len(vecs) // VEC // 100):  # delete 1 %
                 i = rng.randrange(len(vecs) // VEC)

@@ -92,7 +92,7 @@ pub struct Compression {
 impl Default for Compression {
     fn default() -> Self {
         Self {
-            zstd_level: 3,
+            zstd_level: 1,
             min_saving_percent: 10,
         }
     }
