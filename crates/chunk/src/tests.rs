@@ -24,8 +24,12 @@ fn seeded(len: usize, seed: u64) -> Vec<u8> {
 }
 
 fn via_reader(data: &[u8], params: ChunkerParams, block: usize) -> Vec<usize> {
+    reader_lens(data, params, block, false)
+}
+
+fn reader_lens(data: &[u8], params: ChunkerParams, block: usize, tar_aware: bool) -> Vec<usize> {
     let mut lens = Vec::new();
-    for b in BlockReader::new(data, Chunker::new(params), block) {
+    for b in BlockReader::new(data, Chunker::new(params), block).tar_aware(tar_aware) {
         let b = b.expect("in-memory read");
         let mut start = 0;
         for e in b.ends {
@@ -123,16 +127,7 @@ fn empty_input_has_no_chunks() {
 }
 
 fn tar_aware_lens(data: &[u8], params: ChunkerParams, block: usize) -> Vec<usize> {
-    let mut lens = Vec::new();
-    for b in BlockReader::new(data, Chunker::new(params), block).tar_aware(true) {
-        let b = b.expect("in-memory read");
-        let mut start = 0;
-        for e in b.ends {
-            lens.push(e - start);
-            start = e;
-        }
-    }
-    lens
+    reader_lens(data, params, block, true)
 }
 
 fn fixture(name: &str) -> Vec<u8> {
