@@ -7,8 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
-cargo build --release --quiet
-cairn="$CARGO_TARGET_DIR/release/cairn"
+build_cairn
 series="${1:-../shared/fixtures/qdrant-churn}"
 shift || true
 sizes=("$@")

@@ -15,8 +15,7 @@ series="$(cd "${1:-../shared/fixtures/qdrant-churn}" && pwd)"
 for t in restic borg /usr/bin/time; do
   command -v "$t" >/dev/null || { echo "missing $t: apt-get install restic borgbackup time" >&2; exit 1; }
 done
-cargo build --release --quiet
-cairn="$CARGO_TARGET_DIR/release/cairn"
+build_cairn
 work="$(mktemp -d "${TMPDIR:-/tmp}/cairn-compare.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 days=$(cd "$series" && ls -d day* | sort -V)

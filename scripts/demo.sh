@@ -6,8 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
 
-cargo build --release --quiet
-cairn="$CARGO_TARGET_DIR/release/cairn"
+build_cairn
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 export CAIRN_REPOSITORY="$work/repo" CAIRN_CACHE_DIR="$work/cache"

@@ -14,3 +14,9 @@ if ! command -v c++ >/dev/null 2>&1 && ! command -v g++ >/dev/null 2>&1 && ! com
   echo "a C++ compiler is missing (RocksDB is built from source): apt-get install g++" >&2
   exit 1
 fi
+
+# Builds the release binary and sets $cairn to its path.
+build_cairn() {
+  cargo build --release --quiet
+  cairn="$CARGO_TARGET_DIR/release/cairn"
+}

@@ -100,7 +100,7 @@ fn cache_root(g: &GlobalArgs) -> PathBuf {
 
 async fn open(g: &GlobalArgs) -> Result<Repository> {
     let loc = location(g)?;
-    let store = cairn_engine::RepoStore::open(loc, false)?;
+    let store = cairn_engine::RepoStore::open(loc, false).map_err(cairn_engine::Error::from)?;
     Ok(Repository::open(store, &cache_root(g)).await?)
 }
 
@@ -118,11 +118,6 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
                 E::Store(cairn_engine::StoreError::InvalidLocation { .. }) => exit::REPOSITORY,
                 _ => exit::FAILURE,
             };
-        }
-        if let Some(cairn_engine::StoreError::InvalidLocation { .. }) =
-            cause.downcast_ref::<cairn_engine::StoreError>()
-        {
-            return exit::REPOSITORY;
         }
     }
     exit::FAILURE
@@ -168,7 +163,7 @@ async fn init(g: &GlobalArgs, a: InitArgs) -> Result<()> {
         },
         pack_size: a.pack_size,
     };
-    let store = cairn_engine::RepoStore::open(loc, true)?;
+    let store = cairn_engine::RepoStore::open(loc, true).map_err(cairn_engine::Error::from)?;
     let repo = Repository::init(store, opts, &cache_root(g)).await?;
     let c = repo.config();
     if g.json {

@@ -38,7 +38,7 @@ pub const MAX_LIST_CHUNKS: usize = 4096;
 /// 0 modulo 1024), and always at [`MAX_LIST_CHUNKS`].
 #[must_use]
 pub fn ends_chunk_list(id: &ChunkId, len: usize) -> bool {
-    len >= MAX_LIST_CHUNKS || u16::from_le_bytes([id.0[0], id.0[1]]) % 1024 == 0
+    len >= MAX_LIST_CHUNKS || u16::from_le_bytes([id.0[0], id.0[1]]).is_multiple_of(1024)
 }
 
 /// Totals recorded when the snapshot was taken.

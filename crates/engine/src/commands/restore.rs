@@ -57,19 +57,40 @@ struct Run {
     chunks: Vec<(ChunkId, PackLocation)>,
 }
 
+/// Which snapshot and file a restore error concerns.
+#[derive(Debug, Clone)]
+struct FileContext {
+    snapshot: String,
+    file: String,
+}
+
+impl FileContext {
+    fn corrupt(&self, pack: &PackId, reason: impl Into<String>) -> Error {
+        Error::Corrupt {
+            snapshot: self.snapshot.clone(),
+            file: self.file.clone(),
+            pack: pack.to_hex(),
+            reason: reason.into(),
+        }
+    }
+
+    fn missing(&self, chunk: &ChunkId) -> Error {
+        Error::MissingChunk {
+            snapshot: self.snapshot.clone(),
+            file: self.file.clone(),
+            chunk: chunk.to_hex(),
+        }
+    }
+}
+
 fn plan_runs(
     ids: &[ChunkId],
     locs: Vec<Option<PackLocation>>,
-    snapshot: &str,
-    file: &str,
+    ctx: &FileContext,
 ) -> Result<Vec<Run>> {
     let mut runs: Vec<Run> = Vec::new();
     for (id, loc) in ids.iter().zip(locs) {
-        let loc = loc.ok_or_else(|| Error::MissingChunk {
-            snapshot: snapshot.to_string(),
-            file: file.to_string(),
-            chunk: id.to_hex(),
-        })?;
+        let loc = loc.ok_or_else(|| ctx.missing(id))?;
         let end = loc.offset + u64::from(loc.length);
         match runs.last_mut() {
             Some(r) if r.pack == loc.pack && r.end == loc.offset && end - r.start <= MAX_RUN => {
@@ -223,7 +244,10 @@ impl Repository {
         progress: &dyn Progress,
         dest: &Path,
     ) -> Result<S> {
-        let context = Arc::new((info.id.to_hex(), file.path.clone()));
+        let ctx = Arc::new(FileContext {
+            snapshot: info.id.to_hex(),
+            file: file.path.clone(),
+        });
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(concurrency.max(1));
         let dest_owned: PathBuf = dest.to_path_buf();
         let writer = tokio::task::spawn_blocking(move || -> Result<S> {
@@ -237,19 +261,12 @@ impl Repository {
         let sent = async {
             if file.chunk_lists.is_empty() {
                 return self
-                    .send_chunks(
-                        &context,
-                        file.chunks.clone(),
-                        index,
-                        &tx,
-                        concurrency,
-                        progress,
-                    )
+                    .send_chunks(&ctx, &file.chunks, index, &tx, concurrency, progress)
                     .await;
             }
             for list in &file.chunk_lists {
-                let ids = self.read_chunk_list(&context, *list, index).await?;
-                self.send_chunks(&context, ids, index, &tx, concurrency, progress)
+                let ids = self.read_chunk_list(&ctx, *list, index).await?;
+                self.send_chunks(&ctx, &ids, index, &tx, concurrency, progress)
                     .await?;
             }
             Ok(())
@@ -263,45 +280,66 @@ impl Repository {
         Ok(sink)
     }
 
-    /// Reads and verifies one chunk-list blob.
-    async fn read_chunk_list(
+    /// Plans the ranged reads for `ids` (one batched index lookup).
+    async fn plan(
         &self,
-        context: &Arc<(String, String)>,
-        list: ChunkId,
+        ctx: &FileContext,
+        ids: &[ChunkId],
         index: &Arc<ChunkIndex>,
-    ) -> Result<Vec<ChunkId>> {
-        let loc = {
+    ) -> Result<Vec<Run>> {
+        let locs = {
             let index = index.clone();
-            tokio::task::spawn_blocking(move || index.get(&list))
+            let ids = ids.to_vec();
+            tokio::task::spawn_blocking(move || index.get_many(&ids))
                 .await
                 .expect("invariant: lookup does not panic")?
         };
-        let loc = loc.ok_or_else(|| Error::MissingChunk {
-            snapshot: context.0.clone(),
-            file: context.1.clone(),
-            chunk: list.to_hex(),
-        })?;
-        let corrupt = |reason: String| Error::Corrupt {
-            snapshot: context.0.clone(),
-            file: context.1.clone(),
-            pack: loc.pack.to_hex(),
-            reason,
-        };
-        let stored = self
+        plan_runs(ids, locs, ctx)
+    }
+
+    /// Reads one run from its pack, then decodes and verifies its chunks off
+    /// the runtime; returns their raw bytes concatenated.
+    async fn fetch_run(&self, ctx: Arc<FileContext>, run: Run) -> Result<Vec<u8>> {
+        let bytes = self
             .store
-            .get_range(
-                &keys::pack(&loc.pack),
-                loc.offset..loc.offset + u64::from(loc.length),
-            )
+            .get_range(&keys::pack(&run.pack), run.start..run.end)
             .await
             .map_err(|e| match e {
-                cairn_store::Error::NotFound { .. } => corrupt("pack is missing".into()),
+                cairn_store::Error::NotFound { .. } => ctx.corrupt(&run.pack, "pack is missing"),
                 other => other.into(),
             })?;
-        let raw = cairn_pack::decode_blob(&stored, list, loc.codec, loc.raw_length)
-            .map_err(|e| corrupt(format!("chunk list: {e}")))?;
+        tokio::task::spawn_blocking(move || {
+            let mut out =
+                Vec::with_capacity(run.chunks.iter().map(|(_, l)| l.raw_length as usize).sum());
+            for (id, loc) in &run.chunks {
+                let from =
+                    usize::try_from(loc.offset - run.start).expect("invariant: run < 16 MiB");
+                let stored = bytes
+                    .get(from..from + loc.length as usize)
+                    .ok_or_else(|| ctx.corrupt(&run.pack, "pack is shorter than its index says"))?;
+                let raw = cairn_pack::decode_blob(stored, *id, loc.codec, loc.raw_length)
+                    .map_err(|e| ctx.corrupt(&run.pack, e.to_string()))?;
+                out.extend_from_slice(&raw);
+            }
+            Ok(out)
+        })
+        .await
+        .expect("invariant: decode does not panic")
+    }
+
+    /// Reads and verifies one chunk-list blob.
+    async fn read_chunk_list(
+        &self,
+        ctx: &Arc<FileContext>,
+        list: ChunkId,
+        index: &Arc<ChunkIndex>,
+    ) -> Result<Vec<ChunkId>> {
+        let mut runs = self.plan(ctx, &[list], index).await?;
+        let run = runs.pop().expect("invariant: one id plans one run");
+        let pack = run.pack;
+        let raw = self.fetch_run(ctx.clone(), run).await?;
         if raw.len() % 32 != 0 {
-            return Err(corrupt(format!("chunk list {list} has a partial id")));
+            return Err(ctx.corrupt(&pack, format!("chunk list {list} has a partial id")));
         }
         Ok(raw.chunks_exact(32).map(ChunkId::from_slice).collect())
     }
@@ -310,66 +348,16 @@ impl Repository {
     /// each chunk and sends the bytes, in order, to the writer.
     async fn send_chunks(
         &self,
-        context: &Arc<(String, String)>,
-        ids: Vec<ChunkId>,
+        ctx: &Arc<FileContext>,
+        ids: &[ChunkId],
         index: &Arc<ChunkIndex>,
         tx: &mpsc::Sender<Vec<u8>>,
         concurrency: usize,
         progress: &dyn Progress,
     ) -> Result<()> {
-        let locs = {
-            let index = index.clone();
-            let ids = ids.clone();
-            tokio::task::spawn_blocking(move || index.get_many(&ids))
-                .await
-                .expect("invariant: lookup does not panic")?
-        };
-        let runs = plan_runs(&ids, locs, &context.0, &context.1)?;
-        let corrupt = {
-            let context = context.clone();
-            move |pack: &PackId, reason: String| Error::Corrupt {
-                snapshot: context.0.clone(),
-                file: context.1.clone(),
-                pack: pack.to_hex(),
-                reason,
-            }
-        };
+        let runs = self.plan(ctx, ids, index).await?;
         futures::stream::iter(runs)
-            .map(|run| {
-                let store = self.store.clone();
-                let corrupt = corrupt.clone();
-                async move {
-                    let bytes = store
-                        .get_range(&keys::pack(&run.pack), run.start..run.end)
-                        .await
-                        .map_err(|e| match e {
-                            cairn_store::Error::NotFound { .. } => {
-                                corrupt(&run.pack, "pack is missing".into())
-                            }
-                            other => other.into(),
-                        })?;
-                    tokio::task::spawn_blocking(move || {
-                        let mut out = Vec::with_capacity(
-                            run.chunks.iter().map(|(_, l)| l.raw_length as usize).sum(),
-                        );
-                        for (id, loc) in &run.chunks {
-                            let from = usize::try_from(loc.offset - run.start)
-                                .expect("invariant: run < 16 MiB");
-                            let stored =
-                                bytes.get(from..from + loc.length as usize).ok_or_else(|| {
-                                    corrupt(&run.pack, "pack is shorter than its index says".into())
-                                })?;
-                            let raw =
-                                cairn_pack::decode_blob(stored, *id, loc.codec, loc.raw_length)
-                                    .map_err(|e| corrupt(&run.pack, e.to_string()))?;
-                            out.extend_from_slice(&raw);
-                        }
-                        Ok::<_, Error>(out)
-                    })
-                    .await
-                    .expect("invariant: decode does not panic")
-                }
-            })
+            .map(|run| self.fetch_run(ctx.clone(), run))
             .buffered(concurrency.max(1))
             .try_for_each(|buf| {
                 let n = buf.len() as u64;
@@ -421,6 +409,13 @@ mod tests {
     use super::*;
     use cairn_model::Codec;
 
+    fn ctx() -> FileContext {
+        FileContext {
+            snapshot: "snap".into(),
+            file: "file".into(),
+        }
+    }
+
     fn loc(pack: u8, offset: u64, length: u32) -> Option<PackLocation> {
         Some(PackLocation {
             pack: PackId::of(&[pack]),
@@ -437,8 +432,7 @@ mod tests {
         let runs = plan_runs(
             &ids,
             vec![loc(1, 16, 10), loc(1, 26, 5), loc(2, 16, 7), loc(1, 100, 1)],
-            "s",
-            "f",
+            &ctx(),
         )
         .expect("all located");
         let shape: Vec<(u64, u64, usize)> = runs
@@ -451,9 +445,7 @@ mod tests {
     #[test]
     fn a_missing_chunk_is_named() {
         let ids = [ChunkId::of(b"x")];
-        let err = plan_runs(&ids, vec![None], "snap", "file")
-            .err()
-            .expect("missing");
+        let err = plan_runs(&ids, vec![None], &ctx()).err().expect("missing");
         assert!(err.to_string().contains(&ids[0].to_hex()));
     }
 
