@@ -25,6 +25,27 @@ fn chunking(c: &mut Criterion) {
         });
     }
     let chunker = Chunker::new(ChunkerParams::default());
+    let threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+    let pool = std::sync::Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("bench pool"),
+    );
+    for (label, piece) in [("sequential", 0), ("parallel", 1 << 20)] {
+        g.bench_function(
+            format!("block reader tar-aware {label} ({threads} threads)"),
+            |b| {
+                b.iter(|| {
+                    BlockReader::new(&bytes[..], chunker.clone(), 8 << 20)
+                        .tar_aware(true)
+                        .parallel(piece, Some(pool.clone()))
+                        .map(|b| b.expect("in memory").ends.len())
+                        .sum::<usize>()
+                })
+            },
+        );
+    }
     let cuts = chunker.cuts(&bytes);
     g.bench_function("blake3 per 64KiB chunk", |b| {
         b.iter(|| {

@@ -60,15 +60,23 @@ struct Header {
     nested: bool,
 }
 
+/// Why a header was not parsed.
+enum Unparsed {
+    /// Not a valid header: the archive level ends here.
+    Malformed,
+    /// Its extension headers lie past the bytes at hand: try again later.
+    NeedMore,
+}
+
 fn parse_header(
     h: &[u8],
     at: u64,
     peek_ext: impl Fn(u64) -> Option<[u8; 512]>,
-) -> Result<Option<Header>, ()> {
+) -> Result<Option<Header>, Unparsed> {
     if h.iter().all(|&b| b == 0) {
         return Ok(None); // end of archive
     }
-    let stored = octal(&h[148..156]).ok_or(())?;
+    let stored = octal(&h[148..156]).ok_or(Unparsed::Malformed)?;
     let sum: u64 = h
         .iter()
         .enumerate()
@@ -81,16 +89,16 @@ fn parse_header(
         })
         .sum();
     if sum != stored {
-        return Err(());
+        return Err(Unparsed::Malformed);
     }
-    let size = octal(&h[124..136]).ok_or(())?;
+    let size = octal(&h[124..136]).ok_or(Unparsed::Malformed)?;
     let typeflag = h[156];
     let mut data_start = at + BLOCK;
     if typeflag == b'S' {
         // GNU sparse: extension headers follow while the "isextended" flag is set.
         let mut extended = h[482] != 0;
         while extended {
-            let ext = peek_ext(data_start).ok_or(())?;
+            let ext = peek_ext(data_start).ok_or(Unparsed::NeedMore)?;
             extended = ext[504] != 0;
             data_start += BLOCK;
         }
@@ -142,7 +150,18 @@ impl TarScanner {
             };
             let next_known = self.pending.first().copied();
             // A header beyond the next known boundary can wait.
-            if next_known.is_some_and(|b| b < at) || at + BLOCK > end || at < base {
+            if next_known.is_some_and(|b| b < at) {
+                return next_known.filter(|&b| b > pos);
+            }
+            // A header whose bytes went by unseen cannot be parsed any more.
+            if at < base {
+                self.levels.remove(li);
+                continue;
+            }
+            // A header cut off by the end of the bytes at hand waits for more
+            // (the previous member's data end, a boundary, lies less than a
+            // block before it, so the caller's next buffer starts before it).
+            if at + BLOCK > end {
                 return next_known.filter(|&b| b > pos);
             }
             let off = usize::try_from(at - base).expect("invariant: inside the buffer");
@@ -165,6 +184,9 @@ impl TarScanner {
                         });
                     }
                 }
+                // Sparse extension headers not read yet: wait for them, so that
+                // where the input is split into buffers never changes a boundary.
+                Err(Unparsed::NeedMore) => return next_known.filter(|&b| b > pos),
                 // End of archive, a malformed header or one that overruns its parent: this level is done.
                 _ => {
                     self.levels.remove(li);

@@ -28,9 +28,26 @@ fn via_reader(data: &[u8], params: ChunkerParams, block: usize) -> Vec<usize> {
 }
 
 fn reader_lens(data: &[u8], params: ChunkerParams, block: usize, tar_aware: bool) -> Vec<usize> {
+    parallel_lens(data, params, block, tar_aware, 0)
+}
+
+/// Chunk lengths from a block reader finding boundaries in pieces of `piece`
+/// bytes on the global pool (0: sequentially); also checks the ids it hashed.
+fn parallel_lens(
+    data: &[u8],
+    params: ChunkerParams,
+    block: usize,
+    tar_aware: bool,
+    piece: usize,
+) -> Vec<usize> {
     let mut lens = Vec::new();
-    for b in BlockReader::new(data, Chunker::new(params), block).tar_aware(tar_aware) {
+    let reader = BlockReader::new(data, Chunker::new(params), block)
+        .tar_aware(tar_aware)
+        .parallel(piece, None)
+        .hashed(true);
+    for b in reader {
         let b = b.expect("in-memory read");
+        assert_eq!(b.ids, b.chunk_ids(), "hashed ids match the chunks");
         let mut start = 0;
         for e in b.ends {
             lens.push(e - start);
@@ -38,6 +55,19 @@ fn reader_lens(data: &[u8], params: ChunkerParams, block: usize, tar_aware: bool
         }
     }
     lens
+}
+
+/// Seeded bytes with runs of zeros (where chunks hit the maximum size and
+/// speculative chains never meet the exact one) and repeated stretches.
+fn awkward(len: usize, seed: u64) -> Vec<u8> {
+    let mut v = seeded(len, seed);
+    let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0x5eed);
+    for _ in 0..len / 20_000 {
+        let at = (rng.next_u64() as usize) % len;
+        let run = ((rng.next_u64() as usize) % 30_000).min(len - at);
+        v[at..at + run].fill(0);
+    }
+    v
 }
 
 proptest! {
@@ -70,6 +100,12 @@ proptest! {
     }
 
     #[test]
+    fn parallel_chunking_equals_sequential(seed in any::<u64>(), len in 0usize..300_000, block in 1usize..100_000, piece in 1usize..40_000) {
+        let data = awkward(len, seed);
+        prop_assert_eq!(parallel_lens(&data, small(), block, false, piece), Chunker::new(small()).cuts(&data));
+    }
+
+    #[test]
     fn deterministic(seed in any::<u64>()) {
         let data = seeded(30_000, seed);
         prop_assert_eq!(Chunker::new(small()).cuts(&data), Chunker::new(small()).cuts(&data));
@@ -89,8 +125,9 @@ proptest! {
         let after = ids(&edited);
         let shared = after.iter().filter(|id| before.contains(id)).count();
         // An insertion disturbs the chunk it lands in and a few after it, until a
-        // cut point lines up again (min-size skipping can delay that by a chunk or two).
-        prop_assert!(shared + 8 >= before.len(), "shared {} of {}", shared, before.len());
+        // cut point lines up again (min-size skipping can delay that by several
+        // chunks: 10 of 163 changed for one recorded input).
+        prop_assert!(shared + 16 >= before.len(), "shared {} of {}", shared, before.len());
     }
 }
 
@@ -170,6 +207,25 @@ fn tar_aware_chunking_of_a_real_qdrant_snapshot() {
         "only {boundaries} boundaries: nested segment tars not parsed"
     );
     assert!(lens.iter().all(|&n| n <= params.max_size as usize));
+}
+
+/// Block size, parallel pieces and where tar headers fall relative to block
+/// ends never change tar-aware boundaries.
+#[test]
+fn tar_aware_boundaries_do_not_depend_on_blocks_or_pieces() {
+    let data = fixture("cluster-collection-node0-day0.snapshot");
+    let reference = parallel_lens(&data, small(), data.len() + 1, true, 0);
+    // Block ends sweep across header positions, so some headers are cut off.
+    let blocks = (0..48).map(|i| 8192 + i * 173).chain([65_537, 1 << 20]);
+    for block in blocks {
+        for piece in [0, 16_384] {
+            assert_eq!(
+                parallel_lens(&data, small(), block, true, piece),
+                reference,
+                "block {block}, piece {piece}"
+            );
+        }
+    }
 }
 
 /// Golden pin for tar-aware boundaries on a real snapshot (part of the format).

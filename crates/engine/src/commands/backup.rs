@@ -2,11 +2,13 @@
 //! manifest.
 //!
 //! Stages and their threads:
-//! - a reader thread reads each input in large blocks and finds chunk
-//!   boundaries (bounded channel of [`Block`]s to the packer);
-//! - the packer thread hashes a block's chunks on the rayon pool, looks the
-//!   ids up in the local index in one batch, compresses the new chunks on the
-//!   pool and appends them to the open pack;
+//! - a reader thread reads each input in large blocks; while it reads the
+//!   next block, the rayon pool finds the current block's chunk boundaries
+//!   (in parallel pieces, see [`BlockReader`]) and hashes its chunks
+//!   (bounded channel of [`Block`]s to the packer);
+//! - the packer thread looks a block's ids up in the local index in one
+//!   batch, compresses the new chunks on the pool and appends them to the
+//!   open pack;
 //! - full packs are uploaded by tokio tasks (at most `upload_concurrency` at
 //!   once); each task writes the pack, then its index file, then reports back
 //!   so the packer records the chunks in the local index.
@@ -50,6 +52,11 @@ pub enum BackupSource {
         name: String,
     },
 }
+
+/// Bytes per piece when a block's boundaries are found in parallel: small
+/// enough to spread a block over the pool, large enough that re-synchronising
+/// the pieces (a chunk or two each) costs little.
+const CHUNK_PIECE: usize = 1024 * 1024;
 
 /// Backup settings. Defaults suit a 2–8 core machine.
 #[derive(Debug, Clone)]
@@ -100,6 +107,7 @@ struct Input {
 
 enum Item {
     Start(usize),
+    /// A block, its chunks hashed.
     Block(Block),
 }
 
@@ -173,6 +181,7 @@ fn walk(path: &Path, name: &str, out: &mut Vec<Input>) -> Result<()> {
 fn read_inputs(
     inputs: &[Input],
     chunker: &Chunker,
+    pool: &Arc<rayon::ThreadPool>,
     block_size: usize,
     cancel: &AtomicBool,
     tx: &mpsc::SyncSender<Result<Item>>,
@@ -192,7 +201,9 @@ fn read_inputs(
             return;
         }
         let mut blocks = BlockReader::new(reader, chunker.clone(), block_size)
-            .tar_aware(chunker.params().tar_aware);
+            .tar_aware(chunker.params().tar_aware)
+            .parallel(CHUNK_PIECE, Some(Arc::clone(pool)))
+            .hashed(true);
         loop {
             if cancel.load(Ordering::Relaxed) {
                 let _ = tx.send(Err(Error::Interrupted));
@@ -235,11 +246,9 @@ struct Packer<'a> {
 }
 
 impl Packer<'_> {
-    fn add_block(&mut self, block: &Block, file: &mut FileEntry) -> Result<()> {
+    fn add_block(&mut self, block: &mut Block, file: &mut FileEntry) -> Result<()> {
+        let ids = std::mem::take(&mut block.ids);
         let chunks: Vec<&[u8]> = block.chunks().collect();
-        let ids: Vec<ChunkId> = self
-            .pool
-            .install(|| chunks.par_iter().map(|c| ChunkId::of(c)).collect());
         self.record_uploads(false)?;
         let mut seen = HashSet::new();
         let candidates: Vec<usize> = (0..ids.len())
@@ -262,7 +271,7 @@ impl Packer<'_> {
             self.push_blob(ids[i], chunks[i], comp.as_deref())?;
         }
         self.totals.chunks += ids.len() as u64;
-        file.size += block.data.len() as u64;
+        file.size += block.len() as u64;
         for id in ids {
             file.chunks.push(id);
             if ends_chunk_list(&id, file.chunks.len()) {
@@ -459,11 +468,13 @@ impl Repository {
         progress: &dyn Progress,
         handle: Handle,
     ) -> Result<(Vec<FileEntry>, SnapshotTotals)> {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(opts.cpu_threads.max(1))
-            .thread_name(|i| format!("cairn-cpu-{i}"))
-            .build()
-            .map_err(|e| Error::InvalidArgument(format!("cannot start worker threads: {e}")))?;
+        let pool = Arc::new(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(opts.cpu_threads.max(1))
+                .thread_name(|i| format!("cairn-cpu-{i}"))
+                .build()
+                .map_err(|e| Error::InvalidArgument(format!("cannot start worker threads: {e}")))?,
+        );
         let (done_tx, done_rx) = mpsc::channel();
         let mut packer = Packer {
             repo: self,
@@ -485,7 +496,8 @@ impl Repository {
         let mut files: Vec<FileEntry> = Vec::with_capacity(inputs.len());
         let result = std::thread::scope(|s| {
             let chunker = &chunker;
-            s.spawn(move || read_inputs(inputs, chunker, opts.block_size, &opts.cancel, &tx));
+            let pool = &pool;
+            s.spawn(move || read_inputs(inputs, chunker, pool, opts.block_size, &opts.cancel, &tx));
             let result = (|| -> Result<()> {
                 for item in &rx {
                     match item? {
@@ -502,12 +514,12 @@ impl Repository {
                                 chunk_lists: Vec::new(),
                             });
                         }
-                        Item::Block(b) => {
+                        Item::Block(mut b) => {
                             let file = files
                                 .last_mut()
                                 .expect("invariant: a block follows its Start");
-                            packer.add_block(&b, file)?;
-                            progress.advance(b.data.len() as u64);
+                            packer.add_block(&mut b, file)?;
+                            progress.advance(b.len() as u64);
                         }
                     }
                 }
