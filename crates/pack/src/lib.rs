@@ -57,15 +57,56 @@ fn corrupt(reason: impl Into<String>) -> Error {
     }
 }
 
+/// Bytes of a chunk's middle compressed first to judge whether the whole
+/// chunk is worth compressing.
+const SAMPLE_LEN: usize = 4096;
+
+/// Percentage points by which a sample may fall short of the required saving
+/// and still have its chunk compressed whole.
+const SAMPLE_MARGIN: usize = 1;
+
+thread_local! {
+    /// One zstd context per thread (and level), reused across chunks.
+    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Compresses `data` at `level` with this thread's reused context.
+fn zstd_compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
+    COMPRESSOR.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.as_ref().is_none_or(|(l, _)| *l != level) {
+            *cell = Some((level, zstd::bulk::Compressor::new(level).ok()?));
+        }
+        let (_, c) = cell.as_mut()?;
+        c.compress(data).ok()
+    })
+}
+
 /// Compresses `raw` when that pays: returns the zstd frame only if it saves
 /// at least `min_saving_percent` of the size. `None` means store raw.
+///
+/// Chunks much larger than [`SAMPLE_LEN`] are judged first by compressing a
+/// sample from their middle: when the sample saves less than the required
+/// share minus [`SAMPLE_MARGIN`] points (a small frame carries relatively
+/// more overhead), the chunk is stored raw without compressing it whole.
+/// Float32 vector data (which zstd shrinks by only a few percent) is
+/// recognised this way at a small fraction of the cost of compressing it.
 #[must_use]
 pub fn compress(raw: &[u8], c: Compression) -> Option<Vec<u8>> {
     if c.zstd_level == 0 || raw.len() < 64 {
         return None;
     }
-    let out = zstd::bulk::compress(raw, c.zstd_level).ok()?;
-    let limit = raw.len() - raw.len() * usize::from(c.min_saving_percent) / 100;
+    let saving = usize::from(c.min_saving_percent);
+    if raw.len() >= 4 * SAMPLE_LEN {
+        let mid = (raw.len() - SAMPLE_LEN) / 2;
+        let sample = zstd_compress(&raw[mid..mid + SAMPLE_LEN], c.zstd_level)?;
+        if sample.len() * 100 > SAMPLE_LEN * (100 - saving.saturating_sub(SAMPLE_MARGIN)) {
+            return None;
+        }
+    }
+    let out = zstd_compress(raw, c.zstd_level)?;
+    let limit = raw.len() - raw.len() * saving / 100;
     (out.len() < limit).then_some(out)
 }
 
