@@ -121,22 +121,78 @@ pub fn decode_blob(
     codec: Codec,
     raw_length: u32,
 ) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    decode_blob_into(stored, entry_id, codec, raw_length, &mut out)?;
+    Ok(out)
+}
+
+thread_local! {
+    /// One zstd decompression context per thread, reused across blobs.
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Like [`decode_blob`], but appends the raw bytes to `out` (on error `out`
+/// is left as it was): one copy for raw blobs, none beyond decompression
+/// for compressed ones.
+///
+/// # Errors
+/// As [`decode_blob`].
+pub fn decode_blob_into(
+    stored: &[u8],
+    entry_id: ChunkId,
+    codec: Codec,
+    raw_length: u32,
+    out: &mut Vec<u8>,
+) -> Result<()> {
     let bad = |reason: String| Error::BadChunk {
         id: entry_id,
         reason,
     };
-    let raw = match codec {
-        Codec::Raw => stored.to_vec(),
-        Codec::Zstd => zstd::bulk::decompress(stored, raw_length as usize)
-            .map_err(|e| bad(format!("zstd: {e}")))?,
-    };
-    if raw.len() != raw_length as usize {
-        return Err(bad(format!("{} bytes, expected {raw_length}", raw.len())));
+    let start = out.len();
+    let raw_len = raw_length as usize;
+    match codec {
+        Codec::Raw => {
+            if stored.len() != raw_len {
+                return Err(bad(format!(
+                    "{} bytes, expected {raw_length}",
+                    stored.len()
+                )));
+            }
+            if ChunkId::of(stored) != entry_id {
+                return Err(bad("content does not match its id".into()));
+            }
+            out.extend_from_slice(stored);
+            return Ok(());
+        }
+        Codec::Zstd => {
+            out.resize(start + raw_len, 0);
+            let n = DECOMPRESSOR.with(|cell| {
+                let mut cell = cell.borrow_mut();
+                if cell.is_none() {
+                    *cell = Some(zstd::bulk::Decompressor::new()?);
+                }
+                let d = cell.as_mut().expect("invariant: set above");
+                d.decompress_to_buffer(stored, &mut out[start..])
+            });
+            match n {
+                Ok(n) if n == raw_len => {}
+                Ok(n) => {
+                    out.truncate(start);
+                    return Err(bad(format!("{n} bytes, expected {raw_length}")));
+                }
+                Err(e) => {
+                    out.truncate(start);
+                    return Err(bad(format!("zstd: {e}")));
+                }
+            }
+        }
     }
-    if ChunkId::of(&raw) != entry_id {
+    if ChunkId::of(&out[start..]) != entry_id {
+        out.truncate(start);
         return Err(bad("content does not match its id".into()));
     }
-    Ok(raw)
+    Ok(())
 }
 
 /// Builds one pack in memory.

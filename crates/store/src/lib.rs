@@ -12,8 +12,19 @@
 //! and index files are named by the hash of their bytes, so rewriting one
 //! writes identical bytes; [`RepoStore::put_content_addressed`] may use
 //! multipart uploads for them.
+//!
+//! On a local repository every write is durable before it returns: the file
+//! is written under a temporary name (which listings skip), flushed with
+//! `fsync` ([`durable`], bypassing the page cache for large files), then
+//! linked (create-only) or renamed into place and its directory flushed. The
+//! backup's write ordering (pack, then index file, then manifest) therefore
+//! holds across power loss, as it does on object stores.
+
+pub mod durable;
 
 use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -132,6 +143,8 @@ pub struct RepoStore {
     inner: Arc<dyn ObjectStore>,
     prefix: Path,
     location: String,
+    /// The directory of a local repository (written without object_store).
+    local: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for RepoStore {
@@ -188,6 +201,7 @@ impl RepoStore {
             inner: Arc::new(fs),
             prefix: Path::default(),
             location: location.to_string(),
+            local: Some(dir.to_path_buf()),
         })
     }
 
@@ -226,6 +240,7 @@ impl RepoStore {
             inner: store,
             prefix,
             location: location.to_string(),
+            local: None,
         })
     }
 
@@ -236,6 +251,7 @@ impl RepoStore {
             inner,
             prefix: Path::default(),
             location: location.to_string(),
+            local: None,
         }
     }
 
@@ -312,6 +328,9 @@ impl RepoStore {
     /// # Errors
     /// [`Error::AlreadyExists`] when it does; backend errors.
     pub async fn put_new(&self, key: &str, data: Bytes) -> Result<()> {
+        if let Some(root) = &self.local {
+            return self.put_local(root, key, data, true).await;
+        }
         let opts = PutOptions {
             mode: PutMode::Create,
             ..PutOptions::default()
@@ -330,6 +349,9 @@ impl RepoStore {
     /// # Errors
     /// Backend errors.
     pub async fn put_content_addressed(&self, key: &str, data: Bytes) -> Result<()> {
+        if let Some(root) = &self.local {
+            return self.put_local(root, key, data, false).await;
+        }
         if data.len() < MULTIPART_THRESHOLD {
             return match self.put_new(key, data).await {
                 Err(Error::AlreadyExists { .. }) => Ok(()),
@@ -348,6 +370,72 @@ impl RepoStore {
             .await
             .map(|_| ())
             .map_err(|e| self.map_err(key, e))
+    }
+
+    /// Writes `key` under a local repository's `root` durably (see the module
+    /// docs): create-only, or replacing nothing when the content-addressed
+    /// object is already there.
+    async fn put_local(
+        &self,
+        root: &std::path::Path,
+        key: &str,
+        data: Bytes,
+        create_only: bool,
+    ) -> Result<()> {
+        static TEMP: AtomicU64 = AtomicU64::new(0);
+        let dest = key
+            .split('/')
+            .fold(root.to_path_buf(), |p, part| p.join(part));
+        let temp_id = format!(
+            "{}{}",
+            std::process::id(),
+            TEMP.fetch_add(1, Ordering::Relaxed)
+        );
+        let result = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let dir = dest.parent().expect("invariant: keys have a parent");
+            std::fs::create_dir_all(dir)?;
+            if !create_only && dest.exists() {
+                return Ok(());
+            }
+            // object_store's listing skips names ending in '#' and digits.
+            let mut name = dest
+                .file_name()
+                .expect("invariant: keys name a file")
+                .to_os_string();
+            name.push(format!("#{temp_id}"));
+            let temp = dir.join(name);
+            let written = (|| {
+                let mut f = durable::DurableFile::create(&temp, true)?;
+                f.write_all(&data)?;
+                f.finish()?;
+                if create_only {
+                    std::fs::hard_link(&temp, &dest)
+                } else {
+                    std::fs::rename(&temp, &dest)
+                }
+            })();
+            let _ = std::fs::remove_file(&temp);
+            written?;
+            durable::sync_dir(dir)
+        })
+        .await
+        .expect("invariant: local write does not panic");
+        result.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                Error::AlreadyExists {
+                    location: self.location.clone(),
+                    key: key.to_string(),
+                }
+            } else {
+                self.map_err(
+                    key,
+                    object_store::Error::Generic {
+                        store: "local",
+                        source: Box::new(e),
+                    },
+                )
+            }
+        })
     }
 
     /// Deletes an object; a missing object is not an error.

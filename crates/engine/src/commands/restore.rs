@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use cairn_index::ChunkIndex;
 use cairn_model::{ChunkId, FileEntry, PackId, PackLocation};
+use cairn_store::durable::DurableFile;
 use cairn_store::keys;
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
@@ -46,8 +47,12 @@ pub struct RestoreSummary {
     pub bytes: u64,
 }
 
-/// Largest single ranged read.
-const MAX_RUN: u64 = 16 * 1024 * 1024;
+/// Largest single ranged read. Memory in flight is about
+/// (concurrency × 2 + [`WRITE_QUEUE`]) runs of this size.
+const MAX_RUN: u64 = 8 * 1024 * 1024;
+
+/// Decoded runs queued for the writer.
+const WRITE_QUEUE: usize = 2;
 
 /// Consecutive chunks stored back to back in one pack.
 struct Run {
@@ -146,6 +151,16 @@ impl<W: Write + Send + 'static> Sink for W {
     }
 }
 
+/// Restored files bypass the page cache where they can and are flushed to
+/// stable storage before they get their final name.
+struct FileSink(DurableFile);
+
+impl Sink for FileSink {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.0.write_all(data)
+    }
+}
+
 impl Repository {
     /// Restores `info`'s files (or those matching the filter) under `target`.
     ///
@@ -175,12 +190,13 @@ impl Repository {
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default()
             ));
-            let out =
-                std::fs::File::create(&tmp).map_err(|e| Error::io("cannot create", &tmp, e))?;
+            let out = DurableFile::create(&tmp, false)
+                .map(FileSink)
+                .map_err(|e| Error::io("cannot create", &tmp, e))?;
             let written = self
                 .stream_file(info, file, &index, out, opts.concurrency, &*progress, &tmp)
                 .await;
-            let done = written.and_then(|out| finish_file(out, file, &tmp, &dest));
+            let done = written.and_then(|out| finish_file(out.0, file, &tmp, &dest));
             if let Err(e) = done {
                 let _ = std::fs::remove_file(&tmp);
                 progress.finish();
@@ -248,7 +264,7 @@ impl Repository {
             snapshot: info.id.to_hex(),
             file: file.path.clone(),
         });
-        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(concurrency.max(1));
+        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
         let dest_owned: PathBuf = dest.to_path_buf();
         let writer = tokio::task::spawn_blocking(move || -> Result<S> {
             let mut sink = sink;
@@ -317,9 +333,8 @@ impl Repository {
                 let stored = bytes
                     .get(from..from + loc.length as usize)
                     .ok_or_else(|| ctx.corrupt(&run.pack, "pack is shorter than its index says"))?;
-                let raw = cairn_pack::decode_blob(stored, *id, loc.codec, loc.raw_length)
+                cairn_pack::decode_blob_into(stored, *id, loc.codec, loc.raw_length, &mut out)
                     .map_err(|e| ctx.corrupt(&run.pack, e.to_string()))?;
-                out.extend_from_slice(&raw);
             }
             Ok(out)
         })
@@ -372,10 +387,11 @@ impl Repository {
     }
 }
 
-fn finish_file(out: std::fs::File, file: &FileEntry, tmp: &Path, dest: &Path) -> Result<()> {
+fn finish_file(out: DurableFile, file: &FileEntry, tmp: &Path, dest: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    out.sync_all()
-        .map_err(|e| Error::io("cannot flush", tmp, e))?;
+    let (out, _) = out
+        .finish()
+        .map_err(|e| Error::io("cannot write", tmp, e))?;
     let mtime = std::time::UNIX_EPOCH
         + std::time::Duration::from_secs(u64::try_from(file.mtime).unwrap_or(0));
     out.set_modified(mtime)
@@ -383,7 +399,9 @@ fn finish_file(out: std::fs::File, file: &FileEntry, tmp: &Path, dest: &Path) ->
     drop(out);
     std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(file.mode))
         .map_err(|e| Error::io("cannot set permissions on", tmp, e))?;
-    std::fs::rename(tmp, dest).map_err(|e| Error::io("cannot rename into", dest, e))
+    std::fs::rename(tmp, dest).map_err(|e| Error::io("cannot rename into", dest, e))?;
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    cairn_store::durable::sync_dir(dir).map_err(|e| Error::io("cannot flush", dir, e))
 }
 
 /// Joins a snapshot path under `target`, refusing anything that escapes it.
