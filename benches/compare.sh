@@ -4,7 +4,13 @@
 # bytes, new file) and restores it. Prints per-step wall time, peak RSS,
 # repository size after each day, and cairn/peer ratios, as a Markdown table.
 #
-# Usage: benches/compare.sh [SERIES_DIR]     (default ../shared/fixtures/qdrant-churn)
+# The whole sequence runs ROUNDS times (default 3), the tools interleaved
+# within each round, each tool starting from a fresh repository, a flushed
+# page cache write-back (sync) and its inputs read into the page cache.
+# Times are the median over rounds; sizes and peak RSS the median and the
+# maximum.
+#
+# Usage: [ROUNDS=n] benches/compare.sh [SERIES_DIR]     (default ../shared/fixtures/qdrant-churn)
 #   SERIES_DIR holds day0/, day1/, ... each with one or more snapshot files.
 #   A multi-GB series: python3 benches/gen-series.py /tmp/series --gib 2 && benches/compare.sh /tmp/series
 # Needs restic and borg (Debian packages restic, borgbackup) and GNU time.
@@ -25,20 +31,25 @@ export BORG_BASE_DIR="$work/borg-home" RESTIC_CACHE_DIR="$work/restic-cache" CAI
 results="$work/results.tsv"
 : > "$results"
 
-# measure TOOL STEP CMD...: runs CMD, records wall seconds and peak RSS (KiB).
+# measure ROUND TOOL STEP CMD...: runs CMD, records wall seconds and peak RSS (KiB).
 measure() {
-  local tool=$1 step=$2; shift 2
+  local round=$1 tool=$2 step=$3; shift 3
   /usr/bin/time -f "%e %M" -o "$work/time" "$@" >/dev/null 2>"$work/stderr" || { cat "$work/stderr" >&2; exit 1; }
   read -r secs rss < "$work/time"
-  printf "%s\t%s\ttime\t%s\n%s\t%s\trss\t%s\n" "$tool" "$step" "$secs" "$tool" "$step" "$rss" >> "$results"
+  printf "%s\t%s\t%s\ttime\t%s\n%s\t%s\t%s\trss\t%s\n" "$round" "$tool" "$step" "$secs" "$round" "$tool" "$step" "$rss" >> "$results"
 }
-size() { printf "%s\t%s\tsize\t%s\n" "$1" "$2" "$(du -sb "$3" | cut -f1)" >> "$results"; }
+size() { printf "%s\t%s\t%s\tsize\t%s\n" "$1" "$2" "$3" "$(du -sb "$4" | cut -f1)" >> "$results"; }
 
 mkdir -p "$work/fresh"
 cp -r "$series/$last" "$work/fresh/$last"   # same bytes, new files (new inodes and mtimes)
 
-for tool in cairn restic borg; do
-  repo="$work/repo-$tool"
+rounds=${ROUNDS:-3}
+# sequence ROUND TOOL: one tool's whole run, recorded under ROUND.
+sequence() {
+  local round=$1 tool=$2 repo="$work/repo-$2" out="$work/restore-$2"
+  rm -rf "$repo" "$out" "$BORG_BASE_DIR" "$RESTIC_CACHE_DIR" "$CAIRN_CACHE_DIR"
+  sync
+  cat "$series"/day*/* "$work/fresh/$last"/* >/dev/null
   case $tool in
     cairn) "$cairn" --repo "$repo" init >/dev/null ;;
     restic) restic -q -r "$repo" init --repository-version 2 >/dev/null ;;
@@ -46,39 +57,48 @@ for tool in cairn restic borg; do
   esac
   for d in $days; do
     case $tool in
-      cairn) measure cairn "$d" "$cairn" -q --repo "$repo" backup "$series/$d" ;;
-      restic) measure restic "$d" restic -q -r "$repo" backup "$series/$d" ;;
-      borg) (cd "$series" && measure borg "$d" borg create "$repo::$d" "$d") ;;
+      cairn) measure "$round" cairn "$d" "$cairn" -q --repo "$repo" backup "$series/$d" ;;
+      restic) measure "$round" restic "$d" restic -q -r "$repo" backup "$series/$d" ;;
+      borg) (cd "$series" && measure "$round" borg "$d" borg create "$repo::$d" "$d") ;;
     esac
-    size "$tool" "$d" "$repo"
+    size "$round" "$tool" "$d" "$repo"
   done
   case $tool in
-    cairn) measure cairn fresh "$cairn" -q --repo "$repo" backup "$work/fresh/$last" ;;
-    restic) measure restic fresh restic -q -r "$repo" backup "$work/fresh/$last" ;;
-    borg) (cd "$work/fresh" && measure borg fresh borg create "$repo::fresh" "$last") ;;
+    cairn) measure "$round" cairn fresh "$cairn" -q --repo "$repo" backup "$work/fresh/$last" ;;
+    restic) measure "$round" restic fresh restic -q -r "$repo" backup "$work/fresh/$last" ;;
+    borg) (cd "$work/fresh" && measure "$round" borg fresh borg create "$repo::fresh" "$last") ;;
   esac
-  out="$work/restore-$tool"
   mkdir -p "$out"
   case $tool in
-    cairn) measure cairn restore "$cairn" -q --repo "$repo" restore latest "$out" ;;
-    restic) measure restic restore restic -q -r "$repo" restore latest --target "$out" ;;
-    borg) (cd "$out" && measure borg restore borg extract "$repo::fresh") ;;
+    cairn) measure "$round" cairn restore "$cairn" -q --repo "$repo" restore latest "$out" ;;
+    restic) measure "$round" restic restore restic -q -r "$repo" restore latest --target "$out" ;;
+    borg) (cd "$out" && measure "$round" borg restore borg extract "$repo::fresh") ;;
   esac
   restored=$(find "$out" -type d -name "$last" | head -n1)
   diff -r "$series/$last" "$restored" >/dev/null || { echo "$tool: restore differs from $last" >&2; exit 1; }
-  rm -rf "$out"
+  rm -rf "$out" "$repo"
+}
+for round in $(seq "$rounds"); do
+  for tool in cairn restic borg; do
+    echo "round $round/$rounds: $tool" >&2
+    sequence "$round" "$tool"
+  done
 done
 
-python3 - "$results" "$series" $days <<'PY'
-import sys, collections, os
-results, series, days = sys.argv[1], sys.argv[2], sys.argv[3:]
-v = collections.defaultdict(dict)
+python3 - "$results" "$series" "$rounds" $days <<'PY'
+import sys, collections, os, statistics
+results, series, rounds, days = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
+samples = collections.defaultdict(lambda: collections.defaultdict(list))
 for line in open(results):
-    tool, step, kind, val = line.rstrip("\n").split("\t")
-    v[(step, kind)][tool] = float(val)
+    _round, tool, step, kind, val = line.rstrip("\n").split("\t")
+    samples[(step, kind)][tool].append(float(val))
+# Medians over rounds; peak RSS is the maximum of every run.
+v = {key: {tool: (max if key[1] == "rss" else statistics.median)(vals) for tool, vals in per_tool.items()}
+     for key, per_tool in samples.items()}
 mib = lambda b: b / 2**20
 day_bytes = {d: sum(os.path.getsize(os.path.join(series, d, f)) for f in os.listdir(os.path.join(series, d))) for d in days}
-print(f"series: {series} ({len(days)} days, last day {mib(day_bytes[days[-1]]):.1f} MiB)\n")
+print(f"series: {series} ({len(days)} days, last day {mib(day_bytes[days[-1]]):.1f} MiB); "
+      f"times are medians of {rounds} rounds\n")
 print("| step | cairn | restic | borg | restic/cairn | borg/cairn |")
 print("|---|---|---|---|---|---|")
 def row(name, c, r, b, fmt):
@@ -95,6 +115,10 @@ g = {t: v[(days[-1], "size")][t] - v[(days[0], "size")][t] for t in ("cairn", "r
 row(f"growth {days[0]}..{days[-1]} (MiB)", g["cairn"], g["restic"], g["borg"], lambda x: f"{mib(x):.1f}")
 rss = {t: max(v[(s, "rss")][t] for s in days + ["fresh", "restore"]) for t in ("cairn", "restic", "borg")}
 row("peak RSS (MiB)", rss["cairn"], rss["restic"], rss["borg"], lambda x: f"{x / 1024:.0f}")
+print(f"\nEvery round's times (s), cairn / restic / borg:\n")
+for d in days + ["fresh", "restore"]:
+    t = samples[(d, "time")]
+    print(f"- {d}: " + " / ".join(" ".join(f"{x:.2f}" for x in t[tool]) for tool in ("cairn", "restic", "borg")))
 fresh = day_bytes[days[-1]] / 2**30 / v[("fresh", "time")]["cairn"]
 print(f"\ncairn re-backup of unchanged bytes: {fresh:.2f} GiB/s; "
       f"storage growth vs restic: {g['cairn'] / g['restic']:.2f}x, vs borg: {g['cairn'] / g['borg']:.2f}x")
