@@ -126,6 +126,27 @@ pub fn decode_blob(
     Ok(out)
 }
 
+/// Checks a raw (uncompressed) blob against its id and length, in place.
+///
+/// # Errors
+/// [`Error::BadChunk`] when the length or the hash is wrong.
+pub fn verify_raw(stored: &[u8], entry_id: ChunkId, raw_length: u32) -> Result<()> {
+    let bad = |reason: String| Error::BadChunk {
+        id: entry_id,
+        reason,
+    };
+    if stored.len() != raw_length as usize {
+        return Err(bad(format!(
+            "{} bytes, expected {raw_length}",
+            stored.len()
+        )));
+    }
+    if ChunkId::of(stored) != entry_id {
+        return Err(bad("content does not match its id".into()));
+    }
+    Ok(())
+}
+
 thread_local! {
     /// One zstd decompression context per thread, reused across blobs.
     static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
@@ -153,15 +174,7 @@ pub fn decode_blob_into(
     let raw_len = raw_length as usize;
     match codec {
         Codec::Raw => {
-            if stored.len() != raw_len {
-                return Err(bad(format!(
-                    "{} bytes, expected {raw_length}",
-                    stored.len()
-                )));
-            }
-            if ChunkId::of(stored) != entry_id {
-                return Err(bad("content does not match its id".into()));
-            }
+            verify_raw(stored, entry_id, raw_length)?;
             out.extend_from_slice(stored);
             return Ok(());
         }
@@ -223,7 +236,16 @@ impl PackWriter {
     /// An empty pack with its header written.
     #[must_use]
     pub fn new() -> Self {
-        let mut buf = Vec::with_capacity(1 << 20);
+        Self::with_buffer(Vec::new(), 1 << 20)
+    }
+
+    /// An empty pack built in `buf` (emptied first; e.g. a finished pack's
+    /// bytes, so that a run reuses its pack buffers instead of allocating
+    /// and faulting in new ones), with room for `capacity` bytes.
+    #[must_use]
+    pub fn with_buffer(mut buf: Vec<u8>, capacity: usize) -> Self {
+        buf.clear();
+        buf.reserve(capacity);
         buf.extend_from_slice(PACK_MAGIC);
         buf.extend_from_slice(&PACK_VERSION.to_le_bytes());
         buf.extend_from_slice(&[0u8; 6]);

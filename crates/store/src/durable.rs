@@ -15,8 +15,10 @@
 //! differs.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Alignment of direct writes: buffer address, file offset and length.
 const ALIGN: usize = 4096;
@@ -24,27 +26,79 @@ const ALIGN: usize = 4096;
 /// Bytes staged between direct writes (a multiple of [`ALIGN`]).
 pub const STAGING: usize = 4 * 1024 * 1024;
 
-/// A file written front to back, durable once [`DurableFile::finish`] returns.
+/// Files expected to be smaller than this are written through the page cache.
+pub const DIRECT_MIN: u64 = 1024 * 1024;
+
+/// An aligned staging buffer: the usable region starts at `start`.
 #[derive(Debug)]
-pub struct DurableFile {
-    file: File,
-    path: PathBuf,
-    /// Staging buffer; the aligned region starts at `start`.
+struct Staging {
     buf: Vec<u8>,
     start: usize,
+}
+
+/// Staging buffers of finished files, reused so that each file does not
+/// fault in fresh memory (costly on virtual machines).
+static FREE: std::sync::Mutex<Vec<Staging>> = std::sync::Mutex::new(Vec::new());
+
+/// Staging buffers kept in [`FREE`].
+const FREE_MAX: usize = 4;
+
+impl Staging {
+    fn new() -> Self {
+        if let Some(s) = FREE.lock().ok().and_then(|mut f| f.pop()) {
+            return s;
+        }
+        let buf = vec![0u8; STAGING + ALIGN];
+        let start = buf.as_ptr().align_offset(ALIGN);
+        Self { buf, start }
+    }
+
+    fn release(self) {
+        if let Ok(mut free) = FREE.lock() {
+            if free.len() < FREE_MAX {
+                free.push(self);
+            }
+        }
+    }
+
+    fn region(&self, len: usize) -> &[u8] {
+        &self.buf[self.start..self.start + len]
+    }
+}
+
+type InFlight = std::thread::JoinHandle<(Staging, io::Result<()>)>;
+
+/// A file written front to back, durable once [`DurableFile::finish`] returns.
+///
+/// In direct mode one full staging buffer is written by a helper thread
+/// while the next one fills, so the device sees two requests at a time
+/// rather than one.
+#[derive(Debug)]
+pub struct DurableFile {
+    file: Arc<File>,
+    path: PathBuf,
+    /// The buffer being filled (direct mode only) and its fill level.
+    staging: Option<Staging>,
     filled: usize,
-    /// Bytes already written to the file.
+    /// A free buffer, or the write holding the other one.
+    spare: Option<Staging>,
+    in_flight: Option<InFlight>,
+    /// Bytes handed to the file so far (the offset of the next staged byte).
     written: u64,
     direct: bool,
+    /// Whether a direct write has succeeded (the first one runs inline so
+    /// that a refusal can still fall back to ordinary writes).
+    direct_proven: bool,
 }
 
 impl DurableFile {
     /// Creates `path`, failing if it exists when `create_new`, truncating it
-    /// otherwise.
+    /// otherwise. `expected_len` (when known) keeps small files out of direct
+    /// mode: below [`DIRECT_MIN`] they go through the page cache.
     ///
     /// # Errors
     /// From opening the file.
-    pub fn create(path: &Path, create_new: bool) -> io::Result<Self> {
+    pub fn create(path: &Path, create_new: bool, expected_len: Option<u64>) -> io::Result<Self> {
         let mut opts = OpenOptions::new();
         opts.write(true);
         if create_new {
@@ -52,22 +106,21 @@ impl DurableFile {
         } else {
             opts.create(true).truncate(true);
         }
-        let (file, direct) = open_direct(&opts, path)?;
-        let (buf, start) = if direct {
-            let buf = vec![0u8; STAGING + ALIGN];
-            let start = buf.as_ptr().align_offset(ALIGN);
-            (buf, start)
+        let (file, direct) = if expected_len.is_some_and(|n| n < DIRECT_MIN) {
+            (opts.open(path)?, false)
         } else {
-            (Vec::new(), 0)
+            open_direct(&opts, path)?
         };
         Ok(Self {
-            file,
+            file: Arc::new(file),
             path: path.to_path_buf(),
-            buf,
-            start,
+            staging: direct.then(Staging::new),
             filled: 0,
+            spare: None,
+            in_flight: None,
             written: 0,
             direct,
+            direct_proven: false,
         })
     }
 
@@ -80,54 +133,89 @@ impl DurableFile {
     /// Appends `data`.
     ///
     /// # Errors
-    /// From writing.
+    /// From writing (possibly an earlier write that ran in the background).
     pub fn write_all(&mut self, mut data: &[u8]) -> io::Result<()> {
-        if !self.direct {
-            self.file.write_all(data)?;
-            self.written += data.len() as u64;
-            return Ok(());
-        }
         while !data.is_empty() {
+            let Some(staging) = self.staging.as_mut() else {
+                self.file.write_all_at(data, self.written)?;
+                self.written += data.len() as u64;
+                return Ok(());
+            };
             let n = data.len().min(STAGING - self.filled);
-            let at = self.start + self.filled;
-            self.buf[at..at + n].copy_from_slice(&data[..n]);
+            let at = staging.start + self.filled;
+            staging.buf[at..at + n].copy_from_slice(&data[..n]);
             self.filled += n;
             data = &data[n..];
             if self.filled == STAGING {
-                self.write_staged(STAGING)?;
+                self.write_full()?;
             }
         }
         Ok(())
     }
 
-    /// Writes the first `len` staged bytes (a multiple of [`ALIGN`]) directly,
-    /// switching to ordinary writes if the filesystem refuses.
-    fn write_staged(&mut self, len: usize) -> io::Result<()> {
-        let staged = &self.buf[self.start..self.start + len];
-        match self.file.write_all(staged) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(EINVAL) => {
-                // Accepted at open but not for writing: continue without it.
-                let mut file = OpenOptions::new().write(true).open(&self.path)?;
-                file.set_len(self.written)?;
-                io::Seek::seek(&mut file, io::SeekFrom::Start(self.written))?;
-                file.write_all(staged)?;
-                self.file = file;
-                self.direct = false;
-            }
-            Err(e) => return Err(e),
+    /// Hands the full staging buffer to a direct write and continues in a
+    /// free one.
+    fn write_full(&mut self) -> io::Result<()> {
+        let next = match self.wait()? {
+            Some(free) => free,
+            None => Staging::new(),
+        };
+        let full = self
+            .staging
+            .replace(next)
+            .expect("invariant: direct mode stages");
+        let offset = self.written;
+        self.written += STAGING as u64;
+        self.filled = 0;
+        if !self.direct_proven {
+            let result = self.file.write_all_at(full.region(STAGING), offset);
+            self.spare = Some(full);
+            return self.after_first_write(result, offset);
         }
-        self.written += len as u64;
-        self.buf
-            .copy_within(self.start + len..self.start + self.filled, self.start);
-        self.filled -= len;
-        if !self.direct && self.filled > 0 {
-            let rest = &self.buf[self.start..self.start + self.filled];
-            self.file.write_all(rest)?;
-            self.written += self.filled as u64;
-            self.filled = 0;
-        }
+        let file = Arc::clone(&self.file);
+        self.in_flight = Some(std::thread::spawn(move || {
+            let result = file.write_all_at(full.region(STAGING), offset);
+            (full, result)
+        }));
         Ok(())
+    }
+
+    /// Waits for the write in flight; returns its buffer (or the spare one).
+    fn wait(&mut self) -> io::Result<Option<Staging>> {
+        match self.in_flight.take() {
+            Some(h) => {
+                let (buf, result) = h.join().expect("invariant: a file write does not panic");
+                result?;
+                Ok(Some(buf))
+            }
+            None => Ok(self.spare.take()),
+        }
+    }
+
+    /// Settles direct mode after the first direct write at `offset`: a
+    /// refusal (EINVAL) switches to ordinary writes and writes the buffer
+    /// again that way.
+    fn after_first_write(&mut self, result: io::Result<()>, offset: u64) -> io::Result<()> {
+        match result {
+            Ok(()) => {
+                self.direct_proven = true;
+                Ok(())
+            }
+            Err(e) if e.raw_os_error() == Some(EINVAL) => {
+                let file = OpenOptions::new().write(true).open(&self.path)?;
+                let refused = self.spare.as_ref().expect("invariant: kept by write_full");
+                file.write_all_at(refused.region(STAGING), offset)?;
+                let pending = self.staging.take().expect("invariant: direct mode stages");
+                file.write_all_at(pending.region(self.filled), self.written)?;
+                self.written += self.filled as u64;
+                self.filled = 0;
+                self.file = Arc::new(file);
+                self.direct = false;
+                self.spare = None;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Writes what is staged and flushes the file to stable storage.
@@ -136,23 +224,29 @@ impl DurableFile {
     /// # Errors
     /// From writing or `fsync`.
     pub fn finish(mut self) -> io::Result<(File, u64)> {
-        if self.direct && self.filled > 0 {
+        if let Some(free) = self.wait()? {
+            free.release();
+        }
+        if let Some(staging) = self.staging.take() {
             let aligned = self.filled / ALIGN * ALIGN;
             if aligned > 0 {
-                self.write_staged(aligned)?;
+                self.file
+                    .write_all_at(staging.region(aligned), self.written)?;
+                self.written += aligned as u64;
             }
-            if self.filled > 0 {
+            let tail = &staging.region(self.filled)[aligned..];
+            if !tail.is_empty() {
                 // The unaligned tail goes through the page cache.
-                let mut tail = OpenOptions::new().write(true).open(&self.path)?;
-                io::Seek::seek(&mut tail, io::SeekFrom::Start(self.written))?;
-                tail.write_all(&self.buf[self.start..self.start + self.filled])?;
-                self.written += self.filled as u64;
-                self.filled = 0;
-                tail.sync_all()?;
+                let f = OpenOptions::new().write(true).open(&self.path)?;
+                f.write_all_at(tail, self.written)?;
+                self.written += tail.len() as u64;
+                f.sync_all()?;
             }
+            staging.release();
         }
         self.file.sync_all()?;
-        Ok((self.file, self.written))
+        let file = Arc::try_unwrap(self.file).expect("invariant: no write in flight");
+        Ok((file, self.written))
     }
 }
 
@@ -195,7 +289,7 @@ mod tests {
     fn round_trip(sizes: &[usize]) {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("f");
-        let mut f = DurableFile::create(&path, true).expect("create");
+        let mut f = DurableFile::create(&path, true, None).expect("create");
         let mut expected = Vec::new();
         for (i, &n) in sizes.iter().enumerate() {
             let piece: Vec<u8> = (0..n).map(|j| (i * 31 + j * 7) as u8).collect();
@@ -222,9 +316,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("f");
         std::fs::write(&path, b"old").expect("write");
-        let e = DurableFile::create(&path, true).expect_err("exists");
+        let e = DurableFile::create(&path, true, None).expect_err("exists");
         assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
-        let mut f = DurableFile::create(&path, false).expect("truncate");
+        let mut f = DurableFile::create(&path, false, Some(3)).expect("truncate");
         f.write_all(b"new").expect("write");
         f.finish().expect("finish");
         assert_eq!(std::fs::read(&path).expect("read"), b"new");

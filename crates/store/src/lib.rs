@@ -162,6 +162,12 @@ fn invalid(location: &str, reason: impl Into<String>) -> Error {
     }
 }
 
+/// Where `key` lives under a local repository's `root`.
+fn local_path(root: &std::path::Path, key: &str) -> PathBuf {
+    key.split('/')
+        .fold(root.to_path_buf(), |p, part| p.join(part))
+}
+
 impl RepoStore {
     /// Opens a location. For local paths `create` makes the directory;
     /// otherwise a missing directory is an error.
@@ -311,6 +317,61 @@ impl RepoStore {
             .map_err(|e| self.map_err(key, e))
     }
 
+    /// Reads a byte range of an object into `buf` (emptied first) and returns
+    /// it: a local repository reads straight into it, so a caller that reuses
+    /// its buffers allocates nothing per read. A range past the end of a local
+    /// object yields the bytes that exist.
+    ///
+    /// # Errors
+    /// As [`RepoStore::get_range`].
+    pub async fn get_range_into(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        mut buf: Vec<u8>,
+    ) -> Result<Vec<u8>> {
+        buf.clear();
+        let Some(root) = &self.local else {
+            let bytes = self.get_range(key, range).await?;
+            buf.extend_from_slice(&bytes);
+            return Ok(buf);
+        };
+        let path = local_path(root, key);
+        let read = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+            use std::io::{Read, Seek};
+            let mut f = std::fs::File::open(&path)?;
+            f.seek(std::io::SeekFrom::Start(range.start))?;
+            let len = range.end.saturating_sub(range.start);
+            buf.reserve(usize::try_from(len).unwrap_or(usize::MAX));
+            f.take(len).read_to_end(&mut buf)?;
+            Ok(buf)
+        })
+        .await
+        .expect("invariant: local read does not panic");
+        read.map_err(|e| self.local_err(key, e))
+    }
+
+    /// Maps a local I/O error to the error an object store would give.
+    fn local_err(&self, key: &str, e: std::io::Error) -> Error {
+        match e.kind() {
+            std::io::ErrorKind::NotFound => Error::NotFound {
+                location: self.location.clone(),
+                key: key.to_string(),
+            },
+            std::io::ErrorKind::AlreadyExists => Error::AlreadyExists {
+                location: self.location.clone(),
+                key: key.to_string(),
+            },
+            _ => self.map_err(
+                key,
+                object_store::Error::Generic {
+                    store: "local",
+                    source: Box::new(e),
+                },
+            ),
+        }
+    }
+
     /// True when the object exists.
     ///
     /// # Errors
@@ -405,7 +466,7 @@ impl RepoStore {
             name.push(format!("#{temp_id}"));
             let temp = dir.join(name);
             let written = (|| {
-                let mut f = durable::DurableFile::create(&temp, true)?;
+                let mut f = durable::DurableFile::create(&temp, true, Some(data.len() as u64))?;
                 f.write_all(&data)?;
                 f.finish()?;
                 if create_only {
@@ -420,22 +481,7 @@ impl RepoStore {
         })
         .await
         .expect("invariant: local write does not panic");
-        result.map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AlreadyExists {
-                Error::AlreadyExists {
-                    location: self.location.clone(),
-                    key: key.to_string(),
-                }
-            } else {
-                self.map_err(
-                    key,
-                    object_store::Error::Generic {
-                        store: "local",
-                        source: Box::new(e),
-                    },
-                )
-            }
-        })
+        result.map_err(|e| self.local_err(key, e))
     }
 
     /// Deletes an object; a missing object is not an error.

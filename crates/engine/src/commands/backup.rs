@@ -29,7 +29,7 @@ use bytes::Bytes;
 use cairn_chunk::{Block, BlockReader, Chunker};
 use cairn_index::ChunkIndex;
 use cairn_model::{
-    ends_chunk_list, ChunkId, FileEntry, IndexFile, IndexGroup, Snapshot, SnapshotId,
+    ends_chunk_list, ChunkId, FileEntry, IndexFile, IndexGroup, RepoConfig, Snapshot, SnapshotId,
     SnapshotTotals, FORMAT_VERSION, INLINE_CHUNKS,
 };
 use cairn_pack::PackWriter;
@@ -57,6 +57,15 @@ pub enum BackupSource {
 /// enough to spread a block over the pool, large enough that re-synchronising
 /// the pieces (a chunk or two each) costs little.
 const CHUNK_PIECE: usize = 1024 * 1024;
+
+/// Pack buffers kept for reuse (beyond them, buffers are freed).
+const FREE_PACK_BUFFERS: usize = 2;
+
+/// Room a pack buffer needs: the target size, one more chunk, the trailer.
+fn pack_capacity(config: &RepoConfig) -> usize {
+    let pack = usize::try_from(config.pack_size).unwrap_or(usize::MAX / 4);
+    pack + 2 * config.chunker.max_size as usize + (1 << 20)
+}
 
 /// Backup settings. Defaults suit a 2–8 core machine.
 #[derive(Debug, Clone)]
@@ -229,7 +238,8 @@ fn read_inputs(
     }
 }
 
-type Uploaded = Result<(String, IndexGroup)>;
+/// An upload's index file name and group, and the pack's buffer for reuse.
+type Uploaded = Result<(String, IndexGroup, Vec<u8>)>;
 
 struct Packer<'a> {
     repo: &'a Repository,
@@ -242,6 +252,8 @@ struct Packer<'a> {
     pending: usize,
     in_flight: HashSet<ChunkId>,
     writer: PackWriter,
+    /// Buffers of uploaded packs, for the next packs.
+    free_buffers: Vec<Vec<u8>>,
     totals: SnapshotTotals,
 }
 
@@ -323,7 +335,10 @@ impl Packer<'_> {
         if self.writer.is_empty() {
             return Ok(());
         }
-        let pack = std::mem::take(&mut self.writer).finish();
+        let capacity = self.pack_capacity();
+        let buffer = self.free_buffers.pop().unwrap_or_default();
+        let writer = std::mem::replace(&mut self.writer, PackWriter::with_buffer(buffer, capacity));
+        let pack = writer.finish();
         self.totals.new_packs += 1;
         let permit = self
             .handle
@@ -345,21 +360,27 @@ impl Packer<'_> {
             let name = blake3::hash(&file).to_hex().to_string();
             // Write order: the pack is durable before the index file that names it.
             let result = async {
+                let bytes = Bytes::from(pack.bytes);
                 store
-                    .put_content_addressed(&keys::pack(&pack.id), Bytes::from(pack.bytes))
+                    .put_content_addressed(&keys::pack(&pack.id), bytes.clone())
                     .await?;
                 store
                     .put_content_addressed(&keys::index(&name), Bytes::from(file.clone()))
                     .await?;
                 let IndexFile { mut groups } =
                     IndexFile::decode(&file).expect("invariant: just encoded");
-                Ok((name, groups.remove(0)))
+                // The store holds no other reference now: the buffer comes back whole.
+                Ok((name, groups.remove(0), Vec::from(bytes)))
             }
             .await;
             drop(permit);
             let _ = tx.send(result);
         });
         Ok(())
+    }
+
+    fn pack_capacity(&self) -> usize {
+        pack_capacity(&self.repo.config)
     }
 
     /// Records finished uploads in the local index; with `wait`, waits for all.
@@ -376,7 +397,10 @@ impl Packer<'_> {
                 }
             };
             self.pending -= 1;
-            let (name, group) = next?;
+            let (name, group, buffer) = next?;
+            if self.free_buffers.len() < FREE_PACK_BUFFERS {
+                self.free_buffers.push(buffer);
+            }
             self.index.ingest(&name, std::slice::from_ref(&group))?;
             for e in &group.entries {
                 self.in_flight.remove(&e.id);
@@ -486,7 +510,8 @@ impl Repository {
             done_rx,
             pending: 0,
             in_flight: HashSet::new(),
-            writer: PackWriter::new(),
+            writer: PackWriter::with_buffer(Vec::new(), pack_capacity(&self.config)),
+            free_buffers: Vec::new(),
             totals: SnapshotTotals::default(),
         };
         let total = inputs.iter().map(|i| i.size).sum::<Option<u64>>();

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cairn_index::ChunkIndex;
-use cairn_model::{ChunkId, FileEntry, PackId, PackLocation};
+use cairn_model::{ChunkId, Codec, FileEntry, PackId, PackLocation};
 use cairn_store::durable::DurableFile;
 use cairn_store::keys;
 use futures::{StreamExt, TryStreamExt};
@@ -62,11 +62,40 @@ struct Run {
     chunks: Vec<(ChunkId, PackLocation)>,
 }
 
-/// Which snapshot and file a restore error concerns.
-#[derive(Debug, Clone)]
+/// Which snapshot and file a restore error concerns, and the file's
+/// reusable read and decode buffers.
+#[derive(Debug, Default)]
 struct FileContext {
     snapshot: String,
     file: String,
+    buffers: BufferPool,
+}
+
+/// Run-sized buffers cycled between reads, decoding and the writer, so a
+/// restore does not fault in fresh memory for every run (costly on virtual
+/// machines). Holds at most [`BufferPool::MAX`] idle buffers.
+#[derive(Debug, Default)]
+struct BufferPool(std::sync::Mutex<Vec<Vec<u8>>>);
+
+impl BufferPool {
+    const MAX: usize = 8;
+
+    fn take(&self) -> Vec<u8> {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|mut b| b.pop())
+            .unwrap_or_default()
+    }
+
+    fn give(&self, mut buf: Vec<u8>) {
+        buf.clear();
+        if let Ok(mut bufs) = self.0.lock() {
+            if bufs.len() < Self::MAX {
+                bufs.push(buf);
+            }
+        }
+    }
 }
 
 impl FileContext {
@@ -190,7 +219,7 @@ impl Repository {
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default()
             ));
-            let out = DurableFile::create(&tmp, false)
+            let out = DurableFile::create(&tmp, false, Some(file.size))
                 .map(FileSink)
                 .map_err(|e| Error::io("cannot create", &tmp, e))?;
             let written = self
@@ -263,14 +292,17 @@ impl Repository {
         let ctx = Arc::new(FileContext {
             snapshot: info.id.to_hex(),
             file: file.path.clone(),
+            buffers: BufferPool::default(),
         });
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
         let dest_owned: PathBuf = dest.to_path_buf();
+        let writer_ctx = Arc::clone(&ctx);
         let writer = tokio::task::spawn_blocking(move || -> Result<S> {
             let mut sink = sink;
             while let Some(buf) = rx.blocking_recv() {
-                sink.write(&buf)
-                    .map_err(|e| Error::io("cannot write", &dest_owned, e))?;
+                let written = sink.write(&buf);
+                writer_ctx.buffers.give(buf);
+                written.map_err(|e| Error::io("cannot write", &dest_owned, e))?;
             }
             Ok(sink)
         });
@@ -316,26 +348,46 @@ impl Repository {
     /// Reads one run from its pack, then decodes and verifies its chunks off
     /// the runtime; returns their raw bytes concatenated.
     async fn fetch_run(&self, ctx: Arc<FileContext>, run: Run) -> Result<Vec<u8>> {
-        let bytes = self
+        let stored = self
             .store
-            .get_range(&keys::pack(&run.pack), run.start..run.end)
+            .get_range_into(
+                &keys::pack(&run.pack),
+                run.start..run.end,
+                ctx.buffers.take(),
+            )
             .await
             .map_err(|e| match e {
                 cairn_store::Error::NotFound { .. } => ctx.corrupt(&run.pack, "pack is missing"),
                 other => other.into(),
             })?;
         tokio::task::spawn_blocking(move || {
-            let mut out =
-                Vec::with_capacity(run.chunks.iter().map(|(_, l)| l.raw_length as usize).sum());
+            let short = || ctx.corrupt(&run.pack, "pack is shorter than its index says");
+            if stored.len() as u64 != run.end - run.start {
+                return Err(short());
+            }
+            // A run of raw chunks is its own decoded form: verify in place.
+            if run.chunks.iter().all(|(_, l)| l.codec == Codec::Raw) {
+                let mut from = 0;
+                for (id, loc) in &run.chunks {
+                    let blob = &stored[from..from + loc.length as usize];
+                    cairn_pack::verify_raw(blob, *id, loc.raw_length)
+                        .map_err(|e| ctx.corrupt(&run.pack, e.to_string()))?;
+                    from += loc.length as usize;
+                }
+                return Ok(stored);
+            }
+            let mut out = ctx.buffers.take();
+            out.reserve(run.chunks.iter().map(|(_, l)| l.raw_length as usize).sum());
             for (id, loc) in &run.chunks {
                 let from =
                     usize::try_from(loc.offset - run.start).expect("invariant: run < 16 MiB");
-                let stored = bytes
+                let blob = stored
                     .get(from..from + loc.length as usize)
-                    .ok_or_else(|| ctx.corrupt(&run.pack, "pack is shorter than its index says"))?;
-                cairn_pack::decode_blob_into(stored, *id, loc.codec, loc.raw_length, &mut out)
+                    .ok_or_else(short)?;
+                cairn_pack::decode_blob_into(blob, *id, loc.codec, loc.raw_length, &mut out)
                     .map_err(|e| ctx.corrupt(&run.pack, e.to_string()))?;
             }
+            ctx.buffers.give(stored);
             Ok(out)
         })
         .await
@@ -431,6 +483,7 @@ mod tests {
         FileContext {
             snapshot: "snap".into(),
             file: "file".into(),
+            ..FileContext::default()
         }
     }
 
