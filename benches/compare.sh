@@ -7,8 +7,9 @@
 # The whole sequence runs ROUNDS times (default 3), the tools interleaved
 # within each round, each tool starting from a fresh repository, a flushed
 # page cache write-back (sync) and its inputs read into the page cache.
-# Times are the median over rounds; sizes and peak RSS the median and the
-# maximum.
+# Restores start from a cold repository (its pages dropped from the page
+# cache). Times are the median over rounds; sizes and peak RSS the median and
+# the maximum.
 #
 # Usage: [ROUNDS=n] benches/compare.sh [SERIES_DIR]     (default ../shared/fixtures/qdrant-churn)
 #   SERIES_DIR holds day0/, day1/, ... each with one or more snapshot files.
@@ -68,6 +69,15 @@ sequence() {
     restic) measure "$round" restic fresh restic -q -r "$repo" backup "$work/fresh/$last" ;;
     borg) (cd "$work/fresh" && measure "$round" borg fresh borg create "$repo::fresh" "$last") ;;
   esac
+  # Restores read a cold repository, as they do after any real interval (and
+  # as cairn's own backups leave it: its large writes bypass the page cache).
+  sync
+  python3 -c 'import os, sys
+for d, _, fs in os.walk(sys.argv[1]):
+    for f in fs:
+        fd = os.open(os.path.join(d, f), os.O_RDONLY)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.close(fd)' "$repo"
   mkdir -p "$out"
   case $tool in
     cairn) measure "$round" cairn restore "$cairn" -q --repo "$repo" restore latest "$out" ;;
