@@ -55,8 +55,9 @@ pub struct BackupArgs {
     /// Host name to record (default: this machine's).
     #[arg(long)]
     host: Option<String>,
-    /// Packs uploaded concurrently.
-    #[arg(long, default_value_t = BackupOptions::default().upload_concurrency)]
+    /// Packs uploaded concurrently (default: 4 to an object store, 3 to a
+    /// local directory).
+    #[arg(long, default_value_t = 0, hide_default_value = true)]
     upload_concurrency: usize,
 }
 

@@ -21,7 +21,9 @@ mod error;
 mod progress;
 mod repository;
 
-pub use commands::backup::{BackupOptions, BackupSource, BackupSummary};
+pub use commands::backup::{
+    BackupOptions, BackupSource, BackupSummary, LOCAL_UPLOADS, OBJECT_STORE_UPLOADS,
+};
 pub use commands::restore::{RestoreOptions, RestoreSummary};
 pub use commands::stats::RepoStats;
 pub use error::{Error, Result};

@@ -14,6 +14,7 @@
 //! filesystems, other systems) the file is written normally; only speed
 //! differs.
 
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -70,9 +71,9 @@ type InFlight = std::thread::JoinHandle<(Staging, io::Result<()>)>;
 
 /// A file written front to back, durable once [`DurableFile::finish`] returns.
 ///
-/// In direct mode one full staging buffer is written by a helper thread
-/// while the next one fills, so the device sees two requests at a time
-/// rather than one.
+/// In direct mode full staging buffers are written by helper threads while
+/// the next one fills: up to [`DurableFile::with_depth`] writes (default 1)
+/// are in flight, so the device sees several requests at a time.
 #[derive(Debug)]
 pub struct DurableFile {
     file: Arc<File>,
@@ -80,9 +81,12 @@ pub struct DurableFile {
     /// The buffer being filled (direct mode only) and its fill level.
     staging: Option<Staging>,
     filled: usize,
-    /// A free buffer, or the write holding the other one.
+    /// A free buffer, kept after the first (inline) write.
     spare: Option<Staging>,
-    in_flight: Option<InFlight>,
+    /// Direct writes in flight, oldest first.
+    in_flight: VecDeque<InFlight>,
+    /// Most direct writes in flight at once.
+    depth: usize,
     /// Bytes handed to the file so far (the offset of the next staged byte).
     written: u64,
     direct: bool,
@@ -117,11 +121,21 @@ impl DurableFile {
             staging: direct.then(Staging::new),
             filled: 0,
             spare: None,
-            in_flight: None,
+            in_flight: VecDeque::new(),
+            depth: 1,
             written: 0,
             direct,
             direct_proven: false,
         })
+    }
+
+    /// Allows up to `depth` direct writes in flight (at least 1), each
+    /// holding a [`STAGING`]-sized buffer: deeper queues suit large files
+    /// on devices that serve requests in parallel.
+    #[must_use]
+    pub fn with_depth(mut self, depth: usize) -> Self {
+        self.depth = depth.max(1);
+        self
     }
 
     /// Whether writes bypass the page cache.
@@ -156,10 +170,7 @@ impl DurableFile {
     /// Hands the full staging buffer to a direct write and continues in a
     /// free one.
     fn write_full(&mut self) -> io::Result<()> {
-        let next = match self.wait()? {
-            Some(free) => free,
-            None => Staging::new(),
-        };
+        let next = self.free_buffer()?;
         let full = self
             .staging
             .replace(next)
@@ -173,23 +184,32 @@ impl DurableFile {
             return self.after_first_write(result, offset);
         }
         let file = Arc::clone(&self.file);
-        self.in_flight = Some(std::thread::spawn(move || {
+        self.in_flight.push_back(std::thread::spawn(move || {
             let result = file.write_all_at(full.region(STAGING), offset);
             (full, result)
         }));
         Ok(())
     }
 
-    /// Waits for the write in flight; returns its buffer (or the spare one).
-    fn wait(&mut self) -> io::Result<Option<Staging>> {
-        match self.in_flight.take() {
-            Some(h) => {
-                let (buf, result) = h.join().expect("invariant: a file write does not panic");
-                result?;
-                Ok(Some(buf))
+    /// A buffer to fill next: with the queue full, the oldest write's once
+    /// it is done; otherwise the spare one or a new one.
+    fn free_buffer(&mut self) -> io::Result<Staging> {
+        if self.in_flight.len() >= self.depth {
+            if let Some(buf) = self.wait_oldest()? {
+                return Ok(buf);
             }
-            None => Ok(self.spare.take()),
         }
+        Ok(self.spare.take().unwrap_or_else(Staging::new))
+    }
+
+    /// Waits for the oldest write in flight and returns its buffer.
+    fn wait_oldest(&mut self) -> io::Result<Option<Staging>> {
+        let Some(h) = self.in_flight.pop_front() else {
+            return Ok(None);
+        };
+        let (buf, result) = h.join().expect("invariant: a file write does not panic");
+        result?;
+        Ok(Some(buf))
     }
 
     /// Settles direct mode after the first direct write at `offset`: a
@@ -224,7 +244,10 @@ impl DurableFile {
     /// # Errors
     /// From writing or `fsync`.
     pub fn finish(mut self) -> io::Result<(File, u64)> {
-        if let Some(free) = self.wait()? {
+        while let Some(free) = self.wait_oldest()? {
+            free.release();
+        }
+        if let Some(free) = self.spare.take() {
             free.release();
         }
         if let Some(staging) = self.staging.take() {
@@ -287,9 +310,17 @@ mod tests {
     use super::*;
 
     fn round_trip(sizes: &[usize]) {
+        for depth in [1, 3] {
+            round_trip_at_depth(sizes, depth);
+        }
+    }
+
+    fn round_trip_at_depth(sizes: &[usize], depth: usize) {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("f");
-        let mut f = DurableFile::create(&path, true, None).expect("create");
+        let mut f = DurableFile::create(&path, true, None)
+            .expect("create")
+            .with_depth(depth);
         let mut expected = Vec::new();
         for (i, &n) in sizes.iter().enumerate() {
             let piece: Vec<u8> = (0..n).map(|j| (i * 31 + j * 7) as u8).collect();
@@ -309,6 +340,7 @@ mod tests {
         round_trip(&[STAGING]);
         round_trip(&[STAGING + 1, 3, ALIGN - 1]);
         round_trip(&[100_000, STAGING * 2 + 12_345, 7, 65_536]);
+        round_trip(&[STAGING * 5 + 1, STAGING * 3, ALIGN + 1]);
     }
 
     #[test]

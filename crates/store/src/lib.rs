@@ -267,6 +267,13 @@ impl RepoStore {
         &self.location
     }
 
+    /// True for a repository in a local directory (written with durable
+    /// local writes rather than through an object store).
+    #[must_use]
+    pub fn is_local(&self) -> bool {
+        self.local.is_some()
+    }
+
     fn path(&self, key: &str) -> Path {
         let mut p = self.prefix.clone();
         for part in key.split('/') {

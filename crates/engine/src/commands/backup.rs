@@ -58,6 +58,15 @@ pub enum BackupSource {
 /// the pieces (a chunk or two each) costs little.
 const CHUNK_PIECE: usize = 1024 * 1024;
 
+/// Default packs uploaded at once to an object store: enough to hide request
+/// latency.
+pub const OBJECT_STORE_UPLOADS: usize = 4;
+
+/// Default packs written at once to a local directory: each write already
+/// keeps the device busy with two requests, and every pack in flight holds a
+/// pack-sized buffer, so more only costs memory.
+pub const LOCAL_UPLOADS: usize = 3;
+
 /// Pack buffers kept for reuse (beyond them, buffers are freed).
 const FREE_PACK_BUFFERS: usize = 2;
 
@@ -76,7 +85,9 @@ pub struct BackupOptions {
     pub host: Option<String>,
     /// Set to stop the backup; uploaded data is kept and indexed.
     pub cancel: Arc<AtomicBool>,
-    /// Packs uploaded at once (default 4: enough to hide object-store latency).
+    /// Packs uploaded at once; 0 (the default) chooses for the repository:
+    /// [`OBJECT_STORE_UPLOADS`] for object stores, [`LOCAL_UPLOADS`] for a
+    /// local directory.
     pub upload_concurrency: usize,
     /// Threads for hashing and compression (default: the number of cores).
     pub cpu_threads: usize,
@@ -90,7 +101,7 @@ impl Default for BackupOptions {
             tags: Vec::new(),
             host: None,
             cancel: Arc::new(AtomicBool::new(false)),
-            upload_concurrency: 4,
+            upload_concurrency: 0,
             cpu_threads: std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
             block_size: 8 * 1024 * 1024,
         }
@@ -484,6 +495,15 @@ impl Repository {
         })
     }
 
+    /// Packs uploaded at once: `requested`, or the repository's default for 0.
+    fn upload_concurrency(&self, requested: usize) -> usize {
+        match requested {
+            0 if self.store.is_local() => LOCAL_UPLOADS,
+            0 => OBJECT_STORE_UPLOADS,
+            n => n,
+        }
+    }
+
     fn pack_inputs(
         &self,
         inputs: &[Input],
@@ -505,7 +525,7 @@ impl Repository {
             index,
             pool: &pool,
             handle,
-            uploads: Arc::new(Semaphore::new(opts.upload_concurrency.max(1))),
+            uploads: Arc::new(Semaphore::new(self.upload_concurrency(opts.upload_concurrency))),
             done_tx,
             done_rx,
             pending: 0,

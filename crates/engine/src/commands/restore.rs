@@ -54,6 +54,9 @@ const MAX_RUN: u64 = 8 * 1024 * 1024;
 /// Decoded runs queued for the writer.
 const WRITE_QUEUE: usize = 2;
 
+/// Direct writes in flight to a restored file.
+const WRITE_DEPTH: usize = 3;
+
 /// Consecutive chunks stored back to back in one pack.
 struct Run {
     pack: PackId,
@@ -220,7 +223,7 @@ impl Repository {
                     .unwrap_or_default()
             ));
             let out = DurableFile::create(&tmp, false, Some(file.size))
-                .map(FileSink)
+                .map(|f| FileSink(f.with_depth(WRITE_DEPTH)))
                 .map_err(|e| Error::io("cannot create", &tmp, e))?;
             let written = self
                 .stream_file(info, file, &index, out, opts.concurrency, &*progress, &tmp)
