@@ -4,7 +4,8 @@
 # bytes, new file) and restores it. Prints per-step wall time, peak RSS,
 # repository size after each day, and cairn/peer ratios, as a Markdown table.
 # Restores are timed twice: until the tool exits, and until the restored data
-# is on disk (the tool, then sync).
+# is on disk (the tool, then sync); cairn's restore also runs once more with
+# --no-sync, which leaves the data in the page cache as restic and borg do.
 #
 # The whole sequence runs ROUNDS times (default 3), the tools interleaved
 # within each round, each tool starting from a fresh repository, a flushed
@@ -46,6 +47,23 @@ size() { printf "%s\t%s\t%s\tsize\t%s\n" "$1" "$2" "$3" "$(du -sb "$4" | cut -f1
 mkdir -p "$work/fresh"
 cp -r "$series/$last" "$work/fresh/$last"   # same bytes, new files (new inodes and mtimes)
 
+# cold DIR: flushes dirty pages, then drops DIR's files from the page cache.
+cold() {
+  sync
+  python3 -c 'import os, sys
+for d, _, fs in os.walk(sys.argv[1]):
+    for f in fs:
+        fd = os.open(os.path.join(d, f), os.O_RDONLY)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.close(fd)' "$1"
+}
+# check_restore TOOL DIR: the restored last day equals the original.
+check_restore() {
+  local restored
+  restored=$(find "$2" -type d -name "$last" | head -n1)
+  diff -r "$series/$last" "$restored" >/dev/null || { echo "$1: restore differs from $last" >&2; exit 1; }
+}
+
 rounds=${ROUNDS:-3}
 # sequence ROUND TOOL: one tool's whole run, recorded under ROUND.
 sequence() {
@@ -73,13 +91,7 @@ sequence() {
   esac
   # Restores read a cold repository, as they do after any real interval (and
   # as cairn's own backups leave it: its large writes bypass the page cache).
-  sync
-  python3 -c 'import os, sys
-for d, _, fs in os.walk(sys.argv[1]):
-    for f in fs:
-        fd = os.open(os.path.join(d, f), os.O_RDONLY)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        os.close(fd)' "$repo"
+  cold "$repo"
   mkdir -p "$out"
   case $tool in
     cairn) measure "$round" cairn restore "$cairn" -q --repo "$repo" restore latest "$out" ;;
@@ -90,8 +102,13 @@ for d, _, fs in os.walk(sys.argv[1]):
   # leave them in the page cache. The sync that follows measures what is
   # still to write, so restore + sync is the time until the data is durable.
   measure "$round" "$tool" sync sync
-  restored=$(find "$out" -type d -name "$last" | head -n1)
-  diff -r "$series/$last" "$restored" >/dev/null || { echo "$tool: restore differs from $last" >&2; exit 1; }
+  check_restore "$tool" "$out"
+  if [ "$tool" = cairn ]; then
+    # The same restore on restic's and borg's terms: through the page cache, no flush.
+    rm -rf "$out"; mkdir -p "$out"; cold "$repo"
+    measure "$round" cairn nosync "$cairn" -q --repo "$repo" restore --no-sync latest "$out"
+    check_restore cairn "$out"
+  fi
   rm -rf "$out" "$repo"
 }
 for round in $(seq "$rounds"); do
@@ -130,17 +147,22 @@ for d in steps:
     label = {"fresh": f"re-backup {days[-1]} as a new file", "restore": f"restore {days[-1]}",
              "durable": f"restore {days[-1]} + sync (until on disk)"}.get(d, f"backup {d}")
     row(label + " (s)", t["cairn"], t["restic"], t["borg"], lambda x: f"{x:.2f}")
+    if d == "restore":
+        n = v[("nosync", "time")]["cairn"]
+        row(f"restore {days[-1]}, cairn --no-sync (s)", n, t["restic"], t["borg"], lambda x: f"{x:.2f}")
 for d in days:
     s = v[(d, "size")]
     row(f"repo size after {d} (MiB)", s["cairn"], s["restic"], s["borg"], lambda x: f"{mib(x):.1f}")
 g = {t: v[(days[-1], "size")][t] - v[(days[0], "size")][t] for t in ("cairn", "restic", "borg")}
 row(f"growth {days[0]}..{days[-1]} (MiB)", g["cairn"], g["restic"], g["borg"], lambda x: f"{mib(x):.1f}")
 rss = {t: max(v[(s, "rss")][t] for s in days + ["fresh", "restore"]) for t in ("cairn", "restic", "borg")}
+rss["cairn"] = max(rss["cairn"], v[("nosync", "rss")]["cairn"])
 row("peak RSS (MiB)", rss["cairn"], rss["restic"], rss["borg"], lambda x: f"{x / 1024:.0f}")
 print(f"\nEvery round's times (s), cairn / restic / borg:\n")
 for d in steps:
     t = samples[(d, "time")]
     print(f"- {d}: " + " / ".join(" ".join(f"{x:.2f}" for x in t[tool]) for tool in ("cairn", "restic", "borg")))
+print("- restore, cairn --no-sync: " + " ".join(f"{x:.2f}" for x in samples[("nosync", "time")]["cairn"]))
 fresh = day_bytes[days[-1]] / 2**30 / v[("fresh", "time")]["cairn"]
 print(f"\ncairn re-backup of unchanged bytes: {fresh:.2f} GiB/s; "
       f"storage growth vs restic: {g['cairn'] / g['restic']:.2f}x, vs borg: {g['cairn'] / g['borg']:.2f}x")

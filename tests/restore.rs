@@ -27,6 +27,17 @@ fn round_trip_own_fixtures_local() {
     own_fixtures_round_trip(&Env::local());
 }
 
+/// `--no-sync` writes through the page cache without flushing: same bytes.
+#[test]
+fn restore_without_sync_gives_the_same_files() {
+    let env = Env::local();
+    env.init(&[]);
+    env.backup(&[&own_fixtures()]);
+    let out = env.path("out");
+    env.run(&["restore", "--no-sync", "latest", out.to_str().expect("utf8")]);
+    assert_same_tree(&own_fixtures(), &out.join("fixtures"));
+}
+
 #[test]
 fn restore_on_a_machine_with_no_local_state() {
     restore_without_local_state(&Env::local());

@@ -73,6 +73,10 @@ pub struct RestoreArgs {
     /// Ranged reads in flight.
     #[arg(long, default_value_t = RestoreOptions::default().concurrency)]
     concurrency: usize,
+    /// Do not flush restored files to disk: faster, but after a crash or
+    /// power loss a restored file may be incomplete (restore it again).
+    #[arg(long)]
+    no_sync: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -248,6 +252,7 @@ async fn restore(g: &GlobalArgs, a: RestoreArgs) -> Result<()> {
     let opts = RestoreOptions {
         filter: a.path,
         concurrency: a.concurrency,
+        sync: !a.no_sync,
     };
     let started = Instant::now();
     let bar = Arc::new(Bar::new(!g.quiet && !g.json));

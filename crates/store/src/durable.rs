@@ -93,6 +93,8 @@ pub struct DurableFile {
     /// Whether a direct write has succeeded (the first one runs inline so
     /// that a refusal can still fall back to ordinary writes).
     direct_proven: bool,
+    /// Whether [`DurableFile::finish`] flushes to stable storage.
+    sync: bool,
 }
 
 impl DurableFile {
@@ -126,7 +128,21 @@ impl DurableFile {
             written: 0,
             direct,
             direct_proven: false,
+            sync: true,
         })
+    }
+
+    /// Creates `path` for ordinary buffered writes that [`DurableFile::finish`]
+    /// does not flush: the data may still be in the page cache when it
+    /// returns. For output that can be written again (a restore), when the
+    /// caller trades durability for speed.
+    ///
+    /// # Errors
+    /// From opening the file.
+    pub fn create_unsynced(path: &Path, create_new: bool) -> io::Result<Self> {
+        let mut f = Self::create(path, create_new, Some(0))?;
+        f.sync = false;
+        Ok(f)
     }
 
     /// Allows up to `depth` direct writes in flight (at least 1), each
@@ -267,7 +283,9 @@ impl DurableFile {
             }
             staging.release();
         }
-        self.file.sync_all()?;
+        if self.sync {
+            self.file.sync_all()?;
+        }
         let file = Arc::try_unwrap(self.file).expect("invariant: no write in flight");
         Ok((file, self.written))
     }
@@ -354,5 +372,11 @@ mod tests {
         f.write_all(b"new").expect("write");
         f.finish().expect("finish");
         assert_eq!(std::fs::read(&path).expect("read"), b"new");
+        let mut f = DurableFile::create_unsynced(&path, false).expect("truncate");
+        assert!(!f.is_direct());
+        f.write_all(&[7u8; STAGING + 3]).expect("write");
+        let (_, len) = f.finish().expect("finish");
+        assert_eq!(len, STAGING as u64 + 3);
+        assert_eq!(std::fs::read(&path).expect("read"), vec![7u8; STAGING + 3]);
     }
 }

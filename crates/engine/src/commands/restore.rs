@@ -27,6 +27,10 @@ pub struct RestoreOptions {
     pub filter: Option<String>,
     /// Ranged reads in flight (default 8).
     pub concurrency: usize,
+    /// Flush each restored file to stable storage before renaming it into
+    /// place (default). Without it files are written through the page cache
+    /// and may still be in memory when the restore returns.
+    pub sync: bool,
 }
 
 impl Default for RestoreOptions {
@@ -34,6 +38,7 @@ impl Default for RestoreOptions {
         Self {
             filter: None,
             concurrency: 8,
+            sync: true,
         }
     }
 }
@@ -222,13 +227,17 @@ impl Repository {
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default()
             ));
-            let out = DurableFile::create(&tmp, false, Some(file.size))
-                .map(|f| FileSink(f.with_depth(WRITE_DEPTH)))
-                .map_err(|e| Error::io("cannot create", &tmp, e))?;
+            let out = if opts.sync {
+                DurableFile::create(&tmp, false, Some(file.size))
+                    .map(|f| FileSink(f.with_depth(WRITE_DEPTH)))
+            } else {
+                DurableFile::create_unsynced(&tmp, false).map(FileSink)
+            };
+            let out = out.map_err(|e| Error::io("cannot create", &tmp, e))?;
             let written = self
                 .stream_file(info, file, &index, out, opts.concurrency, &*progress, &tmp)
                 .await;
-            let done = written.and_then(|out| finish_file(out.0, file, &tmp, &dest));
+            let done = written.and_then(|out| finish_file(out.0, file, &tmp, &dest, opts.sync));
             if let Err(e) = done {
                 let _ = std::fs::remove_file(&tmp);
                 progress.finish();
@@ -442,7 +451,13 @@ impl Repository {
     }
 }
 
-fn finish_file(out: DurableFile, file: &FileEntry, tmp: &Path, dest: &Path) -> Result<()> {
+fn finish_file(
+    out: DurableFile,
+    file: &FileEntry,
+    tmp: &Path,
+    dest: &Path,
+    sync: bool,
+) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let (out, _) = out
         .finish()
@@ -455,6 +470,9 @@ fn finish_file(out: DurableFile, file: &FileEntry, tmp: &Path, dest: &Path) -> R
     std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(file.mode))
         .map_err(|e| Error::io("cannot set permissions on", tmp, e))?;
     std::fs::rename(tmp, dest).map_err(|e| Error::io("cannot rename into", dest, e))?;
+    if !sync {
+        return Ok(());
+    }
     let dir = dest.parent().unwrap_or(Path::new("."));
     cairn_store::durable::sync_dir(dir).map_err(|e| Error::io("cannot flush", dir, e))
 }
