@@ -294,11 +294,17 @@ impl PackWriter {
         let n = u32::try_from(self.entries.len()).expect("invariant: < 4G entries");
         self.buf.extend_from_slice(&n.to_le_bytes());
         self.buf.extend_from_slice(&0u32.to_le_bytes());
-        let sum = blake3::hash(&self.buf);
+        // One pass over the pack gives both hashes: the checksum of every
+        // byte before it, then (continuing) the pack id over the whole file.
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&self.buf);
+        let sum = hasher.finalize();
+        let tail_start = self.buf.len();
         self.buf.extend_from_slice(sum.as_bytes());
         self.buf.extend_from_slice(PACK_END);
+        hasher.update(&self.buf[tail_start..]);
         FinishedPack {
-            id: PackId::of(&self.buf),
+            id: PackId(*hasher.finalize().as_bytes()),
             bytes: self.buf,
             entries: self.entries,
         }

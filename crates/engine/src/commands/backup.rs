@@ -10,8 +10,9 @@
 //!   batch, compresses the new chunks on the pool and appends them to the
 //!   open pack;
 //! - full packs are uploaded by tokio tasks (at most `upload_concurrency` at
-//!   once); each task writes the pack, then its index file, then reports back
-//!   so the packer records the chunks in the local index.
+//!   once); each task finishes the pack (trailer, checksum and id, on a
+//!   blocking thread), writes it, then its index file, then reports back so
+//!   the packer records the chunks in the local index.
 //!
 //! Chunks packed but not yet recorded stay in the packer's in-flight set, so a
 //! chunk is stored once even when it repeats before its pack is uploaded.
@@ -349,7 +350,6 @@ impl Packer<'_> {
         let capacity = self.pack_capacity();
         let buffer = self.free_buffers.pop().unwrap_or_default();
         let writer = std::mem::replace(&mut self.writer, PackWriter::with_buffer(buffer, capacity));
-        let pack = writer.finish();
         self.totals.new_packs += 1;
         let permit = self
             .handle
@@ -359,6 +359,11 @@ impl Packer<'_> {
         let tx = self.done_tx.clone();
         self.pending += 1;
         self.handle.spawn(async move {
+            // Trailer and hashes are computed here, off the packer thread,
+            // which goes on with the next blocks meanwhile.
+            let pack = tokio::task::spawn_blocking(move || writer.finish())
+                .await
+                .expect("invariant: finishing a pack does not panic");
             let group = IndexGroup {
                 pack: pack.id,
                 pack_length: pack.bytes.len() as u64,
