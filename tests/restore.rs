@@ -34,7 +34,12 @@ fn restore_without_sync_gives_the_same_files() {
     env.init(&[]);
     env.backup(&[&own_fixtures()]);
     let out = env.path("out");
-    env.run(&["restore", "--no-sync", "latest", out.to_str().expect("utf8")]);
+    env.run(&[
+        "restore",
+        "--no-sync",
+        "latest",
+        out.to_str().expect("utf8"),
+    ]);
     assert_same_tree(&own_fixtures(), &out.join("fixtures"));
 }
 

@@ -55,10 +55,13 @@ pub struct BackupArgs {
     /// Host name to record (default: this machine's).
     #[arg(long)]
     host: Option<String>,
-    /// Packs uploaded concurrently (default: 4 to an object store, 3 to a
-    /// local directory).
-    #[arg(long, default_value_t = 0, hide_default_value = true)]
-    upload_concurrency: usize,
+    /// Packs uploaded concurrently.
+    #[arg(long, value_name = "N", help = format!(
+        "Packs uploaded concurrently (default: {} to an object store, {} to a local directory)",
+        cairn_engine::OBJECT_STORE_UPLOADS,
+        cairn_engine::LOCAL_UPLOADS,
+    ))]
+    upload_concurrency: Option<usize>,
 }
 
 #[derive(Debug, clap::Args)]

@@ -105,6 +105,24 @@ impl DurableFile {
     /// # Errors
     /// From opening the file.
     pub fn create(path: &Path, create_new: bool, expected_len: Option<u64>) -> io::Result<Self> {
+        let direct = expected_len.is_none_or(|n| n >= DIRECT_MIN);
+        Self::open(path, create_new, direct, true)
+    }
+
+    /// Creates `path` for ordinary buffered writes that [`DurableFile::finish`]
+    /// does not flush: the data may still be in the page cache when it
+    /// returns. For output that can be written again (a restore), when the
+    /// caller trades durability for speed.
+    ///
+    /// # Errors
+    /// From opening the file.
+    pub fn create_unsynced(path: &Path, create_new: bool) -> io::Result<Self> {
+        Self::open(path, create_new, false, false)
+    }
+
+    /// Opens the file, with `O_DIRECT` when `try_direct` and the filesystem
+    /// accepts it; `sync` says whether [`DurableFile::finish`] flushes.
+    fn open(path: &Path, create_new: bool, try_direct: bool, sync: bool) -> io::Result<Self> {
         let mut opts = OpenOptions::new();
         opts.write(true);
         if create_new {
@@ -112,10 +130,10 @@ impl DurableFile {
         } else {
             opts.create(true).truncate(true);
         }
-        let (file, direct) = if expected_len.is_some_and(|n| n < DIRECT_MIN) {
-            (opts.open(path)?, false)
-        } else {
+        let (file, direct) = if try_direct {
             open_direct(&opts, path)?
+        } else {
+            (opts.open(path)?, false)
         };
         Ok(Self {
             file: Arc::new(file),
@@ -128,21 +146,8 @@ impl DurableFile {
             written: 0,
             direct,
             direct_proven: false,
-            sync: true,
+            sync,
         })
-    }
-
-    /// Creates `path` for ordinary buffered writes that [`DurableFile::finish`]
-    /// does not flush: the data may still be in the page cache when it
-    /// returns. For output that can be written again (a restore), when the
-    /// caller trades durability for speed.
-    ///
-    /// # Errors
-    /// From opening the file.
-    pub fn create_unsynced(path: &Path, create_new: bool) -> io::Result<Self> {
-        let mut f = Self::create(path, create_new, Some(0))?;
-        f.sync = false;
-        Ok(f)
     }
 
     /// Allows up to `depth` direct writes in flight (at least 1), each
@@ -152,6 +157,12 @@ impl DurableFile {
     pub fn with_depth(mut self, depth: usize) -> Self {
         self.depth = depth.max(1);
         self
+    }
+
+    /// Whether [`DurableFile::finish`] flushes the file to stable storage.
+    #[must_use]
+    pub fn is_synced(&self) -> bool {
+        self.sync
     }
 
     /// Whether writes bypass the page cache.

@@ -94,10 +94,10 @@ pub struct BackupOptions {
     pub host: Option<String>,
     /// Set to stop the backup; uploaded data is kept and indexed.
     pub cancel: Arc<AtomicBool>,
-    /// Packs uploaded at once; 0 (the default) chooses for the repository:
-    /// [`OBJECT_STORE_UPLOADS`] for object stores, [`LOCAL_UPLOADS`] for a
-    /// local directory.
-    pub upload_concurrency: usize,
+    /// Packs uploaded at once; `None` (the default) chooses for the
+    /// repository: [`OBJECT_STORE_UPLOADS`] for object stores,
+    /// [`LOCAL_UPLOADS`] for a local directory.
+    pub upload_concurrency: Option<usize>,
     /// Threads for hashing and compression (default: the number of cores).
     pub cpu_threads: usize,
     /// Bytes read per block (default 8 MiB: large enough to fan out hashing).
@@ -110,7 +110,7 @@ impl Default for BackupOptions {
             tags: Vec::new(),
             host: None,
             cancel: Arc::new(AtomicBool::new(false)),
-            upload_concurrency: 0,
+            upload_concurrency: None,
             cpu_threads: std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
             block_size: 8 * 1024 * 1024,
         }
@@ -511,12 +511,13 @@ impl Repository {
         })
     }
 
-    /// Packs uploaded at once: `requested`, or the repository's default for 0.
-    fn upload_concurrency(&self, requested: usize) -> usize {
+    /// Packs uploaded at once: `requested` (at least 1), or the repository's
+    /// default.
+    fn upload_concurrency(&self, requested: Option<usize>) -> usize {
         match requested {
-            0 if self.store.is_local() => LOCAL_UPLOADS,
-            0 => OBJECT_STORE_UPLOADS,
-            n => n,
+            Some(n) => n.max(1),
+            None if self.store.is_local() => LOCAL_UPLOADS,
+            None => OBJECT_STORE_UPLOADS,
         }
     }
 
@@ -541,7 +542,9 @@ impl Repository {
             index,
             pool: &pool,
             handle,
-            uploads: Arc::new(Semaphore::new(self.upload_concurrency(opts.upload_concurrency))),
+            uploads: Arc::new(Semaphore::new(
+                self.upload_concurrency(opts.upload_concurrency),
+            )),
             done_tx,
             done_rx,
             pending: 0,

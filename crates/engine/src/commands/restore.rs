@@ -237,7 +237,7 @@ impl Repository {
             let written = self
                 .stream_file(info, file, &index, out, opts.concurrency, &*progress, &tmp)
                 .await;
-            let done = written.and_then(|out| finish_file(out.0, file, &tmp, &dest, opts.sync));
+            let done = written.and_then(|out| finish_file(out.0, file, &tmp, &dest));
             if let Err(e) = done {
                 let _ = std::fs::remove_file(&tmp);
                 progress.finish();
@@ -451,14 +451,10 @@ impl Repository {
     }
 }
 
-fn finish_file(
-    out: DurableFile,
-    file: &FileEntry,
-    tmp: &Path,
-    dest: &Path,
-    sync: bool,
-) -> Result<()> {
+fn finish_file(out: DurableFile, file: &FileEntry, tmp: &Path, dest: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
+    // An unsynced file's name need not be durable either.
+    let sync = out.is_synced();
     let (out, _) = out
         .finish()
         .map_err(|e| Error::io("cannot write", tmp, e))?;
