@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use cairn_engine::{
     BackupOptions, BackupSource, ChunkerParams, Compression, InitOptions, Repository,
-    RestoreOptions,
+    RestoreOptions, SnapshotFilter,
 };
 use serde_json::json;
 
@@ -41,7 +41,7 @@ pub struct InitArgs {
 #[derive(Debug, clap::Args)]
 pub struct BackupArgs {
     /// Files and directories to back up.
-    #[arg(required_unless_present = "stdin", conflicts_with = "stdin")]
+    #[arg(required_unless_present_any = ["stdin", "qdrant"], conflicts_with_all = ["stdin", "qdrant"])]
     paths: Vec<PathBuf>,
     /// Read the data to back up from standard input.
     #[arg(long, requires = "stdin_name")]
@@ -49,6 +49,8 @@ pub struct BackupArgs {
     /// File name to store standard input under.
     #[arg(long, value_name = "NAME")]
     stdin_name: Option<String>,
+    #[command(flatten)]
+    cluster: crate::cluster::ClusterBackupArgs,
     /// Tag the snapshot (repeatable).
     #[arg(long = "tag", value_name = "TAG")]
     tags: Vec<String>,
@@ -66,10 +68,11 @@ pub struct BackupArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct RestoreArgs {
-    /// Snapshot id (or a unique prefix of it), or `latest`.
+    /// Snapshot id (or a unique prefix of it), or `latest` (the newest of its source).
     snapshot: String,
     /// Directory to restore into (created if missing).
-    target: PathBuf,
+    #[arg(required_unless_present = "to_qdrant", conflicts_with = "to_qdrant")]
+    target: Option<PathBuf>,
     /// Restore only this file, or the files under this directory of the snapshot.
     #[arg(long, value_name = "PATH")]
     path: Option<String>,
@@ -80,6 +83,11 @@ pub struct RestoreArgs {
     /// power loss a restored file may be incomplete (restore it again).
     #[arg(long)]
     no_sync: bool,
+    /// With `latest`: the source whose newest snapshot to take (as `cairn snapshots` shows it).
+    #[arg(long, value_name = "SOURCE")]
+    source: Option<String>,
+    #[command(flatten)]
+    cluster: crate::cluster::ClusterRestoreArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -88,6 +96,16 @@ pub struct DumpArgs {
     snapshot: String,
     /// The file's path in the snapshot.
     path: String,
+    /// With `latest`: the source whose newest snapshot to take.
+    #[arg(long, value_name = "SOURCE")]
+    source: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SnapshotsArgs {
+    /// Only snapshots of this source.
+    #[arg(long, value_name = "SOURCE")]
+    source: Option<String>,
 }
 
 fn location(g: &GlobalArgs) -> Result<&str> {
@@ -106,7 +124,7 @@ fn cache_root(g: &GlobalArgs) -> PathBuf {
         .unwrap_or_else(|| std::env::temp_dir().join("cairn-cache"))
 }
 
-async fn open(g: &GlobalArgs) -> Result<Repository> {
+pub async fn open(g: &GlobalArgs) -> Result<Repository> {
     let loc = location(g)?;
     let store = cairn_engine::RepoStore::open(loc, false).map_err(cairn_engine::Error::from)?;
     Ok(Repository::open(store, &cache_root(g)).await?)
@@ -122,6 +140,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
                     exit::REPOSITORY
                 }
                 E::Corrupt { .. } | E::MissingChunk { .. } | E::Malformed { .. } => exit::INTEGRITY,
+                E::Verification(_) => exit::INTEGRITY,
                 E::Interrupted => exit::INTERRUPTED,
                 E::Store(cairn_engine::StoreError::InvalidLocation { .. }) => exit::REPOSITORY,
                 _ => exit::FAILURE,
@@ -139,7 +158,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Backup(a) => backup(g, a).await,
         Command::Restore(a) => restore(g, a).await,
         Command::Dump(a) => dump(g, a).await,
-        Command::Snapshots => snapshots(g).await,
+        Command::Snapshots(a) => snapshots(g, a).await,
         Command::Stats => stats(g).await,
     }
 }
@@ -193,22 +212,8 @@ async fn init(g: &GlobalArgs, a: InitArgs) -> Result<()> {
     Ok(())
 }
 
-async fn backup(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
-    let repo = open(g).await?;
-    let source = if a.stdin {
-        BackupSource::Stdin {
-            name: a.stdin_name.context("--stdin needs --stdin-name")?,
-        }
-    } else {
-        BackupSource::Paths(a.paths)
-    };
-    let opts = BackupOptions {
-        tags: a.tags,
-        host: a.host,
-        upload_concurrency: a.upload_concurrency,
-        ..BackupOptions::default()
-    };
-    let cancel = opts.cancel.clone();
+/// Sets the returned flag on Ctrl-C or SIGTERM.
+fn cancel_on_signal(cancel: Arc<std::sync::atomic::AtomicBool>) {
     tokio::spawn(async move {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -219,8 +224,30 @@ async fn backup(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
         tracing::warn!("interrupt received: finishing uploads in flight, then stopping");
         cancel.store(true, Ordering::Relaxed);
     });
+}
+
+async fn backup(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
+    let repo = open(g).await?;
+    let opts = BackupOptions {
+        tags: a.tags.clone(),
+        host: a.host.clone(),
+        upload_concurrency: a.upload_concurrency,
+        ..BackupOptions::default()
+    };
+    if !a.cluster.qdrant.is_empty() {
+        cancel_on_signal(opts.cancel.clone());
+        return crate::cluster::backup(g, &repo, &a.cluster, opts).await;
+    }
+    let source = if a.stdin {
+        BackupSource::Stdin {
+            name: a.stdin_name.context("--stdin needs --stdin-name")?,
+        }
+    } else {
+        BackupSource::Paths(a.paths)
+    };
+    cancel_on_signal(opts.cancel.clone());
     let started = Instant::now();
-    let bar = Arc::new(Bar::new(!g.quiet && !g.json));
+    let bar = Arc::new(Bar::new(g));
     let s = repo.backup(source, opts, bar).await?;
     let secs = started.elapsed().as_secs_f64();
     let t = &s.totals;
@@ -251,26 +278,48 @@ async fn backup(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
 
 async fn restore(g: &GlobalArgs, a: RestoreArgs) -> Result<()> {
     let repo = open(g).await?;
-    let info = repo.find_snapshot(&a.snapshot).await?;
+    let mut filter = SnapshotFilter {
+        source: a.source.clone(),
+        ..SnapshotFilter::default()
+    };
+    if !a.cluster.to_qdrant.is_empty() {
+        filter.cluster = true;
+        filter.collections = a.cluster.collection_names();
+        let info = repo.find_snapshot_in(&a.snapshot, &filter).await?;
+        return crate::cluster::restore(g, &repo, &info, &a.cluster).await;
+    }
+    let info = repo.find_snapshot_in(&a.snapshot, &filter).await?;
+    let target = a.target.context("a target directory is needed")?;
+    let path = match (&a.path, a.cluster.collection_names().as_slice()) {
+        (Some(p), _) => Some(p.clone()),
+        (None, [one]) if info.snapshot.is_cluster() => Some(format!("collections/{one}")),
+        (None, []) => None,
+        (None, _) => bail!(cairn_engine::Error::InvalidArgument(
+            "restoring to a directory takes one --collection (or --path)".into()
+        )),
+    };
     let opts = RestoreOptions {
-        filter: a.path,
+        filter: path,
         concurrency: a.concurrency,
         sync: !a.no_sync,
     };
     let started = Instant::now();
-    let bar = Arc::new(Bar::new(!g.quiet && !g.json));
-    let s = repo.restore(&info, &a.target, &opts, bar).await?;
+    let bar = Arc::new(Bar::new(g));
+    let s = repo.restore(&info, &target, &opts, bar).await?;
+    if let Some(record) = &info.snapshot.qdrant {
+        crate::cluster::write_record(&target, record)?;
+    }
     let secs = started.elapsed().as_secs_f64();
     if g.json {
         println!(
             "{}",
-            json!({ "snapshot": info.id.to_hex(), "target": a.target, "files": s.files, "bytes": s.bytes, "seconds": secs })
+            json!({ "snapshot": info.id.to_hex(), "target": target, "files": s.files, "bytes": s.bytes, "seconds": secs })
         );
     } else {
         println!(
             "restored snapshot {} to {}: {} files, {} in {:.2}s (every chunk verified)",
             info.id.short(),
-            a.target.display(),
+            target.display(),
             s.files,
             human(s.bytes),
             secs
@@ -281,43 +330,75 @@ async fn restore(g: &GlobalArgs, a: RestoreArgs) -> Result<()> {
 
 async fn dump(g: &GlobalArgs, a: DumpArgs) -> Result<()> {
     let repo = open(g).await?;
-    let info = repo.find_snapshot(&a.snapshot).await?;
+    let filter = SnapshotFilter {
+        source: a.source,
+        ..SnapshotFilter::default()
+    };
+    let info = repo.find_snapshot_in(&a.snapshot, &filter).await?;
     repo.dump(&info, &a.path, std::io::stdout()).await?;
     Ok(())
 }
 
-async fn snapshots(g: &GlobalArgs) -> Result<()> {
+async fn snapshots(g: &GlobalArgs, a: SnapshotsArgs) -> Result<()> {
     let repo = open(g).await?;
-    let list = repo.snapshots().await?;
+    let list: Vec<_> = repo
+        .snapshots()
+        .await?
+        .into_iter()
+        .filter(|i| {
+            a.source
+                .as_deref()
+                .is_none_or(|s| s == i.snapshot.source_key())
+        })
+        .collect();
     if g.json {
         let rows: Vec<_> = list
             .iter()
             .map(|i| {
                 let s = &i.snapshot;
-                json!({ "id": i.id.to_hex(), "time": s.time, "host": s.host, "tags": s.tags, "source": s.source,
+                let mut row = json!({ "id": i.id.to_hex(), "time": s.time, "host": s.host, "tags": s.tags,
+                        "source": s.source_key(), "paths": s.source, "kind": if s.is_cluster() { "cluster" } else { "files" },
                         "files": s.totals.files, "bytes": s.totals.bytes, "new_bytes": s.totals.new_bytes,
-                        "new_stored_bytes": s.totals.new_stored_bytes })
+                        "new_stored_bytes": s.totals.new_stored_bytes });
+                if let Some(r) = &s.qdrant {
+                    row["qdrant"] = crate::cluster::record_summary_json(r);
+                }
+                row
             })
             .collect();
         println!("{}", serde_json::Value::Array(rows));
         return Ok(());
     }
     println!(
-        "{:<10} {:<27} {:<16} {:>6} {:>12} {:>12}  TAGS",
-        "ID", "TIME", "HOST", "FILES", "SIZE", "ADDED"
+        "{:<10} {:<27} {:<16} {:<30} {:>10} {:>10}  SOURCE",
+        "ID", "TIME", "HOST", "CONTENT", "SIZE", "ADDED"
     );
     for i in &list {
         let s = &i.snapshot;
+        let content = match &s.qdrant {
+            Some(r) => crate::cluster::record_content(r),
+            None => format!("{} file(s)", s.totals.files),
+        };
+        let tags = if s.tags.is_empty() {
+            String::new()
+        } else {
+            format!("  [{}]", s.tags.join(","))
+        };
         println!(
-            "{:<10} {:<27} {:<16} {:>6} {:>12} {:>12}  {}",
+            "{:<10} {:<27} {:<16} {:<30} {:>10} {:>10}  {}{tags}",
             i.id.short(),
             s.time,
             s.host,
-            s.totals.files,
+            content,
             human(s.totals.bytes),
             human(s.totals.new_stored_bytes),
-            s.tags.join(",")
+            s.source_key(),
         );
+        if let Some(r) = &s.qdrant {
+            for c in &r.collections {
+                println!("{:<10}   {}", "", crate::cluster::collection_line(c));
+            }
+        }
     }
     println!("{} snapshots", list.len());
     Ok(())

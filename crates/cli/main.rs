@@ -1,5 +1,6 @@
 //! The `cairn` command line: parses arguments, calls the engine, prints.
 
+mod cluster;
 mod commands;
 mod progress;
 mod size;
@@ -49,14 +50,14 @@ pub struct GlobalArgs {
 enum Command {
     /// Create a repository.
     Init(commands::InitArgs),
-    /// Back up files, directories or standard input.
+    /// Back up a live Qdrant cluster (--qdrant), files, directories or standard input.
     Backup(commands::BackupArgs),
-    /// Restore a snapshot into a directory.
+    /// Restore a snapshot into a directory, or a cluster backup into a Qdrant cluster (--to-qdrant).
     Restore(commands::RestoreArgs),
     /// Write one file of a snapshot to stdout.
     Dump(commands::DumpArgs),
     /// List snapshots.
-    Snapshots,
+    Snapshots(commands::SnapshotsArgs),
     /// Show repository size, dedup and compression ratios.
     Stats,
 }

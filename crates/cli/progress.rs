@@ -13,13 +13,17 @@ fn active() -> &'static Mutex<Option<ProgressBar>> {
     ACTIVE.get_or_init(|| Mutex::new(None))
 }
 
-/// A progress bar on stderr, hidden when stderr is not a terminal or output is quiet/JSON.
+/// A progress bar on stderr, hidden when stderr is not a terminal or output
+/// is quiet/JSON; notes (a shard done, a restore step) go to stderr unless
+/// output is quiet or JSON.
 pub struct Bar {
     bar: ProgressBar,
+    notes: bool,
 }
 
 impl Bar {
-    pub fn new(visible: bool) -> Self {
+    pub fn new(g: &crate::GlobalArgs) -> Self {
+        let visible = !g.quiet && !g.json;
         let bar = ProgressBar::hidden();
         if visible && std::io::stderr().is_terminal() {
             bar.set_draw_target(ProgressDrawTarget::stderr());
@@ -27,7 +31,10 @@ impl Bar {
         *active()
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(bar.clone());
-        Self { bar }
+        Self {
+            bar,
+            notes: visible,
+        }
     }
 }
 
@@ -57,6 +64,12 @@ impl Progress for Bar {
 
     fn finish(&self) {
         self.bar.finish_and_clear();
+    }
+
+    fn note(&self, message: &str) {
+        if self.notes {
+            self.bar.suspend(|| eprintln!("{message}"));
+        }
     }
 }
 

@@ -237,6 +237,11 @@ impl<R: Read> BlockReader<R> {
         self
     }
 
+    /// The wrapped reader (for example to read a digest it kept).
+    pub fn into_inner(self) -> R {
+        self.reader
+    }
+
     /// Room kept in front of read-ahead buffers for the carry.
     fn headroom(&self) -> usize {
         2 * self.chunker.params().max_size as usize

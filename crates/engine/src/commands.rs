@@ -1,5 +1,7 @@
 //! The engine's commands, one module per verb.
 
 pub(crate) mod backup;
+pub(crate) mod cluster_backup;
+pub(crate) mod cluster_restore;
 pub(crate) mod restore;
 pub(crate) mod stats;

@@ -91,6 +91,39 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// An input other than a local file could not be read.
+    #[error("{what}: {reason}")]
+    Source {
+        /// The input ("collection docs, shard 2 from http://…").
+        what: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A Qdrant request failed.
+    #[error(transparent)]
+    Qdrant(#[from] cairn_qdrant::Error),
+    /// Shards of a cluster backup could not be read; no snapshot was written.
+    #[error("{count} shard(s) could not be read, so no snapshot was written (data already uploaded is kept and reused); --allow-partial records a partial backup instead:\n{details}")]
+    ShardsFailed {
+        /// How many.
+        count: usize,
+        /// One line per shard: collection, shard, node and error.
+        details: String,
+    },
+    /// A restore into Qdrant was refused before anything was changed.
+    #[error("refusing to restore: {0}")]
+    Refused(String),
+    /// A restore into Qdrant did not produce what the backup holds.
+    #[error("restore verification failed: {0}")]
+    Verification(String),
+    /// `latest` matched snapshots of several sources.
+    #[error("\"latest\" is ambiguous: the repository holds backups of {count} sources:\n{sources}\nchoose one with --source SOURCE, or give a snapshot id")]
+    AmbiguousLatest {
+        /// How many sources.
+        count: usize,
+        /// One line per source.
+        sources: String,
+    },
     /// The operation was cancelled (Ctrl-C); what was uploaded is kept.
     #[error("interrupted; data uploaded so far is kept and will be reused by the next backup")]
     Interrupted,
@@ -112,6 +145,17 @@ impl Error {
             action,
             path: path.into(),
             source,
+        }
+    }
+
+    /// True when reading an input again from the start may succeed: a
+    /// stream that broke, a node that timed out or answered 5xx.
+    #[must_use]
+    pub(crate) fn is_worth_reading_again(&self) -> bool {
+        match self {
+            Self::Source { .. } => true,
+            Self::Qdrant(e) => e.is_retryable(),
+            _ => false,
         }
     }
 

@@ -16,21 +16,29 @@
 //! CPU work (chunking, hashing, compression, verification) runs on dedicated
 //! threads and a sized rayon pool; the tokio runtime only drives storage I/O.
 
+mod cluster;
 mod commands;
 mod error;
 mod progress;
 mod repository;
 
+pub use cluster::QdrantTarget;
 pub use commands::backup::{
     BackupOptions, BackupSource, BackupSummary, LOCAL_UPLOADS, OBJECT_STORE_UPLOADS,
+};
+pub use commands::cluster_backup::{ClusterBackupOptions, ClusterBackupSummary, SnapshotMethod};
+pub use commands::cluster_restore::{
+    ClusterRestoreOptions, ClusterRestoreSummary, RestoredCollection, RestoredShard,
 };
 pub use commands::restore::{RestoreOptions, RestoreSummary};
 pub use commands::stats::RepoStats;
 pub use error::{Error, Result};
 pub use progress::{NoProgress, Progress};
-pub use repository::{InitOptions, Repository, SnapshotInfo};
+pub use repository::{InitOptions, Repository, SnapshotFilter, SnapshotInfo};
 
 pub use cairn_model::{
-    ChunkerParams, Compression, RepoConfig, Snapshot, SnapshotId, FORMAT_VERSION,
+    ChunkerParams, ClusterRecord, CollectionRecord, Compression, RepoConfig, ShardRecord,
+    ShardStatus, Snapshot, SnapshotId, FORMAT_VERSION,
 };
+pub use cairn_qdrant::{ApiKey, ClientOptions as QdrantClientOptions};
 pub use cairn_store::{Error as StoreError, RepoStore};

@@ -8,6 +8,8 @@ pub trait Progress: Send + Sync {
     fn advance(&self, _bytes: u64) {}
     /// The current phase ended.
     fn finish(&self) {}
+    /// A line worth showing an operator (a shard done, a step of a restore).
+    fn note(&self, _message: &str) {}
 }
 
 /// Reports nothing.

@@ -46,6 +46,44 @@ pub struct SnapshotInfo {
     pub manifest_size: u64,
 }
 
+/// Which snapshots `latest` may resolve to. An explicit id ignores it.
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotFilter {
+    /// Only snapshots of this source ([`Snapshot::source_key`]).
+    pub source: Option<String>,
+    /// Only backups of a Qdrant cluster.
+    pub cluster: bool,
+    /// Only cluster backups holding every one of these collections complete.
+    pub collections: Vec<String>,
+}
+
+impl SnapshotFilter {
+    /// True when `s` passes.
+    #[must_use]
+    pub fn matches(&self, s: &Snapshot) -> bool {
+        if self
+            .source
+            .as_deref()
+            .is_some_and(|src| src != s.source_key())
+        {
+            return false;
+        }
+        if (self.cluster || !self.collections.is_empty()) && s.qdrant.is_none() {
+            return false;
+        }
+        let Some(rec) = &s.qdrant else { return true };
+        if self.collections.is_empty() {
+            // A whole-cluster restore needs every collection complete.
+            return !self.cluster || !rec.partial;
+        }
+        self.collections.iter().all(|c| {
+            rec.collections
+                .iter()
+                .any(|r| &r.name == c && r.is_complete())
+        })
+    }
+}
+
 /// An open repository.
 #[derive(Debug, Clone)]
 pub struct Repository {
@@ -174,7 +212,7 @@ impl Repository {
     /// # Errors
     /// Storage, RocksDB or malformed index files.
     pub async fn chunk_index(&self) -> Result<Arc<ChunkIndex>> {
-        let path = self.cache_dir().join("chunk-index");
+        let dir = self.cache_dir();
         let listed: HashSet<String> = self
             .store
             .list(keys::INDEX_DIR)
@@ -183,10 +221,10 @@ impl Repository {
             .map(|l| l.name)
             .collect();
         let idx = {
-            let path = path.clone();
             let listed = listed.clone();
             tokio::task::spawn_blocking(move || -> Result<ChunkIndex> {
-                let idx = ChunkIndex::open(&path)?;
+                // A slot of its own, or wait: see cairn_index's crate docs.
+                let idx = ChunkIndex::open_shared(&dir)?;
                 let seen = idx.ingested_files()?;
                 if seen.is_subset(&listed) {
                     return Ok(idx);
@@ -194,9 +232,7 @@ impl Repository {
                 tracing::info!(
                     "repository index files were removed; rebuilding the local chunk index"
                 );
-                drop(idx);
-                ChunkIndex::destroy(&path)?;
-                Ok(ChunkIndex::open(&path)?)
+                Ok(idx.rebuild()?)
             })
             .await
             .expect("invariant: index open does not panic")?
@@ -283,11 +319,50 @@ impl Repository {
     /// # Errors
     /// [`Error::SnapshotNotFound`], [`Error::AmbiguousSnapshot`], storage errors.
     pub async fn find_snapshot(&self, spec: &str) -> Result<SnapshotInfo> {
+        self.find_snapshot_in(spec, &SnapshotFilter::default())
+            .await
+    }
+
+    /// Resolves `latest` among the snapshots `filter` admits, within one
+    /// source: when they come from several sources the choice is refused
+    /// ([`Error::AmbiguousLatest`], listing them). Ids resolve as in
+    /// [`Repository::find_snapshot`].
+    ///
+    /// # Errors
+    /// As [`Repository::find_snapshot`]; [`Error::AmbiguousLatest`].
+    pub async fn find_snapshot_in(
+        &self,
+        spec: &str,
+        filter: &SnapshotFilter,
+    ) -> Result<SnapshotInfo> {
         let not_found = || Error::SnapshotNotFound {
             spec: spec.to_string(),
         };
         if spec == "latest" {
-            return self.snapshots().await?.pop().ok_or_else(not_found);
+            let candidates: Vec<SnapshotInfo> = self
+                .snapshots()
+                .await?
+                .into_iter()
+                .filter(|i| filter.matches(&i.snapshot))
+                .collect();
+            let mut newest: std::collections::BTreeMap<String, &SnapshotInfo> =
+                std::collections::BTreeMap::new();
+            for i in &candidates {
+                newest.insert(i.snapshot.source_key(), i); // oldest first, so the last wins
+            }
+            if newest.len() > 1 {
+                return Err(Error::AmbiguousLatest {
+                    count: newest.len(),
+                    sources: newest
+                        .iter()
+                        .map(|(k, i)| {
+                            format!("  {k}  (latest {} at {})", i.id.short(), i.snapshot.time)
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                });
+            }
+            return newest.into_values().next().cloned().ok_or_else(not_found);
         }
         if let Ok(id) = spec.parse::<SnapshotId>() {
             return match self.load_snapshot(id).await {

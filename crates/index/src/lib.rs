@@ -7,6 +7,17 @@
 //! had seen (or the schema changed).
 //!
 //! All calls block; run them off the async runtime.
+//!
+//! # Sharing one cache between processes
+//! RocksDB admits one process per database. [`ChunkIndex::open_shared`]
+//! therefore keeps a few **slots** under a cache directory, each a complete
+//! database guarded by an advisory lock file (`<slot>.lock`, beside it so
+//! that wiping a slot never drops its lock): a process takes the first free
+//! slot, so concurrent backups on one host run side by side, each on a
+//! consistent cache that it brings up to date from the repository. When
+//! every slot is busy the process waits for the first one. A slot is only
+//! ever wiped by the process holding its lock, and a database that RocksDB
+//! reports as locked is never treated as corrupt.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -43,6 +54,15 @@ pub enum Error {
         /// What was wrong.
         reason: String,
     },
+    /// Another process holds the database open (not a Cairn cache slot
+    /// lock: an older or foreign process).
+    #[error("chunk index at {path} is in use by another process ({reason}); it is left as it is")]
+    Busy {
+        /// Database directory.
+        path: PathBuf,
+        /// RocksDB's message.
+        reason: String,
+    },
     /// The directory could not be prepared.
     #[error("chunk index at {path}: {source}")]
     Io {
@@ -61,6 +81,32 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct ChunkIndex {
     db: DB,
     path: PathBuf,
+    /// The slot lock held while the database is open (shared caches only).
+    _lock: Option<std::fs::File>,
+}
+
+/// Databases kept under one cache directory for concurrent processes.
+pub const MAX_SLOTS: usize = 8;
+
+/// The directory of slot `n` under `dir`: `chunk-index`, then `chunk-index.N`.
+fn slot_path(dir: &Path, n: usize) -> PathBuf {
+    if n == 0 {
+        dir.join("chunk-index")
+    } else {
+        dir.join(format!("chunk-index.{n}"))
+    }
+}
+
+fn lock_path(slot: &Path) -> PathBuf {
+    let mut name = slot.file_name().unwrap_or_default().to_os_string();
+    name.push(".lock");
+    slot.with_file_name(name)
+}
+
+/// True for RocksDB's "another process has this database open".
+fn is_lock_error(e: &rocksdb::Error) -> bool {
+    let msg = e.to_string();
+    msg.contains("lock") || msg.contains("Resource temporarily unavailable")
 }
 
 impl std::fmt::Debug for ChunkIndex {
@@ -79,28 +125,102 @@ impl ChunkIndex {
     /// # Errors
     /// When even a fresh database cannot be created.
     pub fn open(path: &Path) -> Result<Self> {
-        match Self::open_raw(path) {
+        Self::open_locked(path, None)
+    }
+
+    /// Opens the first free slot under the cache directory `dir` (see the
+    /// crate docs), waiting for slot 0 when all [`MAX_SLOTS`] are in use.
+    ///
+    /// # Errors
+    /// The directory or lock files cannot be created; as [`ChunkIndex::open`].
+    pub fn open_shared(dir: &Path) -> Result<Self> {
+        let io = |source| Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let lock_file = |slot: &Path| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(lock_path(slot))
+                .map_err(io)
+        };
+        for n in 0..MAX_SLOTS {
+            let slot = slot_path(dir, n);
+            let lock = lock_file(&slot)?;
+            match lock.try_lock() {
+                Ok(()) => {
+                    if n > 0 {
+                        tracing::info!(slot = n, "the chunk index cache is in use by another process; using another slot");
+                    }
+                    return Self::open_locked(&slot, Some(lock));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {}
+                Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+            }
+        }
+        let slot = slot_path(dir, 0);
+        let lock = lock_file(&slot)?;
+        tracing::warn!(
+            "all {MAX_SLOTS} chunk index cache slots are in use by other processes; waiting"
+        );
+        lock.lock().map_err(io)?;
+        Self::open_locked(&slot, Some(lock))
+    }
+
+    /// Empties the database (keeping its slot lock), to be refilled from the
+    /// repository's index files.
+    ///
+    /// # Errors
+    /// As [`ChunkIndex::open`].
+    pub fn rebuild(self) -> Result<Self> {
+        let Self { db, path, _lock } = self;
+        drop(db);
+        Self::destroy(&path)?;
+        Self::open_locked(&path, _lock)
+    }
+
+    fn open_locked(path: &Path, lock: Option<std::fs::File>) -> Result<Self> {
+        match Self::open_raw(path, lock) {
             Ok(idx) if idx.schema()? == Some(SCHEMA_VERSION) => Ok(idx),
             Ok(idx) if idx.schema()?.is_none() && idx.is_empty()? => {
                 idx.put_schema()?;
                 Ok(idx)
             }
+            Err((Error::Db { source, .. }, _)) if is_lock_error(&source) => Err(Error::Busy {
+                path: path.to_path_buf(),
+                reason: source.to_string(),
+            }),
+            Err((e @ Error::Io { .. }, _)) => Err(e),
             other => {
                 tracing::info!(path = %path.display(), "chunk index cache is from another schema or unreadable; recreating");
-                drop(other);
+                let lock = match other {
+                    Ok(idx) => idx._lock,
+                    Err((_, lock)) => lock,
+                };
                 Self::destroy(path)?;
-                let idx = Self::open_raw(path)?;
+                let idx = Self::open_raw(path, lock).map_err(|(e, _)| e)?;
                 idx.put_schema()?;
                 Ok(idx)
             }
         }
     }
 
-    fn open_raw(path: &Path) -> Result<Self> {
-        std::fs::create_dir_all(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+    /// Opens the database; on failure hands the lock back with the error.
+    #[allow(clippy::result_large_err)]
+    fn open_raw(
+        path: &Path,
+        lock: Option<std::fs::File>,
+    ) -> std::result::Result<Self, (Error, Option<std::fs::File>)> {
+        if let Err(source) = std::fs::create_dir_all(path) {
+            let e = Error::Io {
+                path: path.to_path_buf(),
+                source,
+            };
+            return Err((e, lock));
+        }
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -118,14 +238,20 @@ impl ChunkIndex {
             ColumnFamilyDescriptor::new(CF_FILES, Options::default()),
             ColumnFamilyDescriptor::new(CF_META, Options::default()),
         ];
-        let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|source| Error::Db {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Ok(Self {
-            db,
-            path: path.to_path_buf(),
-        })
+        match DB::open_cf_descriptors(&opts, path, cfs) {
+            Ok(db) => Ok(Self {
+                db,
+                path: path.to_path_buf(),
+                _lock: lock,
+            }),
+            Err(source) => Err((
+                Error::Db {
+                    path: path.to_path_buf(),
+                    source,
+                },
+                lock,
+            )),
+        }
     }
 
     /// Deletes the database at `path`.
@@ -304,6 +430,44 @@ mod tests {
             idx.ingested_files().expect("lists"),
             HashSet::from(["f1".to_string()])
         );
+    }
+
+    #[test]
+    fn concurrent_openers_get_their_own_slots_and_nothing_is_wiped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = ChunkIndex::open_shared(dir.path()).expect("opens slot 0");
+        a.ingest("f1", &[group(1)]).expect("ingests");
+        let b = ChunkIndex::open_shared(dir.path()).expect("opens slot 1");
+        assert_ne!(a.path(), b.path());
+        assert!(b.ingested_files().expect("lists").is_empty());
+        b.ingest("f2", &[group(2)]).expect("ingests");
+        drop(a);
+        drop(b);
+        let again = ChunkIndex::open_shared(dir.path()).expect("slot 0 is free again");
+        assert_eq!(again.path(), slot_path(dir.path(), 0));
+        assert!(again
+            .get(&ChunkId::of(&[1, 0]))
+            .expect("looks up")
+            .is_some());
+        let rebuilt = again.rebuild().expect("rebuilds");
+        assert!(rebuilt.ingested_files().expect("lists").is_empty());
+    }
+
+    #[test]
+    fn a_database_open_elsewhere_is_reported_busy_not_wiped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Opened without the slot protocol, as a foreign process would.
+        let foreign = ChunkIndex::open(&slot_path(dir.path(), 0)).expect("opens");
+        foreign.ingest("f1", &[group(1)]).expect("ingests");
+        let err = ChunkIndex::open_shared(dir.path()).expect_err("busy");
+        assert!(matches!(err, Error::Busy { .. }), "{err}");
+        assert!(foreign
+            .get(&ChunkId::of(&[1, 0]))
+            .expect("looks up")
+            .is_some());
+        drop(foreign);
+        let idx = ChunkIndex::open_shared(dir.path()).expect("opens");
+        assert!(idx.ingested_files().expect("lists").contains("f1"));
     }
 
     #[test]

@@ -4,11 +4,16 @@
 //! This crate does no I/O. Everything that ends up in a repository is defined
 //! here, so the on-disk format has one home (see `docs/format.md`).
 
+mod cluster;
 mod config;
 mod id;
 mod index;
 mod snapshot;
 
+pub use cluster::{
+    AliasRecord, ClusterRecord, CollectionRecord, NodeRecord, ReplicaRecord, ShardRecord,
+    ShardStatus,
+};
 pub use config::{ChunkerParams, Compression, RepoConfig, FORMAT_VERSION};
 pub use id::{ChunkId, IdParseError, PackId, RepoId, SnapshotId};
 pub use index::{Codec, IndexEntry, IndexFile, IndexGroup, PackLocation, INDEX_ENTRY_LEN};

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ChunkId;
+use crate::{ChunkId, ClusterRecord};
 
 /// One backed-up file and the ordered chunks that make it up.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,7 +61,7 @@ pub struct SnapshotTotals {
 }
 
 /// A snapshot manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
     /// Repository format version the manifest was written with.
     pub version: u32,
@@ -78,4 +78,30 @@ pub struct Snapshot {
     pub files: Vec<FileEntry>,
     /// Totals.
     pub totals: SnapshotTotals,
+    /// For a backup of a live Qdrant cluster: what was read, and everything
+    /// a restore into a cluster needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qdrant: Option<ClusterRecord>,
+}
+
+impl Snapshot {
+    /// The source this snapshot belongs to: backups of the same source form
+    /// one series, and `latest` picks within a series. A cluster backup's
+    /// source is its record's (the node URLs given and the collection
+    /// filter); a backup of files or standard input belongs to the host that
+    /// made it (`files@HOST`), whatever paths it named, since snapshot file
+    /// names change every night.
+    #[must_use]
+    pub fn source_key(&self) -> String {
+        match &self.qdrant {
+            Some(r) => r.source.clone(),
+            None => format!("files@{}", self.host),
+        }
+    }
+
+    /// True for a backup of a live Qdrant cluster.
+    #[must_use]
+    pub fn is_cluster(&self) -> bool {
+        self.qdrant.is_some()
+    }
 }

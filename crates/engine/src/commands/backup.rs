@@ -2,7 +2,8 @@
 //! manifest.
 //!
 //! Stages and their threads:
-//! - a reader thread reads each input in large blocks; while it reads the
+//! - reader threads (one, or `parallel` for a cluster's shards) each take the
+//!   next input and read it in large blocks; while one reads the
 //!   next block, the rayon pool finds the current block's chunk boundaries
 //!   (in parallel pieces, see [`BlockReader`]) and hashes its chunks
 //!   (bounded channel of [`Block`]s to the packer);
@@ -16,6 +17,13 @@
 //!
 //! Chunks packed but not yet recorded stay in the packer's in-flight set, so a
 //! chunk is stored once even when it repeats before its pack is uploaded.
+//!
+//! Inputs read concurrently interleave their blocks at the packer, which
+//! keeps one open file entry per input; the manifest lists files in input
+//! order. A stream input that breaks is opened again and read from the start
+//! (its entry is reset; chunks already packed are simply found again), up to
+//! its number of attempts; then the run fails, or, when failures are
+//! allowed, the input is left out and reported.
 //! Memory is bounded by the channel depth, the block size and the packs in
 //! flight, whatever the input size.
 
@@ -23,7 +31,7 @@ use std::collections::HashSet;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 
 use bytes::Bytes;
@@ -126,29 +134,106 @@ pub struct BackupSummary {
     pub totals: SnapshotTotals,
 }
 
-struct Input {
-    path: Option<PathBuf>,
-    name: String,
-    size: Option<u64>,
-    mode: u32,
-    mtime: i64,
+/// One input of a backup run, stored as one file of the snapshot.
+pub(crate) struct Input {
+    /// Path in the snapshot.
+    pub(crate) name: String,
+    /// Size when known in advance (for progress).
+    pub(crate) size: Option<u64>,
+    pub(crate) mode: u32,
+    pub(crate) mtime: i64,
+    pub(crate) source: InputSource,
+}
+
+/// Where an input's bytes come from.
+pub(crate) enum InputSource {
+    File(PathBuf),
+    Stdin,
+    /// Opened (and re-opened after a failure) by its owner.
+    Stream(Arc<dyn StreamInput>),
+}
+
+/// An input that can be opened more than once, read from the start each
+/// time: a shard snapshot streamed from a Qdrant node.
+pub(crate) trait StreamInput: Send + Sync {
+    /// Opens attempt `attempt` (from 1). `stop` is set when the run is
+    /// stopping; a reader blocked on the network should give up then.
+    fn open(&self, attempt: u32, stop: &Stop) -> Result<Box<dyn Read + Send>>;
+    /// Attempts allowed.
+    fn attempts(&self) -> u32;
+    /// What the input is, for errors ("collection docs, shard 2").
+    fn describe(&self) -> String;
+}
+
+/// The stop flags a reader checks: the caller's (Ctrl-C) and the run's own
+/// (another input failed).
+#[derive(Clone, Default)]
+pub(crate) struct Stop {
+    user: Arc<AtomicBool>,
+    run: Arc<AtomicBool>,
+}
+
+impl Stop {
+    pub(crate) fn is_set(&self) -> bool {
+        self.user.load(Ordering::Relaxed) || self.run.load(Ordering::Relaxed)
+    }
+}
+
+/// How reading one input went.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct InputOutcome {
+    pub(crate) started: Option<chrono::DateTime<chrono::Utc>>,
+    pub(crate) finished: Option<chrono::DateTime<chrono::Utc>>,
+    /// Bytes of the attempt that succeeded.
+    pub(crate) bytes: u64,
+    pub(crate) attempts: u32,
+    /// Why the input failed (failed inputs only).
+    pub(crate) error: Option<String>,
+}
+
+/// How a run reads its inputs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RunShape {
+    /// Inputs read at once.
+    pub(crate) parallel: usize,
+    /// A failed input is left out and reported instead of failing the run.
+    pub(crate) allow_failures: bool,
+}
+
+impl RunShape {
+    const SEQUENTIAL: Self = Self {
+        parallel: 1,
+        allow_failures: false,
+    };
+}
+
+/// What a run produced: one entry per input, in input order (`None` for
+/// inputs that failed), how each went, and the totals.
+pub(crate) struct RunResult {
+    pub(crate) files: Vec<Option<FileEntry>>,
+    pub(crate) outcomes: Vec<InputOutcome>,
+    pub(crate) totals: SnapshotTotals,
 }
 
 enum Item {
     Start(usize),
-    /// A block, its chunks hashed.
-    Block(Block),
+    /// A block of an input, its chunks hashed.
+    Block(usize, Block),
+    /// The input is read again from the start.
+    Restart(usize),
+    Done(usize, InputOutcome),
+    Failed(usize, InputOutcome),
 }
 
 fn collect_inputs(source: &BackupSource) -> Result<Vec<Input>> {
     let paths = match source {
         BackupSource::Stdin { name } => {
             return Ok(vec![Input {
-                path: None,
                 name: name.clone(),
                 size: None,
                 mode: 0o644,
                 mtime: chrono::Utc::now().timestamp(),
+                source: InputSource::Stdin,
             }])
         }
         BackupSource::Paths(p) => p,
@@ -194,11 +279,11 @@ fn walk(path: &Path, name: &str, out: &mut Vec<Input>) -> Result<()> {
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
         out.push(Input {
-            path: Some(path.to_path_buf()),
             name: name.to_string(),
             size: Some(meta.len()),
             mode: meta.permissions().mode() & 0o7777,
             mtime,
+            source: InputSource::File(path.to_path_buf()),
         });
     } else {
         tracing::warn!(path = %path.display(), "skipping: not a regular file or directory");
@@ -206,55 +291,165 @@ fn walk(path: &Path, name: &str, out: &mut Vec<Input>) -> Result<()> {
     Ok(())
 }
 
-/// Reads every input into blocks; runs on its own thread.
-fn read_inputs(
-    inputs: &[Input],
-    chunker: &Chunker,
-    pool: &Arc<rayon::ThreadPool>,
+/// What reader threads share.
+struct Readers<'a> {
+    inputs: &'a [Input],
+    next: AtomicUsize,
+    chunker: &'a Chunker,
+    pool: &'a Arc<rayon::ThreadPool>,
     block_size: usize,
-    cancel: &AtomicBool,
-    tx: &mpsc::SyncSender<Result<Item>>,
-) {
-    for (i, input) in inputs.iter().enumerate() {
-        let reader: Box<dyn Read> = match &input.path {
-            None => Box::new(std::io::stdin().lock()),
-            Some(p) => match File::open(p) {
-                Ok(f) => Box::new(f),
-                Err(e) => {
-                    let _ = tx.send(Err(Error::io("cannot open", p, e)));
-                    return;
-                }
-            },
-        };
-        if tx.send(Ok(Item::Start(i))).is_err() {
-            return;
+    stop: Stop,
+    allow_failures: bool,
+}
+
+/// A reader thread's end of the channel to the packer. Each thread owns its
+/// sender, so the packer sees the channel close when every reader is gone,
+/// however it ended.
+struct Reader<'r, 'a> {
+    shared: &'r Readers<'a>,
+    tx: mpsc::SyncSender<Result<Item>>,
+}
+
+impl<'a> std::ops::Deref for Reader<'_, 'a> {
+    type Target = Readers<'a>;
+    fn deref(&self) -> &Readers<'a> {
+        self.shared
+    }
+}
+
+/// Pause between attempts of a stream input.
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Readers<'_> {
+    fn path_of(&self, i: usize) -> PathBuf {
+        match &self.inputs[i].source {
+            InputSource::File(p) => p.clone(),
+            InputSource::Stdin => PathBuf::from("<stdin>"),
+            InputSource::Stream(s) => PathBuf::from(s.describe()),
         }
-        let mut blocks = BlockReader::new(reader, chunker.clone(), block_size)
-            .tar_aware(chunker.params().tar_aware)
+    }
+}
+
+impl Reader<'_, '_> {
+    /// Takes inputs until none are left; runs on each reader thread.
+    fn run(&self) {
+        loop {
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            if i >= self.inputs.len() {
+                return;
+            }
+            if self.stop.is_set() {
+                let _ = self.tx.send(Err(Error::Interrupted));
+                return;
+            }
+            if !self.read_input(i) {
+                return;
+            }
+        }
+    }
+
+    fn open(&self, i: usize, attempt: u32) -> Result<Box<dyn Read + Send>> {
+        match &self.inputs[i].source {
+            InputSource::Stdin => Ok(Box::new(std::io::stdin())),
+            InputSource::File(p) => File::open(p)
+                .map(|f| Box::new(f) as Box<dyn Read + Send>)
+                .map_err(|e| Error::io("cannot open", p, e)),
+            InputSource::Stream(s) => s.open(attempt, &self.stop),
+        }
+    }
+
+    /// Reads input `i` (again from the start after a failure, while attempts
+    /// remain). False when the run should stop.
+    fn read_input(&self, i: usize) -> bool {
+        let attempts = match &self.inputs[i].source {
+            InputSource::Stream(s) => s.attempts().max(1),
+            _ => 1,
+        };
+        let mut outcome = InputOutcome {
+            started: Some(chrono::Utc::now()),
+            ..InputOutcome::default()
+        };
+        let mut started = false;
+        let mut last_err = None;
+        for attempt in 1..=attempts {
+            outcome.attempts = attempt;
+            if attempt > 1 {
+                if self.stop.is_set() {
+                    break;
+                }
+                std::thread::sleep(RETRY_PAUSE);
+                tracing::warn!(input = %self.path_of(i).display(), attempt, error = %last_err.as_ref().map(ToString::to_string).unwrap_or_default(), "reading again from the start");
+            }
+            let read = self.open(i, attempt).and_then(|reader| {
+                let msg = if started {
+                    Item::Restart(i)
+                } else {
+                    Item::Start(i)
+                };
+                started = true;
+                self.tx.send(Ok(msg)).map_err(|_| Error::Interrupted)?;
+                self.pump(i, reader)
+            });
+            match read {
+                Ok(bytes) => {
+                    outcome.bytes = bytes;
+                    outcome.finished = Some(chrono::Utc::now());
+                    return self.tx.send(Ok(Item::Done(i, outcome))).is_ok();
+                }
+                Err(Error::Interrupted) => {
+                    let _ = self.tx.send(Err(Error::Interrupted));
+                    return false;
+                }
+                Err(e) => {
+                    let again = e.is_worth_reading_again();
+                    last_err = Some(e);
+                    if !again {
+                        break;
+                    }
+                }
+            }
+        }
+        let err = last_err.unwrap_or(Error::Interrupted);
+        if self.allow_failures && !self.stop.is_set() {
+            outcome.error = Some(err.to_string());
+            outcome.finished = Some(chrono::Utc::now());
+            tracing::warn!(input = %self.path_of(i).display(), error = %err, "left out of the backup");
+            return self.tx.send(Ok(Item::Failed(i, outcome))).is_ok();
+        }
+        let _ = self.tx.send(Err(err));
+        false
+    }
+
+    /// Reads one opened input to its end; returns its length.
+    fn pump(&self, i: usize, reader: Box<dyn Read + Send>) -> Result<u64> {
+        let mut blocks = BlockReader::new(reader, self.chunker.clone(), self.block_size)
+            .tar_aware(self.chunker.params().tar_aware)
             .parallel(
-                chunk_piece(block_size, pool.current_num_threads()),
-                Some(Arc::clone(pool)),
+                chunk_piece(self.block_size, self.pool.current_num_threads()),
+                Some(Arc::clone(self.pool)),
             )
             .hashed(true);
+        let mut bytes = 0u64;
         loop {
-            if cancel.load(Ordering::Relaxed) {
-                let _ = tx.send(Err(Error::Interrupted));
-                return;
+            if self.stop.is_set() {
+                return Err(Error::Interrupted);
             }
             match blocks.next_block() {
                 Ok(Some(b)) => {
-                    if tx.send(Ok(Item::Block(b))).is_err() {
-                        return;
-                    }
+                    bytes += b.len() as u64;
+                    self.tx
+                        .send(Ok(Item::Block(i, b)))
+                        .map_err(|_| Error::Interrupted)?;
                 }
-                Ok(None) => break,
+                Ok(None) => return Ok(bytes),
                 Err(e) => {
-                    let path = input
-                        .path
-                        .clone()
-                        .unwrap_or_else(|| PathBuf::from("<stdin>"));
-                    let _ = tx.send(Err(Error::io("cannot read", path, e)));
-                    return;
+                    return Err(match &self.inputs[i].source {
+                        InputSource::Stream(s) => Error::Source {
+                            what: s.describe(),
+                            reason: e.to_string(),
+                        },
+                        _ => Error::io("cannot read", self.path_of(i), e),
+                    })
                 }
             }
         }
@@ -464,16 +659,11 @@ impl Repository {
     ) -> Result<BackupSummary> {
         let started = chrono::Utc::now();
         let inputs = collect_inputs(&source)?;
-        let index = self.chunk_index().await?;
-        let tags = opts.tags.clone();
         let host = opts.host.clone().unwrap_or_else(hostname);
-        let repo = self.clone();
-        let handle = Handle::current();
-        let (files, totals) = tokio::task::spawn_blocking(move || {
-            repo.pack_inputs(&inputs, &index, &opts, &*progress, handle)
-        })
-        .await
-        .expect("invariant: backup thread does not panic")?;
+        let tags = opts.tags.clone();
+        let run = self
+            .run_inputs(inputs, opts, RunShape::SEQUENTIAL, progress)
+            .await?;
         let source = match source {
             BackupSource::Paths(p) => p
                 .iter()
@@ -492,13 +682,33 @@ impl Repository {
             host,
             tags,
             source,
-            files,
-            totals,
+            files: run.files.into_iter().flatten().collect(),
+            totals: run.totals,
+            qdrant: None,
         };
         self.write_snapshot(snapshot).await
     }
 
-    async fn write_snapshot(&self, snapshot: Snapshot) -> Result<BackupSummary> {
+    /// Reads, chunks and stores `inputs` (see the module docs); writes no
+    /// manifest. Every pack it wrote is indexed when it returns, also on error.
+    pub(crate) async fn run_inputs(
+        &self,
+        inputs: Vec<Input>,
+        opts: BackupOptions,
+        shape: RunShape,
+        progress: Arc<dyn Progress>,
+    ) -> Result<RunResult> {
+        let index = self.chunk_index().await?;
+        let repo = self.clone();
+        let handle = Handle::current();
+        tokio::task::spawn_blocking(move || {
+            repo.pack_inputs(&inputs, &index, &opts, shape, &*progress, handle)
+        })
+        .await
+        .expect("invariant: backup thread does not panic")
+    }
+
+    pub(crate) async fn write_snapshot(&self, snapshot: Snapshot) -> Result<BackupSummary> {
         let (json, packed) = compress_json(&snapshot);
         let id = SnapshotId::of(&json);
         // Last in the write order: every chunk it names is already indexed.
@@ -526,9 +736,10 @@ impl Repository {
         inputs: &[Input],
         index: &ChunkIndex,
         opts: &BackupOptions,
+        shape: RunShape,
         progress: &dyn Progress,
         handle: Handle,
-    ) -> Result<(Vec<FileEntry>, SnapshotTotals)> {
+    ) -> Result<RunResult> {
         let pool = Arc::new(
             rayon::ThreadPoolBuilder::new()
                 .num_threads(opts.cpu_threads.max(1))
@@ -556,20 +767,39 @@ impl Repository {
         let total = inputs.iter().map(|i| i.size).sum::<Option<u64>>();
         progress.start("backup", total);
         let chunker = Chunker::new(self.config.chunker);
-        let (tx, rx) = mpsc::sync_channel::<Result<Item>>(2);
-        let mut files: Vec<FileEntry> = Vec::with_capacity(inputs.len());
+        let parallel = shape.parallel.clamp(1, inputs.len().max(1));
+        let (tx, rx) = mpsc::sync_channel::<Result<Item>>(2 * parallel);
+        let stop = Stop {
+            user: Arc::clone(&opts.cancel),
+            run: Arc::new(AtomicBool::new(false)),
+        };
+        let readers = Readers {
+            inputs,
+            next: AtomicUsize::new(0),
+            chunker: &chunker,
+            pool: &pool,
+            block_size: opts.block_size,
+            stop: stop.clone(),
+            allow_failures: shape.allow_failures,
+        };
+        let mut files: Vec<Option<FileEntry>> = (0..inputs.len()).map(|_| None).collect();
+        let mut outcomes = vec![InputOutcome::default(); inputs.len()];
         let result = std::thread::scope(|s| {
-            let chunker = &chunker;
-            let pool = &pool;
-            s.spawn(move || read_inputs(inputs, chunker, pool, opts.block_size, &opts.cancel, &tx));
+            for _ in 0..parallel {
+                let reader = Reader {
+                    shared: &readers,
+                    tx: tx.clone(),
+                };
+                s.spawn(move || reader.run());
+            }
+            drop(tx);
             let result = (|| -> Result<()> {
-                for item in &rx {
+                let mut ended = 0usize;
+                while ended < inputs.len() {
+                    let Ok(item) = rx.recv() else { break };
                     match item? {
                         Item::Start(i) => {
-                            if let Some(prev) = files.last_mut() {
-                                packer.finish_file(prev)?;
-                            }
-                            files.push(FileEntry {
+                            files[i] = Some(FileEntry {
                                 path: inputs[i].name.clone(),
                                 size: 0,
                                 mode: inputs[i].mode,
@@ -578,21 +808,46 @@ impl Repository {
                                 chunk_lists: Vec::new(),
                             });
                         }
-                        Item::Block(mut b) => {
-                            let file = files
-                                .last_mut()
+                        Item::Block(i, mut b) => {
+                            let file = files[i]
+                                .as_mut()
                                 .expect("invariant: a block follows its Start");
                             packer.add_block(&mut b, file)?;
                             progress.advance(b.len() as u64);
                         }
+                        Item::Restart(i) => {
+                            let file = files[i]
+                                .as_mut()
+                                .expect("invariant: a restart follows its Start");
+                            file.size = 0;
+                            file.chunks.clear();
+                            file.chunk_lists.clear();
+                        }
+                        Item::Done(i, outcome) => {
+                            let file = files[i]
+                                .as_mut()
+                                .expect("invariant: Done follows its Start");
+                            packer.finish_file(file)?;
+                            outcomes[i] = outcome;
+                            ended += 1;
+                        }
+                        Item::Failed(i, outcome) => {
+                            files[i] = None;
+                            outcomes[i] = outcome;
+                            ended += 1;
+                        }
                     }
                 }
-                if let Some(last) = files.last_mut() {
-                    packer.finish_file(last)?;
+                if ended < inputs.len() {
+                    // The readers stopped without reporting every input.
+                    return Err(Error::Interrupted);
                 }
                 Ok(())
             })();
-            // Unblock the reader if we stopped early.
+            // Stop the readers (on error) and unblock any that wait to send.
+            if result.is_err() {
+                stop.run.store(true, Ordering::Relaxed);
+            }
             drop(rx);
             result
         });
@@ -605,13 +860,18 @@ impl Repository {
             return Err(Error::Interrupted);
         }
         let mut totals = std::mem::take(&mut packer.totals);
-        totals.files = files.len() as u64;
-        totals.bytes = files.iter().map(|f| f.size).sum();
-        Ok((files, totals))
+        let kept = files.iter().flatten();
+        totals.files = kept.clone().count() as u64;
+        totals.bytes = kept.map(|f| f.size).sum();
+        Ok(RunResult {
+            files,
+            outcomes,
+            totals,
+        })
     }
 }
 
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|s| s.trim().to_string())

@@ -151,7 +151,10 @@ fn plan_runs(
 }
 
 /// Selects the files a filter names: the file itself or everything under a directory.
-fn select<'a>(info: &'a SnapshotInfo, filter: Option<&str>) -> Result<Vec<&'a FileEntry>> {
+pub(crate) fn select<'a>(
+    info: &'a SnapshotInfo,
+    filter: Option<&str>,
+) -> Result<Vec<&'a FileEntry>> {
     let files: Vec<&FileEntry> = match filter {
         None => info.snapshot.files.iter().collect(),
         Some(f) => {
@@ -178,7 +181,7 @@ fn select<'a>(info: &'a SnapshotInfo, filter: Option<&str>) -> Result<Vec<&'a Fi
 }
 
 /// A destination for restored bytes, driven from a blocking thread.
-trait Sink: Send + 'static {
+pub(crate) trait Sink: Send + 'static {
     fn write(&mut self, data: &[u8]) -> std::io::Result<()>;
 }
 
@@ -291,7 +294,7 @@ impl Repository {
     /// Large files are processed one chunk list at a time, so memory does not
     /// grow with the file's size.
     #[allow(clippy::too_many_arguments)]
-    async fn stream_file<S: Sink>(
+    pub(crate) async fn stream_file<S: Sink>(
         &self,
         info: &SnapshotInfo,
         file: &FileEntry,

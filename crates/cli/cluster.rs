@@ -1,0 +1,403 @@
+//! `backup --qdrant` and `restore --to-qdrant`: arguments, engine calls,
+//! tables and JSON.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use cairn_engine::{
+    ApiKey, BackupOptions, ClusterBackupOptions, ClusterRecord, ClusterRestoreOptions,
+    CollectionRecord, QdrantTarget, Repository, ShardStatus, SnapshotInfo, SnapshotMethod,
+};
+use serde_json::{json, Value};
+
+use crate::progress::Bar;
+use crate::size::{human, parse_size};
+use crate::GlobalArgs;
+
+/// The API key option both commands take. The value never appears in help
+/// output or logs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ApiKeyArg {
+    /// Qdrant API key or JWT, sent as the `api-key` header.
+    #[arg(
+        long,
+        env = "QDRANT_API_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    qdrant_api_key: Option<String>,
+}
+
+impl ApiKeyArg {
+    fn key(&self) -> Option<ApiKey> {
+        self.qdrant_api_key.clone().and_then(ApiKey::new)
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ClusterBackupArgs {
+    /// Back up a live Qdrant cluster: REST URLs of one or more nodes
+    /// (comma-separated or repeated); the other nodes are discovered.
+    #[arg(long, value_name = "URL[,URL...]")]
+    pub qdrant: Vec<String>,
+    /// Only this collection (repeatable); default: every collection.
+    #[arg(long = "collection", value_name = "NAME", requires = "qdrant")]
+    collections: Vec<String>,
+    /// Shards read at once.
+    #[arg(long, value_name = "N", default_value_t = 4, requires = "qdrant")]
+    parallel: usize,
+    /// Most bytes per second read from the cluster, all shards together (e.g. 50MiB).
+    #[arg(long, value_name = "RATE", value_parser = parse_size, requires = "qdrant")]
+    limit_download: Option<u64>,
+    /// Record shards that cannot be read as failed (a partial backup) instead of failing.
+    #[arg(long, requires = "qdrant")]
+    allow_partial: bool,
+    /// How shard snapshots are read: stream them (no file on the node), create
+    /// and download snapshot files, or auto (stream where the node can).
+    #[arg(long, value_enum, default_value = "auto", requires = "qdrant")]
+    snapshot_method: Method,
+    /// Attempts per shard; a broken stream is read again from the start.
+    #[arg(long, value_name = "N", default_value_t = 3, requires = "qdrant")]
+    attempts: u32,
+    #[command(flatten)]
+    key: ApiKeyArg,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Method {
+    Auto,
+    Stream,
+    File,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ClusterRestoreArgs {
+    /// Restore a cluster backup into a running Qdrant cluster: REST URLs of
+    /// one or more of its nodes (comma-separated or repeated).
+    #[arg(long, value_name = "URL[,URL...]")]
+    pub to_qdrant: Vec<String>,
+    /// Restore only this collection, optionally under a new name (repeatable).
+    #[arg(long = "collection", value_name = "NAME[:NEWNAME]")]
+    collections: Vec<String>,
+    /// Replication factor of the restored collections (default: the backup's).
+    #[arg(long, value_name = "N", requires = "to_qdrant")]
+    replication_factor: Option<u32>,
+    /// Restore despite a version mismatch; drop and re-create an existing
+    /// collection whose configuration differs; re-point existing aliases.
+    #[arg(long, requires = "to_qdrant")]
+    force: bool,
+    /// Restore under a new name, then point this alias at it atomically (zero downtime).
+    #[arg(long, value_name = "ALIAS", requires = "to_qdrant")]
+    swap_alias: Option<String>,
+    /// Shard snapshots uploaded at once.
+    #[arg(
+        long = "upload-parallel",
+        value_name = "N",
+        default_value_t = 2,
+        requires = "to_qdrant"
+    )]
+    parallel: usize,
+    /// Seconds to wait for every replica to become Active.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 600,
+        requires = "to_qdrant"
+    )]
+    wait_timeout: u64,
+    #[command(flatten)]
+    key: ApiKeyArg,
+}
+
+impl ClusterRestoreArgs {
+    /// (backed-up name, restored name) pairs.
+    fn renames(&self) -> Vec<(String, String)> {
+        self.collections
+            .iter()
+            .map(|c| match c.split_once(':') {
+                Some((from, to)) if !to.is_empty() => (from.to_string(), to.to_string()),
+                Some((from, _)) => (from.to_string(), from.to_string()),
+                None => (c.clone(), c.clone()),
+            })
+            .collect()
+    }
+
+    /// The backed-up names asked for.
+    pub fn collection_names(&self) -> Vec<String> {
+        self.renames().into_iter().map(|(from, _)| from).collect()
+    }
+}
+
+pub async fn backup(
+    g: &GlobalArgs,
+    repo: &Repository,
+    a: &ClusterBackupArgs,
+    opts: BackupOptions,
+) -> Result<()> {
+    let target = QdrantTarget::new(&a.qdrant, a.key.key());
+    let mut copts = ClusterBackupOptions::new(target);
+    copts.collections.clone_from(&a.collections);
+    copts.parallel = a.parallel;
+    copts.limit_download = a.limit_download;
+    copts.allow_partial = a.allow_partial;
+    copts.attempts = a.attempts;
+    copts.method = match a.snapshot_method {
+        Method::Auto => SnapshotMethod::Auto,
+        Method::Stream => SnapshotMethod::Stream,
+        Method::File => SnapshotMethod::File,
+    };
+    let started = Instant::now();
+    let bar = Arc::new(Bar::new(g));
+    let s = repo.backup_qdrant(copts, opts, bar).await?;
+    let secs = started.elapsed().as_secs_f64();
+    let t = &s.backup.totals;
+    let r = &s.record;
+    if g.json {
+        println!(
+            "{}",
+            json!({
+                "snapshot": s.backup.id.to_hex(), "source": r.source, "qdrant_version": r.version,
+                "partial": r.partial, "files": t.files, "bytes": t.bytes, "chunks": t.chunks,
+                "new_chunks": t.new_chunks, "new_bytes": t.new_bytes, "new_stored_bytes": t.new_stored_bytes,
+                "new_packs": t.new_packs, "seconds": secs, "collections": r.collections,
+                "aliases": r.aliases, "nodes": r.nodes,
+            })
+        );
+        return Ok(());
+    }
+    println!(
+        "{:<20} {:>5} {:<28} {:>10} {:>9} {:>7} {:>8}  STATUS",
+        "COLLECTION", "SHARD", "NODE", "SIZE", "POINTS", "SECS", "SHA256"
+    );
+    for c in &r.collections {
+        for sh in &c.shards {
+            let secs = match (&sh.started, &sh.finished) {
+                (Some(a), Some(b)) => seconds_between(a, b),
+                _ => 0.0,
+            };
+            let status = match sh.status {
+                ShardStatus::Complete if sh.attempts > 1 => {
+                    format!("ok ({} attempts)", sh.attempts)
+                }
+                ShardStatus::Complete => "ok".to_string(),
+                ShardStatus::Failed => format!("FAILED: {}", sh.error.clone().unwrap_or_default()),
+            };
+            println!(
+                "{:<20} {:>5} {:<28} {:>10} {:>9} {:>7.1} {:>8}  {status}",
+                c.name,
+                sh.shard_id,
+                sh.node.clone().unwrap_or_else(|| "-".into()),
+                human(sh.size),
+                sh.points_count.map_or("-".into(), |p| p.to_string()),
+                secs,
+                sh.sha256.as_deref().map_or("-", |h| &h[..8.min(h.len())]),
+            );
+        }
+    }
+    println!(
+        "snapshot {} saved{}: Qdrant {}, {}, {} read in {:.2}s ({}/s); added {} new chunks, {} raw, {} stored",
+        s.backup.id.short(),
+        if r.partial { " (PARTIAL)" } else { "" },
+        r.version,
+        record_content(r),
+        human(t.bytes),
+        secs,
+        human((t.bytes as f64 / secs.max(1e-9)) as u64),
+        t.new_chunks,
+        human(t.new_bytes),
+        human(t.new_stored_bytes)
+    );
+    Ok(())
+}
+
+fn seconds_between(a: &str, b: &str) -> f64 {
+    match (
+        chrono::DateTime::parse_from_rfc3339(a),
+        chrono::DateTime::parse_from_rfc3339(b),
+    ) {
+        (Ok(a), Ok(b)) => (b - a).num_milliseconds() as f64 / 1000.0,
+        _ => 0.0,
+    }
+}
+
+pub async fn restore(
+    g: &GlobalArgs,
+    repo: &Repository,
+    info: &SnapshotInfo,
+    a: &ClusterRestoreArgs,
+) -> Result<()> {
+    if a.renames().iter().any(|(from, _)| from.is_empty()) {
+        bail!(cairn_engine::Error::InvalidArgument(
+            "--collection needs a name (NAME or NAME:NEWNAME)".into()
+        ));
+    }
+    let target = QdrantTarget::new(&a.to_qdrant, a.key.key());
+    let mut ropts = ClusterRestoreOptions::new(target);
+    ropts.collections = a.renames();
+    ropts.replication_factor = a.replication_factor;
+    ropts.force = a.force;
+    ropts.swap_alias.clone_from(&a.swap_alias);
+    ropts.parallel = a.parallel;
+    ropts.wait_timeout = Duration::from_secs(a.wait_timeout);
+    let started = Instant::now();
+    let bar = Arc::new(Bar::new(g));
+    let s = repo
+        .restore_qdrant(info, &ropts, bar)
+        .await
+        .with_context(|| format!("restoring snapshot {} into Qdrant", info.id.short()))?;
+    let secs = started.elapsed().as_secs_f64();
+    if g.json {
+        let collections: Vec<Value> = s
+            .collections
+            .iter()
+            .map(|c| {
+                json!({
+                    "source": c.source, "name": c.name, "created": c.created, "points": c.points,
+                    "expected_points": [c.expected.0, c.expected.1],
+                    "shards": c.shards.iter().map(|sh| json!({
+                        "shard_id": sh.shard_id, "target_shard_id": sh.target_shard_id,
+                        "shard_key": sh.shard_key, "node": sh.node, "bytes": sh.bytes,
+                        "seconds": sh.seconds, "points": sh.points,
+                        "expected_points": [sh.expected.0, sh.expected.1], "replicas": sh.replicas,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            json!({
+                "snapshot": info.id.to_hex(), "backup_version": s.backup_version,
+                "target_version": s.target_version, "nodes": s.nodes, "collections": collections,
+                "aliases": s.aliases.iter().map(|(a, c)| json!({"alias": a, "collection": c})).collect::<Vec<_>>(),
+                "aliases_skipped": s.aliases_skipped,
+                "swapped_alias": s.swapped.as_ref().map(|(a, from, to)| json!({"alias": a, "from": from, "to": to})),
+                "cleaned_files": s.cleaned, "seconds": secs, "verified": true,
+            })
+        );
+        return Ok(());
+    }
+    println!(
+        "{:<20} {:>5} {:<28} {:>10} {:>9} {:>8} {:>7}",
+        "COLLECTION", "SHARD", "UPLOADED TO", "SIZE", "POINTS", "REPLICAS", "SECS"
+    );
+    for c in &s.collections {
+        for sh in &c.shards {
+            println!(
+                "{:<20} {:>5} {:<28} {:>10} {:>9} {:>8} {:>7.1}",
+                c.name,
+                sh.target_shard_id,
+                sh.node,
+                human(sh.bytes),
+                sh.points,
+                sh.replicas,
+                sh.seconds
+            );
+        }
+    }
+    for c in &s.collections {
+        let from = if c.source == c.name {
+            String::new()
+        } else {
+            format!(" (from {})", c.source)
+        };
+        println!(
+            "collection {}{from}: {} points in {} shard(s), every replica Active, counts verified",
+            c.name,
+            c.points,
+            c.shards.len()
+        );
+    }
+    for (alias, c) in &s.aliases {
+        println!("alias {alias} -> {c}");
+    }
+    for alias in &s.aliases_skipped {
+        println!(
+            "alias {alias} left as it is: it points at another collection (--force re-points it)"
+        );
+    }
+    if let Some((alias, from, to)) = &s.swapped {
+        println!(
+            "alias {alias} swapped atomically: {} -> {to}",
+            from.as_deref().unwrap_or("(unset)")
+        );
+    }
+    println!(
+        "restored snapshot {} (Qdrant {}) into {} node(s) running Qdrant {} in {secs:.1}s; {} leftover snapshot file(s) deleted",
+        info.id.short(),
+        s.backup_version,
+        s.nodes,
+        s.target_version,
+        s.cleaned
+    );
+    Ok(())
+}
+
+/// "2 collections, 6 shards" (and "PARTIAL: 1 failed").
+pub fn record_content(r: &ClusterRecord) -> String {
+    let shards: usize = r.collections.iter().map(|c| c.shards.len()).sum();
+    let failed: usize = r
+        .collections
+        .iter()
+        .flat_map(|c| &c.shards)
+        .filter(|s| s.status == ShardStatus::Failed)
+        .count();
+    let mut out = format!(
+        "qdrant {}: {} coll, {} shards",
+        r.version,
+        r.collections.len(),
+        shards
+    );
+    if failed > 0 {
+        out.push_str(&format!(", PARTIAL ({failed} failed)"));
+    }
+    out
+}
+
+/// One collection of a record, for `cairn snapshots`.
+pub fn collection_line(c: &CollectionRecord) -> String {
+    let failed: Vec<String> = c
+        .shards
+        .iter()
+        .filter(|s| s.status == ShardStatus::Failed)
+        .map(|s| s.shard_id.to_string())
+        .collect();
+    let size: u64 = c.shards.iter().map(|s| s.size).sum();
+    let mut line = format!(
+        "{}: {} shard(s), {} points, {}",
+        c.name,
+        c.shards.len(),
+        c.shard_points(),
+        human(size)
+    );
+    if !failed.is_empty() {
+        line.push_str(&format!(", missing shard(s) {}", failed.join(",")));
+    }
+    line
+}
+
+/// The record's summary in `cairn snapshots --json`.
+pub fn record_summary_json(r: &ClusterRecord) -> Value {
+    json!({
+        "version": r.version,
+        "partial": r.partial,
+        "nodes": r.nodes.len(),
+        "aliases": r.aliases,
+        "collections": r.collections.iter().map(|c| json!({
+            "name": c.name,
+            "shards": c.shards.len(),
+            "points": c.shard_points(),
+            "bytes": c.shards.iter().map(|s| s.size).sum::<u64>(),
+            "complete": c.is_complete(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Writes a cluster backup's record beside its restored shard files, for a
+/// manual recovery with Qdrant's own API.
+pub fn write_record(target: &Path, record: &ClusterRecord) -> Result<()> {
+    let path = target.join("cluster.json");
+    let json = serde_json::to_vec_pretty(record)?;
+    std::fs::write(&path, json).with_context(|| format!("cannot write {}", path.display()))
+}

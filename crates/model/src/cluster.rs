@@ -1,0 +1,172 @@
+//! The cluster backup record: what a backup of a live Qdrant cluster saw and
+//! read, stored in the snapshot manifest next to the shard snapshot files.
+//!
+//! Everything a restore needs to rebuild the collections is here: the server
+//! version, each collection's full configuration as the server reported it,
+//! the payload index schema, aliases, shard placement and, per shard, which
+//! node it was read from, its points count and the sha256 of the bytes read.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// One backup of a Qdrant cluster (or of some of its collections).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterRecord {
+    /// The source this backup belongs to (see [`crate::Snapshot::source_key`]):
+    /// `qdrant ` followed by the node URLs given, sorted, and the collection
+    /// filter when there was one.
+    pub source: String,
+    /// Qdrant version reported by `GET /` (the first node's, when they differ).
+    pub version: String,
+    /// Git commit of that build, when reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// Every node reached.
+    pub nodes: Vec<NodeRecord>,
+    /// True when some shards could not be read (`--allow-partial`): those
+    /// shards have status `failed` and no file.
+    #[serde(default)]
+    pub partial: bool,
+    /// Aliases of the collections backed up.
+    #[serde(default)]
+    pub aliases: Vec<AliasRecord>,
+    /// The collections, by name.
+    pub collections: Vec<CollectionRecord>,
+}
+
+/// A node of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// Its REST URL.
+    pub url: String,
+    /// Its peer id (absent on a single node without cluster mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_id: Option<u64>,
+    /// Its Qdrant version.
+    pub version: String,
+}
+
+/// An alias.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AliasRecord {
+    /// The alias name.
+    pub alias: String,
+    /// The collection it pointed at.
+    pub collection: String,
+}
+
+/// One collection: its configuration and shards.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CollectionRecord {
+    /// Collection name.
+    pub name: String,
+    /// The `config` object of `GET /collections/{name}`, verbatim: params
+    /// (vectors, sparse vectors, shard number, sharding method, replication
+    /// and write consistency factors), HNSW, optimizer, WAL and quantization
+    /// settings.
+    pub config: Value,
+    /// The `payload_schema` object: field → `{data_type, params?, points?}`.
+    #[serde(default)]
+    pub payload_schema: BTreeMap<String, Value>,
+    /// Points count the server reported when the backup started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub points_count: Option<u64>,
+    /// Shards in id order.
+    pub shards: Vec<ShardRecord>,
+}
+
+impl CollectionRecord {
+    /// True when every shard was read.
+    #[must_use]
+    pub fn is_complete(&self) -> bool {
+        self.shards
+            .iter()
+            .all(|s| s.status == ShardStatus::Complete)
+    }
+
+    /// Sum of the shards' points counts at backup time.
+    #[must_use]
+    pub fn shard_points(&self) -> u64 {
+        self.shards.iter().filter_map(|s| s.points_count).sum()
+    }
+}
+
+/// Whether a shard's snapshot is in the backup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShardStatus {
+    /// Read completely; `file` holds it.
+    Complete,
+    /// Could not be read (see `error`); only in partial backups.
+    Failed,
+}
+
+/// One shard: where it lived, where it was read from, what was read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardRecord {
+    /// Shard id.
+    pub shard_id: u32,
+    /// Shard key (custom sharding).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard_key: Option<Value>,
+    /// Every replica at backup time.
+    pub replicas: Vec<ReplicaRecord>,
+    /// Complete or failed.
+    pub status: ShardStatus,
+    /// Path of the shard snapshot among the snapshot's files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// URL of the node it was read from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// `stream` (`GET …/shards/{s}/snapshot`) or `file` (created, downloaded, deleted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// Points in the replica read, just before it was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub points_count: Option<u64>,
+    /// Points in that replica just after it was read (differs when writes
+    /// arrived meanwhile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub points_count_after: Option<u64>,
+    /// Bytes read.
+    #[serde(default)]
+    pub size: u64,
+    /// sha256 (hex) of the bytes read: the `checksum` a restore uploads with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// When reading began (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<String>,
+    /// When reading ended (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<String>,
+    /// Attempts made (a broken stream is read again from the start).
+    #[serde(default)]
+    pub attempts: u32,
+    /// Why the shard failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl ShardRecord {
+    /// The points counts a restored shard may have: those seen before and
+    /// after reading (equal unless writes arrived while it was read).
+    #[must_use]
+    pub fn points_range(&self) -> Option<(u64, u64)> {
+        let a = self.points_count?;
+        let b = self.points_count_after.unwrap_or(a);
+        Some((a.min(b), a.max(b)))
+    }
+}
+
+/// A replica at backup time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaRecord {
+    /// The node's peer id.
+    pub peer_id: u64,
+    /// Replica state (`Active`, `Dead`, …).
+    pub state: String,
+}
