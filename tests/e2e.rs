@@ -2,11 +2,17 @@
 //! disk and on a real S3-compatible server (moto, started by the harness),
 //! with real Qdrant snapshot files.
 
+/// Real Qdrant servers, data helpers and a fault-injecting proxy.
+mod qdrant_server;
 /// Shared helpers: temp repositories, the moto server, fixtures.
 mod support;
 
 /// Incremental behaviour: what each backup adds.
 mod backup;
+/// Live Qdrant clusters: backup, restore into fresh clusters, faults.
+mod cluster;
+/// Many writers: processes sharing a cache, hosts sharing a repository.
+mod concurrency;
 /// Bad input and faults: each must fail cleanly and leave the repository consistent.
 mod faults;
 /// Byte-identical round trips of real Qdrant snapshots.

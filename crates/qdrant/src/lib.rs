@@ -841,16 +841,18 @@ impl Client {
         Ok(r.count)
     }
 
-    /// Upserts points (a JSON array of `{id, vector, payload}`), waiting for them to apply.
+    /// Upserts points, waiting for them to apply. `body` is Qdrant's upsert
+    /// body: `{"points": [{id, vector, payload}, …]}`, with `"shard_key"`
+    /// for custom sharding.
     ///
     /// # Errors
     /// As [`Client::version`].
-    pub async fn upsert_points(&self, collection: &str, points: &Value) -> Result<()> {
+    pub async fn upsert(&self, collection: &str, body: &Value) -> Result<()> {
         self.call(
             &format!("upserting points into collection {collection}"),
             Method::PUT,
             &format!("collections/{}/points?wait=true", seg(collection)),
-            Some(&json!({ "points": points })),
+            Some(body),
         )
         .await
     }

@@ -282,9 +282,17 @@ impl Repository {
             tracing::warn!("{why}; going on because of --force");
         }
         let any = cluster.any().client.clone();
+        let distributed = cluster.nodes.iter().any(|n| n.peer_id.is_some());
         let mut plans = Vec::new();
         for (rec, name) in plans_wanted {
             let backup_params = params_of(rec)?;
+            if backup_params.is_custom_sharding() && !distributed {
+                return Err(Error::Refused(format!(
+                    "collection {} uses custom sharding (shard keys), which Qdrant supports only in distributed mode, and {} runs without it; restore into a cluster, or start the node with cluster mode on (QDRANT__CLUSTER__ENABLED=true and --uri; one node is enough)",
+                    rec.name,
+                    any.node()
+                )));
+            }
             let mut plan = Plan {
                 record: rec,
                 name: name.clone(),
