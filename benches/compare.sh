@@ -21,6 +21,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
+setup_system
 series="$(cd "${1:-../shared/fixtures/qdrant-churn}" && pwd)"
 for t in restic borg /usr/bin/time; do
   command -v "$t" >/dev/null || { echo "missing $t: apt-get install restic borgbackup time" >&2; exit 1; }

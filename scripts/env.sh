@@ -1,19 +1,38 @@
-# Shared setup for the project's scripts: the cargo target dir (kept outside
-# the clone so RocksDB is built once per machine) and a check for the C
-# toolchain that RocksDB's bindings need.
+# Shared setup for the project's scripts: system packages (installed when
+# run as root, otherwise the command to run is printed), the cargo target
+# dir (kept outside the clone so RocksDB is built once per machine), and
+# build_cairn.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/cairn-target}"
-if ! command -v cargo >/dev/null 2>&1; then
-  echo "cargo is not installed: install Rust (https://rustup.rs) first" >&2
-  exit 1
-fi
-if ! ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 && [ -z "${LIBCLANG_PATH:-}" ]; then
-  echo "libclang is missing (RocksDB's bindings need it): apt-get install clang libclang-dev" >&2
-  exit 1
-fi
-if ! command -v c++ >/dev/null 2>&1 && ! command -v g++ >/dev/null 2>&1 && ! command -v clang++ >/dev/null 2>&1; then
-  echo "a C++ compiler is missing (RocksDB is built from source): apt-get install g++" >&2
-  exit 1
-fi
+
+# setup_system [python]: RocksDB's bindings need a C++ compiler and libclang;
+# with "python", the tests' S3 server (moto) needs python3 with venv.
+# Idempotent: installs only what is missing.
+setup_system() {
+  local need=()
+  if ! ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 && [ -z "${LIBCLANG_PATH:-}" ]; then
+    need+=(clang libclang-dev)
+  fi
+  command -v c++ >/dev/null 2>&1 || command -v g++ >/dev/null 2>&1 || command -v clang++ >/dev/null 2>&1 || need+=(g++)
+  if [ "${1:-}" = python ]; then
+    command -v python3 >/dev/null 2>&1 || need+=(python3)
+    python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+  fi
+  command -v curl >/dev/null 2>&1 || need+=(curl)
+  if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      echo "== installing ${need[*]}"
+      DEBIAN_FRONTEND=noninteractive apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+    else
+      echo "missing system packages; run: sudo apt-get install ${need[*]}" >&2
+      exit 1
+    fi
+  fi
+  if ! command -v cargo >/dev/null 2>&1; then
+    echo "cargo is not installed: install Rust (https://rustup.rs) first" >&2
+    exit 1
+  fi
+}
 
 # Builds the release binary and sets $cairn to its path.
 build_cairn() {

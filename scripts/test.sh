@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Runs the whole test suite on a fresh machine: sets up a Python venv with
-# the moto S3 server the S3 tests start, then runs every Rust test.
+# Runs the whole test suite on a fresh machine: installs the system packages
+# it needs (as root; otherwise it prints the command), sets up a Python venv
+# with the moto S3 server the S3 tests start, then runs every Rust test. The
+# Qdrant tests use the real server at ../shared/bin/qdrant (they say so and
+# skip where it is absent).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
+setup_system python
 
 if [ ! -x .venv/bin/moto_server ]; then
   echo "== setting up .venv with moto (S3-compatible test server)"

@@ -2,7 +2,7 @@ use serde_json::{json, Value};
 use sha2::Digest;
 
 use crate::qdrant_server::{
-    block, client, create, fingerprint, upsert, wait_green, Faults, Proxy, Qdrant,
+    block, client, create, fingerprint, jwt, upsert, wait_green, Faults, Proxy, Qdrant,
 };
 use crate::support::{files_under, Env};
 
@@ -745,4 +745,51 @@ fn latest_resolves_per_source() {
         &file_source,
     ]);
     assert_eq!(restored["snapshot"], files["snapshot"]);
+}
+
+/// The permissions docs/operations.md states: a token with read-write
+/// access to a collection backs it up (it may not read /cluster, so the
+/// nodes given are all that is used); restoring needs manage access, and a
+/// weaker token is refused with a clear 403 before anything changes.
+#[test]
+fn collection_scoped_tokens_back_up_and_restores_need_manage() {
+    let test = "collection_scoped_tokens_back_up_and_restores_need_manage";
+    let master = "master-key-77";
+    let Some(q) = Qdrant::start_with(test, 1, Some(master), &[("QDRANT__SERVICE__JWT_RBAC", "true")])
+    else {
+        return;
+    };
+    let url = &q.urls[0];
+    fill_docs(url, Some(master), 1, 1, 400);
+    let rw = jwt(master, &json!({ "access": [{ "collection": "docs", "access": "rw" }] }));
+    let read = jwt(master, &json!({ "access": "r" }));
+    let manage = jwt(master, &json!({ "access": "m" }));
+    let env = Env::local();
+    env.init(&[]);
+    let with_key = |key: &str, args: &[&str]| {
+        env.cmd()
+            .arg("--json")
+            .args(args)
+            .env("QDRANT_API_KEY", key)
+            .output()
+            .expect("run")
+    };
+    // Global read cannot take snapshots: 403, named.
+    let out = with_key(&read, &["backup", "--qdrant", url]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("403") && err.contains("collection docs, shard 0"), "{err}");
+    // Read-write on the collection is enough to back it up.
+    let out = with_key(&rw, &["backup", "--qdrant", url, "--collection", "docs"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Restoring with it is refused (it may not create collections); nothing is created.
+    let out = with_key(&rw, &["restore", "latest", "--to-qdrant", url, "--collection", "docs:copy"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("403") && err.contains("manage"), "{err}");
+    assert!(!err.contains(&rw) && !err.contains(master));
+    assert!(!block(client(url, Some(master)).collection_exists("copy")).expect("exists"));
+    let out = with_key(&manage, &["restore", "latest", "--to-qdrant", url, "--collection", "docs:copy"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(block(client(url, Some(master)).count_exact("copy")).expect("count"), 400);
 }

@@ -47,16 +47,32 @@ impl Qdrant {
     /// Starts `nodes` nodes (a cluster when more than one), or `None` when
     /// the binary is absent. `api_key` makes them require a key.
     pub fn start(test: &str, nodes: u16, api_key: Option<&str>) -> Option<Self> {
-        Self::launch(test, nodes, api_key, false)
+        Self::launch(test, nodes, api_key, false, &[])
     }
 
     /// One node with cluster mode on (Qdrant's distributed mode, which
     /// custom sharding needs).
     pub fn start_single_in_cluster_mode(test: &str) -> Option<Self> {
-        Self::launch(test, 1, None, true)
+        Self::launch(test, 1, None, true, &[])
     }
 
-    fn launch(test: &str, nodes: u16, api_key: Option<&str>, cluster_mode: bool) -> Option<Self> {
+    /// Nodes with extra `QDRANT__…` settings.
+    pub fn start_with(
+        test: &str,
+        nodes: u16,
+        api_key: Option<&str>,
+        settings: &[(&str, &str)],
+    ) -> Option<Self> {
+        Self::launch(test, nodes, api_key, false, settings)
+    }
+
+    fn launch(
+        test: &str,
+        nodes: u16,
+        api_key: Option<&str>,
+        cluster_mode: bool,
+        settings: &[(&str, &str)],
+    ) -> Option<Self> {
         let script = qdrant_up(test)?;
         let dir = TempDir::new().expect("tempdir");
         let mut base;
@@ -85,6 +101,7 @@ impl Qdrant {
             Some(k) => cmd.env("QDRANT_API_KEY", k),
             None => cmd.env_remove("QDRANT_API_KEY"),
         };
+        cmd.envs(settings.iter().copied());
         let out = cmd.output().expect("run qdrant-up.sh");
         let mut me = Self {
             script,
@@ -173,6 +190,42 @@ fn fake_bin_with_uri(dir: &std::path::Path, p2p: u16) -> PathBuf {
     .expect("write wrapper");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     path
+}
+
+/// An HS256 JWT over `claims`, signed with `key` (Qdrant's RBAC tokens).
+pub fn jwt(key: &str, claims: &Value) -> String {
+    use sha2::{Digest, Sha256};
+    fn b64(data: &[u8]) -> String {
+        const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut out = String::new();
+        for c in data.chunks(3) {
+            let n = (u32::from(c[0]) << 16)
+                | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+                | u32::from(*c.get(2).unwrap_or(&0));
+            for i in 0..=c.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            }
+        }
+        out
+    }
+    let body = format!(
+        "{}.{}",
+        b64(br#"{"alg":"HS256","typ":"JWT"}"#),
+        b64(claims.to_string().as_bytes())
+    );
+    // HMAC-SHA256 (RFC 2104) with a key shorter than the block.
+    let mut k = key.as_bytes().to_vec();
+    k.resize(64, 0);
+    let pad = |b: u8| k.iter().map(|x| x ^ b).collect::<Vec<u8>>();
+    let inner = Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(body.as_bytes())
+        .finalize();
+    let mac = Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize();
+    format!("{body}.{}", b64(&mac))
 }
 
 /// Waits until the collection is green (optimizers done).

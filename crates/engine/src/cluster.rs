@@ -93,7 +93,20 @@ impl Cluster {
         for u in &target.urls {
             let client = Client::new(u, opts.clone())?;
             let version = client.version().await?;
-            let status = client.cluster().await?;
+            let status = match client.cluster().await {
+                Ok(s) => s,
+                // Keys scoped to collections may not read the cluster
+                // status: the nodes given are then all there is.
+                Err(e) if e.status() == Some(403) => {
+                    tracing::info!(node = %client.node(), "the API key may not read /cluster; using only the nodes given");
+                    cairn_qdrant::ClusterStatus {
+                        status: "unknown".into(),
+                        peer_id: None,
+                        peers: BTreeMap::new(),
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            };
             let peer_id = status.peer_id.filter(|_| status.status == "enabled");
             if let Some(id) = peer_id {
                 for (pid, p) in &status.peers {
