@@ -32,6 +32,16 @@ fn shards_of(backup: &Value, collection: &str) -> Vec<Value> {
         .clone()
 }
 
+/// `cairn --json ARGS` with `QDRANT_API_KEY` set to `key`.
+fn with_key(env: &Env, key: &str, args: &[&str]) -> std::process::Output {
+    env.cmd()
+        .arg("--json")
+        .args(args)
+        .env("QDRANT_API_KEY", key)
+        .output()
+        .expect("run cairn")
+}
+
 /// Every replica of every shard Active on every node, and how many there are.
 fn active_replicas(urls: &[String], collection: &str) -> usize {
     let mut n = 0;
@@ -108,7 +118,17 @@ fn whole_cluster_backup_restores_into_fresh_3_node_and_1_node_clusters() {
 
     for n in [3u16, 1] {
         let dst = Qdrant::start(test, n, None).expect("binary present");
-        let r = env.json(&["restore", "latest", "--to-qdrant", &dst.url_list()]);
+        // Into 3 nodes with a higher replication factor than the source's.
+        let rf: &[&str] = if n == 3 {
+            &["--replication-factor", "3"]
+        } else {
+            &[]
+        };
+        let mut args = vec!["restore", "latest", "--to-qdrant"];
+        let list = dst.url_list();
+        args.push(&list);
+        args.extend_from_slice(rf);
+        let r = env.json(&args);
         assert_eq!(r["verified"], true, "{r}");
         let d = &dst.urls[0];
         assert_eq!(
@@ -128,11 +148,8 @@ fn whole_cluster_backup_restores_into_fresh_3_node_and_1_node_clusters() {
                 .any(|a| a.alias_name == "docs-live" && a.collection_name == "docs"),
             "{aliases:?}"
         );
-        // 3 shards × replication factor 2, capped by the node count.
-        assert_eq!(
-            active_replicas(&dst.urls, "docs"),
-            3 * usize::from(n.min(2))
-        );
+        // 3 shards × replication factor 3 on 3 nodes; one replica each on one node.
+        assert_eq!(active_replicas(&dst.urls, "docs"), 3 * usize::from(n));
         let info = block(client(d, None).collection_info("docs")).expect("info");
         assert!(
             info.payload_schema.contains_key("category"),
@@ -524,20 +541,18 @@ fn wrong_api_key_is_a_clear_error_and_never_printed() {
         .output()
         .expect("help");
     assert!(!String::from_utf8_lossy(&help.stdout).contains(key));
-    let r = env
-        .cmd()
-        .args([
-            "--json",
+    let r = with_key(
+        &env,
+        key,
+        &[
             "restore",
             "latest",
             "--to-qdrant",
             url,
             "--collection",
             "docs:copy",
-        ])
-        .env("QDRANT_API_KEY", key)
-        .output()
-        .expect("run");
+        ],
+    );
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     assert_eq!(
         block(client(url, Some(key)).count_exact("copy")).expect("count"),
@@ -695,6 +710,17 @@ fn snapshot_files_fallback_leaves_nothing_on_the_node() {
     let dst = Qdrant::start(test, 1, None).expect("binary present");
     env.json(&["restore", "latest", "--to-qdrant", &dst.urls[0]]);
     assert_eq!(fingerprint(&dst.urls[0], None, "docs", DIM, None), expected);
+
+    // --limit-download paces the reads: never faster than the limit.
+    let t = std::time::Instant::now();
+    let b = env.json(&["backup", "--qdrant", url, "--limit-download", "256KiB"]);
+    let bytes = b["bytes"].as_f64().expect("bytes");
+    let floor = bytes / (256.0 * 1024.0) * 0.8;
+    assert!(
+        t.elapsed().as_secs_f64() >= floor,
+        "{bytes} bytes in {:?} at 256 KiB/s",
+        t.elapsed()
+    );
 }
 
 #[test]
@@ -755,41 +781,80 @@ fn latest_resolves_per_source() {
 fn collection_scoped_tokens_back_up_and_restores_need_manage() {
     let test = "collection_scoped_tokens_back_up_and_restores_need_manage";
     let master = "master-key-77";
-    let Some(q) = Qdrant::start_with(test, 1, Some(master), &[("QDRANT__SERVICE__JWT_RBAC", "true")])
-    else {
+    let Some(q) = Qdrant::start_with(
+        test,
+        1,
+        Some(master),
+        &[("QDRANT__SERVICE__JWT_RBAC", "true")],
+    ) else {
         return;
     };
     let url = &q.urls[0];
     fill_docs(url, Some(master), 1, 1, 400);
-    let rw = jwt(master, &json!({ "access": [{ "collection": "docs", "access": "rw" }] }));
+    let rw = jwt(
+        master,
+        &json!({ "access": [{ "collection": "docs", "access": "rw" }] }),
+    );
     let read = jwt(master, &json!({ "access": "r" }));
     let manage = jwt(master, &json!({ "access": "m" }));
     let env = Env::local();
     env.init(&[]);
-    let with_key = |key: &str, args: &[&str]| {
-        env.cmd()
-            .arg("--json")
-            .args(args)
-            .env("QDRANT_API_KEY", key)
-            .output()
-            .expect("run")
-    };
     // Global read cannot take snapshots: 403, named.
-    let out = with_key(&read, &["backup", "--qdrant", url]);
+    let out = with_key(&env, &read, &["backup", "--qdrant", url]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("403") && err.contains("collection docs, shard 0"), "{err}");
+    assert!(
+        err.contains("403") && err.contains("collection docs, shard 0"),
+        "{err}"
+    );
     // Read-write on the collection is enough to back it up.
-    let out = with_key(&rw, &["backup", "--qdrant", url, "--collection", "docs"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = with_key(
+        &env,
+        &rw,
+        &["backup", "--qdrant", url, "--collection", "docs"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Restoring with it is refused (it may not create collections); nothing is created.
-    let out = with_key(&rw, &["restore", "latest", "--to-qdrant", url, "--collection", "docs:copy"]);
+    let out = with_key(
+        &env,
+        &rw,
+        &[
+            "restore",
+            "latest",
+            "--to-qdrant",
+            url,
+            "--collection",
+            "docs:copy",
+        ],
+    );
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("403") && err.contains("manage"), "{err}");
     assert!(!err.contains(&rw) && !err.contains(master));
     assert!(!block(client(url, Some(master)).collection_exists("copy")).expect("exists"));
-    let out = with_key(&manage, &["restore", "latest", "--to-qdrant", url, "--collection", "docs:copy"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(block(client(url, Some(master)).count_exact("copy")).expect("count"), 400);
+    let out = with_key(
+        &env,
+        &manage,
+        &[
+            "restore",
+            "latest",
+            "--to-qdrant",
+            url,
+            "--collection",
+            "docs:copy",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        block(client(url, Some(master)).count_exact("copy")).expect("count"),
+        400
+    );
 }

@@ -200,6 +200,34 @@ impl Cluster {
         Ok(Placement { views })
     }
 
+    /// The placement of a collection just created: polls until every node
+    /// knows it (creation reaches the other nodes through consensus) and it
+    /// has `shards` shards, for up to `timeout`.
+    pub(crate) async fn placement_when_known(
+        &self,
+        collection: &str,
+        shards: usize,
+        timeout: Duration,
+    ) -> Result<Placement> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.placement(collection).await {
+                Ok(p) if p.shards().len() >= shards => return Ok(p),
+                Ok(p) if Instant::now() >= deadline => {
+                    return Err(Error::Verification(format!(
+                        "collection {collection} has {} shard(s) on the target after {}s; expected {shards}",
+                        p.shards().len(),
+                        timeout.as_secs()
+                    )))
+                }
+                Err(Error::Qdrant(e)) if e.is_not_found() && Instant::now() < deadline => {}
+                Err(e) if Instant::now() >= deadline => return Err(e),
+                Ok(_) | Err(_) => {}
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Polls until every replica of every shard of `collection` is Active
     /// (and no transfer runs), or `timeout` passes. Returns the last placement.
     pub(crate) async fn wait_active(

@@ -356,7 +356,7 @@ impl Repository {
             let restored = self
                 .restore_collection(info, &cluster, plan, ropts, &index, &*progress)
                 .await;
-            let cleaned = clean_uploads(&cluster, &plan.name, &plan.record.shards).await;
+            let cleaned = clean_uploads(&cluster, &plan.name).await;
             summary.cleaned += cleaned;
             match restored {
                 Ok(r) => summary.collections.push(r),
@@ -469,7 +469,9 @@ impl Repository {
 
         // Where the target placed each shard; custom-sharded shards are
         // matched by key (ids of one key in ascending order).
-        let placement = cluster.placement(name).await?;
+        let placement = cluster
+            .placement_when_known(name, rec.shards.len(), ropts.wait_timeout)
+            .await?;
         let target_shards = placement.shards();
         let id_map = map_shard_ids(rec, &target_shards)?;
         let mut load = vec![0usize; cluster.nodes.len()];
@@ -869,7 +871,11 @@ fn verify_counts(
 
 /// Deletes snapshot files that uploads left on the nodes (collection and
 /// shard snapshot lists); returns how many. Failures are logged, not fatal.
-async fn clean_uploads(cluster: &Cluster, collection: &str, shards: &[ShardRecord]) -> usize {
+async fn clean_uploads(cluster: &Cluster, collection: &str) -> usize {
+    let shards: Vec<u32> = match cluster.placement(collection).await {
+        Ok(p) => p.shards().iter().map(|s| s.shard_id).collect(),
+        Err(_) => Vec::new(),
+    };
     let mut cleaned = 0;
     for node in &cluster.nodes {
         let c = &node.client;
@@ -883,15 +889,12 @@ async fn clean_uploads(cluster: &Cluster, collection: &str, shards: &[ShardRecor
                 }
             }
         }
-        for shard in shards {
-            let Ok(list) = c.list_shard_snapshots(collection, shard.shard_id).await else {
+        for &shard in &shards {
+            let Ok(list) = c.list_shard_snapshots(collection, shard).await else {
                 continue;
             };
             for s in list.iter().filter(|s| s.name.starts_with(UPLOAD_PREFIX)) {
-                match c
-                    .delete_shard_snapshot(collection, shard.shard_id, &s.name)
-                    .await
-                {
+                match c.delete_shard_snapshot(collection, shard, &s.name).await {
                     Ok(()) => cleaned += 1,
                     Err(e) => {
                         tracing::warn!(error = %e, "could not delete an uploaded snapshot file")
