@@ -858,3 +858,46 @@ fn collection_scoped_tokens_back_up_and_restores_need_manage() {
         400
     );
 }
+
+/// Ctrl-C during a cluster backup stops it promptly with exit code 130 and
+/// writes no snapshot; what was uploaded is reused by the next backup.
+#[test]
+fn sigint_stops_a_cluster_backup_cleanly() {
+    let Some(q) = Qdrant::start("sigint_stops_a_cluster_backup_cleanly", 1, None) else {
+        return;
+    };
+    let url = &q.urls[0];
+    fill_docs(url, None, 2, 1, 3000);
+    let env = Env::local();
+    env.init(&[]);
+    // Slow enough to be caught in the middle.
+    let child = env
+        .cmd()
+        .args(["backup", "--qdrant", url, "--limit-download", "64KiB"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let t = std::time::Instant::now();
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(10),
+        "stopped in {:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(env.json(&["snapshots"]), json!([]));
+    let b = env.json(&["backup", "--qdrant", url]);
+    assert_eq!(b["partial"], false);
+}

@@ -375,6 +375,12 @@ impl RateLimiter {
         })
     }
 
+    /// Most bytes to hand out per read, so that no single sleep is long
+    /// (about 50 ms of the rate).
+    pub(crate) fn max_read(&self) -> usize {
+        ((self.bytes_per_sec / 20.0) as usize).max(4096)
+    }
+
     /// Accounts for `n` bytes read; sleeps as long as the rate requires.
     pub(crate) fn take(&self, n: usize) {
         let wait = {

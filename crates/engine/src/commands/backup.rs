@@ -400,6 +400,11 @@ impl Reader<'_, '_> {
                     let _ = self.tx.send(Err(Error::Interrupted));
                     return false;
                 }
+                // Stopping (Ctrl-C, or another input failed): not this input's fault.
+                Err(_) if self.stop.is_set() => {
+                    let _ = self.tx.send(Err(Error::Interrupted));
+                    return false;
+                }
                 Err(e) => {
                     let again = e.is_worth_reading_again();
                     last_err = Some(e);
@@ -828,6 +833,17 @@ impl Repository {
                                 .as_mut()
                                 .expect("invariant: Done follows its Start");
                             packer.finish_file(file)?;
+                            if let InputSource::Stream(s) = &inputs[i].source {
+                                let secs = match (outcome.started, outcome.finished) {
+                                    (Some(a), Some(b)) => (b - a).num_milliseconds() as f64 / 1e3,
+                                    _ => 0.0,
+                                };
+                                progress.note(&format!(
+                                    "{}: {:.1} MiB in {secs:.1}s",
+                                    s.describe(),
+                                    outcome.bytes as f64 / 1_048_576.0
+                                ));
+                            }
                             outcomes[i] = outcome;
                             ended += 1;
                         }

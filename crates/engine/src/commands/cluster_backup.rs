@@ -298,10 +298,8 @@ impl Read for ShardReader {
         }
         while self.buf.is_empty() {
             if self.stop.is_set() {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::Interrupted,
-                    "backup stopping",
-                ));
+                // Not ErrorKind::Interrupted: readers retry that kind.
+                return Err(std::io::Error::other("backup stopping"));
             }
             let next = self.handle.block_on(async {
                 tokio::time::timeout(Duration::from_millis(250), self.stream.next()).await
@@ -313,7 +311,8 @@ impl Read for ShardReader {
                 Ok(None) => return self.end().map(|()| 0),
             }
         }
-        let n = out.len().min(self.buf.len());
+        let cap = self.limiter.as_ref().map_or(usize::MAX, |l| l.max_read());
+        let n = out.len().min(self.buf.len()).min(cap);
         out[..n].copy_from_slice(&self.buf[..n]);
         if let Some(h) = &mut self.hasher {
             h.update(&self.buf[..n]);
