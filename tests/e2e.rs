@@ -13,6 +13,8 @@ mod backup;
 mod cluster;
 /// Many writers: processes sharing a cache, hosts sharing a repository.
 mod concurrency;
+/// Damaged repositories: what is named and skipped, what is refused.
+mod damage;
 /// Bad input and faults: each must fail cleanly and leave the repository consistent.
 mod faults;
 /// Byte-identical round trips of real Qdrant snapshots.

@@ -140,7 +140,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
                     exit::REPOSITORY
                 }
                 E::Corrupt { .. } | E::MissingChunk { .. } | E::Malformed { .. } => exit::INTEGRITY,
-                E::Verification(_) => exit::INTEGRITY,
+                E::Verification(_) | E::PacksVanished { .. } => exit::INTEGRITY,
                 E::Interrupted => exit::INTERRUPTED,
                 E::Store(cairn_engine::StoreError::InvalidLocation { .. }) => exit::REPOSITORY,
                 _ => exit::FAILURE,

@@ -116,6 +116,14 @@ pub enum Error {
     /// A restore into Qdrant did not produce what the backup holds.
     #[error("restore verification failed: {0}")]
     Verification(String),
+    /// Packs a backup deduplicated against were deleted while it ran.
+    #[error("{count} pack(s) this backup reused disappeared while it ran ({packs}), so no snapshot was written; they are dropped from the local cache and the next backup stores their chunks again")]
+    PacksVanished {
+        /// How many.
+        count: usize,
+        /// Their short ids.
+        packs: String,
+    },
     /// `latest` matched snapshots of several sources.
     #[error("\"latest\" is ambiguous: the repository holds backups of {count} sources:\n{sources}\nchoose one with --source SOURCE, or give a snapshot id")]
     AmbiguousLatest {

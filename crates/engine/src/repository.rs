@@ -10,7 +10,7 @@ use cairn_model::{
     ChunkerParams, Compression, IndexFile, RepoConfig, RepoId, Snapshot, SnapshotId, FORMAT_VERSION,
 };
 use cairn_store::{keys, RepoStore};
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 
 use crate::{Error, Result};
 
@@ -93,6 +93,13 @@ pub struct Repository {
 }
 
 const INDEX_FETCH_CONCURRENCY: usize = 16;
+
+/// Largest index file read: one holds the trailers of its packs (49 bytes a
+/// chunk); larger objects under `index/` are reported and skipped.
+const MAX_INDEX_FILE: u64 = 256 * 1024 * 1024;
+
+/// Largest manifest, compressed or decompressed.
+const MAX_MANIFEST: u64 = 512 * 1024 * 1024;
 
 pub(crate) fn compress_json<T: serde::Serialize>(value: &T) -> (Vec<u8>, Vec<u8>) {
     let json = serde_json::to_vec(value).expect("invariant: manifest types serialize");
@@ -213,13 +220,14 @@ impl Repository {
     /// Storage, RocksDB or malformed index files.
     pub async fn chunk_index(&self) -> Result<Arc<ChunkIndex>> {
         let dir = self.cache_dir();
-        let listed: HashSet<String> = self
+        let listed_sizes: Vec<(String, u64)> = self
             .store
             .list(keys::INDEX_DIR)
             .await?
             .into_iter()
-            .map(|l| l.name)
+            .map(|l| (l.name, l.size))
             .collect();
+        let listed: HashSet<String> = listed_sizes.iter().map(|(n, _)| n.clone()).collect();
         let idx = {
             let listed = listed.clone();
             tokio::task::spawn_blocking(move || -> Result<ChunkIndex> {
@@ -246,25 +254,54 @@ impl Repository {
                 "updating local chunk index from repository index files"
             );
         }
-        futures::stream::iter(missing)
+        let sizes: std::collections::HashMap<&str, u64> =
+            listed_sizes.iter().map(|(n, s)| (n.as_str(), *s)).collect();
+        let results: Vec<(String, Result<()>)> = futures::stream::iter(missing)
             .map(|name| {
                 let store = self.store.clone();
                 let idx = idx.clone();
+                let size = sizes.get(name.as_str()).copied().unwrap_or(0);
                 async move {
-                    let bytes = store.get(&keys::index(&name)).await?;
-                    tokio::task::spawn_blocking(move || -> Result<()> {
-                        let file = IndexFile::decode(&bytes)
-                            .map_err(|e| malformed(format!("index file {name}"), e))?;
-                        idx.ingest(&name, &file.groups)?;
-                        Ok(())
-                    })
-                    .await
-                    .expect("invariant: ingest does not panic")
+                    if size > MAX_INDEX_FILE {
+                        let e = malformed(
+                            format!("index file {name}"),
+                            format!("{size} bytes, more than an index file may have"),
+                        );
+                        return (name, Err(e));
+                    }
+                    let r = async {
+                        let bytes = store.get(&keys::index(&name)).await?;
+                        let name2 = name.clone();
+                        tokio::task::spawn_blocking(move || -> Result<()> {
+                            let file = IndexFile::decode(&bytes)
+                                .map_err(|e| malformed(format!("index file {name2}"), e))?;
+                            idx.ingest(&name2, &file.groups)?;
+                            Ok(())
+                        })
+                        .await
+                        .expect("invariant: ingest does not panic")
+                    }
+                    .await;
+                    (name, r)
                 }
             })
             .buffer_unordered(INDEX_FETCH_CONCURRENCY)
-            .try_collect::<Vec<()>>()
-            .await?;
+            .collect()
+            .await;
+        for (name, r) in results {
+            match r {
+                Ok(()) => {}
+                // A damaged or stray object: named, and skipped. Chunks only
+                // it located count as absent (a backup stores them again; a
+                // restore that needs them says which).
+                Err(e @ Error::Malformed { .. }) => {
+                    tracing::warn!(object = %keys::index(&name), error = %e, "skipping a damaged index file (cairn repair index rebuilds index files from packs)");
+                }
+                // Gone since it was listed (a prune): nothing to read.
+                Err(Error::Store(cairn_store::Error::NotFound { .. })) => {}
+                Err(e) => return Err(e),
+            }
+        }
         Ok(idx)
     }
 
@@ -274,17 +311,36 @@ impl Repository {
     /// Storage errors or malformed manifests.
     pub async fn snapshots(&self) -> Result<Vec<SnapshotInfo>> {
         let listed = self.store.list(keys::SNAPSHOT_DIR).await?;
-        let mut out: Vec<SnapshotInfo> = futures::stream::iter(listed)
+        let loaded: Vec<(String, Result<SnapshotInfo>)> = futures::stream::iter(listed)
             .map(|l| async move {
-                let id: SnapshotId = l
-                    .name
-                    .parse()
-                    .map_err(|e| malformed(format!("snapshot name {}", l.name), e))?;
-                self.load_snapshot(id).await
+                let r = match l.name.parse::<SnapshotId>() {
+                    Err(_) => Err(malformed(
+                        format!("object {}", keys::snapshot_key(&l.name)),
+                        "not named by a snapshot id",
+                    )),
+                    Ok(_) if l.size > MAX_MANIFEST => Err(malformed(
+                        format!("snapshot {}", l.name),
+                        format!("{} bytes, more than a manifest may have", l.size),
+                    )),
+                    Ok(id) => self.load_snapshot(id).await,
+                };
+                (l.name, r)
             })
             .buffer_unordered(INDEX_FETCH_CONCURRENCY)
-            .try_collect()
-            .await?;
+            .collect()
+            .await;
+        let mut out = Vec::new();
+        for (name, r) in loaded {
+            match r {
+                Ok(info) => out.push(info),
+                // One bad object must not hide every good snapshot.
+                Err(e @ (Error::Malformed { .. } | Error::NewerFormat { .. })) => {
+                    tracing::warn!(object = %keys::snapshot_key(&name), error = %e, "skipping an unreadable snapshot manifest");
+                }
+                Err(Error::Store(cairn_store::Error::NotFound { .. })) => {} // forgotten meanwhile
+                Err(e) => return Err(e),
+            }
+        }
         out.sort_by(|a, b| a.snapshot.time.cmp(&b.snapshot.time).then(a.id.cmp(&b.id)));
         Ok(out)
     }
@@ -296,7 +352,20 @@ impl Repository {
     pub async fn load_snapshot(&self, id: SnapshotId) -> Result<SnapshotInfo> {
         let what = || format!("snapshot {id}");
         let packed = self.store.get(&keys::snapshot(&id)).await?;
-        let json = zstd::stream::decode_all(&packed[..]).map_err(|e| malformed(what(), e))?;
+        let json = {
+            use std::io::Read;
+            let mut json = Vec::new();
+            zstd::stream::read::Decoder::new(&packed[..])
+                .and_then(|d| d.take(MAX_MANIFEST + 1).read_to_end(&mut json))
+                .map_err(|e| malformed(what(), e))?;
+            if json.len() as u64 > MAX_MANIFEST {
+                return Err(malformed(
+                    what(),
+                    "decompresses to more than a manifest may have",
+                ));
+            }
+            json
+        };
         if SnapshotId::of(&json) != id {
             return Err(malformed(what(), "content does not match its id"));
         }

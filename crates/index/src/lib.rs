@@ -22,14 +22,15 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use cairn_model::{ChunkId, IndexGroup, PackLocation};
+use cairn_model::{ChunkId, IndexGroup, PackId, PackLocation};
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, DB};
 
 /// Bumped whenever the on-disk layout of this cache changes; a mismatch wipes it.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 const CF_CHUNKS: &str = "chunks";
 const CF_FILES: &str = "files";
+const CF_PACKS: &str = "packs";
 const CF_META: &str = "meta";
 const KEY_SCHEMA: &[u8] = b"schema";
 
@@ -236,6 +237,7 @@ impl ChunkIndex {
         let cfs = vec![
             ColumnFamilyDescriptor::new(CF_CHUNKS, chunk_opts),
             ColumnFamilyDescriptor::new(CF_FILES, Options::default()),
+            ColumnFamilyDescriptor::new(CF_PACKS, Options::default()),
             ColumnFamilyDescriptor::new(CF_META, Options::default()),
         ];
         match DB::open_cf_descriptors(&opts, path, cfs) {
@@ -345,6 +347,11 @@ impl ChunkIndex {
             for e in &g.entries {
                 batch.put_cf(chunks, e.id.as_bytes(), e.locate(g.pack).encode());
             }
+            batch.put_cf(
+                self.cf(CF_PACKS),
+                g.pack.as_bytes(),
+                g.pack_length.to_le_bytes(),
+            );
         }
         batch.put_cf(self.cf(CF_FILES), index_file.as_bytes(), []);
         self.db.write(batch).map_err(|e| self.db_err(e))
@@ -364,6 +371,49 @@ impl ChunkIndex {
             out.insert(String::from_utf8_lossy(&k).into_owned());
         }
         Ok(out)
+    }
+
+    /// Every pack some ingested index file names.
+    ///
+    /// # Errors
+    /// RocksDB failures.
+    pub fn packs(&self) -> Result<HashSet<PackId>> {
+        let mut out = HashSet::new();
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_PACKS), rocksdb::IteratorMode::Start)
+        {
+            let (k, _) = item.map_err(|e| self.db_err(e))?;
+            if k.len() == 32 {
+                out.insert(PackId::from_slice(&k));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes every chunk located in one of `gone` (packs that no longer
+    /// exist), so that nothing deduplicates against them; returns how many
+    /// chunks were removed. Scans the whole index: meant for the rare case
+    /// of packs deleted behind Cairn's back.
+    ///
+    /// # Errors
+    /// RocksDB failures.
+    pub fn forget_packs(&self, gone: &HashSet<PackId>) -> Result<u64> {
+        let chunks = self.cf(CF_CHUNKS);
+        let mut batch = WriteBatch::default();
+        let mut removed = 0;
+        for item in self.db.iterator_cf(chunks, rocksdb::IteratorMode::Start) {
+            let (k, v) = item.map_err(|e| self.db_err(e))?;
+            if v.len() >= 32 && gone.contains(&PackId::from_slice(&v)) {
+                batch.delete_cf(chunks, k);
+                removed += 1;
+            }
+        }
+        for p in gone {
+            batch.delete_cf(self.cf(CF_PACKS), p.as_bytes());
+        }
+        self.db.write(batch).map_err(|e| self.db_err(e))?;
+        Ok(removed)
     }
 
     /// Number of chunks (RocksDB's estimate).
@@ -388,7 +438,7 @@ impl ChunkIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cairn_model::{Codec, IndexEntry, PackId};
+    use cairn_model::{Codec, IndexEntry};
 
     fn group(n: u8) -> IndexGroup {
         IndexGroup {
@@ -468,6 +518,22 @@ mod tests {
         drop(foreign);
         let idx = ChunkIndex::open_shared(dir.path()).expect("opens");
         assert!(idx.ingested_files().expect("lists").contains("f1"));
+    }
+
+    #[test]
+    fn forgotten_packs_lose_their_chunks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let idx = ChunkIndex::open(&dir.path().join("idx")).expect("opens");
+        idx.ingest("f1", &[group(1), group(2)]).expect("ingests");
+        assert_eq!(idx.packs().expect("packs").len(), 2);
+        let gone = HashSet::from([PackId::of(&[1])]);
+        assert_eq!(idx.forget_packs(&gone).expect("forgets"), 3);
+        assert!(idx.get(&ChunkId::of(&[1, 0])).expect("looks up").is_none());
+        assert!(idx.get(&ChunkId::of(&[2, 0])).expect("looks up").is_some());
+        assert_eq!(
+            idx.packs().expect("packs"),
+            HashSet::from([PackId::of(&[2])])
+        );
     }
 
     #[test]

@@ -34,6 +34,11 @@ impl Codec {
 /// Size of an encoded [`IndexEntry`].
 pub const INDEX_ENTRY_LEN: usize = 32 + 8 + 4 + 4 + 1;
 
+/// Largest stored or raw length of one blob. Chunks are at most 16 MiB (the
+/// chunker's bound) and chunk lists 128 KiB; anything larger in an index
+/// entry is corruption, refused before any buffer is sized from it.
+pub const MAX_BLOB_LEN: u32 = 32 * 1024 * 1024;
+
 /// One blob inside a pack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IndexEntry {
@@ -70,13 +75,32 @@ impl IndexEntry {
                 reason: format!("{} bytes, expected {INDEX_ENTRY_LEN}", b.len()),
             });
         }
-        Ok(Self {
+        let e = Self {
             id: ChunkId::from_slice(&b[..32]),
             offset: u64::from_le_bytes(b[32..40].try_into().expect("invariant: 8 bytes")),
             length: u32::from_le_bytes(b[40..44].try_into().expect("invariant: 4 bytes")),
             raw_length: u32::from_le_bytes(b[44..48].try_into().expect("invariant: 4 bytes")),
             codec: Codec::from_u8(b[48])?,
-        })
+        };
+        let bad = |reason: String| Error::Malformed {
+            kind: "index entry",
+            reason,
+        };
+        if e.length > MAX_BLOB_LEN || e.raw_length > MAX_BLOB_LEN {
+            return Err(bad(format!(
+                "chunk {} claims {} stored / {} raw bytes, more than the {MAX_BLOB_LEN} a blob may have",
+                e.id.short(),
+                e.length,
+                e.raw_length
+            )));
+        }
+        if e.offset.checked_add(u64::from(e.length)).is_none() {
+            return Err(bad(format!(
+                "chunk {} lies past the largest offset",
+                e.id.short()
+            )));
+        }
+        Ok(e)
     }
 
     /// The location of this entry in `pack`.
@@ -263,6 +287,20 @@ mod tests {
         assert_eq!(IndexFile::decode(&bytes).expect("decodes"), f);
         bytes[20] ^= 1;
         assert!(IndexFile::decode(&bytes).is_err());
+
+        // Crafted lengths and offsets are refused, not trusted.
+        for (offset, length, raw) in [(0, MAX_BLOB_LEN + 1, 1), (0, 1, u32::MAX), (u64::MAX, 2, 2)]
+        {
+            let mut b = Vec::new();
+            IndexEntry {
+                offset,
+                length,
+                raw_length: raw,
+                ..entry
+            }
+            .encode(&mut b);
+            assert!(IndexEntry::decode(&b).is_err(), "{offset} {length} {raw}");
+        }
         let loc = entry.locate(PackId::of(b"p"));
         assert_eq!(PackLocation::decode(&loc.encode()).expect("decodes"), loc);
     }

@@ -16,7 +16,9 @@ pub use cluster::{
 };
 pub use config::{ChunkerParams, Compression, RepoConfig, FORMAT_VERSION};
 pub use id::{ChunkId, IdParseError, PackId, RepoId, SnapshotId};
-pub use index::{Codec, IndexEntry, IndexFile, IndexGroup, PackLocation, INDEX_ENTRY_LEN};
+pub use index::{
+    Codec, IndexEntry, IndexFile, IndexGroup, PackLocation, INDEX_ENTRY_LEN, MAX_BLOB_LEN,
+};
 pub use snapshot::{
     ends_chunk_list, FileEntry, Snapshot, SnapshotTotals, INLINE_CHUNKS, MAX_LIST_CHUNKS,
 };

@@ -337,7 +337,11 @@ pub fn read_entries(pack: &[u8]) -> Result<Vec<IndexEntry>> {
     .map_err(|_| corrupt("trailer offset overflows"))?;
     let n = u32::from_le_bytes(footer[8..12].try_into().expect("invariant: 4 bytes")) as usize;
     let trailer_end = pack.len() - FOOTER_LEN;
-    if trailer_offset < HEADER_LEN || trailer_offset + n * INDEX_ENTRY_LEN != trailer_end {
+    let fits = n
+        .checked_mul(INDEX_ENTRY_LEN)
+        .and_then(|len| trailer_offset.checked_add(len))
+        .is_some_and(|end| end == trailer_end);
+    if trailer_offset < HEADER_LEN || !fits {
         return Err(corrupt("trailer does not fit the pack"));
     }
     let entries = pack[trailer_offset..trailer_end]
@@ -345,6 +349,7 @@ pub fn read_entries(pack: &[u8]) -> Result<Vec<IndexEntry>> {
         .map(|b| IndexEntry::decode(b).map_err(|e| corrupt(e.to_string())))
         .collect::<Result<Vec<_>>>()?;
     for e in &entries {
+        // Entries decode only with offset + length in range (no overflow).
         if e.offset < HEADER_LEN as u64 || e.offset + u64::from(e.length) > trailer_offset as u64 {
             return Err(corrupt(format!("blob {} lies outside the data area", e.id)));
         }

@@ -124,7 +124,13 @@ pub mod keys {
     /// Key of a snapshot manifest.
     #[must_use]
     pub fn snapshot(id: &SnapshotId) -> String {
-        format!("{SNAPSHOT_DIR}/{}", id.to_hex())
+        snapshot_key(&id.to_hex())
+    }
+
+    /// Key of an object named `name` under `snapshots/`.
+    #[must_use]
+    pub fn snapshot_key(name: &str) -> String {
+        format!("{SNAPSHOT_DIR}/{name}")
     }
 }
 

@@ -38,8 +38,8 @@ use bytes::Bytes;
 use cairn_chunk::{Block, BlockReader, Chunker};
 use cairn_index::ChunkIndex;
 use cairn_model::{
-    ends_chunk_list, ChunkId, FileEntry, IndexFile, IndexGroup, RepoConfig, Snapshot, SnapshotId,
-    SnapshotTotals, FORMAT_VERSION, INLINE_CHUNKS,
+    ends_chunk_list, ChunkId, FileEntry, IndexFile, IndexGroup, PackId, RepoConfig, Snapshot,
+    SnapshotId, SnapshotTotals, FORMAT_VERSION, INLINE_CHUNKS,
 };
 use cairn_pack::PackWriter;
 use cairn_store::{keys, RepoStore};
@@ -213,6 +213,8 @@ pub(crate) struct RunResult {
     pub(crate) files: Vec<Option<FileEntry>>,
     pub(crate) outcomes: Vec<InputOutcome>,
     pub(crate) totals: SnapshotTotals,
+    /// Packs holding chunks the run deduplicated against.
+    pub(crate) referenced: HashSet<PackId>,
 }
 
 enum Item {
@@ -478,6 +480,8 @@ struct Packer<'a> {
     /// Buffers of uploaded packs, for the next packs.
     free_buffers: Vec<Vec<u8>>,
     totals: SnapshotTotals,
+    /// Packs holding chunks this run deduplicated against.
+    referenced: HashSet<PackId>,
 }
 
 impl Packer<'_> {
@@ -491,11 +495,15 @@ impl Packer<'_> {
             .collect();
         let lookup: Vec<ChunkId> = candidates.iter().map(|&i| ids[i]).collect();
         let hits = self.index.get_many(&lookup)?;
-        let new: Vec<usize> = candidates
-            .into_iter()
-            .zip(hits)
-            .filter_map(|(i, hit)| hit.is_none().then_some(i))
-            .collect();
+        let mut new = Vec::new();
+        for (i, hit) in candidates.into_iter().zip(hits) {
+            match hit {
+                Some(loc) => {
+                    self.referenced.insert(loc.pack);
+                }
+                None => new.push(i),
+            }
+        }
         let compression = self.repo.config.compression;
         let compressed: Vec<Option<Vec<u8>>> = self.pool.install(|| {
             new.par_iter()
@@ -539,7 +547,11 @@ impl Packer<'_> {
         let id = ChunkId::of(&bytes);
         file.chunks.clear();
         file.chunk_lists.push(id);
-        if self.in_flight.contains(&id) || self.index.get(&id)?.is_some() {
+        if self.in_flight.contains(&id) {
+            return Ok(());
+        }
+        if let Some(loc) = self.index.get(&id)? {
+            self.referenced.insert(loc.pack);
             return Ok(());
         }
         self.push_blob(id, &bytes, None)
@@ -704,13 +716,81 @@ impl Repository {
         progress: Arc<dyn Progress>,
     ) -> Result<RunResult> {
         let index = self.chunk_index().await?;
+        // Packs deleted behind Cairn's back (by hand, by a bucket rule) must
+        // not be deduplicated against.
+        let present = self.present_packs().await?;
+        self.forget_vanished(&index, &present, false).await?;
         let repo = self.clone();
         let handle = Handle::current();
-        tokio::task::spawn_blocking(move || {
-            repo.pack_inputs(&inputs, &index, &opts, shape, &*progress, handle)
+        let run = {
+            let index = Arc::clone(&index);
+            tokio::task::spawn_blocking(move || {
+                repo.pack_inputs(&inputs, &index, &opts, shape, &*progress, handle)
+            })
+            .await
+            .expect("invariant: backup thread does not panic")?
+        };
+        // The last check before a manifest is written: everything it will
+        // name that this run did not upload itself is still there.
+        let present = self.present_packs().await?;
+        let vanished: HashSet<PackId> = run
+            .referenced
+            .iter()
+            .filter(|p| !present.contains(p))
+            .copied()
+            .collect();
+        if !vanished.is_empty() {
+            self.forget_vanished(&index, &present, true).await?;
+            let mut ids: Vec<String> = vanished.iter().map(PackId::short).collect();
+            ids.sort();
+            return Err(Error::PacksVanished {
+                count: vanished.len(),
+                packs: ids.join(", "),
+            });
+        }
+        Ok(run)
+    }
+
+    /// Every pack in the repository.
+    pub(crate) async fn present_packs(&self) -> Result<HashSet<PackId>> {
+        let listed = self.store.list(keys::PACK_DIR).await?;
+        Ok(listed
+            .into_iter()
+            .filter_map(|l| l.name.parse::<PackId>().ok())
+            .collect())
+    }
+
+    /// Drops from the local index the chunks of packs it knows that are not
+    /// in `present`; `quiet` when the caller reports them itself.
+    async fn forget_vanished(
+        &self,
+        index: &Arc<ChunkIndex>,
+        present: &HashSet<PackId>,
+        quiet: bool,
+    ) -> Result<()> {
+        let index = Arc::clone(index);
+        let present = present.clone();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            let gone: HashSet<PackId> = index
+                .packs()?
+                .into_iter()
+                .filter(|p| !present.contains(p))
+                .collect();
+            if gone.is_empty() {
+                return Ok(());
+            }
+            let chunks = index.forget_packs(&gone)?;
+            if !quiet {
+                tracing::warn!(
+                    packs = gone.len(),
+                    chunks,
+                    "packs listed in index files are missing from the repository; their chunks will be stored again (cairn check names the snapshots that need them)"
+                );
+            }
+            Ok(())
         })
         .await
-        .expect("invariant: backup thread does not panic")
+        .expect("invariant: index scan does not panic")
     }
 
     pub(crate) async fn write_snapshot(&self, snapshot: Snapshot) -> Result<BackupSummary> {
@@ -768,6 +848,7 @@ impl Repository {
             writer: PackWriter::with_buffer(Vec::new(), pack_capacity(&self.config)),
             free_buffers: Vec::new(),
             totals: SnapshotTotals::default(),
+            referenced: HashSet::new(),
         };
         let total = inputs.iter().map(|i| i.size).sum::<Option<u64>>();
         progress.start("backup", total);
@@ -883,6 +964,7 @@ impl Repository {
             files,
             outcomes,
             totals,
+            referenced: std::mem::take(&mut packer.referenced),
         })
     }
 }

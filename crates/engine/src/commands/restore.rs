@@ -312,14 +312,16 @@ impl Repository {
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
         let dest_owned: PathBuf = dest.to_path_buf();
         let writer_ctx = Arc::clone(&ctx);
-        let writer = tokio::task::spawn_blocking(move || -> Result<S> {
+        let writer = tokio::task::spawn_blocking(move || -> Result<(S, u64)> {
             let mut sink = sink;
+            let mut total = 0u64;
             while let Some(buf) = rx.blocking_recv() {
                 let written = sink.write(&buf);
+                total += buf.len() as u64;
                 writer_ctx.buffers.give(buf);
                 written.map_err(|e| Error::io("cannot write", &dest_owned, e))?;
             }
-            Ok(sink)
+            Ok((sink, total))
         });
         let sent = async {
             if file.chunk_lists.is_empty() {
@@ -338,8 +340,17 @@ impl Repository {
         drop(tx);
         let written = writer.await.expect("invariant: writer does not panic");
         // A write error closes the channel; report it rather than the send failure.
-        let sink = written?;
+        let (sink, total) = written?;
         sent?;
+        if total != file.size {
+            return Err(Error::Malformed {
+                what: format!("snapshot {}, file {}", info.id.short(), file.path),
+                reason: format!(
+                    "its chunks hold {total} bytes but the manifest records {}",
+                    file.size
+                ),
+            });
+        }
         Ok(sink)
     }
 
