@@ -17,6 +17,8 @@ mod concurrency;
 mod damage;
 /// Bad input and faults: each must fail cleanly and leave the repository consistent.
 mod faults;
+/// Retention: forget by policy and by id.
+mod lifecycle;
 /// Byte-identical round trips of real Qdrant snapshots.
 mod restore;
 /// The backup/restore suite against the S3-compatible server.

@@ -159,6 +159,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Restore(a) => restore(g, a).await,
         Command::Dump(a) => dump(g, a).await,
         Command::Snapshots(a) => snapshots(g, a).await,
+        Command::Forget(a) => crate::forget::forget(g, a).await,
         Command::Stats => stats(g).await,
     }
 }

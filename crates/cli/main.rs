@@ -2,6 +2,7 @@
 
 mod cluster;
 mod commands;
+mod forget;
 mod progress;
 mod size;
 
@@ -58,6 +59,8 @@ enum Command {
     Dump(commands::DumpArgs),
     /// List snapshots.
     Snapshots(commands::SnapshotsArgs),
+    /// Remove snapshots by id or by a retention policy.
+    Forget(forget::ForgetArgs),
     /// Show repository size, dedup and compression ratios.
     Stats,
 }

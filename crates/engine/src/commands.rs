@@ -3,5 +3,6 @@
 pub(crate) mod backup;
 pub(crate) mod cluster_backup;
 pub(crate) mod cluster_restore;
+pub(crate) mod forget;
 pub(crate) mod restore;
 pub(crate) mod stats;

@@ -21,6 +21,7 @@ mod commands;
 mod error;
 mod progress;
 mod repository;
+pub mod retention;
 
 pub use cluster::QdrantTarget;
 pub use commands::backup::{
@@ -30,11 +31,13 @@ pub use commands::cluster_backup::{ClusterBackupOptions, ClusterBackupSummary, S
 pub use commands::cluster_restore::{
     ClusterRestoreOptions, ClusterRestoreSummary, RestoredCollection, RestoredShard,
 };
+pub use commands::forget::{ForgetGroup, ForgetItem, ForgetOptions, ForgetSummary, GroupBy};
 pub use commands::restore::{RestoreOptions, RestoreSummary};
 pub use commands::stats::RepoStats;
 pub use error::{Error, Result};
 pub use progress::{NoProgress, Progress};
 pub use repository::{InitOptions, Repository, SnapshotFilter, SnapshotInfo};
+pub use retention::RetentionPolicy;
 
 pub use cairn_model::{
     ChunkerParams, ClusterRecord, CollectionRecord, Compression, RepoConfig, ShardRecord,

@@ -1,0 +1,130 @@
+//! `cairn forget`: arguments, engine call, table and JSON.
+
+use anyhow::Result;
+use cairn_engine::retention::parse_duration;
+use cairn_engine::{ForgetOptions, GroupBy, RetentionPolicy};
+use serde_json::json;
+
+use crate::GlobalArgs;
+
+#[derive(Debug, clap::Args)]
+pub struct ForgetArgs {
+    /// Snapshots to forget by id (or unique prefix), instead of a policy.
+    #[arg(value_name = "ID")]
+    ids: Vec<String>,
+    /// Keep the N newest snapshots.
+    #[arg(long, value_name = "N")]
+    keep_last: Option<u32>,
+    /// Keep the newest snapshot of each of the last N hours that have one.
+    #[arg(long, value_name = "N")]
+    keep_hourly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N days that have one (UTC).
+    #[arg(long, value_name = "N")]
+    keep_daily: Option<u32>,
+    /// Keep the newest snapshot of each of the last N ISO weeks that have one.
+    #[arg(long, value_name = "N")]
+    keep_weekly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N months that have one.
+    #[arg(long, value_name = "N")]
+    keep_monthly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N years that have one.
+    #[arg(long, value_name = "N")]
+    keep_yearly: Option<u32>,
+    /// Keep every snapshot taken within this long of the group's newest (7d, 12h, 4w, 6m, 1y).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    keep_within: Option<chrono::Duration>,
+    /// Keep every snapshot with this tag (repeatable).
+    #[arg(long = "keep-tag", value_name = "TAG")]
+    keep_tags: Vec<String>,
+    /// Apply the policy to each source, host, host and paths, or to everything at once.
+    #[arg(long, value_enum, default_value = "source")]
+    group_by: Group,
+    /// Only snapshots of this source.
+    #[arg(long, value_name = "SOURCE")]
+    source: Option<String>,
+    /// Show what would be kept and removed, and by which rule; delete nothing.
+    #[arg(long, short = 'n')]
+    dry_run: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Group {
+    Source,
+    Host,
+    Paths,
+    None,
+}
+
+pub async fn forget(g: &GlobalArgs, a: ForgetArgs) -> Result<()> {
+    let repo = crate::commands::open(g).await?;
+    let opts = ForgetOptions {
+        ids: a.ids,
+        policy: RetentionPolicy {
+            last: a.keep_last,
+            hourly: a.keep_hourly,
+            daily: a.keep_daily,
+            weekly: a.keep_weekly,
+            monthly: a.keep_monthly,
+            yearly: a.keep_yearly,
+            within: a.keep_within,
+            tags: a.keep_tags,
+        },
+        group_by: match a.group_by {
+            Group::Source => GroupBy::Source,
+            Group::Host => GroupBy::Host,
+            Group::Paths => GroupBy::Paths,
+            Group::None => GroupBy::Nothing,
+        },
+        source: a.source,
+        dry_run: a.dry_run,
+    };
+    let s = repo.forget(&opts).await?;
+    if g.json {
+        let groups: Vec<_> = s
+            .groups
+            .iter()
+            .map(|gr| {
+                json!({
+                    "group": gr.key,
+                    "snapshots": gr.items.iter().map(|i| json!({
+                        "id": i.id.to_hex(), "time": i.time,
+                        "action": if i.keep { "keep" } else { "remove" }, "reasons": i.reasons,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            json!({
+                "dry_run": s.dry_run, "groups": groups,
+                "removed": s.removed.iter().map(|i| i.to_hex()).collect::<Vec<_>>(),
+            })
+        );
+        return Ok(());
+    }
+    for gr in &s.groups {
+        let kept = gr.items.iter().filter(|i| i.keep).count();
+        println!("{}: keep {kept}, remove {}", gr.key, gr.items.len() - kept);
+        for i in &gr.items {
+            println!(
+                "  {:<6} {:<10} {:<27} {}",
+                if i.keep { "keep" } else { "remove" },
+                i.id.short(),
+                i.time,
+                i.reasons.join(", ")
+            );
+        }
+    }
+    if s.dry_run {
+        println!(
+            "dry run: {} snapshot(s) would be removed; nothing was deleted",
+            s.removed.len()
+        );
+    } else {
+        println!(
+            "removed {} snapshot(s); `cairn prune` frees the data only they used",
+            s.removed.len()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,186 @@
+//! Forget: remove snapshot manifests, by id or by retention policy. Only
+//! manifests are deleted; the data only they used is freed by a prune.
+//! Deleting a manifest is idempotent, so concurrent forgets are harmless.
+
+use std::collections::BTreeMap;
+
+use cairn_model::SnapshotId;
+use cairn_store::keys;
+use futures::{StreamExt, TryStreamExt};
+
+use crate::retention::{apply, Candidate, RetentionPolicy};
+use crate::{Error, Repository, Result, SnapshotInfo};
+
+/// How snapshots are grouped before a policy is applied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum GroupBy {
+    /// By source (a cluster and its collection filter; a host's files).
+    #[default]
+    Source,
+    /// By the host that made them.
+    Host,
+    /// By host and the paths (or cluster URLs) given to the backup.
+    Paths,
+    /// All snapshots in one group.
+    Nothing,
+}
+
+/// Settings of a forget.
+#[derive(Debug, Clone, Default)]
+pub struct ForgetOptions {
+    /// Snapshots to forget by id (or unique prefix); excludes `policy`.
+    pub ids: Vec<String>,
+    /// The retention policy.
+    pub policy: RetentionPolicy,
+    /// Grouping for the policy.
+    pub group_by: GroupBy,
+    /// Only snapshots of this source.
+    pub source: Option<String>,
+    /// Report, delete nothing.
+    pub dry_run: bool,
+}
+
+/// One snapshot's fate.
+#[derive(Debug, Clone)]
+pub struct ForgetItem {
+    /// The snapshot.
+    pub id: SnapshotId,
+    /// When it was taken.
+    pub time: String,
+    /// True when kept.
+    pub keep: bool,
+    /// The rules that keep it, or why it is removed.
+    pub reasons: Vec<String>,
+}
+
+/// One group and its snapshots, newest first.
+#[derive(Debug, Clone)]
+pub struct ForgetGroup {
+    /// The group key (a source, a host, …).
+    pub key: String,
+    /// Its snapshots.
+    pub items: Vec<ForgetItem>,
+}
+
+/// What a forget did (or, dry, would do).
+#[derive(Debug, Clone)]
+pub struct ForgetSummary {
+    /// Every group considered.
+    pub groups: Vec<ForgetGroup>,
+    /// Snapshots removed (or to remove).
+    pub removed: Vec<SnapshotId>,
+    /// Nothing was deleted.
+    pub dry_run: bool,
+}
+
+fn group_key(info: &SnapshotInfo, by: GroupBy) -> String {
+    let s = &info.snapshot;
+    match by {
+        GroupBy::Source => s.source_key(),
+        GroupBy::Host => format!("host {}", s.host),
+        GroupBy::Paths => format!("{} {}", s.host, s.source.join(",")),
+        GroupBy::Nothing => "all snapshots".into(),
+    }
+}
+
+impl Repository {
+    /// Removes snapshots named by id, or those `policy` does not keep.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for ids together with a policy, or neither;
+    /// an id that matches no snapshot; storage errors.
+    pub async fn forget(&self, opts: &ForgetOptions) -> Result<ForgetSummary> {
+        let named = !opts.ids.is_empty();
+        if named && !opts.policy.is_empty() {
+            return Err(Error::InvalidArgument(
+                "give snapshot ids or --keep-* rules, not both".into(),
+            ));
+        }
+        if !named && opts.policy.is_empty() {
+            return Err(Error::InvalidArgument(
+                "nothing to forget: give snapshot ids or at least one --keep-* rule".into(),
+            ));
+        }
+        let mut groups: BTreeMap<String, Vec<ForgetItem>> = BTreeMap::new();
+        if named {
+            for spec in &opts.ids {
+                if spec == "latest" {
+                    return Err(Error::InvalidArgument(
+                        "forget takes snapshot ids, not latest".into(),
+                    ));
+                }
+                let info = self.find_snapshot(spec).await?;
+                groups
+                    .entry(group_key(&info, opts.group_by))
+                    .or_default()
+                    .push(ForgetItem {
+                        id: info.id,
+                        time: info.snapshot.time.clone(),
+                        keep: false,
+                        reasons: vec!["named".into()],
+                    });
+            }
+        } else {
+            let mut by_group: BTreeMap<String, Vec<SnapshotInfo>> = BTreeMap::new();
+            for info in self.snapshots().await? {
+                if opts
+                    .source
+                    .as_deref()
+                    .is_some_and(|s| s != info.snapshot.source_key())
+                {
+                    continue;
+                }
+                by_group
+                    .entry(group_key(&info, opts.group_by))
+                    .or_default()
+                    .push(info);
+            }
+            for (key, infos) in by_group {
+                let candidates: Vec<Candidate> = infos
+                    .iter()
+                    .map(|i| Candidate {
+                        time: chrono::DateTime::parse_from_rfc3339(&i.snapshot.time)
+                            .map(|t| t.with_timezone(&chrono::Utc))
+                            .unwrap_or_default(),
+                        tags: i.snapshot.tags.clone(),
+                        complete: i.snapshot.qdrant.as_ref().is_none_or(|r| !r.partial),
+                    })
+                    .collect();
+                let reasons = apply(&opts.policy, &candidates);
+                let mut items: Vec<ForgetItem> = infos
+                    .iter()
+                    .zip(reasons)
+                    .map(|(i, r)| ForgetItem {
+                        id: i.id,
+                        time: i.snapshot.time.clone(),
+                        keep: !r.is_empty(),
+                        reasons: r,
+                    })
+                    .collect();
+                items.sort_by(|a, b| b.time.cmp(&a.time));
+                groups.insert(key, items);
+            }
+        }
+        let removed: Vec<SnapshotId> = groups
+            .values()
+            .flatten()
+            .filter(|i| !i.keep)
+            .map(|i| i.id)
+            .collect();
+        if !opts.dry_run {
+            futures::stream::iter(removed.clone())
+                .map(|id| async move { self.store.delete(&keys::snapshot(&id)).await })
+                .buffer_unordered(16)
+                .try_collect::<Vec<()>>()
+                .await?;
+        }
+        Ok(ForgetSummary {
+            groups: groups
+                .into_iter()
+                .map(|(key, items)| ForgetGroup { key, items })
+                .collect(),
+            removed,
+            dry_run: opts.dry_run,
+        })
+    }
+}
