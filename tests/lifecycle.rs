@@ -112,3 +112,362 @@ fn forget_by_id_and_refusals() {
     let (_, err) = env.fail(&["forget", prefix]);
     assert!(err.contains("no snapshot matches"), "{err}");
 }
+
+/// Runs `cairn` with `input` on stdin; returns the output.
+fn with_stdin(env: &Env, args: &[&str], input: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = env
+        .cmd()
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = input.to_vec();
+    let feeder = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().expect("wait");
+    feeder.join().expect("feeder");
+    out
+}
+
+fn backup_stdin(env: &Env, name: &str, data: &[u8]) -> Value {
+    let out = with_stdin(
+        env,
+        &["--json", "backup", "--stdin", "--stdin-name", name],
+        data,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+/// `cairn dump` on a machine with no cache.
+fn dump_fresh(env: &Env, id: &str, name: &str) -> Vec<u8> {
+    let cache = tempfile::TempDir::new().expect("tmp");
+    let out = env
+        .cmd()
+        .env("CAIRN_CACHE_DIR", cache.path())
+        .args(["dump", id, name])
+        .output()
+        .expect("dump");
+    assert!(
+        out.status.success(),
+        "dump {id}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn check_clean(env: &Env) {
+    let out = env
+        .cmd()
+        .args(["--json", "check", "--read-data"])
+        .output()
+        .expect("check");
+    let r: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(out.status.success() && r["clean"] == true, "check: {r}");
+}
+
+fn repo_bytes(env: &Env, dir: &str) -> u64 {
+    crate::support::files_under(&std::path::Path::new(&env.repo).join(dir))
+        .iter()
+        .map(|f| {
+            std::fs::metadata(std::path::Path::new(&env.repo).join(dir).join(f))
+                .expect("meta")
+                .len()
+        })
+        .sum()
+}
+
+/// A day's data: a shared base with a changed stretch and new bytes.
+fn day(i: u64) -> Vec<u8> {
+    let mut d = random_bytes(3 << 20, 1);
+    let at = (i as usize * 300_000) % ((3 << 20) - 100_000);
+    // random_bytes forces seeds odd: distinct odd seeds for distinct data.
+    d[at..at + 100_000].copy_from_slice(&random_bytes(100_000, 1001 + 2 * i));
+    d.extend(random_bytes(1 << 20, 5001 + 2 * i));
+    d
+}
+
+#[test]
+fn forget_with_prune_frees_space_and_keeps_what_is_kept() {
+    let env = Env::local();
+    env.init(&["--avg-chunk-size", "16KiB", "--pack-size", "1MiB"]);
+    let mut last = Value::Null;
+    for i in 0..4 {
+        last = backup_stdin(&env, "data", &day(i));
+    }
+    let before = repo_bytes(&env, "packs");
+    let r = env.json(&[
+        "forget",
+        "--keep-last",
+        "1",
+        "--prune",
+        "--max-unused",
+        "5%",
+    ]);
+    assert_eq!(r["removed"].as_array().expect("removed").len(), 3);
+    let pruned = &r["prune"];
+    assert!(
+        pruned["swept"][0]["packs_deleted"].as_u64().expect("n") > 0,
+        "{r}"
+    );
+    let after = repo_bytes(&env, "packs");
+    // Three days of 1 MiB new data (and their changed stretches) go.
+    assert!(after + (3 << 20) < before, "{before} -> {after}");
+    assert!(dump_fresh(&env, last["snapshot"].as_str().expect("id"), "data") == day(3));
+    check_clean(&env);
+    let again = env.json(&["prune"]);
+    assert_eq!(again["plan"], Value::Null, "nothing left to prune: {again}");
+    assert!(
+        std::fs::read_dir(std::path::Path::new(&env.repo).join("gc"))
+            .expect("gc")
+            .next()
+            .is_none()
+    );
+}
+
+/// A backup that started before a prune's plan is waited for, and the packs
+/// it deduplicated against (condemned by the plan) are spared, re-indexed.
+#[test]
+fn prune_waits_for_running_backups_and_spares_what_they_used() {
+    use std::io::Write;
+    let env = Env::local();
+    env.init(&["--avg-chunk-size", "16KiB", "--pack-size", "1MiB"]);
+    let data = day(0);
+    let first = backup_stdin(&env, "d", &data);
+    env.json(&["forget", first["snapshot"].as_str().expect("id")]);
+    // A backup of the same data starts, and reuses the now unneeded packs.
+    let mut child = env
+        .cmd()
+        .args(["--json", "backup", "--stdin", "--stdin-name", "d"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(&data[..2 << 20]).expect("feed");
+    let p = env.json(&["prune"]);
+    assert!(p["plan"].is_string(), "{p}");
+    let why = p["deferred"][0]["why"].as_str().unwrap_or_default();
+    assert!(why.contains("backups that started before it"), "{p}");
+    assert!(p["swept"].as_array().expect("swept").is_empty());
+    stdin.write_all(&data[2 << 20..]).expect("feed");
+    drop(stdin);
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let second: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(second["new_chunks"], 0, "it reused the condemned packs");
+    let p = env.json(&["prune"]);
+    assert!(
+        p["swept"][0]["packs_spared"].as_u64().expect("n") > 0,
+        "{p}"
+    );
+    assert_eq!(p["swept"][0]["packs_deleted"], 0, "{p}");
+    assert!(dump_fresh(&env, second["snapshot"].as_str().expect("id"), "d") == data);
+    check_clean(&env);
+}
+
+/// A backup that starts while a plan waits never reuses a condemned pack:
+/// it stores the data again, and the sweep then deletes the old packs.
+#[test]
+fn backups_never_reuse_condemned_packs() {
+    let env = Env::local();
+    env.init(&["--avg-chunk-size", "16KiB", "--pack-size", "1MiB"]);
+    let data = day(1);
+    let first = backup_stdin(&env, "d", &data);
+    env.json(&["forget", first["snapshot"].as_str().expect("id")]);
+    let p = env.json(&["prune", "--grace", "1h"]);
+    assert!(
+        p["deferred"][0]["why"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("grace"),
+        "{p}"
+    );
+    let second = backup_stdin(&env, "d", &data);
+    assert_eq!(
+        second["new_chunks"], first["new_chunks"],
+        "stored again: {second}"
+    );
+    let p = env.json(&["prune"]);
+    assert!(
+        p["swept"][0]["packs_deleted"].as_u64().expect("n") > 0,
+        "{p}"
+    );
+    assert_eq!(p["swept"][0]["packs_spared"], 0, "{p}");
+    assert!(dump_fresh(&env, second["snapshot"].as_str().expect("id"), "d") == data);
+    check_clean(&env);
+}
+
+/// Rounds of real concurrent backups (two hosts, separate caches) while
+/// `forget --prune` runs; every backup succeeds, and at the end every kept
+/// snapshot restores byte-identically and check --read-data is clean.
+#[test]
+fn prunes_while_backups_run_lose_nothing() {
+    use std::io::Write;
+    let env = Env::local();
+    env.init(&["--avg-chunk-size", "16KiB", "--pack-size", "1MiB"]);
+    let caches: Vec<tempfile::TempDir> = (0..2)
+        .map(|_| tempfile::TempDir::new().expect("tmp"))
+        .collect();
+    let mut made: Vec<(String, Vec<u8>)> = Vec::new();
+    for round in 0..6u64 {
+        let inputs: Vec<Vec<u8>> = (0..2).map(|h| day(round * 2 + h)).collect();
+        let mut children = Vec::new();
+        for (h, data) in inputs.iter().enumerate() {
+            let mut c = env
+                .cmd()
+                .env("CAIRN_CACHE_DIR", caches[h].path())
+                .args([
+                    "--json",
+                    "backup",
+                    "--host",
+                    &format!("host{h}"),
+                    "--stdin",
+                    "--stdin-name",
+                    "d",
+                ])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn");
+            let mut stdin = c.stdin.take().expect("stdin");
+            stdin
+                .write_all(&data[..(1 + round as usize % 3) << 20])
+                .expect("feed");
+            children.push((c, stdin));
+        }
+        // The prune runs while both backups are mid-way.
+        let p = env.json(&[
+            "forget",
+            "--keep-last",
+            "3",
+            "--group-by",
+            "none",
+            "--prune",
+            "--max-unused",
+            "0%",
+        ]);
+        assert!(p["prune"].is_object(), "{p}");
+        for ((c, mut stdin), data) in children.into_iter().zip(&inputs) {
+            let from = (1 + round as usize % 3) << 20;
+            stdin.write_all(&data[from..]).expect("feed");
+            drop(stdin);
+            let out = c.wait_with_output().expect("wait");
+            assert!(
+                out.status.success(),
+                "round {round}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+            made.push((
+                v["snapshot"].as_str().expect("id").to_string(),
+                data.clone(),
+            ));
+        }
+    }
+    env.json(&["prune", "--max-unused", "0%"]);
+    let kept = ids(&env.json(&["snapshots"]));
+    assert!(kept.len() >= 3, "{kept:?}");
+    for id in &kept {
+        let (_, data) = made
+            .iter()
+            .find(|(m, _)| m == id)
+            .expect("a snapshot we made");
+        assert!(dump_fresh(&env, id, "d") == *data, "{id} restores");
+    }
+    check_clean(&env);
+}
+
+/// Prunes killed (SIGKILL) at random moments, each with fresh garbage to
+/// collect: every kept snapshot restores after each kill, and a final prune
+/// leaves a repository that checks clean.
+#[test]
+fn prunes_killed_at_random_points_lose_nothing() {
+    let env = Env::local();
+    env.init(&["--avg-chunk-size", "16KiB", "--pack-size", "1MiB"]);
+    let mut made: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut seed = 12345u64;
+    let mut kills = Vec::new();
+    // A whole prune with a round's garbage to collect, measured in round 1.
+    let mut full = std::time::Duration::ZERO;
+    for round in 0..10u64 {
+        for i in 0..2 {
+            let data = day(round * 2 + i);
+            let id = backup_stdin(&env, "d", &data)["snapshot"]
+                .as_str()
+                .expect("id")
+                .to_string();
+            made.push((id, data));
+        }
+        env.json(&["forget", "--keep-last", "2"]);
+        let kept = ids(&env.json(&["snapshots"]));
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        // A point within a whole prune's run time (process start included).
+        let delay = full.mul_f64(0.05 + 0.9 * ((seed >> 11) as f64 / (1u64 << 53) as f64));
+        let t = std::time::Instant::now();
+        let mut c = env
+            .cmd()
+            .env("CAIRN_LEASE_SECONDS", "1")
+            .args(["prune", "--max-unused", "0%"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn");
+        if round <= 1 {
+            assert!(c.wait().expect("prune").success());
+            full = t.elapsed();
+        } else {
+            std::thread::sleep(delay);
+            let finished = c.try_wait().expect("status").is_some();
+            let _ = c.kill(); // SIGKILL
+            let _ = c.wait();
+            kills.push((delay, finished));
+        }
+        for id in &kept {
+            let (_, data) = made.iter().find(|(m, _)| m == id).expect("made");
+            assert!(
+                dump_fresh(&env, id, "d") == *data,
+                "round {round} ({delay:?}): {id}"
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1100)); // the prune lease lapses
+    }
+    eprintln!("a whole prune: {full:?}; kills (delay, prune had finished): {kills:?}");
+    assert!(
+        kills.iter().filter(|(_, f)| !f).count() >= 3,
+        "prunes were killed mid-way: {kills:?}"
+    );
+    let out = env
+        .cmd()
+        .env("CAIRN_LEASE_SECONDS", "1")
+        .args(["--json", "prune", "--max-unused", "0%"])
+        .output()
+        .expect("prune");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    check_clean(&env);
+    for id in ids(&env.json(&["snapshots"])) {
+        let (_, data) = made.iter().find(|(m, _)| *m == id).expect("made");
+        assert!(dump_fresh(&env, &id, "d") == *data);
+    }
+}

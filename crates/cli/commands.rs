@@ -127,7 +127,17 @@ fn cache_root(g: &GlobalArgs) -> PathBuf {
 pub async fn open(g: &GlobalArgs) -> Result<Repository> {
     let loc = location(g)?;
     let store = cairn_engine::RepoStore::open(loc, false).map_err(cairn_engine::Error::from)?;
-    Ok(Repository::open(store, &cache_root(g)).await?)
+    let repo = Repository::open(store, &cache_root(g)).await?;
+    // Lease length (docs/format.md); shorter only for tests and special setups.
+    Ok(
+        match std::env::var("CAIRN_LEASE_SECONDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            Some(secs) => repo.with_lease_duration(std::time::Duration::from_secs(secs)),
+            None => repo,
+        },
+    )
 }
 
 /// Maps an error to the documented exit code.
@@ -141,6 +151,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
                 }
                 E::Corrupt { .. } | E::MissingChunk { .. } | E::Malformed { .. } => exit::INTEGRITY,
                 E::Verification(_) | E::PacksVanished { .. } => exit::INTEGRITY,
+                E::Busy(_) => exit::BUSY,
                 E::Interrupted => exit::INTERRUPTED,
                 E::Store(cairn_engine::StoreError::InvalidLocation { .. }) => exit::REPOSITORY,
                 _ => exit::FAILURE,
@@ -160,6 +171,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Dump(a) => dump(g, a).await,
         Command::Snapshots(a) => snapshots(g, a).await,
         Command::Forget(a) => crate::forget::forget(g, a).await,
+        Command::Prune(a) => crate::prune::prune(g, a).await,
+        Command::Unlock => crate::prune::unlock(g).await,
+        Command::Check(a) => crate::check::check(g, a).await,
         Command::Stats => stats(g).await,
     }
 }

@@ -45,6 +45,11 @@ pub struct ForgetArgs {
     /// Show what would be kept and removed, and by which rule; delete nothing.
     #[arg(long, short = 'n')]
     dry_run: bool,
+    /// Then prune: delete the data no remaining snapshot needs.
+    #[arg(long)]
+    prune: bool,
+    #[command(flatten)]
+    prune_tuning: crate::prune::PruneTuning,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -79,6 +84,11 @@ pub async fn forget(g: &GlobalArgs, a: ForgetArgs) -> Result<()> {
         dry_run: a.dry_run,
     };
     let s = repo.forget(&opts).await?;
+    let pruned = if a.prune && !s.dry_run {
+        Some(crate::prune::run_prune(g, &repo, &a.prune_tuning, false).await?)
+    } else {
+        None
+    };
     if g.json {
         let groups: Vec<_> = s
             .groups
@@ -98,6 +108,7 @@ pub async fn forget(g: &GlobalArgs, a: ForgetArgs) -> Result<()> {
             json!({
                 "dry_run": s.dry_run, "groups": groups,
                 "removed": s.removed.iter().map(|i| i.to_hex()).collect::<Vec<_>>(),
+                "prune": pruned.as_ref().map(crate::prune::summary_json),
             })
         );
         return Ok(());
@@ -121,10 +132,11 @@ pub async fn forget(g: &GlobalArgs, a: ForgetArgs) -> Result<()> {
             s.removed.len()
         );
     } else {
-        println!(
-            "removed {} snapshot(s); `cairn prune` frees the data only they used",
-            s.removed.len()
-        );
+        println!("removed {} snapshot(s)", s.removed.len());
+        match &pruned {
+            Some(p) => crate::prune::print(p),
+            None => println!("`cairn prune` frees the data only they used"),
+        }
     }
     Ok(())
 }

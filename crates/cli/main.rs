@@ -1,9 +1,11 @@
 //! The `cairn` command line: parses arguments, calls the engine, prints.
 
+mod check;
 mod cluster;
 mod commands;
 mod forget;
 mod progress;
+mod prune;
 mod size;
 
 use std::path::PathBuf;
@@ -61,6 +63,12 @@ enum Command {
     Snapshots(commands::SnapshotsArgs),
     /// Remove snapshots by id or by a retention policy.
     Forget(forget::ForgetArgs),
+    /// Delete data no snapshot needs; safe while backups run.
+    Prune(prune::PruneArgs),
+    /// Remove lapsed leases of crashed processes.
+    Unlock,
+    /// Verify the repository's structure (and, with --read-data, every chunk).
+    Check(check::CheckArgs),
     /// Show repository size, dedup and compression ratios.
     Stats,
 }
@@ -75,6 +83,8 @@ pub mod exit {
     pub const REPOSITORY: u8 = 3;
     /// Stored data failed verification or is missing.
     pub const INTEGRITY: u8 = 4;
+    /// Another process holds what this one needs (a prune).
+    pub const BUSY: u8 = 5;
     /// Interrupted by a signal; uploaded data is kept.
     pub const INTERRUPTED: u8 = 130;
 }
@@ -114,6 +124,9 @@ fn main() -> ExitCode {
             if is_broken_pipe(&err) {
                 return ExitCode::SUCCESS;
             }
+            if let Some(Reported(code)) = err.downcast_ref::<Reported>() {
+                return ExitCode::from(*code);
+            }
             let code = commands::exit_code(&err);
             let message = format!("{err:#}");
             if json {
@@ -127,6 +140,19 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// An error whose report the command has already printed: only its exit
+/// code remains to be given.
+#[derive(Debug)]
+pub struct Reported(pub u8);
+
+impl std::fmt::Display for Reported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "reported (exit code {})", self.0)
+    }
+}
+
+impl std::error::Error for Reported {}
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|e| {

@@ -1,8 +1,10 @@
 //! The engine's commands, one module per verb.
 
 pub(crate) mod backup;
+pub(crate) mod check;
 pub(crate) mod cluster_backup;
 pub(crate) mod cluster_restore;
 pub(crate) mod forget;
+pub(crate) mod prune;
 pub(crate) mod restore;
 pub(crate) mod stats;

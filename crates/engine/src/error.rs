@@ -124,6 +124,16 @@ pub enum Error {
         /// Their short ids.
         packs: String,
     },
+    /// This process could not renew its lease in time (it stalled, or the
+    /// storage was unreachable), so a prune may have counted it as gone.
+    #[error("this process's lease went unrenewed for more than half its {secs}s, so a prune may have counted it as gone: no snapshot was written (data already uploaded is kept and reused by the next backup)")]
+    LeaseLapsed {
+        /// The lease duration.
+        secs: u64,
+    },
+    /// Another process holds what this one needs (a prune lease).
+    #[error("{0}")]
+    Busy(String),
     /// `latest` matched snapshots of several sources.
     #[error("\"latest\" is ambiguous: the repository holds backups of {count} sources:\n{sources}\nchoose one with --source SOURCE, or give a snapshot id")]
     AmbiguousLatest {

@@ -19,6 +19,7 @@
 mod cluster;
 mod commands;
 mod error;
+mod lease;
 mod progress;
 mod repository;
 pub mod retention;
@@ -27,11 +28,13 @@ pub use cluster::QdrantTarget;
 pub use commands::backup::{
     BackupOptions, BackupSource, BackupSummary, LOCAL_UPLOADS, OBJECT_STORE_UPLOADS,
 };
+pub use commands::check::{CheckReport, ReadData};
 pub use commands::cluster_backup::{ClusterBackupOptions, ClusterBackupSummary, SnapshotMethod};
 pub use commands::cluster_restore::{
     ClusterRestoreOptions, ClusterRestoreSummary, RestoredCollection, RestoredShard,
 };
 pub use commands::forget::{ForgetGroup, ForgetItem, ForgetOptions, ForgetSummary, GroupBy};
+pub use commands::prune::{PruneOptions, PrunePlanSummary, PruneSummary, SweepReport};
 pub use commands::restore::{RestoreOptions, RestoreSummary};
 pub use commands::stats::RepoStats;
 pub use error::{Error, Result};

@@ -90,6 +90,8 @@ pub struct Repository {
     pub(crate) store: RepoStore,
     pub(crate) config: RepoConfig,
     cache_root: PathBuf,
+    /// How long this process's leases are valid after each renewal.
+    pub(crate) lease_duration: std::time::Duration,
 }
 
 const INDEX_FETCH_CONCURRENCY: usize = 16;
@@ -150,6 +152,7 @@ impl Repository {
                 store,
                 config,
                 cache_root: cache_root.to_path_buf(),
+                lease_duration: crate::lease::DEFAULT_LEASE,
             }),
         }
     }
@@ -191,7 +194,16 @@ impl Repository {
             store,
             config,
             cache_root: cache_root.to_path_buf(),
+            lease_duration: crate::lease::DEFAULT_LEASE,
         })
+    }
+
+    /// Sets how long this process's leases (the markers of running backups
+    /// and prunes) stay valid after each renewal; default 15 minutes.
+    #[must_use]
+    pub fn with_lease_duration(mut self, d: std::time::Duration) -> Self {
+        self.lease_duration = d.max(std::time::Duration::from_secs(1));
+        self
     }
 
     /// The repository config.
@@ -228,69 +240,88 @@ impl Repository {
             .map(|l| (l.name, l.size))
             .collect();
         let listed: HashSet<String> = listed_sizes.iter().map(|(n, _)| n.clone()).collect();
-        let idx = {
-            let listed = listed.clone();
-            tokio::task::spawn_blocking(move || -> Result<ChunkIndex> {
-                // A slot of its own, or wait: see cairn_index's crate docs.
-                let idx = ChunkIndex::open_shared(&dir)?;
-                let seen = idx.ingested_files()?;
-                if seen.is_subset(&listed) {
-                    return Ok(idx);
-                }
-                tracing::info!(
-                    "repository index files were removed; rebuilding the local chunk index"
-                );
-                Ok(idx.rebuild()?)
-            })
+        // A slot of its own, or wait: see cairn_index's crate docs.
+        let idx = tokio::task::spawn_blocking(move || ChunkIndex::open_shared(&dir))
             .await
-            .expect("invariant: index open does not panic")?
-        };
+            .expect("invariant: index open does not panic")?;
         let idx = Arc::new(idx);
         let seen = idx.ingested_files()?;
-        let missing: Vec<String> = listed.into_iter().filter(|n| !seen.contains(n)).collect();
+        let missing: Vec<(String, u64)> = listed_sizes
+            .into_iter()
+            .filter(|(n, _)| !seen.contains(n))
+            .collect();
         if !missing.is_empty() {
             tracing::info!(
                 files = missing.len(),
                 "updating local chunk index from repository index files"
             );
         }
-        let sizes: std::collections::HashMap<&str, u64> =
-            listed_sizes.iter().map(|(n, s)| (n.as_str(), *s)).collect();
-        let results: Vec<(String, Result<()>)> = futures::stream::iter(missing)
-            .map(|name| {
-                let store = self.store.clone();
-                let idx = idx.clone();
-                let size = sizes.get(name.as_str()).copied().unwrap_or(0);
-                async move {
-                    if size > MAX_INDEX_FILE {
-                        let e = malformed(
-                            format!("index file {name}"),
-                            format!("{size} bytes, more than an index file may have"),
-                        );
-                        return (name, Err(e));
-                    }
-                    let r = async {
-                        let bytes = store.get(&keys::index(&name)).await?;
-                        let name2 = name.clone();
-                        tokio::task::spawn_blocking(move || -> Result<()> {
-                            let file = IndexFile::decode(&bytes)
-                                .map_err(|e| malformed(format!("index file {name2}"), e))?;
-                            idx.ingest(&name2, &file.groups)?;
-                            Ok(())
-                        })
-                        .await
-                        .expect("invariant: ingest does not panic")
-                    }
-                    .await;
-                    (name, r)
+        self.ingest_index_files(&idx, missing).await?;
+        // Files the cache knows that are gone: fine when a prune superseded
+        // them (what is still needed came with the files that replaced them);
+        // anything else means the cache may hold stale locations: rebuild.
+        let gone: Vec<String> = seen.difference(&listed).cloned().collect();
+        if gone.is_empty() {
+            return Ok(idx);
+        }
+        let superseded = idx.superseded_files()?;
+        if gone.iter().all(|n| superseded.contains(n)) {
+            idx.forget_files(&gone)?;
+            return Ok(idx);
+        }
+        tracing::info!("repository index files were removed; rebuilding the local chunk index");
+        drop(seen);
+        let idx = Arc::try_unwrap(idx).map_err(|_| {
+            Error::InvalidArgument("invariant: the chunk index is not shared yet".into())
+        })?;
+        let idx = Arc::new(
+            tokio::task::spawn_blocking(move || idx.rebuild())
+                .await
+                .expect("invariant: rebuild does not panic")?,
+        );
+        let all: Vec<(String, u64)> = self
+            .store
+            .list(keys::INDEX_DIR)
+            .await?
+            .into_iter()
+            .map(|l| (l.name, l.size))
+            .collect();
+        self.ingest_index_files(&idx, all).await?;
+        Ok(idx)
+    }
+
+    /// Fetches and ingests index files: superseded ones first, so that the
+    /// locations of the files replacing them win. Damaged files are named
+    /// and skipped.
+    async fn ingest_index_files(
+        &self,
+        idx: &Arc<ChunkIndex>,
+        files: Vec<(String, u64)>,
+    ) -> Result<()> {
+        let fetched: Vec<(String, Result<IndexFile>)> = futures::stream::iter(files)
+            .map(|(name, size)| async move {
+                if size > MAX_INDEX_FILE {
+                    let e = malformed(
+                        format!("index file {name}"),
+                        format!("{size} bytes, more than an index file may have"),
+                    );
+                    return (name, Err(e));
                 }
+                let r = async {
+                    let bytes = self.store.get(&keys::index(&name)).await?;
+                    IndexFile::decode(&bytes)
+                        .map_err(|e| malformed(format!("index file {name}"), e))
+                }
+                .await;
+                (name, r)
             })
             .buffer_unordered(INDEX_FETCH_CONCURRENCY)
             .collect()
             .await;
-        for (name, r) in results {
+        let mut good = Vec::new();
+        for (name, r) in fetched {
             match r {
-                Ok(()) => {}
+                Ok(f) => good.push((name, f)),
                 // A damaged or stray object: named, and skipped. Chunks only
                 // it located count as absent (a backup stores them again; a
                 // restore that needs them says which).
@@ -302,7 +333,20 @@ impl Repository {
                 Err(e) => return Err(e),
             }
         }
-        Ok(idx)
+        let mut superseded: HashSet<String> = idx.superseded_files()?;
+        for (_, f) in &good {
+            superseded.extend(f.supersedes.iter().cloned());
+        }
+        good.sort_by_key(|(n, _)| !superseded.contains(n));
+        let idx = Arc::clone(idx);
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            for (name, f) in good {
+                idx.ingest_superseding(&name, &f.supersedes, &f.groups)?;
+            }
+            Ok(())
+        })
+        .await
+        .expect("invariant: ingest does not panic")
     }
 
     /// Every snapshot, oldest first.

@@ -227,7 +227,7 @@ mod tests {
             .filter(|(_, r)| !r.is_empty())
             .map(|(c, _)| (c.time, c.time.format("%Y-%m-%dT%H").to_string()))
             .collect();
-        out.sort_by(|a, b| b.0.cmp(&a.0));
+        out.sort_by_key(|x| std::cmp::Reverse(x.0));
         out.into_iter().map(|(_, s)| s).collect()
     }
 

@@ -26,7 +26,7 @@ use cairn_model::{ChunkId, IndexGroup, PackId, PackLocation};
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, DB};
 
 /// Bumped whenever the on-disk layout of this cache changes; a mismatch wipes it.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 const CF_CHUNKS: &str = "chunks";
 const CF_FILES: &str = "files";
@@ -341,6 +341,29 @@ impl ChunkIndex {
     /// # Errors
     /// RocksDB failures.
     pub fn ingest(&self, index_file: &str, groups: &[IndexGroup]) -> Result<()> {
+        self.ingest_superseding(index_file, &[], groups)
+    }
+
+    /// Like [`ChunkIndex::ingest`], for an index file that supersedes
+    /// others: their names are recorded with it.
+    ///
+    /// # Errors
+    /// RocksDB failures; a name that is not 64 hex digits.
+    pub fn ingest_superseding(
+        &self,
+        index_file: &str,
+        supersedes: &[String],
+        groups: &[IndexGroup],
+    ) -> Result<()> {
+        let mut names = Vec::with_capacity(supersedes.len() * 32);
+        for n in supersedes {
+            let mut raw = [0u8; 32];
+            hex::decode_to_slice(n, &mut raw).map_err(|_| Error::Corrupt {
+                path: self.path.clone(),
+                reason: format!("superseded index file name {n:?}"),
+            })?;
+            names.extend_from_slice(&raw);
+        }
         let mut batch = WriteBatch::default();
         let chunks = self.cf(CF_CHUNKS);
         for g in groups {
@@ -353,7 +376,36 @@ impl ChunkIndex {
                 g.pack_length.to_le_bytes(),
             );
         }
-        batch.put_cf(self.cf(CF_FILES), index_file.as_bytes(), []);
+        batch.put_cf(self.cf(CF_FILES), index_file.as_bytes(), names);
+        self.db.write(batch).map_err(|e| self.db_err(e))
+    }
+
+    /// Names that ingested index files supersede.
+    ///
+    /// # Errors
+    /// RocksDB failures.
+    pub fn superseded_files(&self) -> Result<HashSet<String>> {
+        let mut out = HashSet::new();
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_FILES), rocksdb::IteratorMode::Start)
+        {
+            let (_, v) = item.map_err(|e| self.db_err(e))?;
+            out.extend(v.chunks_exact(32).map(hex::encode));
+        }
+        Ok(out)
+    }
+
+    /// Forgets that `names` were ingested (they were superseded and deleted;
+    /// their still-needed entries came with the files that superseded them).
+    ///
+    /// # Errors
+    /// RocksDB failures.
+    pub fn forget_files(&self, names: &[String]) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for n in names {
+            batch.delete_cf(self.cf(CF_FILES), n.as_bytes());
+        }
         self.db.write(batch).map_err(|e| self.db_err(e))
     }
 

@@ -170,17 +170,23 @@ pub struct IndexGroup {
 }
 
 /// An index file (`index/<blake3 of its bytes>`): which chunks live in which
-/// packs. Binary: magic `CAIRNIDX`, u16 version, u32 group count, groups
-/// (pack id, u64 pack length, u32 entry count, entries), then a BLAKE3 of all
-/// preceding bytes.
+/// packs, and which older index files it replaces. Binary: magic
+/// `CAIRNIDX`, u16 version; version 2 only: u32 count and that many 32-byte
+/// names of superseded index files; u32 group count, groups (pack id, u64
+/// pack length, u32 entry count, entries), then a BLAKE3 of all preceding
+/// bytes. Files that supersede nothing are written as version 1.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IndexFile {
+    /// Index files (names) this one replaces: every entry of theirs that is
+    /// still needed is in this file or in another file that is not superseded.
+    pub supersedes: Vec<String>,
     /// One group per pack.
     pub groups: Vec<IndexGroup>,
 }
 
 const INDEX_MAGIC: &[u8; 8] = b"CAIRNIDX";
 const INDEX_VERSION: u16 = 1;
+const INDEX_VERSION_SUPERSEDING: u16 = 2;
 
 impl IndexFile {
     /// Serializes the index file.
@@ -188,7 +194,22 @@ impl IndexFile {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         out.extend_from_slice(INDEX_MAGIC);
-        out.extend_from_slice(&INDEX_VERSION.to_le_bytes());
+        if self.supersedes.is_empty() {
+            out.extend_from_slice(&INDEX_VERSION.to_le_bytes());
+        } else {
+            out.extend_from_slice(&INDEX_VERSION_SUPERSEDING.to_le_bytes());
+            out.extend_from_slice(
+                &u32::try_from(self.supersedes.len())
+                    .expect("invariant: < 4G files")
+                    .to_le_bytes(),
+            );
+            for name in &self.supersedes {
+                let mut raw = [0u8; 32];
+                hex::decode_to_slice(name, &mut raw)
+                    .expect("invariant: index file names are 64 hex digits");
+                out.extend_from_slice(&raw);
+            }
+        }
         out.extend_from_slice(
             &u32::try_from(self.groups.len())
                 .expect("invariant: < 4G packs")
@@ -228,17 +249,25 @@ impl IndexFile {
             return Err(bad("checksum mismatch".into()));
         }
         let version = u16::from_le_bytes([b[8], b[9]]);
-        if version != INDEX_VERSION {
+        if version != INDEX_VERSION && version != INDEX_VERSION_SUPERSEDING {
             return Err(bad(format!("unsupported index version {version}")));
         }
         let mut pos = 10;
         let take = |pos: &mut usize, n: usize| -> Result<&[u8]> {
-            let s = body
-                .get(*pos..*pos + n)
+            let s = pos
+                .checked_add(n)
+                .and_then(|end| body.get(*pos..end))
                 .ok_or_else(|| bad("truncated".into()))?;
             *pos += n;
             Ok(s)
         };
+        let mut supersedes = Vec::new();
+        if version == INDEX_VERSION_SUPERSEDING {
+            let n = u32::from_le_bytes(take(&mut pos, 4)?.try_into().expect("invariant: 4 bytes"));
+            for _ in 0..n {
+                supersedes.push(hex::encode(take(&mut pos, 32)?));
+            }
+        }
         let count = u32::from_le_bytes(take(&mut pos, 4)?.try_into().expect("invariant: 4 bytes"));
         let mut groups = Vec::with_capacity(count.min(1 << 16) as usize);
         for _ in 0..count {
@@ -259,7 +288,7 @@ impl IndexFile {
         if pos != body.len() {
             return Err(bad("trailing bytes".into()));
         }
-        Ok(Self { groups })
+        Ok(Self { supersedes, groups })
     }
 }
 
@@ -277,6 +306,7 @@ mod tests {
             codec: Codec::Zstd,
         };
         let f = IndexFile {
+            supersedes: Vec::new(),
             groups: vec![IndexGroup {
                 pack: PackId::of(b"p"),
                 pack_length: 100,
@@ -285,6 +315,18 @@ mod tests {
         };
         let mut bytes = f.encode();
         assert_eq!(IndexFile::decode(&bytes).expect("decodes"), f);
+        assert_eq!(
+            &bytes[8..10],
+            &1u16.to_le_bytes(),
+            "nothing superseded: version 1"
+        );
+        let superseding = IndexFile {
+            supersedes: vec!["ab".repeat(32), "cd".repeat(32)],
+            ..f.clone()
+        };
+        let encoded = superseding.encode();
+        assert_eq!(&encoded[8..10], &2u16.to_le_bytes());
+        assert_eq!(IndexFile::decode(&encoded).expect("decodes"), superseding);
         bytes[20] ^= 1;
         assert!(IndexFile::decode(&bytes).is_err());
 

@@ -6,6 +6,7 @@
 
 mod cluster;
 mod config;
+mod gc;
 mod id;
 mod index;
 mod snapshot;
@@ -15,6 +16,7 @@ pub use cluster::{
     ShardStatus,
 };
 pub use config::{ChunkerParams, Compression, RepoConfig, FORMAT_VERSION};
+pub use gc::{GcPlan, Lease};
 pub use id::{ChunkId, IdParseError, PackId, RepoId, SnapshotId};
 pub use index::{
     Codec, IndexEntry, IndexFile, IndexGroup, PackLocation, INDEX_ENTRY_LEN, MAX_BLOB_LEN,

@@ -311,6 +311,76 @@ impl PackWriter {
     }
 }
 
+impl FinishedPack {
+    /// The same pack with `salt` in the header's six reserved bytes, and so
+    /// another id. Packs are named by their content, so packing the same
+    /// blobs in the same order again gives the same id; a writer that must
+    /// not produce a particular id (that of a pack a prune is deleting)
+    /// salts it away.
+    #[must_use]
+    pub fn salted(mut self, salt: [u8; 6]) -> Self {
+        self.bytes[10..16].copy_from_slice(&salt);
+        let len = self.bytes.len();
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&self.bytes[..len - 40]);
+        let sum = hasher.finalize();
+        self.bytes[len - 40..len - 8].copy_from_slice(sum.as_bytes());
+        hasher.update(&self.bytes[len - 40..]);
+        self.id = PackId(*hasher.finalize().as_bytes());
+        self
+    }
+
+    /// Salts the pack (randomly) until its id is not one of `avoid`.
+    #[must_use]
+    pub fn avoiding(mut self, avoid: &std::collections::HashSet<PackId>) -> Self {
+        let mut n: u64 = 0;
+        while avoid.contains(&self.id) {
+            n += 1;
+            let salt = blake3::hash(&[self.id.0.as_slice(), &n.to_le_bytes()].concat());
+            let mut six = [0u8; 6];
+            six.copy_from_slice(&salt.as_bytes()[..6]);
+            self = self.salted(six);
+        }
+        self
+    }
+}
+
+/// Reads a pack's footer (its last [`FOOTER_LEN`] bytes): the trailer's
+/// offset and entry count. With the pack's length, the trailer is
+/// `offset .. length - FOOTER_LEN` and holds `count` entries.
+///
+/// # Errors
+/// [`Error::Corrupt`] when the footer is malformed or does not fit `pack_len`.
+pub fn read_footer(footer: &[u8], pack_len: u64) -> Result<(u64, u32)> {
+    if footer.len() != FOOTER_LEN || &footer[48..] != PACK_END {
+        return Err(corrupt("missing CAIRNEND footer"));
+    }
+    let offset = u64::from_le_bytes(footer[..8].try_into().expect("invariant: 8 bytes"));
+    let n = u32::from_le_bytes(footer[8..12].try_into().expect("invariant: 4 bytes"));
+    let fits = u64::from(n)
+        .checked_mul(INDEX_ENTRY_LEN as u64)
+        .and_then(|len| offset.checked_add(len))
+        .is_some_and(|end| end + FOOTER_LEN as u64 == pack_len);
+    if offset < HEADER_LEN as u64 || !fits {
+        return Err(corrupt("trailer does not fit the pack"));
+    }
+    Ok((offset, n))
+}
+
+/// Parses a trailer read with [`read_footer`]'s bounds.
+///
+/// # Errors
+/// [`Error::Corrupt`] for a malformed entry.
+pub fn read_trailer(trailer: &[u8]) -> Result<Vec<IndexEntry>> {
+    if !trailer.len().is_multiple_of(INDEX_ENTRY_LEN) {
+        return Err(corrupt("trailer has a partial entry"));
+    }
+    trailer
+        .chunks_exact(INDEX_ENTRY_LEN)
+        .map(|b| IndexEntry::decode(b).map_err(|e| corrupt(e.to_string())))
+        .collect()
+}
+
 /// Parses a whole pack, verifying its checksum, and returns its entries.
 ///
 /// # Errors
@@ -390,6 +460,18 @@ mod tests {
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
             .collect();
         let _ = compress(&noise, c); // may or may not pay; must not panic
+    }
+
+    #[test]
+    fn salting_changes_the_id_and_keeps_a_valid_pack() {
+        let mut w = PackWriter::new();
+        w.push(ChunkId::of(b"x"), b"x", None);
+        let p = w.finish();
+        let id = p.id;
+        let salted = p.avoiding(&std::collections::HashSet::from([id]));
+        assert_ne!(salted.id, id);
+        assert_eq!(salted.id, PackId::of(&salted.bytes));
+        assert_eq!(read_entries(&salted.bytes).expect("valid").len(), 1);
     }
 
     #[test]

@@ -107,6 +107,22 @@ pub mod keys {
     pub const SNAPSHOT_DIR: &str = "snapshots";
     /// Directory of packs.
     pub const PACK_DIR: &str = "packs";
+    /// Directory of leases of running writers.
+    pub const LOCK_DIR: &str = "locks";
+    /// Directory of prune plans.
+    pub const GC_DIR: &str = "gc";
+
+    /// Key of a lease.
+    #[must_use]
+    pub fn lock(name: &str) -> String {
+        format!("{LOCK_DIR}/{name}")
+    }
+
+    /// Key of a prune plan.
+    #[must_use]
+    pub fn gc_plan(name: &str) -> String {
+        format!("{GC_DIR}/{name}")
+    }
 
     /// Key of a pack: fanned out by its first byte.
     #[must_use]
@@ -141,6 +157,8 @@ pub struct Listed {
     pub name: String,
     /// Size in bytes.
     pub size: u64,
+    /// When the storage last wrote it, by the storage's clock.
+    pub last_modified: chrono::DateTime<chrono::Utc>,
 }
 
 /// A repository's object store plus its key prefix.
@@ -403,7 +421,7 @@ impl RepoStore {
     /// [`Error::AlreadyExists`] when it does; backend errors.
     pub async fn put_new(&self, key: &str, data: Bytes) -> Result<()> {
         if let Some(root) = &self.local {
-            return self.put_local(root, key, data, true).await;
+            return self.put_local(root, key, data, true, false).await;
         }
         let opts = PutOptions {
             mode: PutMode::Create,
@@ -424,7 +442,7 @@ impl RepoStore {
     /// Backend errors.
     pub async fn put_content_addressed(&self, key: &str, data: Bytes) -> Result<()> {
         if let Some(root) = &self.local {
-            return self.put_local(root, key, data, false).await;
+            return self.put_local(root, key, data, false, false).await;
         }
         if data.len() < MULTIPART_THRESHOLD {
             return match self.put_new(key, data).await {
@@ -447,14 +465,15 @@ impl RepoStore {
     }
 
     /// Writes `key` under a local repository's `root` durably (see the module
-    /// docs): create-only, or replacing nothing when the content-addressed
-    /// object is already there.
+    /// docs): create-only, replacing (`replace`), or replacing nothing when
+    /// the content-addressed object is already there.
     async fn put_local(
         &self,
         root: &std::path::Path,
         key: &str,
         data: Bytes,
         create_only: bool,
+        replace: bool,
     ) -> Result<()> {
         static TEMP: AtomicU64 = AtomicU64::new(0);
         let dest = key
@@ -468,7 +487,7 @@ impl RepoStore {
         let result = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             let dir = dest.parent().expect("invariant: keys have a parent");
             std::fs::create_dir_all(dir)?;
-            if !create_only && dest.exists() {
+            if !create_only && !replace && dest.exists() {
                 return Ok(());
             }
             // object_store's listing skips names ending in '#' and digits.
@@ -495,6 +514,34 @@ impl RepoStore {
         .await
         .expect("invariant: local write does not panic");
         result.map_err(|e| self.local_err(key, e))
+    }
+
+    /// Writes an object, replacing any previous version (leases and other
+    /// small mutable objects; everything else is create-only).
+    ///
+    /// # Errors
+    /// Backend errors.
+    pub async fn put_replace(&self, key: &str, data: Bytes) -> Result<()> {
+        if let Some(root) = &self.local {
+            return self.put_local(root, key, data, false, true).await;
+        }
+        self.inner
+            .put(&self.path(key), PutPayload::from(data))
+            .await
+            .map(|_| ())
+            .map_err(|e| self.map_err(key, e))
+    }
+
+    /// When the storage last wrote `key`, by the storage's clock.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] or backend errors.
+    pub async fn modified(&self, key: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+        self.inner
+            .head(&self.path(key))
+            .await
+            .map(|m| m.last_modified)
+            .map_err(|e| self.map_err(key, e))
     }
 
     /// Deletes an object; a missing object is not an error.
@@ -525,8 +572,11 @@ impl RepoStore {
             .filter_map(|m| {
                 let name = m.location.filename()?.to_string();
                 // object_store's local backend stages writes under hidden names.
-                (!name.starts_with('.') && !name.contains("#"))
-                    .then_some(Listed { name, size: m.size })
+                (!name.starts_with('.') && !name.contains("#")).then_some(Listed {
+                    name,
+                    size: m.size,
+                    last_modified: m.last_modified,
+                })
             })
             .collect())
     }

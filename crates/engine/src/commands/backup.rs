@@ -213,8 +213,24 @@ pub(crate) struct RunResult {
     pub(crate) files: Vec<Option<FileEntry>>,
     pub(crate) outcomes: Vec<InputOutcome>,
     pub(crate) totals: SnapshotTotals,
+    /// What committing the run's manifest needs.
+    pub(crate) commit: Commit,
+}
+
+/// What the packer produced.
+struct Packed {
+    files: Vec<Option<FileEntry>>,
+    outcomes: Vec<InputOutcome>,
+    totals: SnapshotTotals,
+    referenced: HashSet<PackId>,
+}
+
+/// A run's lease and what its manifest will rely on.
+pub(crate) struct Commit {
+    lease: crate::lease::HeldLease,
+    index: Arc<ChunkIndex>,
     /// Packs holding chunks the run deduplicated against.
-    pub(crate) referenced: HashSet<PackId>,
+    referenced: HashSet<PackId>,
 }
 
 enum Item {
@@ -482,6 +498,8 @@ struct Packer<'a> {
     totals: SnapshotTotals,
     /// Packs holding chunks this run deduplicated against.
     referenced: HashSet<PackId>,
+    /// Ids of packs a prune is deleting: new packs must not take them.
+    condemned: Arc<HashSet<PackId>>,
 }
 
 impl Packer<'_> {
@@ -580,38 +598,15 @@ impl Packer<'_> {
             .expect("invariant: upload semaphore is never closed");
         let store: RepoStore = self.repo.store.clone();
         let tx = self.done_tx.clone();
+        let avoid = Arc::clone(&self.condemned);
         self.pending += 1;
         self.handle.spawn(async move {
             // Trailer and hashes are computed here, off the packer thread,
             // which goes on with the next blocks meanwhile.
-            let pack = tokio::task::spawn_blocking(move || writer.finish())
+            let pack = tokio::task::spawn_blocking(move || writer.finish().avoiding(&avoid))
                 .await
                 .expect("invariant: finishing a pack does not panic");
-            let group = IndexGroup {
-                pack: pack.id,
-                pack_length: pack.bytes.len() as u64,
-                entries: pack.entries,
-            };
-            let file = IndexFile {
-                groups: vec![group],
-            }
-            .encode();
-            let name = blake3::hash(&file).to_hex().to_string();
-            // Write order: the pack is durable before the index file that names it.
-            let result = async {
-                let bytes = Bytes::from(pack.bytes);
-                store
-                    .put_content_addressed(&keys::pack(&pack.id), bytes.clone())
-                    .await?;
-                store
-                    .put_content_addressed(&keys::index(&name), Bytes::from(file.clone()))
-                    .await?;
-                let IndexFile { mut groups } =
-                    IndexFile::decode(&file).expect("invariant: just encoded");
-                // The store holds no other reference now: the buffer comes back whole.
-                Ok((name, groups.remove(0), Vec::from(bytes)))
-            }
-            .await;
+            let result = store_pack(&store, pack).await;
             drop(permit);
             let _ = tx.send(result);
         });
@@ -662,6 +657,35 @@ impl Packer<'_> {
     }
 }
 
+/// Writes a finished pack, then the index file naming it: the write order
+/// every reader relies on. Returns the index file's name, the pack's group
+/// and its buffer (for reuse).
+pub(crate) async fn store_pack(
+    store: &RepoStore,
+    pack: cairn_pack::FinishedPack,
+) -> Result<(String, IndexGroup, Vec<u8>)> {
+    let group = IndexGroup {
+        pack: pack.id,
+        pack_length: pack.bytes.len() as u64,
+        entries: pack.entries,
+    };
+    let mut file = IndexFile {
+        supersedes: Vec::new(),
+        groups: vec![group],
+    };
+    let encoded = file.encode();
+    let name = blake3::hash(&encoded).to_hex().to_string();
+    let bytes = Bytes::from(pack.bytes);
+    store
+        .put_content_addressed(&keys::pack(&pack.id), bytes.clone())
+        .await?;
+    store
+        .put_content_addressed(&keys::index(&name), Bytes::from(encoded))
+        .await?;
+    // The store holds no other reference now: the buffer comes back whole.
+    Ok((name, file.groups.remove(0), Vec::from(bytes)))
+}
+
 impl Repository {
     /// Backs up `source` and writes a snapshot manifest.
     ///
@@ -703,11 +727,13 @@ impl Repository {
             totals: run.totals,
             qdrant: None,
         };
-        self.write_snapshot(snapshot).await
+        self.commit_snapshot(snapshot, run.commit).await
     }
 
     /// Reads, chunks and stores `inputs` (see the module docs); writes no
-    /// manifest. Every pack it wrote is indexed when it returns, also on error.
+    /// manifest. Every pack it wrote is indexed when it returns, also on
+    /// error. The run holds a lease (an in-progress marker for prunes) from
+    /// before it reads the index until its manifest is committed.
     pub(crate) async fn run_inputs(
         &self,
         inputs: Vec<Input>,
@@ -715,40 +741,92 @@ impl Repository {
         shape: RunShape,
         progress: Arc<dyn Progress>,
     ) -> Result<RunResult> {
-        let index = self.chunk_index().await?;
-        // Packs deleted behind Cairn's back (by hand, by a bucket rule) must
-        // not be deduplicated against.
-        let present = self.present_packs().await?;
-        self.forget_vanished(&index, &present, false).await?;
-        let repo = self.clone();
-        let handle = Handle::current();
-        let run = {
-            let index = Arc::clone(&index);
-            tokio::task::spawn_blocking(move || {
-                repo.pack_inputs(&inputs, &index, &opts, shape, &*progress, handle)
+        let lease = self.acquire_lease("backup", None).await?;
+        let run = async {
+            let index = self.chunk_index().await?;
+            // Packs deleted behind Cairn's back, and packs a prune condemned,
+            // must not be deduplicated against.
+            let mut usable = self.present_packs().await?;
+            let condemned = Arc::new(self.condemned_packs().await?);
+            for p in condemned.iter() {
+                usable.remove(p);
+            }
+            self.forget_vanished(&index, &usable, false).await?;
+            let repo = self.clone();
+            let handle = Handle::current();
+            let index2 = Arc::clone(&index);
+            let mut packed = tokio::task::spawn_blocking(move || {
+                repo.pack_inputs(
+                    &inputs, &index2, &opts, shape, &*progress, handle, condemned,
+                )
             })
             .await
-            .expect("invariant: backup thread does not panic")?
-        };
-        // The last check before a manifest is written: everything it will
-        // name that this run did not upload itself is still there.
-        let present = self.present_packs().await?;
-        let vanished: HashSet<PackId> = run
-            .referenced
-            .iter()
-            .filter(|p| !present.contains(p))
-            .copied()
-            .collect();
-        if !vanished.is_empty() {
-            self.forget_vanished(&index, &present, true).await?;
-            let mut ids: Vec<String> = vanished.iter().map(PackId::short).collect();
-            ids.sort();
-            return Err(Error::PacksVanished {
-                count: vanished.len(),
-                packs: ids.join(", "),
-            });
+            .expect("invariant: backup thread does not panic")?;
+            let referenced = std::mem::take(&mut packed.referenced);
+            Ok::<_, Error>((packed, index, referenced))
         }
-        Ok(run)
+        .await;
+        match run {
+            Ok((packed, index, referenced)) => Ok(RunResult {
+                files: packed.files,
+                outcomes: packed.outcomes,
+                totals: packed.totals,
+                commit: Commit {
+                    lease,
+                    index,
+                    referenced,
+                },
+            }),
+            Err(e) => {
+                lease.release().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes `snapshot`, last: after renewing the run's lease and checking
+    /// that every pack it deduplicated against is still there, within half a
+    /// lease of that renewal (see docs/format.md, garbage collection).
+    pub(crate) async fn commit_snapshot(
+        &self,
+        snapshot: Snapshot,
+        commit: Commit,
+    ) -> Result<BackupSummary> {
+        let Commit {
+            lease,
+            index,
+            referenced,
+        } = commit;
+        let result = async {
+            for _ in 0..3 {
+                lease.renew().await?;
+                let present = self.present_packs().await?;
+                let vanished: HashSet<PackId> = referenced
+                    .iter()
+                    .filter(|p| !present.contains(p))
+                    .copied()
+                    .collect();
+                if !vanished.is_empty() {
+                    self.forget_vanished(&index, &present, true).await?;
+                    let mut ids: Vec<String> = vanished.iter().map(PackId::short).collect();
+                    ids.sort();
+                    return Err(Error::PacksVanished {
+                        count: vanished.len(),
+                        packs: ids.join(", "),
+                    });
+                }
+                if lease.is_fresh() {
+                    return self.write_snapshot(snapshot).await;
+                }
+                // Listing took half a lease: renew and look again.
+            }
+            Err(Error::Busy(
+                "the repository answers too slowly to commit within the lease; try again".into(),
+            ))
+        }
+        .await;
+        lease.release().await;
+        result
     }
 
     /// Every pack in the repository.
@@ -816,6 +894,7 @@ impl Repository {
         }
     }
 
+    #[allow(clippy::too_many_arguments)] // internal: the run's parts, passed once
     fn pack_inputs(
         &self,
         inputs: &[Input],
@@ -824,7 +903,8 @@ impl Repository {
         shape: RunShape,
         progress: &dyn Progress,
         handle: Handle,
-    ) -> Result<RunResult> {
+        condemned: Arc<HashSet<PackId>>,
+    ) -> Result<Packed> {
         let pool = Arc::new(
             rayon::ThreadPoolBuilder::new()
                 .num_threads(opts.cpu_threads.max(1))
@@ -849,6 +929,7 @@ impl Repository {
             free_buffers: Vec::new(),
             totals: SnapshotTotals::default(),
             referenced: HashSet::new(),
+            condemned,
         };
         let total = inputs.iter().map(|i| i.size).sum::<Option<u64>>();
         progress.start("backup", total);
@@ -960,7 +1041,7 @@ impl Repository {
         let kept = files.iter().flatten();
         totals.files = kept.clone().count() as u64;
         totals.bytes = kept.map(|f| f.size).sum();
-        Ok(RunResult {
+        Ok(Packed {
             files,
             outcomes,
             totals,

@@ -611,7 +611,7 @@ impl Repository {
             totals: run.totals,
             qdrant: Some(record.clone()),
         };
-        let backup = self.write_snapshot(snapshot).await?;
+        let backup = self.commit_snapshot(snapshot, run.commit).await?;
         Ok(ClusterBackupSummary { backup, record })
     }
 }

@@ -1,0 +1,108 @@
+//! `cairn check`.
+
+use std::sync::Arc;
+
+use anyhow::{bail, Result};
+use cairn_engine::ReadData;
+use serde_json::json;
+
+use crate::progress::Bar;
+use crate::size::human;
+use crate::GlobalArgs;
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// Also read every pack and verify every chunk's hash.
+    #[arg(long, conflicts_with = "read_data_subset")]
+    read_data: bool,
+    /// Read and verify part of the packs: a share (10%) or a part (1/5: run
+    /// 1/5 to 5/5 on five days to cover everything).
+    #[arg(long, value_name = "SUBSET", value_parser = parse_subset)]
+    read_data_subset: Option<ReadData>,
+}
+
+fn parse_subset(s: &str) -> Result<ReadData, String> {
+    if let Some((k, n)) = s.split_once('/') {
+        let (k, n): (u32, u32) = (
+            k.trim()
+                .parse()
+                .map_err(|_| format!("{s:?}: expected K/N"))?,
+            n.trim()
+                .parse()
+                .map_err(|_| format!("{s:?}: expected K/N"))?,
+        );
+        if n == 0 || k == 0 || k > n {
+            return Err(format!("{s:?}: K/N needs 1 <= K <= N"));
+        }
+        return Ok(ReadData::Part(k, n));
+    }
+    let share = match s.strip_suffix('%') {
+        Some(p) => p.trim().parse::<f64>().map(|v| v / 100.0),
+        None => s.trim().parse::<f64>(),
+    }
+    .map_err(|_| format!("{s:?}: expected a share (10%) or a part (1/5)"))?;
+    if !(0.0..=1.0).contains(&share) {
+        return Err(format!("{s:?} is not between 0% and 100%"));
+    }
+    Ok(ReadData::Share(share))
+}
+
+pub async fn check(g: &GlobalArgs, a: CheckArgs) -> Result<()> {
+    let repo = crate::commands::open(g).await?;
+    let read = match (a.read_data, a.read_data_subset) {
+        (true, _) => ReadData::All,
+        (false, Some(s)) => s,
+        (false, None) => ReadData::None,
+    };
+    let bar = Arc::new(Bar::new(g));
+    let r = repo.check(read, bar).await?;
+    if g.json {
+        println!(
+            "{}",
+            json!({
+                "clean": r.is_clean(), "snapshots": r.snapshots, "packs": r.packs,
+                "packs_read": r.packs_read, "bytes_read": r.bytes_read,
+                "errors": r.errors, "warnings": r.warnings, "damaged": r.damaged,
+            })
+        );
+    } else {
+        for e in &r.errors {
+            println!("error: {e}");
+        }
+        for (id, files) in &r.damaged {
+            println!("damaged snapshot {id}:");
+            for f in files {
+                println!("  {f}");
+            }
+        }
+        for w in &r.warnings {
+            println!("note: {w}");
+        }
+        println!(
+            "checked {} snapshots and {} packs{}: {}",
+            r.snapshots,
+            r.packs,
+            if r.packs_read > 0 {
+                format!(", read {} packs ({})", r.packs_read, human(r.bytes_read))
+            } else {
+                String::new()
+            },
+            if r.is_clean() {
+                "no errors".to_string()
+            } else {
+                format!(
+                    "{} error(s), {} damaged snapshot(s)",
+                    r.errors.len(),
+                    r.damaged.len()
+                )
+            }
+        );
+    }
+    if !r.is_clean() {
+        if !g.json {
+            eprintln!("cairn: the repository is damaged; docs/operations.md, \"When check reports errors\", says what to do");
+        }
+        bail!(crate::Reported(crate::exit::INTEGRITY));
+    }
+    Ok(())
+}

@@ -1,0 +1,296 @@
+//! Check: prove the repository sound, or name what is damaged.
+//!
+//! Structure: every index file decodes; every pack an index file names
+//! exists, has the recorded length, and its trailer lists exactly the
+//! entries the index gives; every chunk every snapshot needs (chunk lists
+//! read) is indexed in a pack that exists. With `read_data`, packs are read
+//! whole: checksum, and every blob decoded and compared with its id. Damage
+//! is reported with the snapshots and files it affects.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use cairn_model::{ChunkId, PackId};
+use cairn_store::keys;
+use futures::StreamExt;
+
+use crate::{Progress, Repository, Result};
+
+/// Which packs a check reads whole.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ReadData {
+    /// None: structure only.
+    None,
+    /// Every pack.
+    All,
+    /// A random share of the packs (0 to 1).
+    Share(f64),
+    /// Part `k` of `n` (1-based): packs whose id's first byte modulo `n` is
+    /// `k - 1`; running 1/n to n/n covers everything.
+    Part(u32, u32),
+}
+
+/// What a check found.
+#[derive(Debug, Clone, Default)]
+pub struct CheckReport {
+    /// Snapshots checked.
+    pub snapshots: usize,
+    /// Packs known.
+    pub packs: usize,
+    /// Packs read whole.
+    pub packs_read: usize,
+    /// Bytes read for that.
+    pub bytes_read: u64,
+    /// Problems that lose or endanger data.
+    pub errors: Vec<String>,
+    /// Things to know that lose nothing (leftovers a prune removes).
+    pub warnings: Vec<String>,
+    /// Damaged snapshots: id → the files that cannot be restored, and why.
+    pub damaged: BTreeMap<String, Vec<String>>,
+}
+
+impl CheckReport {
+    /// True when nothing is wrong.
+    #[must_use]
+    pub fn is_clean(&self) -> bool {
+        self.errors.is_empty() && self.damaged.is_empty()
+    }
+}
+
+impl Repository {
+    /// Checks the repository (see the module docs).
+    ///
+    /// # Errors
+    /// Storage errors that stop the check itself; damage is in the report.
+    pub async fn check(&self, read: ReadData, progress: Arc<dyn Progress>) -> Result<CheckReport> {
+        let mut r = CheckReport::default();
+        let view = self.index_view().await?;
+        // Damaged index files were skipped by index_view: count them here.
+        let listed_index = self.store.list(keys::INDEX_DIR).await?;
+        for l in &listed_index {
+            if !view.files.contains_key(&l.name) {
+                r.errors.push(format!(
+                    "index file {} cannot be read (run cairn repair index)",
+                    l.name
+                ));
+            }
+        }
+        let present: HashMap<PackId, u64> = self
+            .store
+            .list(keys::PACK_DIR)
+            .await?
+            .into_iter()
+            .filter_map(|l| l.name.parse::<PackId>().ok().map(|p| (p, l.size)))
+            .collect();
+        let condemned = self.condemned_packs().await?;
+        r.packs = present.len();
+        // Packs named by index files.
+        let mut bad_packs: HashMap<PackId, String> = HashMap::new();
+        let mut names: Vec<&PackId> = view.packs.keys().collect();
+        names.sort();
+        progress.start("check", Some(names.len() as u64));
+        let trailers: Vec<(PackId, std::result::Result<(), String>)> = futures::stream::iter(names)
+            .map(|pack| {
+                let group = &view.packs[pack];
+                let size = present.get(pack).copied();
+                async move {
+                    let r = match size {
+                        None => Err("is missing".to_string()),
+                        Some(s) if s != group.pack_length => Err(format!(
+                            "is {s} bytes; its index says {}",
+                            group.pack_length
+                        )),
+                        Some(s) => self.check_trailer(pack, s, &group.entries).await,
+                    };
+                    (*pack, r)
+                }
+            })
+            .buffer_unordered(16)
+            .inspect(|_| progress.advance(1))
+            .collect()
+            .await;
+        progress.finish();
+        for (pack, res) in trailers {
+            if let Err(why) = res {
+                if condemned.contains(&pack) && why == "is missing" {
+                    continue; // a prune in progress deletes it
+                }
+                r.errors.push(format!("pack {pack} {why}"));
+                bad_packs.insert(pack, why);
+            }
+        }
+        for (pack, _) in present.iter().filter(|(p, _)| !view.packs.contains_key(p)) {
+            r.warnings.push(format!(
+                "pack {pack} is in no index file (left by an interrupted backup, or being written; a prune removes it once unused)"
+            ));
+        }
+
+        // Read packs whole.
+        let mut to_read: Vec<PackId> = present
+            .keys()
+            .filter(|p| view.packs.contains_key(p) && !bad_packs.contains_key(p))
+            .copied()
+            .filter(|p| match read {
+                ReadData::None => false,
+                ReadData::All => true,
+                ReadData::Share(s) => rand::random::<f64>() < s,
+                ReadData::Part(k, n) => u32::from(p.0[0]) % n.max(1) == k.saturating_sub(1),
+            })
+            .collect();
+        to_read.sort();
+        progress.start("read data", Some(to_read.iter().map(|p| present[p]).sum()));
+        let read_results: Vec<(PackId, u64, std::result::Result<(), String>)> =
+            futures::stream::iter(to_read)
+                .map(|pack| async move {
+                    let r = async {
+                        let bytes = self
+                            .store
+                            .get(&keys::pack(&pack))
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        let len = bytes.len() as u64;
+                        tokio::task::spawn_blocking(move || {
+                            let entries =
+                                cairn_pack::read_entries(&bytes).map_err(|e| e.to_string())?;
+                            for e in &entries {
+                                let start =
+                                    usize::try_from(e.offset).map_err(|_| "offset".to_string())?;
+                                let stored = &bytes[start..start + e.length as usize];
+                                cairn_pack::decode_blob(stored, e.id, e.codec, e.raw_length)
+                                    .map_err(|err| format!("chunk {}: {err}", e.id))?;
+                            }
+                            Ok::<_, String>(len)
+                        })
+                        .await
+                        .expect("invariant: verification does not panic")
+                    }
+                    .await;
+                    match r {
+                        Ok(len) => (pack, len, Ok(())),
+                        Err(why) => (pack, 0, Err(why)),
+                    }
+                })
+                .buffer_unordered(4)
+                .inspect(|(p, _, _)| progress.advance(present[p]))
+                .collect()
+                .await;
+        progress.finish();
+        for (pack, len, res) in read_results {
+            r.packs_read += 1;
+            r.bytes_read += len;
+            if let Err(why) = res {
+                let why = format!("is damaged: {why}");
+                r.errors.push(format!("pack {pack} {why}"));
+                bad_packs.insert(pack, why);
+            }
+        }
+
+        // What every snapshot needs.
+        let snapshots = self.snapshots().await?;
+        r.snapshots = snapshots.len();
+        let unusable = |id: &ChunkId| -> Option<String> {
+            let Some(locs) = view.locations.get(id) else {
+                return Some(format!("chunk {id} is in no index file"));
+            };
+            if locs
+                .iter()
+                .any(|(p, _)| present.contains_key(p) && !bad_packs.contains_key(p))
+            {
+                None
+            } else {
+                let (p, _) = locs[0];
+                Some(format!(
+                    "chunk {id} is only in pack {} which {}",
+                    p.short(),
+                    bad_packs.get(&p).map_or("is missing", String::as_str)
+                ))
+            }
+        };
+        let mut list_cache: HashMap<ChunkId, std::result::Result<Vec<ChunkId>, String>> =
+            HashMap::new();
+        for info in &snapshots {
+            for file in &info.snapshot.files {
+                let mut why = file.chunks.iter().find_map(unusable);
+                for list in &file.chunk_lists {
+                    if why.is_some() {
+                        break;
+                    }
+                    if let Some(w) = unusable(list) {
+                        why = Some(w);
+                        break;
+                    }
+                    if !list_cache.contains_key(list) {
+                        let ids = self.read_list(&view, list).await;
+                        list_cache.insert(*list, ids);
+                    }
+                    why = match &list_cache[list] {
+                        Ok(ids) => ids.iter().find_map(unusable),
+                        Err(e) => Some(e.clone()),
+                    };
+                }
+                if let Some(w) = why {
+                    r.damaged
+                        .entry(info.id.to_hex())
+                        .or_default()
+                        .push(format!("{}: {w}", file.path));
+                }
+            }
+        }
+        Ok(r)
+    }
+
+    /// The ids in a chunk list blob.
+    async fn read_list(
+        &self,
+        view: &super::prune::IndexView,
+        list: &ChunkId,
+    ) -> std::result::Result<Vec<ChunkId>, String> {
+        let raw = self.read_blob(view, list).await?;
+        if raw.len() % 32 != 0 {
+            return Err(format!("chunk list {} has a partial id", list.short()));
+        }
+        Ok(raw.chunks_exact(32).map(ChunkId::from_slice).collect())
+    }
+
+    /// Compares a pack's trailer with the entries its index gives.
+    async fn check_trailer(
+        &self,
+        pack: &PackId,
+        size: u64,
+        indexed: &[cairn_model::IndexEntry],
+    ) -> std::result::Result<(), String> {
+        let key = keys::pack(pack);
+        let footer_len = cairn_pack::FOOTER_LEN as u64;
+        if size < footer_len {
+            return Err("is shorter than a pack footer".into());
+        }
+        let footer = self
+            .store
+            .get_range(&key, size - footer_len..size)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (offset, _) = cairn_pack::read_footer(&footer, size).map_err(|e| e.to_string())?;
+        let trailer = self
+            .store
+            .get_range(&key, offset..size - footer_len)
+            .await
+            .map_err(|e| e.to_string())?;
+        let entries = cairn_pack::read_trailer(&trailer).map_err(|e| e.to_string())?;
+        let a: HashSet<_> = entries
+            .iter()
+            .map(|e| (e.id, e.offset, e.length, e.raw_length))
+            .collect();
+        let b: HashSet<_> = indexed
+            .iter()
+            .map(|e| (e.id, e.offset, e.length, e.raw_length))
+            .collect();
+        if a != b {
+            return Err(format!(
+                "has a trailer of {} entries that disagrees with its index ({} entries)",
+                entries.len(),
+                indexed.len()
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,667 @@
+//! Prune: garbage collection that is safe while backups run, on this host or
+//! any other, without locking them out. The protocol (docs/format.md):
+//!
+//! - **Mark.** Find the chunks every snapshot needs; condemn packs that hold
+//!   none of them, repack those whose unused share is above `max_unused`
+//!   (their live blobs, verified, into new packs) and condemn them too, and
+//!   condemn packs no index file names. Rewrite the index files that name a
+//!   condemned pack as new index files that *supersede* them. Then write a
+//!   plan (`gc/<id>`): the condemned packs, the superseded index files and
+//!   the snapshots seen. Nothing is deleted yet; backups that start from
+//!   now on read the plan and never deduplicate against a condemned pack.
+//! - **Sweep**, in this run or a later one, once the plan is older than the
+//!   grace period and no backup whose lease started before the plan still
+//!   holds a live lease: a condemned pack that a snapshot written after the
+//!   plan needs is spared (and indexed again); then the superseded index
+//!   files are deleted, then the condemned packs, then the plan.
+//!
+//! Only one prune runs at a time (the `locks/prune` lease); backups never
+//! wait for it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cairn_model::{ChunkId, GcPlan, IndexEntry, IndexFile, IndexGroup, PackId, SnapshotId};
+use cairn_pack::PackWriter;
+use cairn_store::keys;
+use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
+
+use super::backup::store_pack;
+use crate::{Error, Progress, Repository, Result, SnapshotInfo};
+
+/// Settings of a prune.
+#[derive(Debug, Clone)]
+pub struct PruneOptions {
+    /// Repack a pack when more than this share of its bytes is unused (0 to 1).
+    pub max_unused: f64,
+    /// Print what would be done; change nothing.
+    pub dry_run: bool,
+    /// A plan is swept only when at least this old (storage time).
+    pub grace: Duration,
+}
+
+impl Default for PruneOptions {
+    fn default() -> Self {
+        Self {
+            max_unused: 0.1,
+            dry_run: false,
+            grace: Duration::ZERO,
+        }
+    }
+}
+
+/// What a mark found and decided.
+#[derive(Debug, Clone, Default)]
+pub struct PrunePlanSummary {
+    /// Snapshots read.
+    pub snapshots: usize,
+    /// Packs in the repository (not counting those earlier plans condemned).
+    pub packs: usize,
+    /// Bytes in them.
+    pub pack_bytes: u64,
+    /// Bytes of blobs some snapshot needs.
+    pub live_bytes: u64,
+    /// Packs condemned because nothing needs them (or no index names them).
+    pub packs_unused: usize,
+    /// Packs repacked (their live blobs copied, then condemned).
+    pub packs_repacked: usize,
+    /// Bytes that the condemned packs take.
+    pub bytes_to_delete: u64,
+    /// Bytes read to repack.
+    pub bytes_to_download: u64,
+    /// Bytes written by repacking (packs and index files).
+    pub bytes_to_upload: u64,
+    /// Storage requests the prune makes: reads, writes, deletes.
+    pub requests: u64,
+    /// Index files superseded.
+    pub index_superseded: usize,
+    /// Snapshot files whose chunks are not all in the repository.
+    pub damaged: Vec<String>,
+    /// The plan written (not in a dry run, not when there is nothing to do).
+    pub plan: Option<String>,
+}
+
+/// What a sweep did to one plan.
+#[derive(Debug, Clone, Default)]
+pub struct SweepReport {
+    /// The plan.
+    pub plan: String,
+    /// Packs deleted.
+    pub packs_deleted: usize,
+    /// Their bytes.
+    pub bytes_deleted: u64,
+    /// Condemned packs a newer snapshot needs, kept.
+    pub packs_spared: usize,
+    /// Index files deleted.
+    pub index_deleted: usize,
+}
+
+/// What a prune did.
+#[derive(Debug, Clone, Default)]
+pub struct PruneSummary {
+    /// The mark.
+    pub mark: PrunePlanSummary,
+    /// Plans swept.
+    pub swept: Vec<SweepReport>,
+    /// Plans left for a later prune, and why.
+    pub deferred: Vec<(String, String)>,
+    /// Nothing was changed.
+    pub dry_run: bool,
+}
+
+/// All readable index files: where each chunk is, what each pack holds.
+#[derive(Debug, Default)]
+pub(crate) struct IndexView {
+    pub(crate) files: BTreeMap<String, IndexFile>,
+    /// Chunk → every (pack, entry) that holds it.
+    pub(crate) locations: HashMap<ChunkId, Vec<(PackId, IndexEntry)>>,
+    /// Pack → its group.
+    pub(crate) packs: HashMap<PackId, IndexGroup>,
+}
+
+impl IndexView {
+    fn add(&mut self, name: String, file: IndexFile) {
+        for g in &file.groups {
+            for e in &g.entries {
+                let locs = self.locations.entry(e.id).or_default();
+                if !locs.iter().any(|(p, _)| *p == g.pack) {
+                    locs.push((g.pack, *e));
+                }
+            }
+            self.packs.entry(g.pack).or_insert_with(|| g.clone());
+        }
+        self.files.insert(name, file);
+    }
+}
+
+/// The packs (and blobs) a set of snapshots needs.
+#[derive(Debug, Default)]
+struct Needs {
+    chunks: HashSet<ChunkId>,
+    /// "snapshot X, file Y: why" for every file that cannot be restored.
+    damaged: Vec<String>,
+}
+
+impl Repository {
+    /// Every readable prune plan: name, plan, storage time it was written.
+    pub(crate) async fn gc_plans(&self) -> Result<Vec<(String, GcPlan, DateTime<Utc>)>> {
+        let mut out = Vec::new();
+        for l in self.store.list(keys::GC_DIR).await? {
+            match self.store.get(&keys::gc_plan(&l.name)).await {
+                Ok(b) => match serde_json::from_slice::<GcPlan>(&b) {
+                    Ok(p) => out.push((l.name, p, l.last_modified)),
+                    Err(e) => {
+                        tracing::warn!(object = %keys::gc_plan(&l.name), error = %e, "skipping an unreadable prune plan")
+                    }
+                },
+                Err(cairn_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Packs some prune plan condemned: no backup may deduplicate against them.
+    pub(crate) async fn condemned_packs(&self) -> Result<HashSet<PackId>> {
+        Ok(self
+            .gc_plans()
+            .await?
+            .into_iter()
+            .flat_map(|(_, p, _)| p.condemned_packs)
+            .collect())
+    }
+
+    /// Reads every index file (damaged ones are named and skipped).
+    pub(crate) async fn index_view(&self) -> Result<IndexView> {
+        let listed = self.store.list(keys::INDEX_DIR).await?;
+        let loaded: Vec<(String, Result<IndexFile>)> = futures::stream::iter(listed)
+            .map(|l| async move {
+                let r = async {
+                    let b = self.store.get(&keys::index(&l.name)).await?;
+                    IndexFile::decode(&b).map_err(|e| Error::Malformed {
+                        what: format!("index file {}", l.name),
+                        reason: e.to_string(),
+                    })
+                }
+                .await;
+                (l.name, r)
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        let mut view = IndexView::default();
+        for (name, r) in loaded {
+            match r {
+                Ok(f) => view.add(name, f),
+                Err(e @ Error::Malformed { .. }) => {
+                    tracing::warn!(object = %keys::index(&name), error = %e, "skipping a damaged index file");
+                }
+                Err(Error::Store(cairn_store::Error::NotFound { .. })) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(view)
+    }
+
+    /// Reads one blob, verified, from the first pack that holds it.
+    pub(crate) async fn read_blob(
+        &self,
+        view: &IndexView,
+        id: &ChunkId,
+    ) -> std::result::Result<Vec<u8>, String> {
+        let locs = view
+            .locations
+            .get(id)
+            .ok_or_else(|| format!("chunk {id} is in no index file"))?;
+        let mut last = String::new();
+        for (pack, e) in locs {
+            let r = self
+                .store
+                .get_range(&keys::pack(pack), e.offset..e.offset + u64::from(e.length))
+                .await;
+            match r {
+                Ok(stored) => match cairn_pack::decode_blob(&stored, *id, e.codec, e.raw_length) {
+                    Ok(raw) => return Ok(raw),
+                    Err(err) => last = format!("pack {}: {err}", pack.short()),
+                },
+                Err(err) => last = format!("pack {}: {err}", pack.short()),
+            }
+        }
+        Err(last)
+    }
+
+    /// The chunks (and chunk lists) `snapshots` need; reads chunk lists.
+    async fn needs(&self, snapshots: &[SnapshotInfo], view: &IndexView) -> Result<Needs> {
+        let mut needs = Needs::default();
+        let mut lists_read: HashMap<ChunkId, std::result::Result<Vec<ChunkId>, String>> =
+            HashMap::new();
+        for info in snapshots {
+            for file in &info.snapshot.files {
+                let mut problem = None;
+                for list in &file.chunk_lists {
+                    needs.chunks.insert(*list);
+                    if !lists_read.contains_key(list) {
+                        let ids = self.read_blob(view, list).await.and_then(|raw| {
+                            if raw.len() % 32 == 0 {
+                                Ok(raw.chunks_exact(32).map(ChunkId::from_slice).collect())
+                            } else {
+                                Err(format!("chunk list {} has a partial id", list.short()))
+                            }
+                        });
+                        lists_read.insert(*list, ids);
+                    }
+                    match &lists_read[list] {
+                        Ok(ids) => needs.chunks.extend(ids.iter().copied()),
+                        Err(why) => problem = Some(why.clone()),
+                    }
+                }
+                needs.chunks.extend(file.chunks.iter().copied());
+                if problem.is_none() {
+                    if let Some(c) = file.chunks.iter().find(|c| !view.locations.contains_key(c)) {
+                        problem = Some(format!("chunk {c} is in no index file"));
+                    }
+                }
+                if let Some(why) = problem {
+                    needs.damaged.push(format!(
+                        "snapshot {}, file {}: {why}",
+                        info.id.short(),
+                        file.path
+                    ));
+                }
+            }
+        }
+        Ok(needs)
+    }
+
+    /// Removes data no snapshot needs (see the module docs).
+    ///
+    /// # Errors
+    /// [`Error::Busy`] when another prune runs; storage errors. A failure
+    /// leaves the repository consistent: nothing is deleted before the plan
+    /// that names it is written and ripe.
+    pub async fn prune(
+        &self,
+        opts: &PruneOptions,
+        progress: Arc<dyn Progress>,
+    ) -> Result<PruneSummary> {
+        let lock = if opts.dry_run {
+            None
+        } else {
+            Some(self.acquire_lease("prune", Some("prune")).await?)
+        };
+        let result = self.prune_locked(opts, &*progress).await;
+        if let Some(l) = lock {
+            l.release().await;
+        }
+        result
+    }
+
+    async fn prune_locked(
+        &self,
+        opts: &PruneOptions,
+        progress: &dyn Progress,
+    ) -> Result<PruneSummary> {
+        let mut summary = PruneSummary {
+            dry_run: opts.dry_run,
+            ..PruneSummary::default()
+        };
+        // Earlier plans first: what is ripe goes now.
+        if !opts.dry_run {
+            for (name, plan, written) in self.gc_plans().await? {
+                match self.sweep(&name, &plan, written, opts, progress).await? {
+                    Ok(r) => summary.swept.push(r),
+                    Err(why) => summary.deferred.push((name, why)),
+                }
+            }
+        }
+        let (mark, plan) = self.mark(opts, progress).await?;
+        summary.mark = mark;
+        if let Some((name, plan)) = plan {
+            let written = self.store.modified(&keys::gc_plan(&name)).await?;
+            match self.sweep(&name, &plan, written, opts, progress).await? {
+                Ok(r) => summary.swept.push(r),
+                Err(why) => summary.deferred.push((name, why)),
+            }
+        }
+        Ok(summary)
+    }
+
+    /// Decides what to delete and repack, and (unless dry) repacks and
+    /// writes the plan.
+    async fn mark(
+        &self,
+        opts: &PruneOptions,
+        progress: &dyn Progress,
+    ) -> Result<(PrunePlanSummary, Option<(String, GcPlan)>)> {
+        let mut s = PrunePlanSummary::default();
+        let already: HashSet<PackId> = self.condemned_packs().await?;
+        let snapshots = self.snapshots().await?;
+        s.snapshots = snapshots.len();
+        let view = self.index_view().await?;
+        let needs = self.needs(&snapshots, &view).await?;
+        s.damaged.clone_from(&needs.damaged);
+        let present: HashMap<PackId, u64> = self
+            .store
+            .list(keys::PACK_DIR)
+            .await?
+            .into_iter()
+            .filter_map(|l| l.name.parse::<PackId>().ok().map(|p| (p, l.size)))
+            .collect();
+        // Each needed chunk is kept in one place: its first location in a
+        // pack that stays, in pack id order.
+        let mut keep_at: HashMap<ChunkId, PackId> = HashMap::new();
+        for id in &needs.chunks {
+            if let Some(locs) = view.locations.get(id) {
+                let best = locs
+                    .iter()
+                    .map(|(p, _)| *p)
+                    .filter(|p| present.contains_key(p) && !already.contains(p))
+                    .min();
+                if let Some(p) = best {
+                    keep_at.insert(*id, p);
+                }
+            }
+        }
+        let mut condemned: Vec<PackId> = Vec::new();
+        let mut repack: Vec<PackId> = Vec::new();
+        let mut pack_ids: Vec<&PackId> = present.keys().collect();
+        pack_ids.sort();
+        for pack in pack_ids {
+            if already.contains(pack) {
+                continue;
+            }
+            let size = present[pack];
+            s.packs += 1;
+            s.pack_bytes += size;
+            let Some(group) = view.packs.get(pack) else {
+                condemned.push(*pack); // no index file names it
+                s.packs_unused += 1;
+                s.bytes_to_delete += size;
+                continue;
+            };
+            let live: u64 = group
+                .entries
+                .iter()
+                .filter(|e| keep_at.get(&e.id) == Some(pack))
+                .map(|e| u64::from(e.length))
+                .sum();
+            // Unused: blob bytes no snapshot needs here (headers and
+            // trailers are not waste; a pack of needed blobs is not repacked).
+            let blobs: u64 = group.entries.iter().map(|e| u64::from(e.length)).sum();
+            s.live_bytes += live;
+            if live == 0 {
+                condemned.push(*pack);
+                s.packs_unused += 1;
+                s.bytes_to_delete += size;
+            } else if (blobs.saturating_sub(live)) as f64 > opts.max_unused * blobs as f64 {
+                repack.push(*pack);
+                s.packs_repacked += 1;
+                s.bytes_to_delete += size;
+                s.bytes_to_download += live;
+                s.bytes_to_upload += live;
+            }
+        }
+        let gone: HashSet<PackId> = condemned
+            .iter()
+            .chain(&repack)
+            .copied()
+            .chain(
+                view.packs
+                    .keys()
+                    .filter(|p| !present.contains_key(p))
+                    .copied(),
+            )
+            .collect();
+        let superseded: Vec<String> = view
+            .files
+            .iter()
+            .filter(|(_, f)| f.groups.iter().any(|g| gone.contains(&g.pack)))
+            .map(|(n, _)| n.clone())
+            .collect();
+        s.index_superseded = superseded.len();
+        s.requests = (repack.len() as u64) * 2
+            + (s.bytes_to_upload / self.config.pack_size.max(1) + 1) * 2
+            + superseded.len() as u64
+            + (condemned.len() + repack.len()) as u64
+            + 2;
+        if opts.dry_run || (condemned.is_empty() && repack.is_empty() && superseded.is_empty()) {
+            return Ok((s, None));
+        }
+        if !needs.damaged.is_empty() {
+            // What the damaged files need is not fully known: deleting
+            // anything could delete the rest of them.
+            return Err(Error::Refused(format!(
+                "{} snapshot file(s) could not be read completely (first: {}), so prune deletes nothing; run cairn check, then cairn repair",
+                needs.damaged.len(),
+                needs.damaged[0]
+            )));
+        }
+
+        // Repack: live blobs, verified, into new packs (each indexed as
+        // written) whose ids are none of the packs going away: the same
+        // blobs in the same order would otherwise make the same pack.
+        let avoid: HashSet<PackId> = gone.iter().chain(&already).copied().collect();
+        progress.start("repack", Some(s.bytes_to_download));
+        let mut writer = PackWriter::new();
+        for pack in &repack {
+            let group = &view.packs[pack];
+            for e in &group.entries {
+                if keep_at.get(&e.id) != Some(pack) {
+                    continue;
+                }
+                let stored = self
+                    .store
+                    .get_range(&keys::pack(pack), e.offset..e.offset + u64::from(e.length))
+                    .await?;
+                match cairn_pack::decode_blob(&stored, e.id, e.codec, e.raw_length) {
+                    Ok(raw) => {
+                        let compressed =
+                            (e.codec == cairn_model::Codec::Zstd).then_some(&stored[..]);
+                        writer.push(e.id, &raw, compressed);
+                    }
+                    Err(err) => {
+                        // Never copy damage: the chunk stays where it is.
+                        tracing::warn!(pack = %pack, chunk = %e.id, error = %err, "not repacking a damaged blob");
+                        s.damaged.push(format!(
+                            "pack {}: chunk {}: {err}",
+                            pack.short(),
+                            e.id.short()
+                        ));
+                    }
+                }
+                progress.advance(u64::from(e.length));
+                if writer.len() as u64 >= self.config.pack_size {
+                    let full = std::mem::take(&mut writer);
+                    store_pack(&self.store, full.finish().avoiding(&avoid)).await?;
+                }
+            }
+        }
+        if !writer.is_empty() {
+            store_pack(&self.store, writer.finish().avoiding(&avoid)).await?;
+        }
+        progress.finish();
+
+        // Index files naming a pack that goes are replaced by ones without it.
+        let mut groups: Vec<IndexGroup> = Vec::new();
+        let mut seen_packs = HashSet::new();
+        for name in &superseded {
+            for g in &view.files[name].groups {
+                if !gone.contains(&g.pack) && seen_packs.insert(g.pack) {
+                    groups.push(g.clone());
+                }
+            }
+        }
+        let mut first = true;
+        let mut batches: Vec<Vec<IndexGroup>> = groups.chunks(4096).map(<[_]>::to_vec).collect();
+        if batches.is_empty() && !superseded.is_empty() {
+            batches.push(Vec::new()); // still record what is superseded
+        }
+        for batch in batches {
+            let file = IndexFile {
+                supersedes: if first {
+                    superseded.clone()
+                } else {
+                    Vec::new()
+                },
+                groups: batch,
+            };
+            first = false;
+            let bytes = file.encode();
+            let name = blake3::hash(&bytes).to_hex().to_string();
+            self.store
+                .put_content_addressed(&keys::index(&name), Bytes::from(bytes))
+                .await?;
+        }
+
+        let plan = GcPlan {
+            host: super::backup::hostname(),
+            condemned_packs: condemned.into_iter().chain(repack).collect(),
+            superseded_index: superseded,
+            snapshots: snapshots.iter().map(|i| i.id).collect(),
+        };
+        let name = hex::encode(rand::random::<[u8; 16]>());
+        self.store
+            .put_new(
+                &keys::gc_plan(&name),
+                Bytes::from(serde_json::to_vec(&plan).expect("invariant: plans serialize")),
+            )
+            .await?;
+        s.plan = Some(name.clone());
+        Ok((s, Some((name, plan))))
+    }
+
+    /// Sweeps one plan if it is ripe: `Ok(Err(why))` when it is not yet.
+    async fn sweep(
+        &self,
+        name: &str,
+        plan: &GcPlan,
+        written: DateTime<Utc>,
+        opts: &PruneOptions,
+        progress: &dyn Progress,
+    ) -> Result<std::result::Result<SweepReport, String>> {
+        let now = self.storage_now().await?;
+        let age = (now - written).to_std().unwrap_or_default();
+        if age < opts.grace {
+            return Ok(Err(format!(
+                "younger than the grace period ({}s of {}s)",
+                age.as_secs(),
+                opts.grace.as_secs()
+            )));
+        }
+        let running: Vec<String> = self
+            .leases()
+            .await?
+            .into_iter()
+            .filter(|l| l.lease.as_ref().is_none_or(|x| x.kind == "backup"))
+            .filter(|l| l.is_live(now) && l.started() <= written)
+            .map(|l| l.describe())
+            .collect();
+        if !running.is_empty() {
+            return Ok(Err(format!(
+                "backups that started before it are still running: {}",
+                running.join("; ")
+            )));
+        }
+        // Snapshots written after the plan may need a condemned pack.
+        let known: HashSet<SnapshotId> = plan.snapshots.iter().copied().collect();
+        let newer: Vec<SnapshotInfo> = self
+            .snapshots()
+            .await?
+            .into_iter()
+            .filter(|i| !known.contains(&i.id))
+            .collect();
+        let condemned: HashSet<PackId> = plan.condemned_packs.iter().copied().collect();
+        let any_plan: HashSet<PackId> = self.condemned_packs().await?;
+        let sizes: HashMap<PackId, u64> = self
+            .store
+            .list(keys::PACK_DIR)
+            .await?
+            .into_iter()
+            .filter_map(|l| l.name.parse::<PackId>().ok().map(|p| (p, l.size)))
+            .collect();
+        let view = self.index_view().await?;
+        let needs = self.needs(&newer, &view).await?;
+        // A needed chunk whose every existing copy is condemned (by this or
+        // another plan) keeps its copies in this plan's packs.
+        let mut spared: HashSet<PackId> = HashSet::new();
+        for id in &needs.chunks {
+            let Some(locs) = view.locations.get(id) else {
+                continue;
+            };
+            let existing: Vec<PackId> = locs
+                .iter()
+                .map(|(p, _)| *p)
+                .filter(|p| sizes.contains_key(p))
+                .collect();
+            if !existing.is_empty() && existing.iter().all(|p| any_plan.contains(p)) {
+                spared.extend(existing.into_iter().filter(|p| condemned.contains(p)));
+            }
+        }
+        let mut report = SweepReport {
+            plan: name.to_string(),
+            packs_spared: spared.len(),
+            ..SweepReport::default()
+        };
+        if !spared.is_empty() {
+            // Index them again before the files that named them go.
+            let file = IndexFile {
+                supersedes: Vec::new(),
+                groups: spared
+                    .iter()
+                    .filter_map(|p| view.packs.get(p).cloned())
+                    .collect(),
+            };
+            let bytes = file.encode();
+            let n = blake3::hash(&bytes).to_hex().to_string();
+            self.store
+                .put_content_addressed(&keys::index(&n), Bytes::from(bytes))
+                .await?;
+        }
+        progress.note(&format!("sweeping prune plan {name}"));
+        // Order matters for a crash: index files go before the packs they name.
+        futures::stream::iter(&plan.superseded_index)
+            .map(|n| async move { self.store.delete(&keys::index(n)).await })
+            .buffer_unordered(16)
+            .try_collect::<Vec<()>>()
+            .await?;
+        report.index_deleted = plan.superseded_index.len();
+        let doomed: Vec<PackId> = plan
+            .condemned_packs
+            .iter()
+            .filter(|p| !spared.contains(p))
+            .copied()
+            .collect();
+        report.bytes_deleted = doomed.iter().filter_map(|p| sizes.get(p)).sum();
+        report.packs_deleted = doomed.iter().filter(|p| sizes.contains_key(p)).count();
+        futures::stream::iter(doomed)
+            .map(|p| async move { self.store.delete(&keys::pack(&p)).await })
+            .buffer_unordered(16)
+            .try_collect::<Vec<()>>()
+            .await?;
+        self.store.delete(&keys::gc_plan(name)).await?;
+        Ok(Ok(report))
+    }
+
+    /// Deletes leases that have lapsed (of crashed processes); returns the
+    /// ones removed and the ones still live.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn unlock(&self) -> Result<(Vec<String>, Vec<String>)> {
+        let now = self.storage_now().await?;
+        let mut removed = Vec::new();
+        let mut live = Vec::new();
+        for l in self.leases().await? {
+            if l.is_live(now) {
+                live.push(l.describe());
+            } else {
+                self.store.delete(&keys::lock(&l.name)).await?;
+                removed.push(l.describe());
+            }
+        }
+        Ok((removed, live))
+    }
+}
