@@ -1,5 +1,13 @@
-//! Repository storage over `object_store`: where each kind of file lives and
-//! how it is written.
+//! Repository storage: where each kind of file lives and how it is written.
+//!
+//! Every access goes through one trait, [`Backend`], implemented for a local
+//! directory ([`LocalBackend`]) and for any `object_store` store
+//! ([`ObjectStoreBackend`]: S3, GCS, Azure, in-memory). Wrappers implement
+//! it around another backend and compose: [`counting::CountingBackend`]
+//! counts requests and bytes (what a command costs), and
+//! [`faulty::FaultyBackend`] injects errors, timeouts, slow reads and writes
+//! that land but report failure (for tests). [`RepoStore`] is the façade the
+//! engine uses.
 //!
 //! A repository location is a plain path or a `file://`, `s3://`, `gs://` or
 //! `az://` URL. Cloud credentials and endpoints come from the standard
@@ -20,21 +28,21 @@
 //! backup's write ordering (pack, then index file, then manifest) therefore
 //! holds across power loss, as it does on object stores.
 
+mod backend;
+pub mod counting;
 pub mod durable;
+pub mod faulty;
+
+pub use backend::{
+    Backend, LocalBackend, ObjectInfo, ObjectStoreBackend, WriteMode, MULTIPART_THRESHOLD,
+};
 
 use std::ops::Range;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, PutMode, PutOptions, PutPayload, WriteMultipart};
-
-/// Objects at least this large are uploaded in parts.
-pub const MULTIPART_THRESHOLD: usize = 16 * 1024 * 1024;
-const PART_SIZE: usize = 8 * 1024 * 1024;
+use object_store::ObjectStore;
 
 /// Storage errors. Each names the object or location concerned.
 #[derive(Debug, thiserror::Error)]
@@ -161,20 +169,17 @@ pub struct Listed {
     pub last_modified: chrono::DateTime<chrono::Utc>,
 }
 
-/// A repository's object store plus its key prefix.
+/// A repository's storage: one [`Backend`] (possibly wrapped), with the
+/// operations the engine uses.
 #[derive(Clone)]
 pub struct RepoStore {
-    inner: Arc<dyn ObjectStore>,
-    prefix: Path,
-    location: String,
-    /// The directory of a local repository (written without object_store).
-    local: Option<PathBuf>,
+    backend: Arc<dyn Backend>,
 }
 
 impl std::fmt::Debug for RepoStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RepoStore")
-            .field("location", &self.location)
+            .field("location", &self.location())
             .finish()
     }
 }
@@ -184,12 +189,6 @@ fn invalid(location: &str, reason: impl Into<String>) -> Error {
         location: location.to_string(),
         reason: reason.into(),
     }
-}
-
-/// Where `key` lives under a local repository's `root`.
-fn local_path(root: &std::path::Path, key: &str) -> PathBuf {
-    key.split('/')
-        .fold(root.to_path_buf(), |p, part| p.join(part))
 }
 
 impl RepoStore {
@@ -225,14 +224,9 @@ impl RepoStore {
         } else if !dir.is_dir() {
             return Err(invalid(location, "no such directory"));
         }
-        let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)
-            .map_err(|e| invalid(location, e.to_string()))?;
-        Ok(Self {
-            inner: Arc::new(fs),
-            prefix: Path::default(),
-            location: location.to_string(),
-            local: Some(dir.to_path_buf()),
-        })
+        Ok(Self::from_backend(Arc::new(LocalBackend::new(
+            dir, location,
+        )?)))
     }
 
     fn open_cloud(location: &str, scheme: &str) -> Result<Self> {
@@ -266,62 +260,44 @@ impl RepoStore {
                     .map_err(|e| invalid(location, e.to_string()))?,
             ),
         };
-        Ok(Self {
-            inner: store,
-            prefix,
-            location: location.to_string(),
-            local: None,
-        })
+        Ok(Self::from_backend(Arc::new(ObjectStoreBackend::new(
+            store, prefix, location,
+        ))))
     }
 
     /// Wraps any object store (tests, embedding).
     #[must_use]
     pub fn from_store(inner: Arc<dyn ObjectStore>, location: &str) -> Self {
-        Self {
+        Self::from_backend(Arc::new(ObjectStoreBackend::new(
             inner,
-            prefix: Path::default(),
-            location: location.to_string(),
-            local: None,
-        }
+            Path::default(),
+            location,
+        )))
+    }
+
+    /// Uses `backend` (a real one, or wrappers around one).
+    #[must_use]
+    pub fn from_backend(backend: Arc<dyn Backend>) -> Self {
+        Self { backend }
+    }
+
+    /// The backend, to wrap it: `RepoStore::from_backend(Arc::new(CountingBackend::new(store.backend())))`.
+    #[must_use]
+    pub fn backend(&self) -> Arc<dyn Backend> {
+        Arc::clone(&self.backend)
     }
 
     /// The location as given (never contains credentials: those come from the environment).
     #[must_use]
     pub fn location(&self) -> &str {
-        &self.location
+        self.backend.location()
     }
 
     /// True for a repository in a local directory (written with durable
     /// local writes rather than through an object store).
     #[must_use]
     pub fn is_local(&self) -> bool {
-        self.local.is_some()
-    }
-
-    fn path(&self, key: &str) -> Path {
-        let mut p = self.prefix.clone();
-        for part in key.split('/') {
-            p = p.child(part);
-        }
-        p
-    }
-
-    fn map_err(&self, key: &str, e: object_store::Error) -> Error {
-        match e {
-            object_store::Error::NotFound { .. } => Error::NotFound {
-                location: self.location.clone(),
-                key: key.to_string(),
-            },
-            object_store::Error::AlreadyExists { .. } => Error::AlreadyExists {
-                location: self.location.clone(),
-                key: key.to_string(),
-            },
-            source => Error::Backend {
-                location: self.location.clone(),
-                key: key.to_string(),
-                source,
-            },
-        }
+        self.backend.is_local()
     }
 
     /// Reads a whole object.
@@ -329,12 +305,7 @@ impl RepoStore {
     /// # Errors
     /// [`Error::NotFound`] or backend errors.
     pub async fn get(&self, key: &str) -> Result<Bytes> {
-        let r = self
-            .inner
-            .get(&self.path(key))
-            .await
-            .map_err(|e| self.map_err(key, e))?;
-        r.bytes().await.map_err(|e| self.map_err(key, e))
+        self.backend.get(key).await
     }
 
     /// Reads a byte range of an object.
@@ -342,16 +313,12 @@ impl RepoStore {
     /// # Errors
     /// [`Error::NotFound`] or backend errors (including a range past the end).
     pub async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
-        self.inner
-            .get_range(&self.path(key), range)
-            .await
-            .map_err(|e| self.map_err(key, e))
+        self.backend.get_range(key, range).await
     }
 
     /// Reads a byte range of an object into `buf` (emptied first) and returns
     /// it: a local repository reads straight into it, so a caller that reuses
-    /// its buffers allocates nothing per read. A range past the end of a local
-    /// object yields the bytes that exist.
+    /// its buffers allocates nothing per read.
     ///
     /// # Errors
     /// As [`RepoStore::get_range`].
@@ -359,48 +326,9 @@ impl RepoStore {
         &self,
         key: &str,
         range: Range<u64>,
-        mut buf: Vec<u8>,
+        buf: Vec<u8>,
     ) -> Result<Vec<u8>> {
-        buf.clear();
-        let Some(root) = &self.local else {
-            let bytes = self.get_range(key, range).await?;
-            buf.extend_from_slice(&bytes);
-            return Ok(buf);
-        };
-        let path = local_path(root, key);
-        let read = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
-            use std::io::{Read, Seek};
-            let mut f = std::fs::File::open(&path)?;
-            f.seek(std::io::SeekFrom::Start(range.start))?;
-            let len = range.end.saturating_sub(range.start);
-            buf.reserve(usize::try_from(len).unwrap_or(usize::MAX));
-            f.take(len).read_to_end(&mut buf)?;
-            Ok(buf)
-        })
-        .await
-        .expect("invariant: local read does not panic");
-        read.map_err(|e| self.local_err(key, e))
-    }
-
-    /// Maps a local I/O error to the error an object store would give.
-    fn local_err(&self, key: &str, e: std::io::Error) -> Error {
-        match e.kind() {
-            std::io::ErrorKind::NotFound => Error::NotFound {
-                location: self.location.clone(),
-                key: key.to_string(),
-            },
-            std::io::ErrorKind::AlreadyExists => Error::AlreadyExists {
-                location: self.location.clone(),
-                key: key.to_string(),
-            },
-            _ => self.map_err(
-                key,
-                object_store::Error::Generic {
-                    store: "local",
-                    source: Box::new(e),
-                },
-            ),
-        }
+        self.backend.get_range_into(key, range, buf).await
     }
 
     /// True when the object exists.
@@ -408,10 +336,10 @@ impl RepoStore {
     /// # Errors
     /// Backend errors other than not-found.
     pub async fn exists(&self, key: &str) -> Result<bool> {
-        match self.inner.head(&self.path(key)).await {
+        match self.backend.head(key).await {
             Ok(_) => Ok(true),
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(self.map_err(key, e)),
+            Err(Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
         }
     }
 
@@ -420,100 +348,19 @@ impl RepoStore {
     /// # Errors
     /// [`Error::AlreadyExists`] when it does; backend errors.
     pub async fn put_new(&self, key: &str, data: Bytes) -> Result<()> {
-        if let Some(root) = &self.local {
-            return self.put_local(root, key, data, true, false).await;
-        }
-        let opts = PutOptions {
-            mode: PutMode::Create,
-            ..PutOptions::default()
-        };
-        self.inner
-            .put_opts(&self.path(key), PutPayload::from(data), opts)
-            .await
-            .map(|_| ())
-            .map_err(|e| self.map_err(key, e))
+        self.backend.put(key, data, WriteMode::Create).await
     }
 
     /// Writes an object named by the hash of its bytes. An existing object of
     /// that name already holds the same bytes, so it is left as it is; large
-    /// objects go up in parts.
+    /// objects go up in parts (a failed multipart upload is aborted).
     ///
     /// # Errors
     /// Backend errors.
     pub async fn put_content_addressed(&self, key: &str, data: Bytes) -> Result<()> {
-        if let Some(root) = &self.local {
-            return self.put_local(root, key, data, false, false).await;
-        }
-        if data.len() < MULTIPART_THRESHOLD {
-            return match self.put_new(key, data).await {
-                Err(Error::AlreadyExists { .. }) => Ok(()),
-                other => other,
-            };
-        }
-        let path = self.path(key);
-        let upload = self
-            .inner
-            .put_multipart(&path)
+        self.backend
+            .put(key, data, WriteMode::ContentAddressed)
             .await
-            .map_err(|e| self.map_err(key, e))?;
-        let mut w = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-        w.put(data);
-        w.finish()
-            .await
-            .map(|_| ())
-            .map_err(|e| self.map_err(key, e))
-    }
-
-    /// Writes `key` under a local repository's `root` durably (see the module
-    /// docs): create-only, replacing (`replace`), or replacing nothing when
-    /// the content-addressed object is already there.
-    async fn put_local(
-        &self,
-        root: &std::path::Path,
-        key: &str,
-        data: Bytes,
-        create_only: bool,
-        replace: bool,
-    ) -> Result<()> {
-        static TEMP: AtomicU64 = AtomicU64::new(0);
-        let dest = key
-            .split('/')
-            .fold(root.to_path_buf(), |p, part| p.join(part));
-        let temp_id = format!(
-            "{}{}",
-            std::process::id(),
-            TEMP.fetch_add(1, Ordering::Relaxed)
-        );
-        let result = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            let dir = dest.parent().expect("invariant: keys have a parent");
-            std::fs::create_dir_all(dir)?;
-            if !create_only && !replace && dest.exists() {
-                return Ok(());
-            }
-            // object_store's listing skips names ending in '#' and digits.
-            let mut name = dest
-                .file_name()
-                .expect("invariant: keys name a file")
-                .to_os_string();
-            name.push(format!("#{temp_id}"));
-            let temp = dir.join(name);
-            let written = (|| {
-                let mut f = durable::DurableFile::create(&temp, true, Some(data.len() as u64))?;
-                f.write_all(&data)?;
-                f.finish()?;
-                if create_only {
-                    std::fs::hard_link(&temp, &dest)
-                } else {
-                    std::fs::rename(&temp, &dest)
-                }
-            })();
-            let _ = std::fs::remove_file(&temp);
-            written?;
-            durable::sync_dir(dir)
-        })
-        .await
-        .expect("invariant: local write does not panic");
-        result.map_err(|e| self.local_err(key, e))
     }
 
     /// Writes an object, replacing any previous version (leases and other
@@ -522,14 +369,7 @@ impl RepoStore {
     /// # Errors
     /// Backend errors.
     pub async fn put_replace(&self, key: &str, data: Bytes) -> Result<()> {
-        if let Some(root) = &self.local {
-            return self.put_local(root, key, data, false, true).await;
-        }
-        self.inner
-            .put(&self.path(key), PutPayload::from(data))
-            .await
-            .map(|_| ())
-            .map_err(|e| self.map_err(key, e))
+        self.backend.put(key, data, WriteMode::Replace).await
     }
 
     /// When the storage last wrote `key`, by the storage's clock.
@@ -537,11 +377,7 @@ impl RepoStore {
     /// # Errors
     /// [`Error::NotFound`] or backend errors.
     pub async fn modified(&self, key: &str) -> Result<chrono::DateTime<chrono::Utc>> {
-        self.inner
-            .head(&self.path(key))
-            .await
-            .map(|m| m.last_modified)
-            .map_err(|e| self.map_err(key, e))
+        Ok(self.backend.head(key).await?.last_modified)
     }
 
     /// Deletes an object; a missing object is not an error.
@@ -549,36 +385,16 @@ impl RepoStore {
     /// # Errors
     /// Backend errors.
     pub async fn delete(&self, key: &str) -> Result<()> {
-        match self.inner.delete(&self.path(key)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(self.map_err(key, e)),
-        }
+        self.backend.delete(key).await
     }
 
-    /// Lists the objects under a directory key, recursively.
+    /// Lists the objects under a directory key, recursively, with sizes and
+    /// last-modified times.
     ///
     /// # Errors
     /// Backend errors.
     pub async fn list(&self, dir: &str) -> Result<Vec<Listed>> {
-        let prefix = self.path(dir);
-        let metas: Vec<_> = self
-            .inner
-            .list(Some(&prefix))
-            .try_collect()
-            .await
-            .map_err(|e| self.map_err(dir, e))?;
-        Ok(metas
-            .into_iter()
-            .filter_map(|m| {
-                let name = m.location.filename()?.to_string();
-                // object_store's local backend stages writes under hidden names.
-                (!name.starts_with('.') && !name.contains("#")).then_some(Listed {
-                    name,
-                    size: m.size,
-                    last_modified: m.last_modified,
-                })
-            })
-            .collect())
+        self.backend.list(dir).await
     }
 }
 
@@ -612,6 +428,166 @@ mod tests {
         .expect("multipart");
         assert_eq!(s.list("packs").await.expect("list").len(), 1);
         assert!(matches!(s.get("nope").await, Err(Error::NotFound { .. })));
+    }
+
+    /// An object store whose multipart uploads fail their second part and
+    /// record whether they were aborted.
+    #[derive(Debug)]
+    struct FailingParts {
+        inner: object_store::memory::InMemory,
+        aborted: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl std::fmt::Display for FailingParts {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("FailingParts")
+        }
+    }
+
+    #[derive(Debug)]
+    struct FailingUpload {
+        parts: usize,
+        aborted: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    #[async_trait::async_trait]
+    impl object_store::MultipartUpload for FailingUpload {
+        fn put_part(&mut self, _data: object_store::PutPayload) -> object_store::UploadPart {
+            self.parts += 1;
+            let fail = self.parts == 2;
+            Box::pin(async move {
+                if fail {
+                    Err(object_store::Error::Generic {
+                        store: "test",
+                        source: "part 2 failed".into(),
+                    })
+                } else {
+                    Ok(())
+                }
+            })
+        }
+        async fn complete(&mut self) -> object_store::Result<object_store::PutResult> {
+            Err(object_store::Error::NotImplemented)
+        }
+        async fn abort(&mut self) -> object_store::Result<()> {
+            self.aborted
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for FailingParts {
+        async fn put_opts(
+            &self,
+            location: &Path,
+            payload: object_store::PutPayload,
+            opts: object_store::PutOptions,
+        ) -> object_store::Result<object_store::PutResult> {
+            self.inner.put_opts(location, payload, opts).await
+        }
+        async fn put_multipart_opts(
+            &self,
+            _location: &Path,
+            _opts: object_store::PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+            Ok(Box::new(FailingUpload {
+                parts: 0,
+                aborted: Arc::clone(&self.aborted),
+            }))
+        }
+        async fn get_opts(
+            &self,
+            location: &Path,
+            options: object_store::GetOptions,
+        ) -> object_store::Result<object_store::GetResult> {
+            self.inner.get_opts(location, options).await
+        }
+        async fn delete(&self, location: &Path) -> object_store::Result<()> {
+            self.inner.delete(location).await
+        }
+        fn list(
+            &self,
+            prefix: Option<&Path>,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>>
+        {
+            self.inner.list(prefix)
+        }
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&Path>,
+        ) -> object_store::Result<object_store::ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+        async fn copy(&self, from: &Path, to: &Path) -> object_store::Result<()> {
+            self.inner.copy(from, to).await
+        }
+        async fn copy_if_not_exists(&self, from: &Path, to: &Path) -> object_store::Result<()> {
+            self.inner.copy_if_not_exists(from, to).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_multipart_upload_is_aborted() {
+        let aborted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let store = RepoStore::from_store(
+            Arc::new(FailingParts {
+                inner: object_store::memory::InMemory::new(),
+                aborted: Arc::clone(&aborted),
+            }),
+            "memory",
+        );
+        let big = Bytes::from(vec![1u8; MULTIPART_THRESHOLD + 10]);
+        let e = store
+            .put_content_addressed("packs/ab/x", big)
+            .await
+            .expect_err("part 2 fails");
+        assert!(e.to_string().contains("part 2 failed"), "{e}");
+        assert!(aborted.load(std::sync::atomic::Ordering::SeqCst), "aborted");
+        assert!(!store.exists("packs/ab/x").await.expect("head"));
+    }
+
+    #[tokio::test]
+    async fn wrappers_count_and_inject_faults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let local = RepoStore::open(dir.path().to_str().expect("utf8"), true).expect("opens");
+        let counting = counting::CountingBackend::new(local.backend());
+        let counts = counting.counts();
+        let faulty = faulty::FaultyBackend::new(
+            Arc::new(counting),
+            faulty::Faults {
+                write_lost_reply: 1.0,
+                ..faulty::Faults::default()
+            },
+            7,
+        );
+        let s = RepoStore::from_backend(Arc::new(faulty));
+        // The write lands, but its reply is "lost".
+        let e = s
+            .put_new("snapshots/a", Bytes::from_static(b"abc"))
+            .await
+            .expect_err("reply lost");
+        assert!(e.is_retryable(), "{e}");
+        assert_eq!(&s.get("snapshots/a").await.expect("landed")[..], b"abc");
+        let listed = s.list("snapshots").await.expect("list");
+        assert_eq!(listed[0].size, 3);
+        let c = counts.get();
+        assert_eq!(
+            (c.puts, c.gets, c.lists, c.bytes_written, c.bytes_read),
+            (1, 1, 1, 3, 3)
+        );
+
+        // Every read fails at probability 1; deterministic for a seed.
+        let failing = faulty::FaultyBackend::new(
+            local.backend(),
+            faulty::Faults {
+                read_error: 1.0,
+                ..faulty::Faults::default()
+            },
+            1,
+        );
+        let s = RepoStore::from_backend(Arc::new(failing));
+        assert!(s.get("snapshots/a").await.is_err());
     }
 
     #[test]

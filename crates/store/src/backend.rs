@@ -1,0 +1,412 @@
+//! The storage trait every repository access goes through, and its two real
+//! implementations: a local directory and any `object_store` store.
+//! Wrappers ([`crate::counting`], [`crate::faulty`]) implement the same trait
+//! around another backend, so they compose.
+
+use std::ops::Range;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
+
+use crate::{durable, Error, Listed, Result};
+
+/// How a write treats an object that exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Fail with [`Error::AlreadyExists`].
+    Create,
+    /// The name is the hash of the content: an existing object already holds
+    /// these bytes and is left alone.
+    ContentAddressed,
+    /// Replace it (leases and other small mutable objects).
+    Replace,
+}
+
+/// What `head` returns.
+#[derive(Debug, Clone)]
+pub struct ObjectInfo {
+    /// Size in bytes.
+    pub size: u64,
+    /// When the storage last wrote it, by the storage's clock.
+    pub last_modified: chrono::DateTime<chrono::Utc>,
+}
+
+/// Repository storage. Keys are `/`-separated and relative to the
+/// repository root.
+///
+/// # Contract
+/// - `put` with [`WriteMode::Create`] never replaces an object; a write is
+///   visible whole or not at all (no partial objects under final names).
+/// - `list` returns only complete objects, with sizes and last-modified
+///   times; `delete` of a missing object succeeds.
+/// - Errors name the location and key; [`Error::NotFound`] and
+///   [`Error::AlreadyExists`] are distinct from other failures.
+#[async_trait]
+pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
+    /// The location as given (never contains credentials).
+    fn location(&self) -> &str;
+    /// True for a local directory.
+    fn is_local(&self) -> bool {
+        false
+    }
+    /// Reads a whole object.
+    async fn get(&self, key: &str) -> Result<Bytes>;
+    /// Reads a byte range.
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes>;
+    /// Reads a byte range into `buf` (emptied first).
+    async fn get_range_into(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        mut buf: Vec<u8>,
+    ) -> Result<Vec<u8>> {
+        buf.clear();
+        buf.extend_from_slice(&self.get_range(key, range).await?);
+        Ok(buf)
+    }
+    /// Writes an object.
+    async fn put(&self, key: &str, data: Bytes, mode: WriteMode) -> Result<()>;
+    /// Size and last-modified time.
+    async fn head(&self, key: &str) -> Result<ObjectInfo>;
+    /// Deletes an object; a missing object is not an error.
+    async fn delete(&self, key: &str) -> Result<()>;
+    /// Lists the objects under a directory key, recursively.
+    async fn list(&self, dir: &str) -> Result<Vec<Listed>>;
+}
+
+/// Objects at least this large are uploaded in parts.
+pub const MULTIPART_THRESHOLD: usize = 16 * 1024 * 1024;
+const PART_SIZE: usize = 8 * 1024 * 1024;
+
+/// Any `object_store` store (S3, GCS, Azure, in-memory) under a key prefix.
+#[derive(Clone)]
+pub struct ObjectStoreBackend {
+    inner: Arc<dyn ObjectStore>,
+    prefix: Path,
+    location: String,
+}
+
+impl std::fmt::Debug for ObjectStoreBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectStoreBackend")
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ObjectStoreBackend {
+    /// Wraps `inner`; keys go under `prefix`.
+    #[must_use]
+    pub fn new(inner: Arc<dyn ObjectStore>, prefix: Path, location: &str) -> Self {
+        Self {
+            inner,
+            prefix,
+            location: location.to_string(),
+        }
+    }
+
+    fn path(&self, key: &str) -> Path {
+        let mut p = self.prefix.clone();
+        for part in key.split('/') {
+            p = p.child(part);
+        }
+        p
+    }
+
+    fn map_err(&self, key: &str, e: object_store::Error) -> Error {
+        match e {
+            object_store::Error::NotFound { .. } => Error::NotFound {
+                location: self.location.clone(),
+                key: key.to_string(),
+            },
+            object_store::Error::AlreadyExists { .. } => Error::AlreadyExists {
+                location: self.location.clone(),
+                key: key.to_string(),
+            },
+            source => Error::Backend {
+                location: self.location.clone(),
+                key: key.to_string(),
+                source,
+            },
+        }
+    }
+
+    /// Uploads in parts; any failure aborts the upload, so that no
+    /// incomplete upload is left to be billed.
+    async fn put_multipart(&self, key: &str, data: Bytes) -> Result<()> {
+        let mut upload = self
+            .inner
+            .put_multipart(&self.path(key))
+            .await
+            .map_err(|e| self.map_err(key, e))?;
+        let parts: Vec<_> = (0..data.len())
+            .step_by(PART_SIZE)
+            .map(|at| {
+                upload.put_part(PutPayload::from(
+                    data.slice(at..(at + PART_SIZE).min(data.len())),
+                ))
+            })
+            .collect();
+        let sent = futures::future::try_join_all(parts).await;
+        let done = match sent {
+            Ok(_) => upload.complete().await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = done {
+            if let Err(abort) = upload.abort().await {
+                tracing::warn!(key, error = %abort, "could not abort a failed multipart upload");
+            }
+            return Err(self.map_err(key, e));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Backend for ObjectStoreBackend {
+    fn location(&self) -> &str {
+        &self.location
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes> {
+        let r = self
+            .inner
+            .get(&self.path(key))
+            .await
+            .map_err(|e| self.map_err(key, e))?;
+        r.bytes().await.map_err(|e| self.map_err(key, e))
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        self.inner
+            .get_range(&self.path(key), range)
+            .await
+            .map_err(|e| self.map_err(key, e))
+    }
+
+    async fn put(&self, key: &str, data: Bytes, mode: WriteMode) -> Result<()> {
+        let create = |data: Bytes| async {
+            let opts = PutOptions {
+                mode: PutMode::Create,
+                ..PutOptions::default()
+            };
+            self.inner
+                .put_opts(&self.path(key), PutPayload::from(data), opts)
+                .await
+                .map(|_| ())
+                .map_err(|e| self.map_err(key, e))
+        };
+        match mode {
+            WriteMode::Create => create(data).await,
+            WriteMode::Replace => self
+                .inner
+                .put(&self.path(key), PutPayload::from(data))
+                .await
+                .map(|_| ())
+                .map_err(|e| self.map_err(key, e)),
+            WriteMode::ContentAddressed if data.len() < MULTIPART_THRESHOLD => {
+                match create(data).await {
+                    Err(Error::AlreadyExists { .. }) => Ok(()),
+                    other => other,
+                }
+            }
+            WriteMode::ContentAddressed => self.put_multipart(key, data).await,
+        }
+    }
+
+    async fn head(&self, key: &str) -> Result<ObjectInfo> {
+        self.inner
+            .head(&self.path(key))
+            .await
+            .map(|m| ObjectInfo {
+                size: m.size,
+                last_modified: m.last_modified,
+            })
+            .map_err(|e| self.map_err(key, e))
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        match self.inner.delete(&self.path(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.map_err(key, e)),
+        }
+    }
+
+    async fn list(&self, dir: &str) -> Result<Vec<Listed>> {
+        let prefix = self.path(dir);
+        let metas: Vec<_> = self
+            .inner
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(|e| self.map_err(dir, e))?;
+        Ok(metas
+            .into_iter()
+            .filter_map(|m| {
+                let name = m.location.filename()?.to_string();
+                // Local writes stage under hidden names (see LocalBackend).
+                (!name.starts_with('.') && !name.contains('#')).then_some(Listed {
+                    name,
+                    size: m.size,
+                    last_modified: m.last_modified,
+                })
+            })
+            .collect())
+    }
+}
+
+/// A repository in a local directory. Reads, listings and deletes go through
+/// object_store's local file system; writes are durable (see the crate docs)
+/// and ranged reads go straight into the caller's buffer.
+#[derive(Debug, Clone)]
+pub struct LocalBackend {
+    fs: ObjectStoreBackend,
+    root: PathBuf,
+}
+
+impl LocalBackend {
+    /// A backend for the directory `root` (which must exist).
+    ///
+    /// # Errors
+    /// When object_store cannot use the directory.
+    pub fn new(root: &FsPath, location: &str) -> Result<Self> {
+        let fs = object_store::local::LocalFileSystem::new_with_prefix(root).map_err(|e| {
+            Error::InvalidLocation {
+                location: location.to_string(),
+                reason: e.to_string(),
+            }
+        })?;
+        Ok(Self {
+            fs: ObjectStoreBackend::new(Arc::new(fs), Path::default(), location),
+            root: root.to_path_buf(),
+        })
+    }
+
+    fn file(&self, key: &str) -> PathBuf {
+        key.split('/')
+            .fold(self.root.clone(), |p, part| p.join(part))
+    }
+
+    /// Maps a local I/O error to the error an object store would give.
+    fn io_err(&self, key: &str, e: std::io::Error) -> Error {
+        match e.kind() {
+            std::io::ErrorKind::NotFound => Error::NotFound {
+                location: self.fs.location.clone(),
+                key: key.to_string(),
+            },
+            std::io::ErrorKind::AlreadyExists => Error::AlreadyExists {
+                location: self.fs.location.clone(),
+                key: key.to_string(),
+            },
+            _ => self.fs.map_err(
+                key,
+                object_store::Error::Generic {
+                    store: "local",
+                    source: Box::new(e),
+                },
+            ),
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for LocalBackend {
+    fn location(&self) -> &str {
+        self.fs.location()
+    }
+
+    fn is_local(&self) -> bool {
+        true
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes> {
+        self.fs.get(key).await
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        self.fs.get_range(key, range).await
+    }
+
+    /// A range past the end of the file yields the bytes that exist.
+    async fn get_range_into(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        mut buf: Vec<u8>,
+    ) -> Result<Vec<u8>> {
+        buf.clear();
+        let path = self.file(key);
+        let read = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+            use std::io::{Read, Seek};
+            let mut f = std::fs::File::open(&path)?;
+            f.seek(std::io::SeekFrom::Start(range.start))?;
+            let len = range.end.saturating_sub(range.start);
+            buf.reserve(usize::try_from(len).unwrap_or(usize::MAX));
+            f.take(len).read_to_end(&mut buf)?;
+            Ok(buf)
+        })
+        .await
+        .expect("invariant: local read does not panic");
+        read.map_err(|e| self.io_err(key, e))
+    }
+
+    /// Written under a temporary name (which listings skip), flushed, then
+    /// linked (create-only) or renamed into place, and the directory flushed.
+    async fn put(&self, key: &str, data: Bytes, mode: WriteMode) -> Result<()> {
+        static TEMP: AtomicU64 = AtomicU64::new(0);
+        let dest = self.file(key);
+        let temp_id = format!(
+            "{}{}",
+            std::process::id(),
+            TEMP.fetch_add(1, Ordering::Relaxed)
+        );
+        let result = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let dir = dest.parent().expect("invariant: keys have a parent");
+            std::fs::create_dir_all(dir)?;
+            if mode == WriteMode::ContentAddressed && dest.exists() {
+                return Ok(());
+            }
+            // object_store's listing skips names ending in '#' and digits.
+            let mut name = dest
+                .file_name()
+                .expect("invariant: keys name a file")
+                .to_os_string();
+            name.push(format!("#{temp_id}"));
+            let temp = dir.join(name);
+            let written = (|| {
+                let mut f = durable::DurableFile::create(&temp, true, Some(data.len() as u64))?;
+                f.write_all(&data)?;
+                f.finish()?;
+                if mode == WriteMode::Create {
+                    std::fs::hard_link(&temp, &dest)
+                } else {
+                    std::fs::rename(&temp, &dest)
+                }
+            })();
+            let _ = std::fs::remove_file(&temp);
+            written?;
+            durable::sync_dir(dir)
+        })
+        .await
+        .expect("invariant: local write does not panic");
+        result.map_err(|e| self.io_err(key, e))
+    }
+
+    async fn head(&self, key: &str) -> Result<ObjectInfo> {
+        self.fs.head(key).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.fs.delete(key).await
+    }
+
+    async fn list(&self, dir: &str) -> Result<Vec<Listed>> {
+        self.fs.list(dir).await
+    }
+}
