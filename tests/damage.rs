@@ -256,3 +256,93 @@ fn restore_checks_each_file_against_its_recorded_size() {
     assert!(err.contains("the manifest records"), "{err}");
     assert!(!out.join("a").exists());
 }
+
+/// With every index file gone, restores fail; `repair index` rebuilds them
+/// from the packs, and both a fresh machine and one with the old cache
+/// restore again.
+#[test]
+fn repair_index_rebuilds_index_files_from_packs() {
+    let env = Env::local();
+    let (a, b, _) = two_snapshots(&env);
+    let index = Path::new(&env.repo).join("index");
+    std::fs::remove_dir_all(&index).expect("rm index");
+    std::fs::create_dir_all(&index).expect("mkdir");
+    let out = env.path("x");
+    let r = fresh(&env, &["restore", &a, out.to_str().expect("utf8")]);
+    assert_eq!(r.status.code(), Some(4));
+    let s = env.json(&["repair", "index"]);
+    assert!(s["packs"].as_u64().expect("n") >= 2, "{s}");
+    assert!(s["unreadable"].as_array().expect("list").is_empty());
+    let c = env.cmd().args(["--json", "check"]).output().expect("check");
+    assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stdout));
+    for (id, name, seed) in [(&a, "a", 1), (&b, "b", 2)] {
+        let out = env.path(&format!("out-{name}"));
+        env.run(&["restore", id, out.to_str().expect("utf8")]); // the old cache
+        assert_eq!(
+            std::fs::read(out.join(name)).expect("read"),
+            random_bytes(1 << 20, seed)
+        );
+        let out = env.path(&format!("fresh-{name}"));
+        let r = fresh(&env, &["restore", id, out.to_str().expect("utf8")]);
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    }
+}
+
+/// A snapshot of two files, one of which lost its pack: `check` names it,
+/// `repair snapshots --forget` salvages the snapshot with that file marked
+/// damaged (not dropped), restoring it restores the other file and names the
+/// damaged one, and after a prune the repository checks clean.
+#[test]
+fn repair_snapshots_marks_damaged_files_and_keeps_the_rest() {
+    let env = Env::local();
+    env.init(&["--avg-chunk-size", "16KiB"]);
+    let dir = env.path("in");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let a = random_bytes(1 << 20, 11);
+    std::fs::write(dir.join("a"), &a).expect("write");
+    env.backup(&[&dir]);
+    let packs = Path::new(&env.repo).join("packs");
+    let before = listing(&packs);
+    std::fs::write(dir.join("b"), random_bytes(1 << 20, 13)).expect("write");
+    let second = env.backup(&[&dir]);
+    let id = second["snapshot"].as_str().expect("id");
+    for p in listing(&packs).difference(&before) {
+        std::fs::remove_file(packs.join(p)).expect("delete b's pack");
+    }
+    let c = env.cmd().args(["--json", "check"]).output().expect("check");
+    assert_eq!(c.status.code(), Some(4));
+    let report: Value = serde_json::from_slice(&c.stdout).expect("json");
+    assert_eq!(report["damaged"][id][0]["path"], "in/b", "{report}");
+    // Until then, a prune deletes nothing: what the damaged file needs is unknown.
+    let (code, err) = env.fail(&["prune"]);
+    assert_eq!(code, 4);
+    assert!(err.contains("prune deletes nothing"), "{err}");
+
+    let r = env.json(&["repair", "snapshots", "--forget"]);
+    let salvaged = r["repaired"][0]["to"].as_str().expect("new id").to_string();
+    assert_eq!(r["repaired"][0]["from"], id);
+    let listed = env.json(&["snapshots"]);
+    let ids: Vec<&str> = listed
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|s| s["id"].as_str().expect("id"))
+        .collect();
+    assert!(
+        ids.contains(&salvaged.as_str()) && !ids.contains(&id),
+        "{listed}"
+    );
+    let out = env.path("out");
+    let (code, err) = env.fail(&["restore", &salvaged, out.to_str().expect("utf8")]);
+    assert_eq!(code, 4);
+    assert!(
+        err.contains("in/b") && err.contains("marked damaged"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(out.join("in/a")).expect("a restored"), a);
+    assert!(!out.join("in/b").exists());
+
+    env.json(&["prune"]);
+    let c = env.cmd().args(["--json", "check"]).output().expect("check");
+    assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stdout));
+}

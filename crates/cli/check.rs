@@ -62,7 +62,8 @@ pub async fn check(g: &GlobalArgs, a: CheckArgs) -> Result<()> {
             json!({
                 "clean": r.is_clean(), "snapshots": r.snapshots, "packs": r.packs,
                 "packs_read": r.packs_read, "bytes_read": r.bytes_read,
-                "errors": r.errors, "warnings": r.warnings, "damaged": r.damaged,
+                "errors": r.errors, "warnings": r.warnings,
+                "damaged": r.damaged.iter().map(|(id, files)| (id.clone(), json!(files.iter().map(|(p, w)| json!({"path": p, "why": w})).collect::<Vec<_>>()))).collect::<serde_json::Map<_, _>>(),
             })
         );
     } else {
@@ -71,8 +72,8 @@ pub async fn check(g: &GlobalArgs, a: CheckArgs) -> Result<()> {
         }
         for (id, files) in &r.damaged {
             println!("damaged snapshot {id}:");
-            for f in files {
-                println!("  {f}");
+            for (path, why) in files {
+                println!("  {path}: {why}");
             }
         }
         for w in &r.warnings {

@@ -150,7 +150,9 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
                     exit::REPOSITORY
                 }
                 E::Corrupt { .. } | E::MissingChunk { .. } | E::Malformed { .. } => exit::INTEGRITY,
-                E::Verification(_) | E::PacksVanished { .. } => exit::INTEGRITY,
+                E::Verification(_) | E::PacksVanished { .. } | E::PruneRefused(_) => {
+                    exit::INTEGRITY
+                }
                 E::Busy(_) => exit::BUSY,
                 E::Interrupted => exit::INTERRUPTED,
                 E::Store(cairn_engine::StoreError::InvalidLocation { .. }) => exit::REPOSITORY,
@@ -174,6 +176,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Prune(a) => crate::prune::prune(g, a).await,
         Command::Unlock => crate::prune::unlock(g).await,
         Command::Check(a) => crate::check::check(g, a).await,
+        Command::Repair(c) => crate::repair::repair(g, c).await,
         Command::Stats => stats(g).await,
     }
 }

@@ -6,6 +6,7 @@ mod commands;
 mod forget;
 mod progress;
 mod prune;
+mod repair;
 mod size;
 
 use std::path::PathBuf;
@@ -69,6 +70,9 @@ enum Command {
     Unlock,
     /// Verify the repository's structure (and, with --read-data, every chunk).
     Check(check::CheckArgs),
+    /// Rebuild index files from packs, or salvage damaged snapshots.
+    #[command(subcommand)]
+    Repair(repair::RepairCommand),
     /// Show repository size, dedup and compression ratios.
     Stats,
 }

@@ -113,6 +113,9 @@ pub enum Error {
     /// A restore into Qdrant was refused before anything was changed.
     #[error("refusing to restore: {0}")]
     Refused(String),
+    /// A prune found snapshots it cannot read completely, so it deletes nothing.
+    #[error("prune deletes nothing: {0}")]
+    PruneRefused(String),
     /// A restore into Qdrant did not produce what the backup holds.
     #[error("restore verification failed: {0}")]
     Verification(String),

@@ -35,6 +35,7 @@ pub use commands::cluster_restore::{
 };
 pub use commands::forget::{ForgetGroup, ForgetItem, ForgetOptions, ForgetSummary, GroupBy};
 pub use commands::prune::{PruneOptions, PrunePlanSummary, PruneSummary, SweepReport};
+pub use commands::repair::{RepairIndexSummary, Repaired};
 pub use commands::restore::{RestoreOptions, RestoreSummary};
 pub use commands::stats::RepoStats;
 pub use error::{Error, Result};

@@ -26,6 +26,10 @@ pub struct FileEntry {
     /// file's size.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chunk_lists: Vec<ChunkId>,
+    /// Set by `cairn repair snapshots` on a file whose data is not all in
+    /// the repository: why. A restore names such files and skips them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub damaged: Option<String>,
 }
 
 /// Files with at most this many chunks list them inline in the manifest.

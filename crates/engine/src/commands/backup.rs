@@ -973,6 +973,7 @@ impl Repository {
                                 mtime: inputs[i].mtime,
                                 chunks: Vec::new(),
                                 chunk_lists: Vec::new(),
+                                damaged: None,
                             });
                         }
                         Item::Block(i, mut b) => {

@@ -46,7 +46,7 @@ pub struct CheckReport {
     /// Things to know that lose nothing (leftovers a prune removes).
     pub warnings: Vec<String>,
     /// Damaged snapshots: id → the files that cannot be restored, and why.
-    pub damaged: BTreeMap<String, Vec<String>>,
+    pub damaged: BTreeMap<String, Vec<(String, String)>>,
 }
 
 impl CheckReport {
@@ -228,11 +228,12 @@ impl Repository {
                         Err(e) => Some(e.clone()),
                     };
                 }
-                if let Some(w) = why {
+                // A file repair already marked is known damage, not news.
+                if let (Some(w), None) = (why, &file.damaged) {
                     r.damaged
                         .entry(info.id.to_hex())
                         .or_default()
-                        .push(format!("{}: {w}", file.path));
+                        .push((file.path.clone(), w));
                 }
             }
         }
@@ -259,23 +260,7 @@ impl Repository {
         size: u64,
         indexed: &[cairn_model::IndexEntry],
     ) -> std::result::Result<(), String> {
-        let key = keys::pack(pack);
-        let footer_len = cairn_pack::FOOTER_LEN as u64;
-        if size < footer_len {
-            return Err("is shorter than a pack footer".into());
-        }
-        let footer = self
-            .store
-            .get_range(&key, size - footer_len..size)
-            .await
-            .map_err(|e| e.to_string())?;
-        let (offset, _) = cairn_pack::read_footer(&footer, size).map_err(|e| e.to_string())?;
-        let trailer = self
-            .store
-            .get_range(&key, offset..size - footer_len)
-            .await
-            .map_err(|e| e.to_string())?;
-        let entries = cairn_pack::read_trailer(&trailer).map_err(|e| e.to_string())?;
+        let entries = self.read_pack_trailer(pack, size).await?;
         let a: HashSet<_> = entries
             .iter()
             .map(|e| (e.id, e.offset, e.length, e.raw_length))

@@ -264,7 +264,9 @@ impl Repository {
                         problem = Some(format!("chunk {c} is in no index file"));
                     }
                 }
-                if let Some(why) = problem {
+                // A file a repair marked damaged is known to be incomplete:
+                // what of it can be read stays, and it blocks nothing.
+                if let (Some(why), None) = (problem, &file.damaged) {
                     needs.damaged.push(format!(
                         "snapshot {}, file {}: {why}",
                         info.id.short(),
@@ -433,8 +435,8 @@ impl Repository {
         if !needs.damaged.is_empty() {
             // What the damaged files need is not fully known: deleting
             // anything could delete the rest of them.
-            return Err(Error::Refused(format!(
-                "{} snapshot file(s) could not be read completely (first: {}), so prune deletes nothing; run cairn check, then cairn repair",
+            return Err(Error::PruneRefused(format!(
+                "{} snapshot file(s) could not be read completely (first: {}); run cairn check, then cairn repair snapshots",
                 needs.damaged.len(),
                 needs.damaged[0]
             )));

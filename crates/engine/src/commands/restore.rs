@@ -219,7 +219,13 @@ impl Repository {
         let index = self.chunk_index().await?;
         progress.start("restore", Some(files.iter().map(|f| f.size).sum()));
         let mut summary = RestoreSummary::default();
+        let mut skipped = Vec::new();
         for file in files {
+            if let Some(why) = &file.damaged {
+                tracing::warn!(file = %file.path, reason = %why, "not restored: marked damaged by cairn repair snapshots");
+                skipped.push(file.path.clone());
+                continue;
+            }
             let dest = safe_join(target, &file.path)?;
             let dir = dest.parent().unwrap_or(target).to_path_buf();
             std::fs::create_dir_all(&dir)
@@ -250,6 +256,17 @@ impl Repository {
             summary.bytes += file.size;
         }
         progress.finish();
+        if !skipped.is_empty() {
+            return Err(Error::Malformed {
+                what: format!("snapshot {}", info.id.short()),
+                reason: format!(
+                    "{} other file(s) were restored, but {} file(s) were marked damaged by a repair and are not in the repository: {}",
+                    summary.files,
+                    skipped.len(),
+                    skipped.join(", ")
+                ),
+            });
+        }
         Ok(summary)
     }
 
@@ -273,6 +290,12 @@ impl Repository {
                 snapshot: info.id.to_hex(),
                 filter: path.to_string(),
             })?;
+        if let Some(why) = &file.damaged {
+            return Err(Error::Malformed {
+                what: format!("snapshot {}, file {}", info.id.short(), file.path),
+                reason: format!("marked damaged by a repair: {why}"),
+            });
+        }
         let index = self.chunk_index().await?;
         let mut out = self
             .stream_file(

@@ -1,0 +1,88 @@
+//! `cairn repair index` and `cairn repair snapshots`.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use serde_json::json;
+
+use crate::progress::Bar;
+use crate::GlobalArgs;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum RepairCommand {
+    /// Rebuild the index files from the packs' own trailers.
+    Index,
+    /// Write salvaged copies of damaged snapshots, their damaged files marked.
+    Snapshots {
+        /// Delete each damaged original once its salvaged copy is written.
+        #[arg(long)]
+        forget: bool,
+        /// Show what would be written; change nothing.
+        #[arg(long, short = 'n')]
+        dry_run: bool,
+    },
+}
+
+pub async fn repair(g: &GlobalArgs, cmd: RepairCommand) -> Result<()> {
+    let repo = crate::commands::open(g).await?;
+    let bar = Arc::new(Bar::new(g));
+    match cmd {
+        RepairCommand::Index => {
+            let s = repo.repair_index(bar).await?;
+            if g.json {
+                println!(
+                    "{}",
+                    json!({ "packs": s.packs, "unreadable": s.unreadable, "written": s.written, "removed": s.removed })
+                );
+            } else {
+                for u in &s.unreadable {
+                    println!("unreadable: {u}");
+                }
+                println!(
+                    "indexed {} packs in {} new index file(s); replaced {} old one(s)",
+                    s.packs, s.written, s.removed
+                );
+            }
+        }
+        RepairCommand::Snapshots { forget, dry_run } => {
+            let r = repo.repair_snapshots(forget, dry_run, bar).await?;
+            if g.json {
+                let rows: Vec<_> = r
+                    .iter()
+                    .map(|x| {
+                        json!({
+                            "from": x.from.to_hex(), "to": x.to.map(|t| t.to_hex()),
+                            "damaged": x.damaged.iter().map(|(p, w)| json!({"path": p, "why": w})).collect::<Vec<_>>(),
+                        })
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    json!({ "dry_run": dry_run, "forget": forget, "repaired": rows })
+                );
+            } else {
+                for x in &r {
+                    println!(
+                        "snapshot {}: {} damaged file(s) marked{}",
+                        x.from.short(),
+                        x.damaged.len(),
+                        match (x.to, forget) {
+                            (Some(t), true) =>
+                                format!("; salvaged as {} (original deleted)", t.short()),
+                            (Some(t), false) =>
+                                format!("; salvaged as {} (original kept)", t.short()),
+                            (None, _) => " (dry run)".into(),
+                        }
+                    );
+                    for (p, w) in &x.damaged {
+                        println!("  {p}: {w}");
+                    }
+                }
+                if r.is_empty() {
+                    println!("no damaged snapshots");
+                }
+            }
+        }
+    }
+    Ok(())
+}
