@@ -270,15 +270,7 @@ impl Repository {
             return Ok(idx);
         }
         tracing::info!("repository index files were removed; rebuilding the local chunk index");
-        drop(seen);
-        let idx = Arc::try_unwrap(idx).map_err(|_| {
-            Error::InvalidArgument("invariant: the chunk index is not shared yet".into())
-        })?;
-        let idx = Arc::new(
-            tokio::task::spawn_blocking(move || idx.rebuild())
-                .await
-                .expect("invariant: rebuild does not panic")?,
-        );
+        idx.clear()?;
         let all: Vec<(String, u64)> = self
             .store
             .list(keys::INDEX_DIR)

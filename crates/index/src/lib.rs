@@ -171,16 +171,19 @@ impl ChunkIndex {
         Self::open_locked(&slot, Some(lock))
     }
 
-    /// Empties the database (keeping its slot lock), to be refilled from the
-    /// repository's index files.
+    /// Empties the cache (its chunks, files and packs; the slot lock and
+    /// schema stay), to be refilled from the repository's index files.
     ///
     /// # Errors
-    /// As [`ChunkIndex::open`].
-    pub fn rebuild(self) -> Result<Self> {
-        let Self { db, path, _lock } = self;
-        drop(db);
-        Self::destroy(&path)?;
-        Self::open_locked(&path, _lock)
+    /// RocksDB failures.
+    pub fn clear(&self) -> Result<()> {
+        // Keys are 32-byte ids or 64-hex-digit names: all sort below this.
+        let end = [0xffu8; 65];
+        let mut batch = WriteBatch::default();
+        for cf in [CF_CHUNKS, CF_FILES, CF_PACKS] {
+            batch.delete_range_cf(self.cf(cf), [].as_slice(), end.as_slice());
+        }
+        self.db.write(batch).map_err(|e| self.db_err(e))
     }
 
     fn open_locked(path: &Path, lock: Option<std::fs::File>) -> Result<Self> {
@@ -551,8 +554,10 @@ mod tests {
             .get(&ChunkId::of(&[1, 0]))
             .expect("looks up")
             .is_some());
-        let rebuilt = again.rebuild().expect("rebuilds");
-        assert!(rebuilt.ingested_files().expect("lists").is_empty());
+        again.clear().expect("clears");
+        assert!(again.ingested_files().expect("lists").is_empty());
+        assert!(again.get(&ChunkId::of(&[1, 0])).expect("looks up").is_none());
+        assert!(again.packs().expect("packs").is_empty());
     }
 
     #[test]
