@@ -197,7 +197,7 @@ pub async fn backup(
         }
     }
     println!(
-        "snapshot {} saved{}: Qdrant {}, {}, {} read in {:.2}s ({}/s); added {} new chunks, {} raw, {} stored",
+        "snapshot {} saved{}: Qdrant {}, {}, {} read in {:.2}s ({}/s); {}",
         s.backup.id.short(),
         if r.partial { " (PARTIAL)" } else { "" },
         r.version,
@@ -205,9 +205,7 @@ pub async fn backup(
         human(t.bytes),
         secs,
         human((t.bytes as f64 / secs.max(1e-9)) as u64),
-        t.new_chunks,
-        human(t.new_bytes),
-        human(t.new_stored_bytes)
+        crate::size::added(t)
     );
     Ok(())
 }

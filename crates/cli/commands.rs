@@ -280,15 +280,13 @@ async fn backup(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
         );
     } else {
         println!(
-            "snapshot {} saved: {} files, {} read in {:.2}s ({}/s); added {} new chunks, {} raw, {} stored",
+            "snapshot {} saved: {} files, {} read in {:.2}s ({}/s); {}",
             s.id.short(),
             t.files,
             human(t.bytes),
             secs,
             human((t.bytes as f64 / secs.max(1e-9)) as u64),
-            t.new_chunks,
-            human(t.new_bytes),
-            human(t.new_stored_bytes)
+            crate::size::added(t)
         );
     }
     Ok(())

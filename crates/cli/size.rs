@@ -48,3 +48,13 @@ mod tests {
         assert_eq!(human(1536), "1.50 KiB");
     }
 }
+
+/// "added N new chunks, X raw, Y stored": what a backup added.
+pub fn added(t: &cairn_engine::SnapshotTotals) -> String {
+    format!(
+        "added {} new chunks, {} raw, {} stored",
+        t.new_chunks,
+        human(t.new_bytes),
+        human(t.new_stored_bytes)
+    )
+}

@@ -45,7 +45,7 @@ pub use retention::RetentionPolicy;
 
 pub use cairn_model::{
     ChunkerParams, ClusterRecord, CollectionRecord, Compression, RepoConfig, ShardRecord,
-    ShardStatus, Snapshot, SnapshotId, FORMAT_VERSION,
+    ShardStatus, Snapshot, SnapshotId, SnapshotTotals, FORMAT_VERSION,
 };
 pub use cairn_qdrant::{ApiKey, ClientOptions as QdrantClientOptions};
 pub use cairn_store::{Error as StoreError, RepoStore};

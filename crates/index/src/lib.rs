@@ -556,7 +556,10 @@ mod tests {
             .is_some());
         again.clear().expect("clears");
         assert!(again.ingested_files().expect("lists").is_empty());
-        assert!(again.get(&ChunkId::of(&[1, 0])).expect("looks up").is_none());
+        assert!(again
+            .get(&ChunkId::of(&[1, 0]))
+            .expect("looks up")
+            .is_none());
         assert!(again.packs().expect("packs").is_empty());
     }
 

@@ -831,10 +831,15 @@ impl Repository {
 
     /// Every pack in the repository.
     pub(crate) async fn present_packs(&self) -> Result<HashSet<PackId>> {
+        Ok(self.pack_sizes().await?.into_keys().collect())
+    }
+
+    /// Every pack in the repository, with its size.
+    pub(crate) async fn pack_sizes(&self) -> Result<std::collections::HashMap<PackId, u64>> {
         let listed = self.store.list(keys::PACK_DIR).await?;
         Ok(listed
             .into_iter()
-            .filter_map(|l| l.name.parse::<PackId>().ok())
+            .filter_map(|l| l.name.parse::<PackId>().ok().map(|p| (p, l.size)))
             .collect())
     }
 

@@ -75,13 +75,7 @@ impl Repository {
                 ));
             }
         }
-        let present: HashMap<PackId, u64> = self
-            .store
-            .list(keys::PACK_DIR)
-            .await?
-            .into_iter()
-            .filter_map(|l| l.name.parse::<PackId>().ok().map(|p| (p, l.size)))
-            .collect();
+        let present: HashMap<PackId, u64> = self.pack_sizes().await?.into_iter().collect();
         let condemned = self.condemned_packs().await?;
         r.packs = present.len();
         // Packs named by index files.

@@ -345,13 +345,7 @@ impl Repository {
         let view = self.index_view().await?;
         let needs = self.needs(&snapshots, &view).await?;
         s.damaged.clone_from(&needs.damaged);
-        let present: HashMap<PackId, u64> = self
-            .store
-            .list(keys::PACK_DIR)
-            .await?
-            .into_iter()
-            .filter_map(|l| l.name.parse::<PackId>().ok().map(|p| (p, l.size)))
-            .collect();
+        let present: HashMap<PackId, u64> = self.pack_sizes().await?.into_iter().collect();
         // Each needed chunk is kept in one place: its first location in a
         // pack that stays, in pack id order.
         let mut keep_at: HashMap<ChunkId, PackId> = HashMap::new();
@@ -577,13 +571,7 @@ impl Repository {
             .collect();
         let condemned: HashSet<PackId> = plan.condemned_packs.iter().copied().collect();
         let any_plan: HashSet<PackId> = self.condemned_packs().await?;
-        let sizes: HashMap<PackId, u64> = self
-            .store
-            .list(keys::PACK_DIR)
-            .await?
-            .into_iter()
-            .filter_map(|l| l.name.parse::<PackId>().ok().map(|p| (p, l.size)))
-            .collect();
+        let sizes: HashMap<PackId, u64> = self.pack_sizes().await?.into_iter().collect();
         let view = self.index_view().await?;
         let needs = self.needs(&newer, &view).await?;
         // A needed chunk whose every existing copy is condemned (by this or

@@ -69,13 +69,7 @@ impl Repository {
             .into_iter()
             .map(|l| l.name)
             .collect();
-        let packs: Vec<(PackId, u64)> = self
-            .store
-            .list(keys::PACK_DIR)
-            .await?
-            .into_iter()
-            .filter_map(|l| l.name.parse::<PackId>().ok().map(|p| (p, l.size)))
-            .collect();
+        let packs: Vec<(PackId, u64)> = self.pack_sizes().await?.into_iter().collect();
         progress.start("repair index", Some(packs.len() as u64));
         let read: Vec<(PackId, std::result::Result<IndexGroup, String>)> =
             futures::stream::iter(packs)
