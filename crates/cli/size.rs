@@ -35,6 +35,16 @@ pub fn human(bytes: u64) -> String {
     }
 }
 
+/// "added N new chunks, X raw, Y stored": what a backup added.
+pub fn added(t: &cairn_engine::SnapshotTotals) -> String {
+    format!(
+        "added {} new chunks, {} raw, {} stored",
+        t.new_chunks,
+        human(t.new_bytes),
+        human(t.new_stored_bytes)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -47,14 +57,4 @@ mod tests {
         assert!(parse_size("12 parsecs").is_err());
         assert_eq!(human(1536), "1.50 KiB");
     }
-}
-
-/// "added N new chunks, X raw, Y stored": what a backup added.
-pub fn added(t: &cairn_engine::SnapshotTotals) -> String {
-    format!(
-        "added {} new chunks, {} raw, {} stored",
-        t.new_chunks,
-        human(t.new_bytes),
-        human(t.new_stored_bytes)
-    )
 }
