@@ -48,16 +48,6 @@ size() { printf "%s\t%s\t%s\tsize\t%s\n" "$1" "$2" "$3" "$(du -sb "$4" | cut -f1
 mkdir -p "$work/fresh"
 cp -r "$series/$last" "$work/fresh/$last"   # same bytes, new files (new inodes and mtimes)
 
-# cold DIR: flushes dirty pages, then drops DIR's files from the page cache.
-cold() {
-  sync
-  python3 -c 'import os, sys
-for d, _, fs in os.walk(sys.argv[1]):
-    for f in fs:
-        fd = os.open(os.path.join(d, f), os.O_RDONLY)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        os.close(fd)' "$1"
-}
 # check_restore TOOL DIR: the restored last day equals the original.
 check_restore() {
   local restored

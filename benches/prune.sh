@@ -13,7 +13,10 @@
 # repository's pages dropped from the page cache). Prints medians of wall time
 # and peak RSS, and the repository sizes before and after.
 #
-# Usage: [SERIES=3] [DAYS=6] [COPIES=3] [GIB=1.0] [ROUNDS=3] benches/prune.sh
+# MODE=days forgets instead the first half of the days of every series: packs
+# are then partly needed, and both tools repack (the heavier prune).
+#
+# Usage: [MODE=series|days] [SERIES=3] [DAYS=6] [COPIES=3] [GIB=1.0] [ROUNDS=3] benches/prune.sh
 # Needs restic (apt-get install restic), GNU time, and free disk for the
 # inputs (SERIES x DAYS x GIB) and four repositories of about a third of that.
 set -euo pipefail
@@ -24,7 +27,7 @@ for t in restic /usr/bin/time; do
   command -v "$t" >/dev/null || { echo "missing $t: apt-get install restic time" >&2; exit 1; }
 done
 build_cairn
-series=${SERIES:-3} days=${DAYS:-6} copies=${COPIES:-3} gib=${GIB:-1.0} rounds=${ROUNDS:-3}
+series=${SERIES:-3} days=${DAYS:-6} copies=${COPIES:-3} gib=${GIB:-1.0} rounds=${ROUNDS:-3} mode=${MODE:-series}
 work="$(mktemp -d "${TMPDIR:-/tmp}/cairn-prune.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 export RESTIC_PASSWORD=bench RESTIC_CACHE_DIR="$work/restic-cache" CAIRN_CACHE_DIR="$work/cairn-cache"
@@ -34,15 +37,6 @@ for k in $(seq "$series"); do
   python3 benches/gen-series.py "$work/series$k" --gib "$gib" --days "$days" --seed "$k" >/dev/null
 done
 
-cold() {
-  sync
-  python3 -c 'import os, sys
-for d, _, fs in os.walk(sys.argv[1]):
-    for f in fs:
-        fd = os.open(os.path.join(d, f), os.O_RDONLY)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        os.close(fd)' "$1"
-}
 
 "$cairn" -q --repo "$work/cairn" init >/dev/null
 restic -q -r "$work/restic" init --repository-version 2 >/dev/null
@@ -50,17 +44,22 @@ for d in $(seq 0 $((days - 1))); do
   for k in $(seq "$series"); do
     for c in $(seq "$copies"); do
       echo "backup series $k, day $d, copy $c" >&2
-      "$cairn" -q --repo "$work/cairn" backup --tag "series$k" "$work/series$k/day$d" >/dev/null
-      restic -q -r "$work/restic" backup --tag "series$k" "$work/series$k/day$d" >/dev/null
+      "$cairn" -q --repo "$work/cairn" backup --tag "series$k" --tag "day$d" "$work/series$k/day$d" >/dev/null
+      restic -q -r "$work/restic" backup --tag "series$k" --tag "day$d" "$work/series$k/day$d" >/dev/null
     done
   done
 done
 logical=$("$cairn" --repo "$work/cairn" --json stats | python3 -c 'import json,sys; print(json.load(sys.stdin)["logical_bytes"])')
-"$cairn" -q --repo "$work/cairn" snapshots --json \
-  | python3 -c 'import json,sys; [print(s["id"]) for s in json.load(sys.stdin) if "series1" in s["tags"]]' \
+# The snapshots to forget: series 1, or (MODE=days) the first half of the days.
+if [ "$mode" = days ]; then
+  doomed=$(seq -s' ' 0 $((days / 2 - 1)) | sed 's/[0-9]*/day&/g')
+else
+  doomed=series1
+fi
+pick='import json,sys; doomed=sys.argv[1].split(); [print(s["id"]) for s in json.load(sys.stdin) if set(s.get("tags") or []) & set(doomed)]'
+"$cairn" -q --repo "$work/cairn" snapshots --json | python3 -c "$pick" "$doomed" \
   | xargs -r "$cairn" -q --repo "$work/cairn" forget >/dev/null
-restic -q -r "$work/restic" snapshots --tag series1 --json \
-  | python3 -c 'import json,sys; [print(s["id"]) for s in json.load(sys.stdin)]' \
+restic -q -r "$work/restic" snapshots --json | python3 -c "$pick" "$doomed" \
   | xargs -r restic -q -r "$work/restic" forget >/dev/null
 frac=$("$cairn" --repo "$work/cairn" --json prune --dry-run --max-unused 10% \
   | python3 -c 'import json,sys; s=json.load(sys.stdin); print("%.3f" % (1 - s["live_bytes"] / s["pack_bytes"]))')
@@ -93,7 +92,7 @@ after_c=$(size "$work/cairn") after_r=$(size "$work/restic")
 med() { grep "^$1 " "$work/results" | cut -d' ' -f"$2" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 gib() { awk "BEGIN { printf \"%.2f\", $1 / 1073741824 }"; }
 echo
-echo "logical $(gib "$logical") GiB in $((series * days * copies)) snapshots; forgot series 1 ($((days * copies)) snapshots); unreferenced before prune: ${frac} of cairn's pack bytes"
+echo "logical $(gib "$logical") GiB in $((series * days * copies)) snapshots; forgot: $doomed; unreferenced before prune: ${frac} of cairn's pack bytes"
 echo
 echo "| tool | prune (median of $rounds) | peak RSS (median) | repository before | after |"
 echo "|---|---|---|---|---|"

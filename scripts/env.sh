@@ -34,6 +34,18 @@ setup_system() {
   fi
 }
 
+# cold DIR: flushes dirty pages, then drops DIR's files from the page cache
+# (benchmarks that read a repository as it is after any real interval).
+cold() {
+  sync
+  python3 -c 'import os, sys
+for d, _, fs in os.walk(sys.argv[1]):
+    for f in fs:
+        fd = os.open(os.path.join(d, f), os.O_RDONLY)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.close(fd)' "$1"
+}
+
 # Builds the release binary and sets $cairn to its path.
 build_cairn() {
   cargo build --release --quiet
