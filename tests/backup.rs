@@ -127,3 +127,34 @@ fn the_local_index_catches_up_with_other_writers() {
         "a fresh cache must be rebuilt from the index files"
     );
 }
+
+/// `backup --dry-run` writes nothing and predicts the real backup that
+/// follows exactly: new chunks, raw and stored bytes, packs and requests,
+/// day after day on the real churn series.
+#[test]
+fn dry_run_predicts_the_next_backup_exactly() {
+    let Some(shared) = shared_fixtures("dry_run_predicts_the_next_backup_exactly") else {
+        return;
+    };
+    let env = Env::local();
+    env.init(&[]);
+    let listing = || crate::support::files_under(std::path::Path::new(&env.repo));
+    for day in 0..6 {
+        let f = shared.join(format!("qdrant-churn/day{day}/collection-node0.snapshot"));
+        let p = f.to_str().expect("utf8");
+        let before = listing();
+        let dry = env.json(&["backup", "--dry-run", p]);
+        assert_eq!(dry["dry_run"], true);
+        assert_eq!(listing(), before, "day {day}: a dry run writes nothing");
+        let real = env.json(&["backup", p]);
+        for k in [
+            "new_chunks",
+            "new_bytes",
+            "new_stored_bytes",
+            "new_packs",
+            "requests",
+        ] {
+            assert_eq!(dry[k], real[k], "day {day}: {k}");
+        }
+    }
+}

@@ -150,6 +150,7 @@ pub async fn backup(
     };
     let started = Instant::now();
     let bar = Arc::new(Bar::new(g));
+    let opts_dry_run = opts.dry_run;
     let s = repo.backup_qdrant(copts, opts, bar).await?;
     let secs = started.elapsed().as_secs_f64();
     let t = &s.backup.totals;
@@ -158,7 +159,8 @@ pub async fn backup(
         println!(
             "{}",
             json!({
-                "snapshot": s.backup.id.to_hex(), "source": r.source, "qdrant_version": r.version,
+                "snapshot": s.backup.id.to_hex(), "dry_run": opts_dry_run, "requests": t.requests,
+                "source": r.source, "qdrant_version": r.version,
                 "partial": r.partial, "files": t.files, "bytes": t.bytes, "chunks": t.chunks,
                 "new_chunks": t.new_chunks, "new_bytes": t.new_bytes, "new_stored_bytes": t.new_stored_bytes,
                 "new_packs": t.new_packs, "seconds": secs, "collections": r.collections,
@@ -197,8 +199,13 @@ pub async fn backup(
         }
     }
     println!(
-        "snapshot {} saved{}: Qdrant {}, {}, {} read in {:.2}s ({}/s); {}",
+        "snapshot {} {}{}: Qdrant {}, {}, {} read in {:.2}s ({}/s); {}",
         s.backup.id.short(),
+        if opts_dry_run {
+            "not written (dry run)"
+        } else {
+            "saved"
+        },
         if r.partial { " (PARTIAL)" } else { "" },
         r.version,
         record_content(r),

@@ -57,6 +57,10 @@ pub struct BackupArgs {
     /// Host name to record (default: this machine's).
     #[arg(long)]
     host: Option<String>,
+    /// Read, chunk and look everything up, but write nothing: print what a
+    /// real backup would add (bytes, packs, requests) and what it costs.
+    #[arg(long, short = 'n')]
+    dry_run: bool,
     /// Packs uploaded concurrently.
     #[arg(long, value_name = "N", help = format!(
         "Packs uploaded concurrently (default: {} to an object store, {} to a local directory)",
@@ -250,6 +254,7 @@ async fn backup(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
         tags: a.tags.clone(),
         host: a.host.clone(),
         upload_concurrency: a.upload_concurrency,
+        dry_run: a.dry_run,
         ..BackupOptions::default()
     };
     if !a.cluster.qdrant.is_empty() {
@@ -273,15 +278,25 @@ async fn backup(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
         println!(
             "{}",
             json!({
-                "snapshot": s.id.to_hex(), "files": t.files, "bytes": t.bytes, "chunks": t.chunks,
-                "new_chunks": t.new_chunks, "new_bytes": t.new_bytes, "new_stored_bytes": t.new_stored_bytes,
-                "new_packs": t.new_packs, "seconds": secs,
+                "snapshot": s.id.to_hex(), "dry_run": a.dry_run, "files": t.files, "bytes": t.bytes,
+                "chunks": t.chunks, "new_chunks": t.new_chunks, "new_bytes": t.new_bytes,
+                "new_stored_bytes": t.new_stored_bytes, "new_packs": t.new_packs,
+                "requests": t.requests, "seconds": secs,
             })
         );
     } else {
         println!(
-            "snapshot {} saved: {} files, {} read in {:.2}s ({}/s); {}",
-            s.id.short(),
+            "{} {}: {} files, {} read in {:.2}s ({}/s); {}",
+            if a.dry_run {
+                "dry run, snapshot"
+            } else {
+                "snapshot"
+            },
+            if a.dry_run {
+                format!("{} not written", s.id.short())
+            } else {
+                format!("{} saved", s.id.short())
+            },
             t.files,
             human(t.bytes),
             secs,

@@ -38,10 +38,12 @@ pub fn human(bytes: u64) -> String {
 /// "added N new chunks, X raw, Y stored": what a backup added.
 pub fn added(t: &cairn_engine::SnapshotTotals) -> String {
     format!(
-        "added {} new chunks, {} raw, {} stored",
+        "added {} new chunks, {} raw, {} stored in {} packs; {} PUT requests",
         t.new_chunks,
         human(t.new_bytes),
-        human(t.new_stored_bytes)
+        human(t.new_stored_bytes),
+        t.new_packs,
+        t.requests.puts
     )
 }
 

@@ -22,7 +22,7 @@ pub use index::{
     Codec, IndexEntry, IndexFile, IndexGroup, PackLocation, INDEX_ENTRY_LEN, MAX_BLOB_LEN,
 };
 pub use snapshot::{
-    ends_chunk_list, FileEntry, Snapshot, SnapshotTotals, INLINE_CHUNKS, MAX_LIST_CHUNKS,
+    ends_chunk_list, FileEntry, Requests, Snapshot, SnapshotTotals, INLINE_CHUNKS, MAX_LIST_CHUNKS,
 };
 
 /// Errors raised while decoding repository files.

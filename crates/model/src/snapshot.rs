@@ -26,10 +26,37 @@ pub struct FileEntry {
     /// file's size.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chunk_lists: Vec<ChunkId>,
+    /// Raw bytes of the chunks this backup added for this file (0 when
+    /// everything was already stored).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub new_bytes: u64,
+    /// The same, as stored (after compression).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub new_stored_bytes: u64,
     /// Set by `cairn repair snapshots` on a file whose data is not all in
     /// the repository: why. A restore names such files and skips them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub damaged: Option<String>,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Requests a backup made of the storage, by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Requests {
+    /// PUT-class requests (each multipart part counts; so do lease renewals).
+    pub puts: u64,
+    /// GET requests (whole and ranged).
+    pub gets: u64,
+    /// LIST calls.
+    pub lists: u64,
+    /// HEAD requests.
+    pub heads: u64,
+    /// DELETE requests.
+    pub deletes: u64,
 }
 
 /// Files with at most this many chunks list them inline in the manifest.
@@ -62,6 +89,9 @@ pub struct SnapshotTotals {
     pub new_stored_bytes: u64,
     /// Packs this backup wrote.
     pub new_packs: u64,
+    /// Requests it made (absent in manifests of older versions).
+    #[serde(default)]
+    pub requests: Requests,
 }
 
 /// A snapshot manifest.

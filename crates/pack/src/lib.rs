@@ -283,6 +283,18 @@ impl PackWriter {
         self.entries.is_empty()
     }
 
+    /// The pack's size once finished (trailer and footer included).
+    #[must_use]
+    pub fn finished_len(&self) -> usize {
+        self.buf.len() + self.entries.len() * INDEX_ENTRY_LEN + FOOTER_LEN
+    }
+
+    /// Empties the pack, keeping its buffer (a dry run's packs go nowhere).
+    pub fn clear(&mut self) {
+        self.buf.truncate(HEADER_LEN);
+        self.entries.clear();
+    }
+
     /// Writes trailer and footer.
     #[must_use]
     pub fn finish(mut self) -> FinishedPack {

@@ -38,8 +38,8 @@ use bytes::Bytes;
 use cairn_chunk::{Block, BlockReader, Chunker};
 use cairn_index::ChunkIndex;
 use cairn_model::{
-    ends_chunk_list, ChunkId, FileEntry, IndexFile, IndexGroup, PackId, RepoConfig, Snapshot,
-    SnapshotId, SnapshotTotals, FORMAT_VERSION, INLINE_CHUNKS,
+    ends_chunk_list, ChunkId, FileEntry, IndexFile, IndexGroup, PackId, RepoConfig, Requests,
+    Snapshot, SnapshotId, SnapshotTotals, FORMAT_VERSION, INLINE_CHUNKS,
 };
 use cairn_pack::PackWriter;
 use cairn_store::{keys, RepoStore};
@@ -110,6 +110,9 @@ pub struct BackupOptions {
     pub cpu_threads: usize,
     /// Bytes read per block (default 8 MiB: large enough to fan out hashing).
     pub block_size: usize,
+    /// Read, chunk, look up and compress, but write nothing: the summary
+    /// says what a real backup would add.
+    pub dry_run: bool,
 }
 
 impl Default for BackupOptions {
@@ -121,6 +124,7 @@ impl Default for BackupOptions {
             upload_concurrency: None,
             cpu_threads: std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
             block_size: 8 * 1024 * 1024,
+            dry_run: false,
         }
     }
 }
@@ -223,14 +227,21 @@ struct Packed {
     outcomes: Vec<InputOutcome>,
     totals: SnapshotTotals,
     referenced: HashSet<PackId>,
+    pack_sizes: Vec<u64>,
 }
 
 /// A run's lease and what its manifest will rely on.
 pub(crate) struct Commit {
-    lease: crate::lease::HeldLease,
+    /// The repository as the run used it: its requests are counted.
+    repo: Repository,
+    counts: Arc<cairn_store::counting::RequestCounts>,
+    /// `None` for a dry run.
+    lease: Option<crate::lease::HeldLease>,
     index: Arc<ChunkIndex>,
     /// Packs holding chunks the run deduplicated against.
     referenced: HashSet<PackId>,
+    /// Sizes of the packs written (or, dry, that would be).
+    pack_sizes: Vec<u64>,
 }
 
 enum Item {
@@ -500,6 +511,10 @@ struct Packer<'a> {
     referenced: HashSet<PackId>,
     /// Ids of packs a prune is deleting: new packs must not take them.
     condemned: Arc<HashSet<PackId>>,
+    /// Pack nothing; count what would be written.
+    dry_run: bool,
+    /// Sizes of the packs written (or, dry, that would be).
+    pack_sizes: Vec<u64>,
 }
 
 impl Packer<'_> {
@@ -529,7 +544,7 @@ impl Packer<'_> {
                 .collect()
         });
         for (&i, comp) in new.iter().zip(compressed) {
-            self.push_blob(ids[i], chunks[i], comp.as_deref())?;
+            self.push_blob(ids[i], chunks[i], comp.as_deref(), file)?;
         }
         self.totals.chunks += ids.len() as u64;
         file.size += block.len() as u64;
@@ -542,14 +557,24 @@ impl Packer<'_> {
         Ok(())
     }
 
-    /// Appends a new blob to the open pack, uploading the pack when full.
-    fn push_blob(&mut self, id: ChunkId, raw: &[u8], compressed: Option<&[u8]>) -> Result<()> {
+    /// Appends a new blob to the open pack, uploading the pack when full;
+    /// `file` is credited with what it added.
+    fn push_blob(
+        &mut self,
+        id: ChunkId,
+        raw: &[u8],
+        compressed: Option<&[u8]>,
+        file: &mut FileEntry,
+    ) -> Result<()> {
         let before = self.writer.len();
         self.writer.push(id, raw, compressed);
         self.in_flight.insert(id);
+        let stored = (self.writer.len() - before) as u64;
         self.totals.new_chunks += 1;
         self.totals.new_bytes += raw.len() as u64;
-        self.totals.new_stored_bytes += (self.writer.len() - before) as u64;
+        self.totals.new_stored_bytes += stored;
+        file.new_bytes += raw.len() as u64;
+        file.new_stored_bytes += stored;
         if self.writer.len() as u64 >= self.repo.config.pack_size {
             self.flush()?;
         }
@@ -572,7 +597,7 @@ impl Packer<'_> {
             self.referenced.insert(loc.pack);
             return Ok(());
         }
-        self.push_blob(id, &bytes, None)
+        self.push_blob(id, &bytes, None, file)
     }
 
     /// Ends a file: small files keep their ids inline, larger ones in lists.
@@ -588,6 +613,14 @@ impl Packer<'_> {
         if self.writer.is_empty() {
             return Ok(());
         }
+        if self.dry_run {
+            // Counted as written; its chunks stay in flight, so repeats dedup.
+            self.pack_sizes.push(self.writer.finished_len() as u64);
+            self.totals.new_packs += 1;
+            self.writer.clear();
+            return Ok(());
+        }
+        self.pack_sizes.push(self.writer.finished_len() as u64);
         let capacity = self.pack_capacity();
         let buffer = self.free_buffers.pop().unwrap_or_default();
         let writer = std::mem::replace(&mut self.writer, PackWriter::with_buffer(buffer, capacity));
@@ -654,6 +687,31 @@ impl Packer<'_> {
             }
         }
         first_err.map_or(Ok(()), Err)
+    }
+}
+
+/// The requests a backup that writes packs of `pack_sizes` makes: each pack
+/// (in parts on an object store when large: initiate, parts, complete) and
+/// its index file, the manifest, three lease writes and its delete, four
+/// listings and one HEAD. Index files the cache must fetch are not included.
+pub(crate) fn estimated_requests(pack_sizes: &[u64], local: bool) -> Requests {
+    let part = 8 * 1024 * 1024u64;
+    let pack_puts: u64 = pack_sizes
+        .iter()
+        .map(|&n| {
+            if !local && n >= cairn_store::MULTIPART_THRESHOLD as u64 {
+                n.div_ceil(part) + 2
+            } else {
+                1
+            }
+        })
+        .sum();
+    Requests {
+        puts: pack_puts + pack_sizes.len() as u64 + 1 + 3,
+        gets: 0,
+        lists: 4,
+        heads: 1,
+        deletes: 1,
     }
 }
 
@@ -741,73 +799,104 @@ impl Repository {
         shape: RunShape,
         progress: Arc<dyn Progress>,
     ) -> Result<RunResult> {
-        let lease = self.acquire_lease("backup", None).await?;
+        let (repo, counts) = self.counted();
+        let lease = if opts.dry_run {
+            None
+        } else {
+            Some(repo.acquire_lease("backup", None).await?)
+        };
         let run = async {
-            let index = self.chunk_index().await?;
+            let index = repo.chunk_index().await?;
             // Packs deleted behind Cairn's back, and packs a prune condemned,
             // must not be deduplicated against.
-            let mut usable = self.present_packs().await?;
-            let condemned = Arc::new(self.condemned_packs().await?);
+            let mut usable = repo.present_packs().await?;
+            let condemned = Arc::new(repo.condemned_packs().await?);
             for p in condemned.iter() {
                 usable.remove(p);
             }
-            self.forget_vanished(&index, &usable, false).await?;
-            let repo = self.clone();
+            repo.forget_vanished(&index, &usable, false).await?;
+            let worker = repo.clone();
             let handle = Handle::current();
             let index2 = Arc::clone(&index);
-            let mut packed = tokio::task::spawn_blocking(move || {
-                repo.pack_inputs(
+            let packed = tokio::task::spawn_blocking(move || {
+                worker.pack_inputs(
                     &inputs, &index2, &opts, shape, &*progress, handle, condemned,
                 )
             })
             .await
             .expect("invariant: backup thread does not panic")?;
-            let referenced = std::mem::take(&mut packed.referenced);
-            Ok::<_, Error>((packed, index, referenced))
+            Ok::<_, Error>((packed, index))
         }
         .await;
         match run {
-            Ok((packed, index, referenced)) => Ok(RunResult {
+            Ok((packed, index)) => Ok(RunResult {
                 files: packed.files,
                 outcomes: packed.outcomes,
                 totals: packed.totals,
                 commit: Commit {
+                    repo,
+                    counts,
                     lease,
                     index,
-                    referenced,
+                    referenced: packed.referenced,
+                    pack_sizes: packed.pack_sizes,
                 },
             }),
             Err(e) => {
-                lease.release().await;
+                if let Some(l) = lease {
+                    l.release().await;
+                }
                 Err(e)
             }
         }
     }
 
+    /// This repository with its requests counted.
+    pub(crate) fn counted(&self) -> (Repository, Arc<cairn_store::counting::RequestCounts>) {
+        let counting = cairn_store::counting::CountingBackend::new(self.store.backend());
+        let counts = counting.counts();
+        let mut repo = self.clone();
+        repo.store = RepoStore::from_backend(Arc::new(counting));
+        (repo, counts)
+    }
+
     /// Writes `snapshot`, last: after renewing the run's lease and checking
     /// that every pack it deduplicated against is still there, within half a
-    /// lease of that renewal (see docs/format.md, garbage collection).
+    /// lease of that renewal (see docs/format.md, garbage collection). The
+    /// manifest records the requests the backup made. A dry run writes
+    /// nothing and estimates the requests a real backup would make.
     pub(crate) async fn commit_snapshot(
         &self,
-        snapshot: Snapshot,
+        mut snapshot: Snapshot,
         commit: Commit,
     ) -> Result<BackupSummary> {
         let Commit {
+            repo,
+            counts,
             lease,
             index,
             referenced,
+            pack_sizes,
         } = commit;
+        let Some(lease) = lease else {
+            snapshot.totals.requests = estimated_requests(&pack_sizes, repo.store.is_local());
+            let (json, _) = compress_json(&snapshot);
+            return Ok(BackupSummary {
+                id: SnapshotId::of(&json),
+                totals: snapshot.totals,
+            });
+        };
         let result = async {
             for _ in 0..3 {
                 lease.renew().await?;
-                let present = self.present_packs().await?;
+                let present = repo.present_packs().await?;
                 let vanished: HashSet<PackId> = referenced
                     .iter()
                     .filter(|p| !present.contains(p))
                     .copied()
                     .collect();
                 if !vanished.is_empty() {
-                    self.forget_vanished(&index, &present, true).await?;
+                    repo.forget_vanished(&index, &present, true).await?;
                     let mut ids: Vec<String> = vanished.iter().map(PackId::short).collect();
                     ids.sort();
                     return Err(Error::PacksVanished {
@@ -816,7 +905,16 @@ impl Repository {
                     });
                 }
                 if lease.is_fresh() {
-                    return self.write_snapshot(snapshot).await;
+                    let c = counts.get();
+                    // The manifest's own PUT, and the lease's DELETE after it.
+                    snapshot.totals.requests = Requests {
+                        puts: c.puts + 1,
+                        gets: c.gets,
+                        lists: c.lists,
+                        heads: c.heads,
+                        deletes: c.deletes + 1,
+                    };
+                    return repo.write_snapshot(snapshot).await;
                 }
                 // Listing took half a lease: renew and look again.
             }
@@ -935,6 +1033,8 @@ impl Repository {
             totals: SnapshotTotals::default(),
             referenced: HashSet::new(),
             condemned,
+            dry_run: opts.dry_run,
+            pack_sizes: Vec::new(),
         };
         let total = inputs.iter().map(|i| i.size).sum::<Option<u64>>();
         progress.start("backup", total);
@@ -978,6 +1078,8 @@ impl Repository {
                                 mtime: inputs[i].mtime,
                                 chunks: Vec::new(),
                                 chunk_lists: Vec::new(),
+                                new_bytes: 0,
+                                new_stored_bytes: 0,
                                 damaged: None,
                             });
                         }
@@ -1052,6 +1154,7 @@ impl Repository {
             outcomes,
             totals,
             referenced: std::mem::take(&mut packer.referenced),
+            pack_sizes: std::mem::take(&mut packer.pack_sizes),
         })
     }
 }
