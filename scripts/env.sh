@@ -5,7 +5,8 @@
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/cairn-target}"
 
 # setup_system [python]: RocksDB's bindings need a C++ compiler and libclang;
-# with "python", the tests' S3 server (moto) needs python3 with venv.
+# with "python" (the tests), the S3 server (moto) needs python3 with venv and
+# the HTML report test a real browser (Chromium).
 # Idempotent: installs only what is missing.
 setup_system() {
   local need=()
@@ -16,6 +17,7 @@ setup_system() {
   if [ "${1:-}" = python ]; then
     command -v python3 >/dev/null 2>&1 || need+=(python3)
     python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+    command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || need+=(chromium)
   fi
   command -v curl >/dev/null 2>&1 || need+=(curl)
   if [ ${#need[@]} -gt 0 ]; then

@@ -19,6 +19,8 @@ mod damage;
 mod faults;
 /// Retention: forget by policy and by id.
 mod lifecycle;
+/// Cost reports: totals against the store, prices, CSV, HTML in a browser.
+mod report;
 /// Byte-identical round trips of real Qdrant snapshots.
 mod restore;
 /// The backup/restore suite against the S3-compatible server.

@@ -61,6 +61,10 @@ pub struct BackupArgs {
     /// real backup would add (bytes, packs, requests) and what it costs.
     #[arg(long, short = 'n')]
     dry_run: bool,
+    /// Record this time instead of now (RFC 3339, e.g. 2026-11-20T02:00:00Z),
+    /// to import older snapshot files with the time they were taken.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    time: Option<chrono::DateTime<chrono::Utc>>,
     /// Packs uploaded concurrently.
     #[arg(long, value_name = "N", help = format!(
         "Packs uploaded concurrently (default: {} to an object store, {} to a local directory)",
@@ -182,7 +186,14 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Check(a) => crate::check::check(g, a).await,
         Command::Repair(c) => crate::repair::repair(g, c).await,
         Command::Stats => stats(g).await,
+        Command::Report(a) => crate::report::report(g, a).await,
     }
+}
+
+fn parse_time(s: &str) -> std::result::Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("{s:?} is not an RFC 3339 time ({e}); e.g. 2026-11-20T02:00:00Z"))
 }
 
 fn to_u32(v: u64, what: &str) -> Result<u32> {
@@ -255,6 +266,7 @@ async fn backup(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
         host: a.host.clone(),
         upload_concurrency: a.upload_concurrency,
         dry_run: a.dry_run,
+        time: a.time,
         ..BackupOptions::default()
     };
     if !a.cluster.qdrant.is_empty() {

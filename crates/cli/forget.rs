@@ -12,6 +12,27 @@ pub struct ForgetArgs {
     /// Snapshots to forget by id (or unique prefix), instead of a policy.
     #[arg(value_name = "ID")]
     ids: Vec<String>,
+    #[command(flatten)]
+    policy: PolicyArgs,
+    /// Apply the policy to each source, host, host and paths, or to everything at once.
+    #[arg(long, value_enum, default_value = "source")]
+    group_by: Group,
+    /// Only snapshots of this source.
+    #[arg(long, value_name = "SOURCE")]
+    source: Option<String>,
+    /// Show what would be kept and removed, and by which rule; delete nothing.
+    #[arg(long, short = 'n')]
+    dry_run: bool,
+    /// Then prune: delete the data no remaining snapshot needs.
+    #[arg(long)]
+    prune: bool,
+    #[command(flatten)]
+    prune_tuning: crate::prune::PruneTuning,
+}
+
+/// A retention policy on the command line (`forget`, `report`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct PolicyArgs {
     /// Keep the N newest snapshots.
     #[arg(long, value_name = "N")]
     keep_last: Option<u32>,
@@ -36,20 +57,22 @@ pub struct ForgetArgs {
     /// Keep every snapshot with this tag (repeatable).
     #[arg(long = "keep-tag", value_name = "TAG")]
     keep_tags: Vec<String>,
-    /// Apply the policy to each source, host, host and paths, or to everything at once.
-    #[arg(long, value_enum, default_value = "source")]
-    group_by: Group,
-    /// Only snapshots of this source.
-    #[arg(long, value_name = "SOURCE")]
-    source: Option<String>,
-    /// Show what would be kept and removed, and by which rule; delete nothing.
-    #[arg(long, short = 'n')]
-    dry_run: bool,
-    /// Then prune: delete the data no remaining snapshot needs.
-    #[arg(long)]
-    prune: bool,
-    #[command(flatten)]
-    prune_tuning: crate::prune::PruneTuning,
+}
+
+impl PolicyArgs {
+    /// The engine's policy.
+    pub fn policy(&self) -> RetentionPolicy {
+        RetentionPolicy {
+            last: self.keep_last,
+            hourly: self.keep_hourly,
+            daily: self.keep_daily,
+            weekly: self.keep_weekly,
+            monthly: self.keep_monthly,
+            yearly: self.keep_yearly,
+            within: self.keep_within,
+            tags: self.keep_tags.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -64,16 +87,7 @@ pub async fn forget(g: &GlobalArgs, a: ForgetArgs) -> Result<()> {
     let repo = crate::commands::open(g).await?;
     let opts = ForgetOptions {
         ids: a.ids,
-        policy: RetentionPolicy {
-            last: a.keep_last,
-            hourly: a.keep_hourly,
-            daily: a.keep_daily,
-            weekly: a.keep_weekly,
-            monthly: a.keep_monthly,
-            yearly: a.keep_yearly,
-            within: a.keep_within,
-            tags: a.keep_tags,
-        },
+        policy: a.policy.policy(),
         group_by: match a.group_by {
             Group::Source => GroupBy::Source,
             Group::Host => GroupBy::Host,

@@ -7,6 +7,7 @@ mod forget;
 mod progress;
 mod prune;
 mod repair;
+mod report;
 mod size;
 
 use std::path::PathBuf;
@@ -75,6 +76,8 @@ enum Command {
     Repair(repair::RepairCommand),
     /// Show repository size, dedup and compression ratios.
     Stats,
+    /// What the backups added and what the repository costs, now and projected.
+    Report(report::ReportArgs),
 }
 
 /// Exit codes (documented in docs/cli.md).

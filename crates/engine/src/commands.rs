@@ -7,5 +7,6 @@ pub(crate) mod cluster_restore;
 pub(crate) mod forget;
 pub(crate) mod prune;
 pub(crate) mod repair;
+pub(crate) mod report;
 pub(crate) mod restore;
 pub(crate) mod stats;

@@ -36,6 +36,10 @@ pub use commands::cluster_restore::{
 pub use commands::forget::{ForgetGroup, ForgetItem, ForgetOptions, ForgetSummary, GroupBy};
 pub use commands::prune::{PruneOptions, PrunePlanSummary, PruneSummary, SweepReport};
 pub use commands::repair::{RepairIndexSummary, Repaired};
+pub use commands::report::{
+    describe_policy, Added, BackupRow, ClassCost, Expiring, Growth, ProjectionPoint, Report,
+    ReportOptions, RestoreCost, Totals,
+};
 pub use commands::restore::{RestoreOptions, RestoreSummary};
 pub use commands::stats::RepoStats;
 pub use error::{Error, Result};
@@ -43,6 +47,7 @@ pub use progress::{NoProgress, Progress};
 pub use repository::{InitOptions, Repository, SnapshotFilter, SnapshotInfo};
 pub use retention::RetentionPolicy;
 
+pub use cairn_cost::PriceTable;
 pub use cairn_model::{
     ChunkerParams, ClusterRecord, CollectionRecord, Compression, RepoConfig, ShardRecord,
     ShardStatus, Snapshot, SnapshotId, SnapshotTotals, FORMAT_VERSION,

@@ -113,6 +113,9 @@ pub struct BackupOptions {
     /// Read, chunk, look up and compress, but write nothing: the summary
     /// says what a real backup would add.
     pub dry_run: bool,
+    /// The snapshot's time (default: now), to import older snapshot files
+    /// with the time they were taken.
+    pub time: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Default for BackupOptions {
@@ -125,6 +128,7 @@ impl Default for BackupOptions {
             cpu_threads: std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
             block_size: 8 * 1024 * 1024,
             dry_run: false,
+            time: None,
         }
     }
 }
@@ -756,7 +760,7 @@ impl Repository {
         opts: BackupOptions,
         progress: Arc<dyn Progress>,
     ) -> Result<BackupSummary> {
-        let started = chrono::Utc::now();
+        let started = opts.time.unwrap_or_else(chrono::Utc::now);
         let inputs = collect_inputs(&source)?;
         let host = opts.host.clone().unwrap_or_else(hostname);
         let tags = opts.tags.clone();

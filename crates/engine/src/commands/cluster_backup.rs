@@ -372,7 +372,7 @@ impl Repository {
         opts: BackupOptions,
         progress: Arc<dyn Progress>,
     ) -> Result<ClusterBackupSummary> {
-        let started = chrono::Utc::now();
+        let started = opts.time.unwrap_or_else(chrono::Utc::now);
         let cluster = Arc::new(Cluster::discover(&copts.target).await?);
         let version = cluster.version().clone();
         for n in &cluster.nodes {

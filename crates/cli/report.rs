@@ -1,0 +1,650 @@
+//! `cairn report`: the cost report as tables, JSON, CSV or one HTML file.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use cairn_engine::{PriceTable, Report, ReportOptions};
+
+use crate::size::{human, parse_size};
+use crate::GlobalArgs;
+
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    policy: crate::forget::PolicyArgs,
+    /// A TOML file overriding prices or adding storage classes (docs/cost.md).
+    #[arg(long, value_name = "FILE")]
+    prices: Option<PathBuf>,
+    /// Backups per day for the projection (default: as observed, else 1).
+    #[arg(long, value_name = "N")]
+    backups_per_day: Option<f64>,
+    /// Bandwidth for the restore estimate, per second (default 125MB: 1 Gbit/s).
+    #[arg(long, value_name = "RATE", value_parser = parse_size, default_value = "125000000")]
+    bandwidth: u64,
+    /// Only snapshots of this source.
+    #[arg(long, value_name = "SOURCE")]
+    source: Option<String>,
+    /// The storage class the tables detail (default s3-standard).
+    #[arg(long, value_name = "CLASS", default_value = "s3-standard")]
+    class: String,
+    /// Print the backups as CSV instead of tables.
+    #[arg(long, conflicts_with = "html")]
+    csv: bool,
+    /// Also write the report as one self-contained HTML file with charts.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
+}
+
+pub async fn report(g: &GlobalArgs, a: ReportArgs) -> Result<()> {
+    let repo = crate::commands::open(g).await?;
+    let mut prices = PriceTable::builtin();
+    if let Some(p) = &a.prices {
+        let text = std::fs::read_to_string(p)
+            .with_context(|| format!("cannot read the price file {}", p.display()))?;
+        prices = prices
+            .with_overrides(&text)
+            .map_err(|e| cairn_engine::Error::InvalidArgument(e.to_string()))?;
+    }
+    if !prices.classes.contains_key(&a.class) {
+        anyhow::bail!(cairn_engine::Error::InvalidArgument(format!(
+            "no storage class {:?}; known: {}",
+            a.class,
+            prices
+                .classes
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let opts = ReportOptions {
+        prices,
+        policy: a.policy.policy(),
+        backups_per_day: a.backups_per_day,
+        bandwidth: a.bandwidth,
+        source: a.source.clone(),
+    };
+    let r = repo.report(&opts).await?;
+    if let Some(path) = &a.html {
+        std::fs::write(path, html(&r, &a.class))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if g.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else if a.csv {
+        print!("{}", csv(&r));
+    } else {
+        print_tables(&r, &a.class);
+        if let Some(path) = &a.html {
+            println!("HTML report written to {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+/// One row per backup.
+pub fn csv(r: &Report) -> String {
+    let mut out = String::from(
+        "id,time,source,logical_bytes,new_bytes,new_stored_bytes,dedup_ratio,compression_ratio,puts,gets,lists,heads,deletes\n",
+    );
+    for b in &r.backups {
+        let q = &b.requests;
+        out.push_str(&format!(
+            "{},{},\"{}\",{},{},{},{:.3},{:.3},{},{},{},{},{}\n",
+            b.id,
+            b.time,
+            b.source.replace('"', "\"\""),
+            b.logical_bytes,
+            b.new_bytes,
+            b.new_stored_bytes,
+            b.dedup_ratio,
+            b.compression_ratio,
+            q.puts,
+            q.gets,
+            q.lists,
+            q.heads,
+            q.deletes
+        ));
+    }
+    out
+}
+
+fn usd(v: f64) -> String {
+    if v < 0.01 && v > 0.0 {
+        format!("${v:.4}")
+    } else {
+        format!("${v:.2}")
+    }
+}
+
+fn print_tables(r: &Report, class: &str) {
+    let t = &r.totals;
+    if r.backups.is_empty() {
+        println!(
+            "repository {}: no backups yet ({} stored)",
+            r.repository,
+            human(t.stored_bytes)
+        );
+        return;
+    }
+    println!(
+        "repository {}: {} backups, {} logical, {} stored",
+        r.repository,
+        r.backups.len(),
+        human(t.logical_bytes),
+        human(t.stored_bytes)
+    );
+    for (kind, o) in &t.objects {
+        if o.count > 0 {
+            println!("  {kind:<10} {:>6} objects {:>12}", o.count, human(o.bytes));
+        }
+    }
+    println!(
+        "  added by backups {}, metadata {} ({:.2} %)",
+        human(t.added_bytes),
+        human(t.metadata_bytes),
+        100.0 * t.metadata_bytes as f64 / t.stored_bytes.max(1) as f64
+    );
+    println!();
+    println!(
+        "{:<27} {:<10} {:>11} {:>11} {:>11} {:>7} {:>7} {:>6}  SOURCE",
+        "TIME", "ID", "LOGICAL", "ADDED", "STORED", "DEDUP", "COMPR", "PUTS"
+    );
+    for b in &r.backups {
+        println!(
+            "{:<27} {:<10} {:>11} {:>11} {:>11} {:>6.1}x {:>6.2}x {:>6}  {}",
+            b.time,
+            &b.id[..8],
+            human(b.logical_bytes),
+            human(b.new_bytes),
+            human(b.new_stored_bytes),
+            b.dedup_ratio,
+            b.compression_ratio,
+            b.requests.puts,
+            b.source
+        );
+        if b.added.len() > 1 || b.added.iter().any(|a| !a.shards.is_empty()) {
+            for a in &b.added {
+                println!(
+                    "{:<27} {:<10} {:>11} {:>11} {:>11}  {}",
+                    "",
+                    "",
+                    "",
+                    human(a.new_bytes),
+                    human(a.new_stored_bytes),
+                    a.name
+                );
+            }
+        }
+    }
+    println!();
+    let gr = &r.growth;
+    println!(
+        "growth: {} stored per backup (median after the first), {:.2} backups a day: {} a day",
+        human(gr.per_backup),
+        gr.backups_per_day,
+        human(gr.per_day)
+    );
+    match &r.expiring {
+        Some(e) => println!(
+            "policy {}: {} snapshot(s) expire; the next prune frees {}",
+            r.policy,
+            e.snapshots,
+            human(e.bytes)
+        ),
+        None => println!("policy: {} (give --keep-* to see what expires)", r.policy),
+    }
+    println!();
+    println!(
+        "{:<18} {:<30} {:>10} {:>10} {:>10} {:>10}  PRICES AS OF",
+        "CLASS", "", "STORAGE", "REQUESTS", "EARLY DEL", "PER MONTH"
+    );
+    for c in &r.now {
+        println!(
+            "{:<18} {:<30} {:>10} {:>10} {:>10} {:>10}  {}",
+            c.class,
+            c.name,
+            usd(c.storage),
+            usd(c.requests),
+            usd(c.early_deletion),
+            usd(c.total),
+            c.as_of
+        );
+    }
+    println!();
+    println!("projection, {} ({class}, per month):", r.policy);
+    println!(
+        "{:>6} {:>6} {:>12} {:>12} {:>14} {:>14} {:>12}",
+        "DAYS", "KEPT", "CAIRN", "$ CAIRN", "FULL COPIES", "$ FULL", "$ AZURE RULE"
+    );
+    for p in &r.projection {
+        let (_, cairn, full, azure) = p
+            .cost
+            .iter()
+            .find(|(id, ..)| id == class)
+            .cloned()
+            .unwrap_or_default();
+        println!(
+            "{:>6} {:>6} {:>12} {:>12} {:>14} {:>14} {:>12}",
+            p.days,
+            p.kept,
+            human(p.stored_bytes),
+            usd(cairn),
+            human(p.full_copies_bytes),
+            usd(full),
+            usd(azure)
+        );
+    }
+    if let Some(x) = r.projection.last() {
+        if let Some((_, cairn, full, _)) = x.cost.iter().find(|(id, ..)| id == class) {
+            if *full > 0.0 {
+                let verdict = if cairn <= full {
+                    format!("saves {} a month", usd(full - cairn))
+                } else {
+                    format!("costs {} a month more", usd(cairn - full))
+                };
+                println!(
+                    "after {} days cairn costs {:.1} % of full copies: {verdict}",
+                    x.days,
+                    100.0 * cairn / full
+                );
+            }
+        }
+    }
+    if let Some(rs) = &r.restore {
+        println!();
+        println!(
+            "restore of the latest backup ({}): read {} in {} GETs, {:.1} s at {}/s",
+            &rs.snapshot[..8.min(rs.snapshot.len())],
+            human(rs.bytes),
+            rs.gets,
+            rs.seconds,
+            human(rs.bandwidth)
+        );
+        for (name, bytes, gets) in &rs.parts {
+            println!("  {name}: {} in {gets} GETs", human(*bytes));
+        }
+        let costs: Vec<String> = rs
+            .cost
+            .iter()
+            .map(|(id, c)| format!("{id} {}", usd(*c)))
+            .collect();
+        println!("  cost: {}", costs.join(", "));
+    }
+}
+
+/// Escapes text for HTML.
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+const COLORS: [&str; 8] = [
+    "#3b6ea5", "#e07b39", "#4c9a5f", "#b84a62", "#8a6bb8", "#c9a227", "#3aa0a6", "#7a7a7a",
+];
+
+/// A line chart: each series is (label, color, points (x, y)).
+fn line_chart(
+    title: &str,
+    x_label: &str,
+    y_fmt: fn(f64) -> String,
+    series: &[(String, &str, Vec<(f64, f64)>)],
+) -> String {
+    let (w, h, l, b) = (720.0, 300.0, 80.0, 40.0);
+    let pts = series.iter().flat_map(|s| s.2.iter());
+    let (mut xmax, mut ymax) = (0f64, 0f64);
+    let mut xmin = f64::MAX;
+    for (x, y) in pts {
+        xmax = xmax.max(*x);
+        xmin = xmin.min(*x);
+        ymax = ymax.max(*y);
+    }
+    if xmin == f64::MAX {
+        xmin = 0.0;
+    }
+    let xspan = (xmax - xmin).max(1e-9);
+    let ymax = ymax.max(1e-9) * 1.1;
+    let sx = |x: f64| l + (x - xmin) / xspan * (w - l - 20.0);
+    let sy = |y: f64| h - b - y / ymax * (h - b - 30.0);
+    let mut svg = format!(
+        "<figure><figcaption>{}</figcaption><svg role=\"img\" aria-label=\"{}\" viewBox=\"0 0 {w} {h}\" width=\"{w}\" height=\"{h}\">",
+        esc(title),
+        esc(title)
+    );
+    for i in 0..=4 {
+        let y = ymax * f64::from(i) / 4.0;
+        svg.push_str(&format!(
+            "<line x1=\"{l}\" x2=\"{}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\" font-size=\"11\">{}</text>",
+            w - 20.0,
+            sy(y),
+            sy(y),
+            l - 6.0,
+            sy(y) + 4.0,
+            esc(&y_fmt(y))
+        ));
+    }
+    svg.push_str(&format!(
+        "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-size=\"12\">{}</text>",
+        (l + w) / 2.0,
+        h - 8.0,
+        esc(x_label)
+    ));
+    for (i, (label, color, points)) in series.iter().enumerate() {
+        let d: Vec<String> = points
+            .iter()
+            .map(|(x, y)| format!("{:.1},{:.1}", sx(*x), sy(*y)))
+            .collect();
+        svg.push_str(&format!(
+            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2.5\" points=\"{}\"/>",
+            d.join(" ")
+        ));
+        for (x, y) in points {
+            svg.push_str(&format!(
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{color}\"><title>{}: {}</title></circle>",
+                sx(*x),
+                sy(*y),
+                esc(label),
+                esc(&y_fmt(*y))
+            ));
+        }
+        let ly = 20.0 + 16.0 * i as f64;
+        svg.push_str(&format!(
+            "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"12\" height=\"12\" fill=\"{color}\"/><text x=\"{:.1}\" y=\"{:.1}\" font-size=\"12\">{}</text>",
+            l + 10.0,
+            ly - 10.0,
+            l + 28.0,
+            ly,
+            esc(label)
+        ));
+    }
+    svg.push_str("</svg></figure>");
+    svg
+}
+
+/// A bar chart; bars are stacked from (label, color, value) segments.
+fn bar_chart(
+    title: &str,
+    y_fmt: fn(f64) -> String,
+    bars: &[(String, Vec<(String, &str, f64)>)],
+) -> String {
+    let (w, h, l, b) = (720.0, 300.0, 80.0, 60.0);
+    let ymax = bars
+        .iter()
+        .map(|(_, segs)| segs.iter().map(|s| s.2).sum::<f64>())
+        .fold(0.0, f64::max)
+        .max(1e-9)
+        * 1.1;
+    let n = bars.len().max(1) as f64;
+    let slot = (w - l - 20.0) / n;
+    let bw = (slot * 0.7).max(2.0);
+    let sy = |y: f64| y / ymax * (h - b - 20.0);
+    let mut svg = format!(
+        "<figure><figcaption>{}</figcaption><svg role=\"img\" aria-label=\"{}\" viewBox=\"0 0 {w} {h}\" width=\"{w}\" height=\"{h}\">",
+        esc(title),
+        esc(title)
+    );
+    for i in 0..=4 {
+        let y = ymax * f64::from(i) / 4.0;
+        let py = h - b - sy(y);
+        svg.push_str(&format!(
+            "<line x1=\"{l}\" x2=\"{}\" y1=\"{py:.1}\" y2=\"{py:.1}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\" font-size=\"11\">{}</text>",
+            w - 20.0,
+            l - 6.0,
+            py + 4.0,
+            esc(&y_fmt(y))
+        ));
+    }
+    let mut legend: Vec<(String, &str)> = Vec::new();
+    for (i, (label, segs)) in bars.iter().enumerate() {
+        let x = l + slot * i as f64 + (slot - bw) / 2.0;
+        let mut base = h - b;
+        for (name, color, v) in segs {
+            let hgt = sy(*v);
+            base -= hgt;
+            svg.push_str(&format!(
+                "<rect x=\"{x:.1}\" y=\"{base:.1}\" width=\"{bw:.1}\" height=\"{hgt:.1}\" fill=\"{color}\"><title>{}, {}: {}</title></rect>",
+                esc(label),
+                esc(name),
+                esc(&y_fmt(*v))
+            ));
+            if !legend.iter().any(|(n, _)| n == name) {
+                legend.push((name.clone(), color));
+            }
+        }
+        if bars.len() <= 16 {
+            svg.push_str(&format!(
+                "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" font-size=\"10\" transform=\"rotate(-35 {:.1} {:.1})\">{}</text>",
+                x + bw / 2.0,
+                h - b + 14.0,
+                x + bw / 2.0,
+                h - b + 14.0,
+                esc(label)
+            ));
+        }
+    }
+    for (i, (name, color)) in legend.iter().take(8).enumerate() {
+        let ly = 20.0 + 16.0 * i as f64;
+        svg.push_str(&format!(
+            "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"12\" height=\"12\" fill=\"{color}\"/><text x=\"{:.1}\" y=\"{ly:.1}\" font-size=\"12\">{}</text>",
+            w - 220.0,
+            ly - 10.0,
+            w - 202.0,
+            esc(name)
+        ));
+    }
+    svg.push_str("</svg></figure>");
+    svg
+}
+
+fn fmt_bytes(v: f64) -> String {
+    human(v.max(0.0) as u64)
+}
+
+fn fmt_usd(v: f64) -> String {
+    usd(v)
+}
+
+/// The report as one self-contained HTML page: inline SVG charts, no
+/// scripts, no fetches.
+pub fn html(r: &Report, class: &str) -> String {
+    let mut body = String::new();
+    let t = &r.totals;
+    body.push_str(&format!(
+        "<h1>Cairn cost report</h1><p class=\"sub\">{} &middot; generated {} &middot; prices: {}</p>",
+        esc(&r.repository),
+        esc(&r.generated),
+        esc(class)
+    ));
+    let latest_cost = r
+        .now
+        .iter()
+        .find(|c| c.class == class)
+        .map_or(0.0, |c| c.total);
+    let year = r.projection.last();
+    let (cairn_y, full_y) = year
+        .and_then(|p| p.cost.iter().find(|(id, ..)| id == class))
+        .map_or((0.0, 0.0), |(_, c, f, _)| (*c, *f));
+    body.push_str(&format!(
+        "<div class=\"cards\"><div><b>{}</b>stored for {} logical in {} backups</div><div><b>{}</b>a month now ({})</div><div><b>{}</b>a month in a year, {}</div><div><b>{}</b>a month for full copies instead</div></div>",
+        esc(&human(t.stored_bytes)),
+        esc(&human(t.logical_bytes)),
+        r.backups.len(),
+        esc(&usd(latest_cost)),
+        esc(class),
+        esc(&usd(cairn_y)),
+        esc(&r.policy),
+        esc(&usd(full_y))
+    ));
+
+    // Stored bytes over time.
+    let mut cumulative = 0u64;
+    let stored: Vec<(f64, f64)> = r
+        .backups
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            cumulative += b.new_stored_bytes;
+            (i as f64 + 1.0, cumulative as f64)
+        })
+        .collect();
+    let mut logical = 0u64;
+    let logical_line: Vec<(f64, f64)> = r
+        .backups
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            logical += b.logical_bytes;
+            (i as f64 + 1.0, logical as f64)
+        })
+        .collect();
+    body.push_str("<h2>Stored bytes over time</h2><p>What the repository holds after each backup, against what the backups hold: the gap is deduplication and compression.</p>");
+    body.push_str(&line_chart(
+        "Stored bytes after each backup",
+        "backup number",
+        fmt_bytes,
+        &[
+            (
+                "logical (what the backups hold)".into(),
+                COLORS[7],
+                logical_line,
+            ),
+            ("stored by cairn".into(), COLORS[0], stored),
+        ],
+    ));
+
+    // New bytes per backup, stacked by collection or file.
+    let mut names: Vec<String> = Vec::new();
+    for b in &r.backups {
+        for a in &b.added {
+            if !names.contains(&a.name) {
+                names.push(a.name.clone());
+            }
+        }
+    }
+    let bars: Vec<(String, Vec<(String, &str, f64)>)> = r
+        .backups
+        .iter()
+        .map(|b| {
+            let segs = b
+                .added
+                .iter()
+                .map(|a| {
+                    let i = names.iter().position(|n| n == &a.name).unwrap_or(0);
+                    let name = if names.len() > 7 && i >= 7 {
+                        "other".to_string()
+                    } else {
+                        a.name.clone()
+                    };
+                    (name, COLORS[i.min(7)], a.new_stored_bytes as f64)
+                })
+                .collect();
+            (b.time.get(..16).unwrap_or(&b.time).to_string(), segs)
+        })
+        .collect();
+    body.push_str("<h2>What each backup added</h2><p>Stored bytes each backup added, by collection (cluster backups) or file. The first backup stores everything; later ones only what changed.</p>");
+    body.push_str(&bar_chart("New stored bytes per backup", fmt_bytes, &bars));
+
+    // Cost per storage class now.
+    let cost_bars: Vec<(String, Vec<(String, &str, f64)>)> = r
+        .now
+        .iter()
+        .map(|c| {
+            (
+                c.class.clone(),
+                vec![
+                    ("storage".to_string(), COLORS[0], c.storage),
+                    ("requests".to_string(), COLORS[1], c.requests),
+                    ("early deletion".to_string(), COLORS[3], c.early_deletion),
+                ],
+            )
+        })
+        .collect();
+    body.push_str("<h2>Monthly cost per storage class</h2><p>What this repository costs a month in each class, at the built-in list prices (or your price file), with requests at the observed backup rate.</p>");
+    body.push_str(&bar_chart(
+        "Cost per month by storage class",
+        fmt_usd,
+        &cost_bars,
+    ));
+
+    // Projection.
+    let mut cairn = vec![(0.0, t.stored_bytes as f64)];
+    let mut full = vec![(0.0, r.growth.latest_logical as f64 * r.backups.len() as f64)];
+    let mut azure = vec![(0.0, full[0].1 / 2.0)];
+    for p in &r.projection {
+        cairn.push((f64::from(p.days), p.stored_bytes as f64));
+        full.push((f64::from(p.days), p.full_copies_bytes as f64));
+        azure.push((f64::from(p.days), p.cloud_azure_bytes as f64));
+    }
+    body.push_str(&format!(
+        "<h2>Projection</h2><p>Stored bytes over the next year with {} and the observed growth ({} a day), against full copies of every kept backup and Qdrant Cloud's rule on Azure (half of each backup's size).</p>",
+        esc(&r.policy),
+        esc(&human(r.growth.per_day))
+    ));
+    body.push_str(&line_chart(
+        "Stored bytes, days from now",
+        "days from now",
+        fmt_bytes,
+        &[
+            ("full copies".into(), COLORS[3], full),
+            ("Qdrant Cloud rule (Azure)".into(), COLORS[1], azure),
+            ("cairn".into(), COLORS[0], cairn),
+        ],
+    ));
+
+    // Tables.
+    body.push_str("<h2>Backups</h2><table><tr><th>time</th><th>id</th><th>source</th><th>logical</th><th>added</th><th>stored</th><th>dedup</th><th>PUTs</th></tr>");
+    for b in &r.backups {
+        body.push_str(&format!(
+            "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}x</td><td>{}</td></tr>",
+            esc(&b.time),
+            esc(&b.id[..8]),
+            esc(&b.source),
+            esc(&human(b.logical_bytes)),
+            esc(&human(b.new_bytes)),
+            esc(&human(b.new_stored_bytes)),
+            b.dedup_ratio,
+            b.requests.puts
+        ));
+    }
+    body.push_str("</table><h2>Storage classes</h2><table><tr><th>class</th><th>storage</th><th>requests</th><th>early deletion</th><th>per month</th><th>prices as of</th></tr>");
+    for c in &r.now {
+        body.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><b>{}</b></td><td>{}</td></tr>",
+            esc(&c.name),
+            esc(&usd(c.storage)),
+            esc(&usd(c.requests)),
+            esc(&usd(c.early_deletion)),
+            esc(&usd(c.total)),
+            esc(&c.as_of)
+        ));
+    }
+    body.push_str("</table>");
+    if let Some(rs) = &r.restore {
+        body.push_str(&format!(
+            "<h2>Restoring the latest backup</h2><p>{} read in {} GET requests: about {:.0} s at {}/s. Egress and retrieval, per class: {}.</p>",
+            esc(&human(rs.bytes)),
+            rs.gets,
+            rs.seconds,
+            esc(&human(rs.bandwidth)),
+            esc(&rs
+                .cost
+                .iter()
+                .map(|(id, c)| format!("{id} {}", usd(*c)))
+                .collect::<Vec<_>>()
+                .join(", "))
+        ));
+    }
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Cairn cost report</title><style>\
+body{{font-family:system-ui,sans-serif;max-width:780px;margin:2em auto;color:#222;padding:0 1em}}\
+h1{{margin-bottom:0}}.sub{{color:#666;margin-top:.3em}}\
+.cards{{display:flex;gap:12px;flex-wrap:wrap;margin:1.5em 0}}.cards div{{flex:1 1 160px;background:#f3f6fa;border-radius:8px;padding:12px}}\
+.cards b{{display:block;font-size:1.5em;color:#3b6ea5}}\
+figure{{margin:0 0 1.5em}}figcaption{{font-weight:600;margin-bottom:4px}}svg{{max-width:100%;height:auto;background:#fff}}\
+table{{border-collapse:collapse;width:100%;font-size:.9em}}td,th{{border-bottom:1px solid #e4e4e4;padding:4px 6px;text-align:right}}\
+td:first-child,th:first-child{{text-align:left}}\
+</style></head><body>{body}</body></html>\n"
+    )
+}

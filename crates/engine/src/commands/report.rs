@@ -1,0 +1,807 @@
+//! The cost report: what each backup added, what the repository holds and
+//! costs per storage class, what a retention policy frees, where storage and
+//! cost go over the next year, what the alternatives would cost, and what a
+//! restore costs and takes.
+//!
+//! # Model
+//! - **Stored bytes** are the sizes of the objects listed in the repository.
+//!   The backups' added bytes sum to them less the metadata: pack headers
+//!   and trailers, index files, manifests, the config and leases.
+//! - **Growth** is the median of what each backup after the first added
+//!   (stored bytes), times the backups per day (observed, or given).
+//! - **Projection** after T days of backups at that rate under the policy:
+//!   the kept snapshots are simulated with the policy itself. Stored bytes
+//!   are what the latest backup needs in full, plus, for every other kept
+//!   snapshot, what changed between it and the next newer kept one: the
+//!   daily growth times the days between them, at most a full copy (changes
+//!   over a long gap overlap); plus the metadata share observed now.
+//! - **Alternatives**, under the same policy: full copies (each kept backup
+//!   stored whole, as copying Qdrant snapshots does, plus one upload a
+//!   backup) and Qdrant Cloud's rule on Azure (each backup costs half of the
+//!   disk usage when it was taken; storage only).
+//! - **Restore** of the latest backup: the stored bytes of every chunk it
+//!   needs, read in runs of adjacent chunks of at most 8 MiB (one GET each).
+
+use std::collections::{BTreeMap, HashSet};
+
+use cairn_cost::{PriceTable, StorageClass, MONTH_DAYS};
+use cairn_model::{ChunkId, PackId, Requests, SnapshotId};
+use cairn_store::keys;
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+
+use super::prune::IndexView;
+use crate::retention::{apply, Candidate, RetentionPolicy};
+use crate::{Repository, Result, SnapshotInfo};
+
+/// Settings of a report.
+#[derive(Debug, Clone)]
+pub struct ReportOptions {
+    /// Prices.
+    pub prices: PriceTable,
+    /// The retention policy (for what expires and the projection); an empty
+    /// policy keeps everything.
+    pub policy: RetentionPolicy,
+    /// Backups per day for the projection (default: observed, else 1).
+    pub backups_per_day: Option<f64>,
+    /// Bandwidth for restore time, bytes per second.
+    pub bandwidth: u64,
+    /// Only snapshots of this source.
+    pub source: Option<String>,
+}
+
+impl Default for ReportOptions {
+    fn default() -> Self {
+        Self {
+            prices: PriceTable::builtin(),
+            policy: RetentionPolicy::default(),
+            backups_per_day: None,
+            bandwidth: 125_000_000,
+            source: None,
+        }
+    }
+}
+
+/// What one collection (or file) of a backup added.
+#[derive(Debug, Clone, Serialize)]
+pub struct Added {
+    /// Collection name, or file path for backups of files.
+    pub name: String,
+    /// Raw bytes added.
+    pub new_bytes: u64,
+    /// Stored bytes added.
+    pub new_stored_bytes: u64,
+    /// Per shard (cluster backups): shard id, raw, stored.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<(u32, u64, u64)>,
+}
+
+/// One backup.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupRow {
+    /// Snapshot id.
+    pub id: String,
+    /// When.
+    pub time: String,
+    /// Its source.
+    pub source: String,
+    /// Logical bytes (the files' sizes).
+    pub logical_bytes: u64,
+    /// Raw bytes of chunks it added.
+    pub new_bytes: u64,
+    /// Stored bytes it added.
+    pub new_stored_bytes: u64,
+    /// Logical / new raw bytes (how much it deduplicated).
+    pub dedup_ratio: f64,
+    /// New raw / new stored bytes.
+    pub compression_ratio: f64,
+    /// Requests it made.
+    pub requests: Requests,
+    /// Per collection (cluster backups) or per file.
+    pub added: Vec<Added>,
+}
+
+/// Object counts and bytes by kind.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Objects {
+    /// Objects.
+    pub count: u64,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+/// The repository as listed.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Totals {
+    /// By kind: packs, index, snapshots, other (config, leases, plans).
+    pub objects: BTreeMap<String, Objects>,
+    /// Sum of every object's size.
+    pub stored_bytes: u64,
+    /// Sum of the backups' added stored bytes.
+    pub added_bytes: u64,
+    /// `stored_bytes - added_bytes`: headers, trailers, index, manifests.
+    pub metadata_bytes: u64,
+    /// Logical bytes of all snapshots.
+    pub logical_bytes: u64,
+}
+
+/// What the policy would remove and free.
+#[derive(Debug, Clone, Serialize)]
+pub struct Expiring {
+    /// Snapshots the policy removes.
+    pub snapshots: usize,
+    /// Stored bytes only they need: what the next prune frees.
+    pub bytes: u64,
+}
+
+/// Observed growth.
+#[derive(Debug, Clone, Serialize)]
+pub struct Growth {
+    /// Backups in the report.
+    pub backups: usize,
+    /// Days between the first and the last.
+    pub days_observed: f64,
+    /// Backups per day used for the projection.
+    pub backups_per_day: f64,
+    /// Median stored bytes a backup adds (after the first).
+    pub per_backup: u64,
+    /// Stored bytes added per day.
+    pub per_day: u64,
+    /// Logical bytes of the latest backup.
+    pub latest_logical: u64,
+    /// Stored bytes the latest backup needs in full.
+    pub latest_needs: u64,
+}
+
+/// A monthly cost.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClassCost {
+    /// Class id.
+    pub class: String,
+    /// Its name.
+    pub name: String,
+    /// When its prices were read.
+    pub as_of: String,
+    /// Storage per month.
+    pub storage: f64,
+    /// Requests per month (at the projected backup rate).
+    pub requests: f64,
+    /// Early-deletion charges per month (data pruned before the minimum duration).
+    pub early_deletion: f64,
+    /// Total per month.
+    pub total: f64,
+}
+
+/// Storage and cost after some days.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProjectionPoint {
+    /// Days from now.
+    pub days: u32,
+    /// Snapshots kept then.
+    pub kept: usize,
+    /// Days those snapshots span.
+    pub span_days: f64,
+    /// Cairn's stored bytes.
+    pub stored_bytes: u64,
+    /// Full copies of every kept backup.
+    pub full_copies_bytes: u64,
+    /// Qdrant Cloud's Azure rule: half of each kept backup's size.
+    pub cloud_azure_bytes: u64,
+    /// Monthly cost per class: (class, cairn, full copies, Azure rule).
+    pub cost: Vec<(String, f64, f64, f64)>,
+}
+
+/// Restoring the latest backup.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreCost {
+    /// The snapshot.
+    pub snapshot: String,
+    /// Stored bytes read.
+    pub bytes: u64,
+    /// GET requests.
+    pub gets: u64,
+    /// Seconds at the given bandwidth.
+    pub seconds: f64,
+    /// Bandwidth, bytes per second.
+    pub bandwidth: u64,
+    /// Per collection (or file): name, bytes, GETs.
+    pub parts: Vec<(String, u64, u64)>,
+    /// Cost per class: (class, egress + retrieval + requests).
+    pub cost: Vec<(String, f64)>,
+}
+
+/// The report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// When it was made.
+    pub generated: String,
+    /// The repository's location.
+    pub repository: String,
+    /// The repository as listed.
+    pub totals: Totals,
+    /// Every backup, oldest first.
+    pub backups: Vec<BackupRow>,
+    /// The policy, described.
+    pub policy: String,
+    /// What the policy frees.
+    pub expiring: Option<Expiring>,
+    /// Growth.
+    pub growth: Growth,
+    /// Monthly cost now, per class.
+    pub now: Vec<ClassCost>,
+    /// At 30, 90 and 365 days.
+    pub projection: Vec<ProjectionPoint>,
+    /// Restore of the latest backup.
+    pub restore: Option<RestoreCost>,
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        a as f64 / b as f64
+    }
+}
+
+/// The collection a cluster backup's file belongs to, and its shard.
+fn collection_of(path: &str) -> Option<(&str, u32)> {
+    let rest = path.strip_prefix("collections/")?;
+    let (name, file) = rest.rsplit_once('/')?;
+    let shard = file
+        .strip_prefix("shard-")?
+        .strip_suffix(".snapshot")?
+        .parse()
+        .ok()?;
+    Some((name, shard))
+}
+
+fn time_of(info: &SnapshotInfo) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(&info.snapshot.time)
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_default()
+}
+
+/// Describes a policy ("keep daily 7, weekly 4").
+#[must_use]
+pub fn describe_policy(p: &RetentionPolicy) -> String {
+    let mut parts = Vec::new();
+    for (n, v) in [
+        ("last", p.last),
+        ("hourly", p.hourly),
+        ("daily", p.daily),
+        ("weekly", p.weekly),
+        ("monthly", p.monthly),
+        ("yearly", p.yearly),
+    ] {
+        if let Some(v) = v {
+            parts.push(format!("{n} {v}"));
+        }
+    }
+    if let Some(w) = p.within {
+        parts.push(format!("within {}d", w.num_days()));
+    }
+    for t in &p.tags {
+        parts.push(format!("tag {t}"));
+    }
+    if parts.is_empty() {
+        "keep everything".into()
+    } else {
+        format!("keep {}", parts.join(", "))
+    }
+}
+
+/// The snapshots a policy keeps in a schedule of `n` backups, `per_day` a
+/// day, ending now: the days between each kept snapshot and the next newer
+/// kept one (oldest first; the newest has none).
+fn kept_gaps(policy: &RetentionPolicy, n: usize, per_day: f64) -> Vec<f64> {
+    let now = Utc::now();
+    let step = Duration::milliseconds((86_400_000.0 / per_day.max(1e-6)) as i64);
+    let candidates: Vec<Candidate> = (0..n)
+        .map(|i| Candidate {
+            time: now - step * i32::try_from(i).unwrap_or(i32::MAX),
+            tags: Vec::new(),
+            complete: true,
+        })
+        .collect();
+    let mut kept: Vec<DateTime<Utc>> = apply(policy, &candidates)
+        .iter()
+        .zip(&candidates)
+        .filter(|(r, _)| !r.is_empty())
+        .map(|(_, c)| c.time)
+        .collect();
+    kept.sort();
+    kept.windows(2)
+        .map(|w| (w[1] - w[0]).num_seconds() as f64 / 86_400.0)
+        .collect()
+}
+
+/// The snapshots a policy keeps in a schedule of `n` backups, `per_day` a
+/// day, ending now: how many and the days they span.
+fn simulate(policy: &RetentionPolicy, n: usize, per_day: f64) -> (usize, f64) {
+    let now = Utc::now();
+    let step = Duration::milliseconds((86_400_000.0 / per_day.max(1e-6)) as i64);
+    let candidates: Vec<Candidate> = (0..n)
+        .map(|i| Candidate {
+            time: now - step * i32::try_from(i).unwrap_or(i32::MAX),
+            tags: Vec::new(),
+            complete: true,
+        })
+        .collect();
+    let kept: Vec<DateTime<Utc>> = apply(policy, &candidates)
+        .iter()
+        .zip(&candidates)
+        .filter(|(r, _)| !r.is_empty())
+        .map(|(_, c)| c.time)
+        .collect();
+    let span = match (kept.iter().min(), kept.iter().max()) {
+        (Some(a), Some(b)) => (*b - *a).num_seconds() as f64 / 86_400.0,
+        _ => 0.0,
+    };
+    (kept.len(), span)
+}
+
+impl Repository {
+    /// Builds the report (see the module docs).
+    ///
+    /// # Errors
+    /// Storage errors; a manifest or index file that cannot be read is
+    /// skipped (and named) as elsewhere.
+    pub async fn report(&self, opts: &ReportOptions) -> Result<Report> {
+        let mut totals = Totals::default();
+        for (kind, dir) in [
+            ("packs", keys::PACK_DIR),
+            ("index", keys::INDEX_DIR),
+            ("snapshots", keys::SNAPSHOT_DIR),
+            ("leases", keys::LOCK_DIR),
+            ("plans", keys::GC_DIR),
+        ] {
+            let listed = self.store.list(dir).await?;
+            let o = totals.objects.entry(kind.into()).or_default();
+            o.count += listed.len() as u64;
+            o.bytes += listed.iter().map(|l| l.size).sum::<u64>();
+        }
+        let config = self.store.backend().head(keys::CONFIG).await?;
+        totals.objects.insert(
+            "config".into(),
+            Objects {
+                count: 1,
+                bytes: config.size,
+            },
+        );
+        totals.stored_bytes = totals.objects.values().map(|o| o.bytes).sum();
+
+        let all = self.snapshots().await?;
+        let infos: Vec<SnapshotInfo> = all
+            .into_iter()
+            .filter(|i| {
+                opts.source
+                    .as_deref()
+                    .is_none_or(|s| s == i.snapshot.source_key())
+            })
+            .collect();
+        let mut backups = Vec::new();
+        for info in &infos {
+            let s = &info.snapshot;
+            let mut added: BTreeMap<String, Added> = BTreeMap::new();
+            for f in &s.files {
+                let (name, shard) = match collection_of(&f.path) {
+                    Some((c, sh)) => (c.to_string(), Some(sh)),
+                    None => (f.path.clone(), None),
+                };
+                let a = added.entry(name.clone()).or_insert(Added {
+                    name,
+                    new_bytes: 0,
+                    new_stored_bytes: 0,
+                    shards: Vec::new(),
+                });
+                a.new_bytes += f.new_bytes;
+                a.new_stored_bytes += f.new_stored_bytes;
+                if let Some(sh) = shard {
+                    a.shards.push((sh, f.new_bytes, f.new_stored_bytes));
+                }
+            }
+            let t = &s.totals;
+            backups.push(BackupRow {
+                id: info.id.to_hex(),
+                time: s.time.clone(),
+                source: s.source_key(),
+                logical_bytes: t.bytes,
+                new_bytes: t.new_bytes,
+                new_stored_bytes: t.new_stored_bytes,
+                dedup_ratio: ratio(t.bytes, t.new_bytes),
+                compression_ratio: ratio(t.new_bytes, t.new_stored_bytes),
+                requests: t.requests,
+                added: added.into_values().collect(),
+            });
+        }
+        totals.added_bytes = backups.iter().map(|b| b.new_stored_bytes).sum();
+        totals.metadata_bytes = totals.stored_bytes.saturating_sub(totals.added_bytes);
+        totals.logical_bytes = backups.iter().map(|b| b.logical_bytes).sum();
+
+        let view = self.index_view().await?;
+        let expiring = if opts.policy.is_empty() {
+            None
+        } else {
+            Some(self.expiring(&infos, &opts.policy, &view).await?)
+        };
+        let latest = infos.last();
+        let restore_plan = match latest {
+            Some(l) => Some(self.restore_plan(l, &view).await?),
+            None => None,
+        };
+
+        // Growth.
+        let days_observed = match (infos.first(), infos.last()) {
+            (Some(a), Some(b)) => (time_of(b) - time_of(a)).num_seconds() as f64 / 86_400.0,
+            _ => 0.0,
+        };
+        let backups_per_day = opts.backups_per_day.unwrap_or_else(|| {
+            if infos.len() > 1 && days_observed >= 1.0 {
+                (infos.len() - 1) as f64 / days_observed
+            } else {
+                1.0
+            }
+        });
+        let mut later: Vec<u64> = backups.iter().skip(1).map(|b| b.new_stored_bytes).collect();
+        later.sort_unstable();
+        let per_backup = later.get(later.len() / 2).copied().unwrap_or(0);
+        let growth = Growth {
+            backups: backups.len(),
+            days_observed,
+            backups_per_day,
+            per_backup,
+            per_day: (per_backup as f64 * backups_per_day) as u64,
+            latest_logical: latest.map_or(0, |l| l.snapshot.totals.bytes),
+            latest_needs: restore_plan.as_ref().map_or(0, |r| r.bytes),
+        };
+        let metadata_share = ratio(totals.metadata_bytes, totals.stored_bytes.max(1));
+        // LIST is billed with PUTs (S3, GCS class A); HEAD with GETs.
+        let puts_per_backup = {
+            let mut p: Vec<u64> = backups
+                .iter()
+                .skip(1)
+                .map(|b| b.requests.puts + b.requests.lists)
+                .collect();
+            p.sort_unstable();
+            p.get(p.len() / 2).copied().unwrap_or(0)
+        };
+        let gets_per_backup = {
+            let mut g: Vec<u64> = backups
+                .iter()
+                .skip(1)
+                .map(|b| b.requests.gets + b.requests.heads)
+                .collect();
+            g.sort_unstable();
+            g.get(g.len() / 2).copied().unwrap_or(0)
+        };
+        let span_now = simulate(
+            &opts.policy,
+            400 * backups_per_day.ceil() as usize,
+            backups_per_day,
+        )
+        .1;
+        let monthly = |class: &StorageClass, stored: u64| -> ClassCost {
+            let storage = class.storage_per_month(stored);
+            let backups_month = backups_per_day * MONTH_DAYS;
+            let requests = class.requests(
+                (puts_per_backup as f64 * backups_month) as u64,
+                (gets_per_backup as f64 * backups_month) as u64,
+            );
+            // What prune deletes each month lived about the policy's span.
+            let deleted = (growth.per_day as f64 * MONTH_DAYS) as u64;
+            let early = class.early_deletion(deleted, span_now);
+            ClassCost {
+                class: String::new(),
+                name: class.name.clone(),
+                as_of: class.as_of.clone(),
+                storage,
+                requests,
+                early_deletion: early,
+                total: storage + requests + early,
+            }
+        };
+        let now: Vec<ClassCost> = opts
+            .prices
+            .classes
+            .iter()
+            .map(|(id, c)| {
+                // Small objects bill at the class's minimum size.
+                let billable = totals.stored_bytes + small_object_surcharge(&totals, c);
+                let mut cc = monthly(c, billable);
+                cc.class.clone_from(id);
+                cc
+            })
+            .collect();
+
+        let projection = [30u32, 90, 365]
+            .into_iter()
+            .map(|days| {
+                let n = ((f64::from(days) + days_observed) * backups_per_day).ceil() as usize;
+                let (kept, span) = simulate(&opts.policy, n.max(1), backups_per_day);
+                let full_data = growth.latest_needs as f64;
+                let data = full_data
+                    + kept_gaps(&opts.policy, n.max(1), backups_per_day)
+                        .iter()
+                        .map(|g| (growth.per_day as f64 * g).min(full_data))
+                        .sum::<f64>();
+                let stored = (data / (1.0 - metadata_share).max(0.5)) as u64;
+                let full = kept as u64 * growth.latest_logical;
+                let azure = full / 2;
+                // A full copy a night is one upload of the whole snapshot (in
+                // 8 MiB parts when large); Qdrant Cloud's rule prices storage only.
+                let copy_puts = growth.latest_logical.div_ceil(8 << 20).max(1) + 2;
+                let cost = opts
+                    .prices
+                    .classes
+                    .iter()
+                    .map(|(id, c)| {
+                        let cairn = monthly(c, stored).total;
+                        let copies = c.storage_per_month(full)
+                            + c.requests(
+                                (copy_puts as f64 * backups_per_day * MONTH_DAYS) as u64,
+                                0,
+                            );
+                        let half = c.storage_per_month(azure);
+                        (id.clone(), cairn, copies, half)
+                    })
+                    .collect();
+                ProjectionPoint {
+                    days,
+                    kept,
+                    span_days: span,
+                    stored_bytes: stored,
+                    full_copies_bytes: full,
+                    cloud_azure_bytes: azure,
+                    cost,
+                }
+            })
+            .collect();
+
+        let restore = restore_plan.map(|p| {
+            let cost = opts
+                .prices
+                .classes
+                .iter()
+                .map(|(id, c)| (id.clone(), c.read_out(p.bytes, p.gets)))
+                .collect();
+            RestoreCost {
+                snapshot: latest.map(|l| l.id.to_hex()).unwrap_or_default(),
+                bytes: p.bytes,
+                gets: p.gets,
+                seconds: cairn_cost::transfer_secs(p.bytes, opts.bandwidth),
+                bandwidth: opts.bandwidth,
+                parts: p.parts,
+                cost,
+            }
+        });
+
+        Ok(Report {
+            generated: Utc::now().to_rfc3339(),
+            repository: self.location().to_string(),
+            totals,
+            backups,
+            policy: describe_policy(&opts.policy),
+            expiring,
+            growth,
+            now,
+            projection,
+            restore,
+        })
+    }
+
+    /// What `policy` removes, and the stored bytes only those snapshots need.
+    async fn expiring(
+        &self,
+        infos: &[SnapshotInfo],
+        policy: &RetentionPolicy,
+        view: &IndexView,
+    ) -> Result<Expiring> {
+        let mut by_source: BTreeMap<String, Vec<&SnapshotInfo>> = BTreeMap::new();
+        for i in infos {
+            by_source
+                .entry(i.snapshot.source_key())
+                .or_default()
+                .push(i);
+        }
+        let mut removed: HashSet<SnapshotId> = HashSet::new();
+        for group in by_source.values() {
+            let candidates: Vec<Candidate> = group
+                .iter()
+                .map(|i| Candidate {
+                    time: time_of(i),
+                    tags: i.snapshot.tags.clone(),
+                    complete: i.snapshot.qdrant.as_ref().is_none_or(|r| !r.partial),
+                })
+                .collect();
+            for (i, r) in group.iter().zip(apply(policy, &candidates)) {
+                if r.is_empty() {
+                    removed.insert(i.id);
+                }
+            }
+        }
+        let kept: Vec<SnapshotInfo> = infos
+            .iter()
+            .filter(|i| !removed.contains(&i.id))
+            .cloned()
+            .collect();
+        let gone: Vec<SnapshotInfo> = infos
+            .iter()
+            .filter(|i| removed.contains(&i.id))
+            .cloned()
+            .collect();
+        let keep_needs = self.chunks_needed(&kept, view).await?;
+        let gone_needs = self.chunks_needed(&gone, view).await?;
+        let bytes = gone_needs
+            .difference(&keep_needs)
+            .filter_map(|c| view.locations.get(c).and_then(|l| l.first()))
+            .map(|(_, e)| u64::from(e.length))
+            .sum();
+        Ok(Expiring {
+            snapshots: removed.len(),
+            bytes,
+        })
+    }
+
+    async fn chunks_needed(
+        &self,
+        infos: &[SnapshotInfo],
+        view: &IndexView,
+    ) -> Result<HashSet<ChunkId>> {
+        let mut out = HashSet::new();
+        for info in infos {
+            for file in &info.snapshot.files {
+                out.extend(self.file_chunks(file, view).await);
+                out.extend(file.chunk_lists.iter().copied());
+            }
+        }
+        Ok(out)
+    }
+
+    /// A file's chunks in order (chunk lists read; unreadable ones skipped).
+    async fn file_chunks(&self, file: &cairn_model::FileEntry, view: &IndexView) -> Vec<ChunkId> {
+        let mut ids = file.chunks.clone();
+        for list in &file.chunk_lists {
+            if let Ok(raw) = self.read_blob(view, list).await {
+                ids.extend(raw.chunks_exact(32).map(ChunkId::from_slice));
+            }
+        }
+        ids
+    }
+
+    /// Stored bytes and ranged reads a restore of `info` needs, per part.
+    async fn restore_plan(&self, info: &SnapshotInfo, view: &IndexView) -> Result<RestorePlan> {
+        const MAX_RUN: u64 = 8 * 1024 * 1024;
+        let mut parts: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        let mut seen: HashSet<ChunkId> = HashSet::new();
+        for file in &info.snapshot.files {
+            let part =
+                collection_of(&file.path).map_or_else(|| file.path.clone(), |(c, _)| c.to_string());
+            let e = parts.entry(part).or_default();
+            let mut run: Option<(PackId, u64, u64)> = None;
+            // Chunk lists are read first, one GET each.
+            for list in &file.chunk_lists {
+                if let Some((_, l)) = view.locations.get(list).and_then(|v| v.first()) {
+                    e.0 += u64::from(l.length);
+                    e.1 += 1;
+                }
+            }
+            for id in self.file_chunks(file, view).await {
+                let Some((pack, loc)) = view.locations.get(&id).and_then(|v| v.first()) else {
+                    continue;
+                };
+                if seen.insert(id) {
+                    e.0 += u64::from(loc.length);
+                }
+                let end = loc.offset + u64::from(loc.length);
+                match &mut run {
+                    Some((p, start, r_end))
+                        if p == pack && *r_end == loc.offset && end - *start <= MAX_RUN =>
+                    {
+                        *r_end = end;
+                    }
+                    _ => {
+                        e.1 += 1;
+                        run = Some((*pack, loc.offset, end));
+                    }
+                }
+            }
+        }
+        Ok(RestorePlan {
+            bytes: parts.values().map(|p| p.0).sum(),
+            gets: parts.values().map(|p| p.1).sum(),
+            parts: parts.into_iter().map(|(k, (b, g))| (k, b, g)).collect(),
+        })
+    }
+}
+
+struct RestorePlan {
+    bytes: u64,
+    gets: u64,
+    parts: Vec<(String, u64, u64)>,
+}
+
+/// Extra bytes billed because small objects (index files, manifests,
+/// leases, the config) bill at the class's minimum object size: estimated
+/// from each kind's average object size.
+fn small_object_surcharge(t: &Totals, c: &StorageClass) -> u64 {
+    t.objects
+        .values()
+        .filter(|o| o.count > 0)
+        .map(|o| {
+            let avg = o.bytes / o.count;
+            c.min_object_bytes.saturating_sub(avg) * o.count
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_files_map_to_collections() {
+        assert_eq!(
+            collection_of("collections/docs/shard-2.snapshot"),
+            Some(("docs", 2))
+        );
+        assert_eq!(collection_of("docs/collection.snapshot"), None);
+    }
+
+    #[test]
+    fn simulated_retention_spans_the_policy() {
+        let p = RetentionPolicy {
+            daily: Some(7),
+            weekly: Some(4),
+            monthly: Some(12),
+            ..RetentionPolicy::default()
+        };
+        let (kept, span) = simulate(&p, 400, 1.0);
+        assert!((18..=23).contains(&kept), "{kept}");
+        assert!((330.0..=370.0).contains(&span), "{span}");
+        let (kept, span) = simulate(&RetentionPolicy::default(), 30, 1.0);
+        assert_eq!(kept, 30);
+        assert!((28.9..29.1).contains(&span), "{span}");
+    }
+
+    #[test]
+    fn gaps_between_kept_snapshots() {
+        let p = RetentionPolicy {
+            daily: Some(3),
+            weekly: Some(2),
+            ..RetentionPolicy::default()
+        };
+        let gaps = kept_gaps(&p, 30, 1.0);
+        // Two weekly snapshots before the three daily ones: gaps of a day
+        // between the dailies, and up to a week back to the weeklies.
+        assert_eq!(gaps.len(), simulate(&p, 30, 1.0).0 - 1);
+        assert!(gaps.iter().all(|g| *g > 0.9 && *g < 7.1), "{gaps:?}");
+        assert!((gaps.iter().sum::<f64>() - simulate(&p, 30, 1.0).1).abs() < 1e-6);
+    }
+
+    #[test]
+    fn small_objects_bill_at_the_minimum() {
+        let mut t = Totals::default();
+        t.objects.insert(
+            "index".into(),
+            Objects {
+                count: 10,
+                bytes: 10 * 4096,
+            },
+        );
+        t.objects.insert(
+            "packs".into(),
+            Objects {
+                count: 2,
+                bytes: 64 << 20,
+            },
+        );
+        t.stored_bytes = 10 * 4096 + (64 << 20);
+        let table = PriceTable::builtin();
+        let ia = &table.classes["s3-standard-ia"];
+        assert_eq!(small_object_surcharge(&t, ia), 10 * (128 * 1024 - 4096));
+        assert_eq!(small_object_surcharge(&t, &table.classes["s3-standard"]), 0);
+        let expected =
+            (t.stored_bytes + 10 * (128 * 1024 - 4096)) as f64 / cairn_cost::GIB * 0.0125;
+        assert!((storage_now(&t, ia) - expected).abs() < 1e-12);
+    }
+}
