@@ -397,6 +397,20 @@ fn second_nights_backup_adds_a_fraction_of_the_first() {
     upsert(url, None, "docs", 6000..6060, DIM, 11, None);
     upsert(url, None, "docs", 0..60, DIM, 12, None);
     wait_green(url, "docs");
+    // A dry run streams every shard and writes nothing.
+    let listing = || crate::support::files_under(std::path::Path::new(&env.repo));
+    let before = listing();
+    let dry = env.json(&["backup", "--qdrant", &src.url_list(), "--dry-run"]);
+    assert_eq!(dry["dry_run"], true);
+    assert!(dry["new_stored_bytes"].as_u64().expect("n") > 0, "{dry}");
+    assert_eq!(
+        dry["collections"][0]["shards"]
+            .as_array()
+            .expect("shards")
+            .len(),
+        3
+    );
+    assert_eq!(listing(), before, "a dry run writes nothing");
     let second = env.json(&["backup", "--qdrant", &src.url_list()]);
     let stored = |v: &Value| v["new_stored_bytes"].as_f64().expect("bytes");
     let ratio = stored(&second) / stored(&first);

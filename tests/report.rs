@@ -47,6 +47,8 @@ fn report_totals_match_the_store_and_the_backups() {
         .sum();
     let metadata = t["metadata_bytes"].as_u64().expect("n");
     assert_eq!(added + metadata, listed);
+    assert_eq!(r["sources"].as_array().expect("sources").len(), 1);
+    assert_eq!(r["sources"][0]["added_stored_bytes"], added);
     // docs/cost.md: metadata (pack headers and trailers, index files,
     // manifests, config) stays under 2 % of the stored bytes (0.34 % here).
     assert!(

@@ -177,6 +177,19 @@ fn print_tables(r: &Report, class: &str) {
             }
         }
     }
+    if r.sources.len() > 1 {
+        println!();
+        println!("{:<6} {:>11} {:>11}  SOURCE", "BACKUPS", "LATEST", "ADDED");
+        for src in &r.sources {
+            println!(
+                "{:<6} {:>11} {:>11}  {}",
+                src.backups,
+                human(src.latest_logical_bytes),
+                human(src.added_stored_bytes),
+                src.source
+            );
+        }
+    }
     println!();
     let gr = &r.growth;
     println!(
@@ -285,12 +298,18 @@ const COLORS: [&str; 8] = [
     "#3b6ea5", "#e07b39", "#4c9a5f", "#b84a62", "#8a6bb8", "#c9a227", "#3aa0a6", "#7a7a7a",
 ];
 
+/// A line: label, colour, points (x, y).
+type Series<'a> = (String, &'a str, Vec<(f64, f64)>);
+
+/// A stacked bar: label, segments (name, colour, value).
+type Bar<'a> = (String, Vec<(String, &'a str, f64)>);
+
 /// A line chart: each series is (label, color, points (x, y)).
 fn line_chart(
     title: &str,
     x_label: &str,
     y_fmt: fn(f64) -> String,
-    series: &[(String, &str, Vec<(f64, f64)>)],
+    series: &[Series<'_>],
 ) -> String {
     let (w, h, l, b) = (720.0, 300.0, 80.0, 40.0);
     let pts = series.iter().flat_map(|s| s.2.iter());
@@ -364,11 +383,7 @@ fn line_chart(
 }
 
 /// A bar chart; bars are stacked from (label, color, value) segments.
-fn bar_chart(
-    title: &str,
-    y_fmt: fn(f64) -> String,
-    bars: &[(String, Vec<(String, &str, f64)>)],
-) -> String {
+fn bar_chart(title: &str, y_fmt: fn(f64) -> String, bars: &[Bar<'_>]) -> String {
     let (w, h, l, b) = (720.0, 300.0, 80.0, 60.0);
     let ymax = bars
         .iter()
@@ -523,7 +538,7 @@ pub fn html(r: &Report, class: &str) -> String {
             }
         }
     }
-    let bars: Vec<(String, Vec<(String, &str, f64)>)> = r
+    let bars: Vec<Bar<'_>> = r
         .backups
         .iter()
         .map(|b| {
@@ -547,7 +562,7 @@ pub fn html(r: &Report, class: &str) -> String {
     body.push_str(&bar_chart("New stored bytes per backup", fmt_bytes, &bars));
 
     // Cost per storage class now.
-    let cost_bars: Vec<(String, Vec<(String, &str, f64)>)> = r
+    let cost_bars: Vec<Bar<'_>> = r
         .now
         .iter()
         .map(|c| {

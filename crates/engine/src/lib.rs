@@ -38,7 +38,7 @@ pub use commands::prune::{PruneOptions, PrunePlanSummary, PruneSummary, SweepRep
 pub use commands::repair::{RepairIndexSummary, Repaired};
 pub use commands::report::{
     describe_policy, Added, BackupRow, ClassCost, Expiring, Growth, ProjectionPoint, Report,
-    ReportOptions, RestoreCost, Totals,
+    ReportOptions, RestoreCost, SourceRow, Totals,
 };
 pub use commands::restore::{RestoreOptions, RestoreSummary};
 pub use commands::stats::RepoStats;

@@ -101,6 +101,23 @@ pub struct BackupRow {
     pub added: Vec<Added>,
 }
 
+/// One source's backups, summed.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceRow {
+    /// The source.
+    pub source: String,
+    /// Its backups.
+    pub backups: usize,
+    /// The first and the latest.
+    pub first: String,
+    /// The latest.
+    pub last: String,
+    /// Logical bytes of the latest backup.
+    pub latest_logical_bytes: u64,
+    /// Stored bytes its backups added.
+    pub added_stored_bytes: u64,
+}
+
 /// Object counts and bytes by kind.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Objects {
@@ -221,6 +238,8 @@ pub struct Report {
     pub totals: Totals,
     /// Every backup, oldest first.
     pub backups: Vec<BackupRow>,
+    /// Per source.
+    pub sources: Vec<SourceRow>,
     /// The policy, described.
     pub policy: String,
     /// What the policy frees.
@@ -414,6 +433,23 @@ impl Repository {
                 added: added.into_values().collect(),
             });
         }
+        let mut sources: BTreeMap<String, SourceRow> = BTreeMap::new();
+        for b in &backups {
+            let row = sources
+                .entry(b.source.clone())
+                .or_insert_with(|| SourceRow {
+                    source: b.source.clone(),
+                    backups: 0,
+                    first: b.time.clone(),
+                    last: b.time.clone(),
+                    latest_logical_bytes: 0,
+                    added_stored_bytes: 0,
+                });
+            row.backups += 1;
+            row.last.clone_from(&b.time);
+            row.latest_logical_bytes = b.logical_bytes;
+            row.added_stored_bytes += b.new_stored_bytes;
+        }
         totals.added_bytes = backups.iter().map(|b| b.new_stored_bytes).sum();
         totals.metadata_bytes = totals.stored_bytes.saturating_sub(totals.added_bytes);
         totals.logical_bytes = backups.iter().map(|b| b.logical_bytes).sum();
@@ -580,6 +616,7 @@ impl Repository {
             repository: self.location().to_string(),
             totals,
             backups,
+            sources: sources.into_values().collect(),
             policy: describe_policy(&opts.policy),
             expiring,
             growth,
@@ -800,8 +837,9 @@ mod tests {
         let ia = &table.classes["s3-standard-ia"];
         assert_eq!(small_object_surcharge(&t, ia), 10 * (128 * 1024 - 4096));
         assert_eq!(small_object_surcharge(&t, &table.classes["s3-standard"]), 0);
+        let billed = t.stored_bytes + small_object_surcharge(&t, ia);
         let expected =
             (t.stored_bytes + 10 * (128 * 1024 - 4096)) as f64 / cairn_cost::GIB * 0.0125;
-        assert!((storage_now(&t, ia) - expected).abs() < 1e-12);
+        assert!((ia.storage_per_month(billed) - expected).abs() < 1e-12);
     }
 }
