@@ -493,27 +493,20 @@ pub fn html(r: &Report, class: &str) -> String {
         esc(&usd(full_y))
     ));
 
-    // Stored bytes over time.
-    let mut cumulative = 0u64;
-    let stored: Vec<(f64, f64)> = r
-        .backups
-        .iter()
-        .enumerate()
-        .map(|(i, b)| {
-            cumulative += b.new_stored_bytes;
-            (i as f64 + 1.0, cumulative as f64)
-        })
-        .collect();
-    let mut logical = 0u64;
-    let logical_line: Vec<(f64, f64)> = r
-        .backups
-        .iter()
-        .enumerate()
-        .map(|(i, b)| {
-            logical += b.logical_bytes;
-            (i as f64 + 1.0, logical as f64)
-        })
-        .collect();
+    // Stored bytes over time: running sums over the backups.
+    let running = |f: fn(&cairn_engine::BackupRow) -> u64| -> Vec<(f64, f64)> {
+        let mut sum = 0u64;
+        r.backups
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                sum += f(b);
+                (i as f64 + 1.0, sum as f64)
+            })
+            .collect()
+    };
+    let stored = running(|b| b.new_stored_bytes);
+    let logical_line = running(|b| b.logical_bytes);
     body.push_str("<h2>Stored bytes over time</h2><p>What the repository holds after each backup, against what the backups hold: the gap is deduplication and compression.</p>");
     body.push_str(&line_chart(
         "Stored bytes after each backup",

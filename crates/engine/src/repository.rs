@@ -247,8 +247,9 @@ impl Repository {
         let idx = Arc::new(idx);
         let seen = idx.ingested_files()?;
         let missing: Vec<(String, u64)> = listed_sizes
-            .into_iter()
+            .iter()
             .filter(|(n, _)| !seen.contains(n))
+            .cloned()
             .collect();
         if !missing.is_empty() {
             tracing::info!(
@@ -271,14 +272,7 @@ impl Repository {
         }
         tracing::info!("repository index files were removed; rebuilding the local chunk index");
         idx.clear()?;
-        let all: Vec<(String, u64)> = self
-            .store
-            .list(keys::INDEX_DIR)
-            .await?
-            .into_iter()
-            .map(|l| (l.name, l.size))
-            .collect();
-        self.ingest_index_files(&idx, all).await?;
+        self.ingest_index_files(&idx, listed_sizes).await?;
         Ok(idx)
     }
 

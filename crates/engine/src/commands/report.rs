@@ -309,10 +309,9 @@ pub fn describe_policy(p: &RetentionPolicy) -> String {
     }
 }
 
-/// The snapshots a policy keeps in a schedule of `n` backups, `per_day` a
-/// day, ending now: the days between each kept snapshot and the next newer
-/// kept one (oldest first; the newest has none).
-fn kept_gaps(policy: &RetentionPolicy, n: usize, per_day: f64) -> Vec<f64> {
+/// When the snapshots a policy keeps were taken, in a schedule of `n`
+/// backups, `per_day` a day, ending now; oldest first.
+fn kept_times(policy: &RetentionPolicy, n: usize, per_day: f64) -> Vec<DateTime<Utc>> {
     let now = Utc::now();
     let step = Duration::milliseconds((86_400_000.0 / per_day.max(1e-6)) as i64);
     let candidates: Vec<Candidate> = (0..n)
@@ -329,31 +328,26 @@ fn kept_gaps(policy: &RetentionPolicy, n: usize, per_day: f64) -> Vec<f64> {
         .map(|(_, c)| c.time)
         .collect();
     kept.sort();
-    kept.windows(2)
-        .map(|w| (w[1] - w[0]).num_seconds() as f64 / 86_400.0)
+    kept
+}
+
+fn days(a: DateTime<Utc>, b: DateTime<Utc>) -> f64 {
+    (b - a).num_seconds() as f64 / 86_400.0
+}
+
+/// The days between each kept snapshot and the next newer kept one.
+fn kept_gaps(policy: &RetentionPolicy, n: usize, per_day: f64) -> Vec<f64> {
+    kept_times(policy, n, per_day)
+        .windows(2)
+        .map(|w| days(w[0], w[1]))
         .collect()
 }
 
-/// The snapshots a policy keeps in a schedule of `n` backups, `per_day` a
-/// day, ending now: how many and the days they span.
+/// How many snapshots the policy keeps, and the days they span.
 fn simulate(policy: &RetentionPolicy, n: usize, per_day: f64) -> (usize, f64) {
-    let now = Utc::now();
-    let step = Duration::milliseconds((86_400_000.0 / per_day.max(1e-6)) as i64);
-    let candidates: Vec<Candidate> = (0..n)
-        .map(|i| Candidate {
-            time: now - step * i32::try_from(i).unwrap_or(i32::MAX),
-            tags: Vec::new(),
-            complete: true,
-        })
-        .collect();
-    let kept: Vec<DateTime<Utc>> = apply(policy, &candidates)
-        .iter()
-        .zip(&candidates)
-        .filter(|(r, _)| !r.is_empty())
-        .map(|(_, c)| c.time)
-        .collect();
-    let span = match (kept.iter().min(), kept.iter().max()) {
-        (Some(a), Some(b)) => (*b - *a).num_seconds() as f64 / 86_400.0,
+    let kept = kept_times(policy, n, per_day);
+    let span = match (kept.first(), kept.last()) {
+        (Some(a), Some(b)) => days(*a, *b),
         _ => 0.0,
     };
     (kept.len(), span)
