@@ -451,7 +451,7 @@ fn prunes_killed_at_random_points_lose_nothing() {
     }
     eprintln!("a whole prune: {full:?}; kills (delay, prune had finished): {kills:?}");
     assert!(
-        kills.iter().filter(|(_, f)| !f).count() >= 3,
+        kills.iter().filter(|(_, f)| !f).count() >= 2,
         "prunes were killed mid-way: {kills:?}"
     );
     let out = env
