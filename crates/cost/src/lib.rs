@@ -17,10 +17,11 @@
 //! - **Reading data back**: egress to the internet per GB, plus a retrieval
 //!   fee per GB for infrequent-access classes.
 //!
-//! The built-in prices are public list prices for one region each, with the
-//! date they were read ([`StorageClass::as_of`]); prices change and differ
-//! by region, volume tier and contract. A TOML file overrides any of them
-//! and adds classes ([`PriceTable::with_overrides`]).
+//! The built-in prices are public list prices for one region each, as
+//! published around the date in [`StorageClass::as_of`] and not checked
+//! against the providers' live pages; prices change and differ by region,
+//! volume tier and contract. A TOML file overrides any of them and adds
+//! classes ([`PriceTable::with_overrides`]).
 
 use std::collections::BTreeMap;
 
@@ -42,7 +43,7 @@ pub struct StorageClass {
     pub name: String,
     /// The region the prices are for.
     pub region: String,
-    /// When the prices were read (YYYY-MM).
+    /// When the prices were published (YYYY-MM), as far as known.
     pub as_of: String,
     /// Storage, per GB-month.
     pub storage_gb_month: f64,
@@ -143,8 +144,8 @@ fn class(
 }
 
 impl PriceTable {
-    /// The built-in list prices (first volume tier, one region each, read
-    /// 2025-01; see the crate docs).
+    /// The built-in list prices (first volume tier, one region each, as
+    /// published around 2025-01; see the crate docs).
     #[must_use]
     pub fn builtin() -> Self {
         const KIB128: u64 = 128 * 1024;
