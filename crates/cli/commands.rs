@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use cairn_engine::{
-    BackupOptions, BackupSource, ChunkerParams, Compression, InitOptions, Repository,
-    RestoreOptions, SnapshotFilter,
+    BackupOptions, BackupSource, ChunkSizes, ChunkerParams, Compression, InitOptions, MemberSizes,
+    Repository, RestoreOptions, SnapshotFilter,
 };
 use serde_json::json;
 
@@ -33,6 +33,11 @@ pub struct InitArgs {
     /// Do not cut chunks at tar member boundaries (plain content-defined chunking).
     #[arg(long)]
     no_tar_aware: bool,
+    /// Average chunk size for Qdrant vector storage data (min = /4, max = ×4;
+    /// chunks hold whole vectors); 0 chunks vectors like everything else
+    /// (format version 1).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    vector_chunk_size: Option<u64>,
     /// zstd level for chunk data (0 stores everything raw).
     #[arg(long, default_value_t = Compression::default().zstd_level, allow_negative_numbers = true)]
     compression_level: i32,
@@ -215,6 +220,17 @@ async fn init(g: &GlobalArgs, a: InitArgs) -> Result<()> {
         chunker.max_size = to_u32(max, "maximum chunk size")?;
     }
     chunker.tar_aware = !a.no_tar_aware;
+    match a.vector_chunk_size {
+        Some(0) => chunker.members = MemberSizes::default(),
+        Some(n) => {
+            chunker.members.vectors =
+                Some(ChunkSizes::with_average(to_u32(n, "vector chunk size")?));
+        }
+        None => {}
+    }
+    if !chunker.tar_aware {
+        chunker.members = MemberSizes::default();
+    }
     let opts = InitOptions {
         chunker,
         compression: Compression {
@@ -232,9 +248,16 @@ async fn init(g: &GlobalArgs, a: InitArgs) -> Result<()> {
             json!({ "repository": loc, "id": c.id.to_hex(), "version": c.version, "chunker": c.chunker, "compression": c.compression, "pack_size": c.pack_size })
         );
     } else {
+        let vectors = c.chunker.members.vectors.map_or(String::new(), |v| {
+            format!(
+                ", vector data {}/{}/{} in whole records",
+                v.min_size, v.avg_size, v.max_size
+            )
+        });
         println!(
-            "created repository {} at {loc} (chunks {}/{}/{} bytes, zstd level {}, packs {})",
+            "created repository {} at {loc} (format version {}; chunks {}/{}/{} bytes{vectors}, zstd level {}, packs {})",
             c.id.short(),
+            c.version,
             c.chunker.min_size,
             c.chunker.avg_size,
             c.chunker.max_size,
@@ -468,6 +491,15 @@ async fn stats(g: &GlobalArgs) -> Result<()> {
         human(s.pack_bytes),
         human(s.index_bytes),
         human(s.snapshot_bytes)
+    );
+    let share = |n: u64| 100.0 * n as f64 / s.total_bytes.max(1) as f64;
+    println!(
+        "metadata:           {} ({:.2} %: index, manifests, chunk lists {}); pack headers and trailers {} ({:.2} %)",
+        human(s.metadata_bytes),
+        share(s.metadata_bytes),
+        human(s.chunk_list_bytes),
+        human(s.pack_overhead_bytes),
+        share(s.pack_overhead_bytes)
     );
     println!("dedup ratio:        {:.2}x", s.dedup_ratio);
     println!("compression ratio:  {:.2}x", s.compression_ratio);

@@ -111,7 +111,29 @@ fn init_logging(verbose: u8) {
         .init();
 }
 
+/// glibc's malloc serves allocations above a threshold that starts at 128 KiB
+/// with fresh mappings and unmaps them on free, and returns freed heap tops
+/// to the system. A backup allocates such buffers for every block (the read
+/// buffer, and per block the chunk ids, offsets and lookup keys: hundreds
+/// of KiB with small vector chunks), so each block paid page faults for
+/// memory it had just freed: ~20 % of a re-backup's time in the kernel.
+/// Mapping only above 32 MiB and trimming above 256 MiB keeps that memory
+/// in the process; peak RSS does not change (the same buffers are live).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn tune_allocator() {
+    // SAFETY: mallopt only sets malloc parameters; it is called once, before
+    // any other thread exists, with values glibc documents as valid.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_allocator() {}
+
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     init_logging(cli.global.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -12,10 +12,11 @@
 use std::io::{self, Read};
 use std::sync::Arc;
 
+pub mod batch;
 mod tar;
-pub use tar::TarScanner;
+pub use tar::{record_size, Member, MemberKind, TarScanner};
 
-use cairn_model::{ChunkId, ChunkerParams};
+use cairn_model::{ChunkId, ChunkSizes, ChunkerParams};
 use fastcdc::v2020::{self, MASKS};
 use rayon::prelude::*;
 
@@ -108,6 +109,9 @@ pub struct Block {
     /// BLAKE3 ids of the chunks, when the reader was asked for them
     /// ([`BlockReader::hashed`]); empty otherwise.
     pub ids: Vec<ChunkId>,
+    /// The member kind of each chunk, when the reader is tar-aware; empty
+    /// otherwise.
+    pub kinds: Vec<MemberKind>,
 }
 
 impl Block {
@@ -147,15 +151,103 @@ impl Block {
     }
 }
 
-/// BLAKE3 ids of the chunks of `data` ending at `ends`, on the current rayon pool.
+/// BLAKE3 ids of the chunks of `data` ending at `ends`, on the current rayon
+/// pool. Runs of small chunks are hashed side by side ([`batch`]).
 fn par_ids(data: &[u8], ends: &[usize]) -> Vec<ChunkId> {
-    (0..ends.len())
+    /// Bytes per task: enough to fill the SIMD lanes and amortise a task.
+    const GROUP_BYTES: usize = 512 << 10;
+    let mut groups = Vec::new();
+    let (mut first, mut start) = (0, 0);
+    for (i, &end) in ends.iter().enumerate() {
+        if end - start >= GROUP_BYTES || i + 1 == ends.len() {
+            groups.push(first..i + 1);
+            (first, start) = (i + 1, end);
+        }
+    }
+    let per_group: Vec<Vec<ChunkId>> = groups
         .into_par_iter()
-        .map(|i| {
-            let start = if i == 0 { 0 } else { ends[i - 1] };
-            ChunkId::of(&data[start..ends[i]])
+        .map(|range| {
+            let chunk = |i: usize| &data[if i == 0 { 0 } else { ends[i - 1] }..ends[i]];
+            let small: Vec<&[u8]> = range
+                .clone()
+                .map(chunk)
+                .filter(|c| c.len() <= batch::BATCH_MAX_LEN)
+                .collect();
+            let mut small = batch::hash_many(&small).into_iter();
+            range
+                .map(|i| {
+                    let c = chunk(i);
+                    if c.len() <= batch::BATCH_MAX_LEN {
+                        ChunkId(*small.next().expect("one digest per small chunk").as_bytes())
+                    } else {
+                        ChunkId::of(c)
+                    }
+                })
+                .collect()
         })
-        .collect()
+        .collect();
+    per_group.concat()
+}
+
+/// The chunker for each member kind.
+#[derive(Debug, Clone)]
+struct Chunkers {
+    default: Chunker,
+    vectors: Option<Chunker>,
+    payload: Option<Chunker>,
+    wal: Option<Chunker>,
+}
+
+impl Chunkers {
+    fn new(default: Chunker) -> Self {
+        let p = default.params();
+        let own = |sizes: Option<ChunkSizes>| sizes.map(|s| Chunker::new(p.for_sizes(Some(s))));
+        Self {
+            vectors: own(p.members.vectors),
+            payload: own(p.members.payload),
+            wal: own(p.members.wal),
+            default,
+        }
+    }
+
+    /// How to cut the data of `member` (the default chunker outside members).
+    fn cutter(&self, member: Option<Member>) -> Cutter<'_> {
+        let Some(m) = member else {
+            return Cutter::Cdc(&self.default);
+        };
+        match (m.kind, &self.vectors, m.record_size) {
+            (MemberKind::Vectors, Some(c), Some(record)) => Cutter::Records {
+                chunker: c,
+                record: record as usize,
+                data_start: m.data_start,
+            },
+            // Vector data of unknown layout: byte-level cuts at the vector
+            // sizes cost 16x the chunks for little gain, so the default.
+            (MemberKind::Vectors, _, None) => Cutter::Cdc(&self.default),
+            _ => Cutter::Cdc(self.get(m.kind)),
+        }
+    }
+
+    fn get(&self, kind: MemberKind) -> &Chunker {
+        let own = match kind {
+            MemberKind::Other => None,
+            MemberKind::Vectors => self.vectors.as_ref(),
+            MemberKind::Payload => self.payload.as_ref(),
+            MemberKind::Wal => self.wal.as_ref(),
+        };
+        own.unwrap_or(&self.default)
+    }
+
+    /// The largest maximum chunk size of any kind.
+    fn max_size(&self) -> usize {
+        [&self.vectors, &self.payload, &self.wal]
+            .into_iter()
+            .flatten()
+            .chain([&self.default])
+            .map(|c| c.params().max_size as usize)
+            .max()
+            .unwrap_or(0)
+    }
 }
 
 /// Reads an input into [`Block`]s of about `block_size` bytes of whole chunks.
@@ -171,7 +263,7 @@ fn par_ids(data: &[u8], ends: &[usize]) -> Vec<ChunkId> {
 /// spread out.
 pub struct BlockReader<R> {
     reader: R,
-    chunker: Chunker,
+    chunkers: Chunkers,
     block_size: usize,
     piece: usize,
     pool: Option<Arc<rayon::ThreadPool>>,
@@ -188,12 +280,14 @@ pub struct BlockReader<R> {
 }
 
 impl<R: Read> BlockReader<R> {
-    /// Wraps `reader`. `block_size` is raised to at least twice the maximum chunk size.
+    /// Wraps `reader`. `block_size` is raised to at least twice the maximum
+    /// chunk size (of any member kind).
     pub fn new(reader: R, chunker: Chunker, block_size: usize) -> Self {
-        let block_size = block_size.max(2 * chunker.params().max_size as usize);
+        let chunkers = Chunkers::new(chunker);
+        let block_size = block_size.max(2 * chunkers.max_size());
         Self {
             reader,
-            chunker,
+            chunkers,
             block_size,
             piece: 0,
             pool: None,
@@ -207,7 +301,8 @@ impl<R: Read> BlockReader<R> {
     }
 
     /// Also cut at tar member boundaries (headers and data starts, nested
-    /// tars included) when the input is a tar; see [`TarScanner`].
+    /// tars included) when the input is a tar, and chunk each member with
+    /// the sizes of its kind; see [`TarScanner`].
     #[must_use]
     pub fn tar_aware(mut self, on: bool) -> Self {
         self.tar = on.then(TarScanner::new);
@@ -223,7 +318,7 @@ impl<R: Read> BlockReader<R> {
         self.piece = if piece == 0 {
             0
         } else {
-            piece.max(4 * self.chunker.params().max_size as usize)
+            piece.max(4 * self.chunkers.max_size())
         };
         self.pool = pool;
         self
@@ -244,7 +339,7 @@ impl<R: Read> BlockReader<R> {
 
     /// Room kept in front of read-ahead buffers for the carry.
     fn headroom(&self) -> usize {
-        2 * self.chunker.params().max_size as usize
+        2 * self.chunkers.max_size()
     }
 
     /// The next block's buffer and where its bytes start: the carry followed
@@ -298,13 +393,16 @@ impl<R: Read> BlockReader<R> {
         let base = self.offset;
         // Forced boundaries inside the block, found on a copy of the scanner
         // so that its state advances below exactly as far as the block is cut.
+        // (boundary, the member whose data follows it)
         let mut forced = Vec::new();
+        let mut first_member = None;
         if let Some(t) = &self.tar {
             let mut t = t.clone();
+            first_member = t.member_at(base);
             let mut pos = base;
             while let Some(b) = t.next_boundary(data, base, pos) {
                 match usize::try_from(b - base) {
-                    Ok(rel) if rel <= data.len() => forced.push(rel),
+                    Ok(rel) if rel <= data.len() => forced.push((rel, t.member_at(b))),
                     _ => break,
                 }
                 pos = b;
@@ -312,18 +410,25 @@ impl<R: Read> BlockReader<R> {
         }
         // Independent regions: each starts at an exact cut and ends at a
         // forced boundary (chunked as if the input ended there) or at the
-        // end of the block.
+        // end of the block, and is cut as its member's kind says.
+        let chunkers = &self.chunkers;
         let mut regions = Vec::with_capacity(forced.len() + 1);
-        let mut region_start = 0;
-        for &b in &forced {
-            regions.push((region_start, b, true));
-            region_start = b;
+        // (region end, kind of its member)
+        let mut region_kinds = Vec::with_capacity(forced.len() + 1);
+        let (mut region_start, mut member) = (0, first_member);
+        for &(b, next) in &forced {
+            let cutter = chunkers.cutter(member).at(base + region_start as u64);
+            regions.push((region_start, b, true, cutter));
+            region_kinds.push((b, member.map_or(MemberKind::Other, |m| m.kind)));
+            (region_start, member) = (b, next);
         }
-        regions.push((region_start, data.len(), self.eof));
+        let cutter = chunkers.cutter(member).at(base + region_start as u64);
+        regions.push((region_start, data.len(), self.eof, cutter));
+        region_kinds.push((data.len(), member.map_or(MemberKind::Other, |m| m.kind)));
 
-        let (chunker, piece, hashed) = (&self.chunker, self.piece, self.hashed);
+        let (piece, hashed) = (self.piece, self.hashed);
         let (ends, ids) = if piece == 0 {
-            let ends = cut_regions(chunker, 0, data, &regions);
+            let ends = cut_regions(0, data, &regions);
             let ids = if hashed {
                 ends_to_ids(data, &ends)
             } else {
@@ -339,7 +444,7 @@ impl<R: Read> BlockReader<R> {
             let (reader, eof) = (&mut self.reader, &mut self.eof);
             let ahead = in_scope(self.pool.as_deref(), |s| {
                 s.spawn(move |_| {
-                    let ends = cut_regions(chunker, piece, data, regions);
+                    let ends = cut_regions(piece, data, regions);
                     let ids = if hashed {
                         par_ids(data, &ends)
                     } else {
@@ -356,6 +461,19 @@ impl<R: Read> BlockReader<R> {
             out
         };
         let pos = ends.last().copied().unwrap_or(0);
+        let kinds = if self.tar.is_some() {
+            let mut r = region_kinds.iter().peekable();
+            ends.iter()
+                .map(|&e| {
+                    while r.peek().is_some_and(|&&(end, _)| end < e) {
+                        r.next();
+                    }
+                    r.peek().map_or(MemberKind::Other, |&&(_, k)| k)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         if let Some(t) = &mut self.tar {
             let _ = t.next_boundary(data, base, base + pos as u64);
         }
@@ -369,6 +487,7 @@ impl<R: Read> BlockReader<R> {
             start,
             ends,
             ids,
+            kinds,
         }))
     }
 }
@@ -422,17 +541,144 @@ fn ends_to_ids(data: &[u8], ends: &[usize]) -> Vec<ChunkId> {
         .collect()
 }
 
-/// End offsets of every chunk of `regions` (start, end, cut-at-end) of
-/// `data`, in order, in pieces of `piece` bytes (0: sequentially). Only the
-/// last region may leave a tail uncut.
-fn cut_regions(
-    chunker: &Chunker,
-    piece: usize,
+/// How a region's data is cut.
+#[derive(Debug, Clone, Copy)]
+enum Cutter<'c> {
+    /// FastCDC with these parameters.
+    Cdc(&'c Chunker),
+    /// Whole vector records of `record` bytes counted from the member's
+    /// `data_start` (see [`record_cuts`]), with these size bounds.
+    Records {
+        chunker: &'c Chunker,
+        record: usize,
+        data_start: u64,
+    },
+}
+
+impl<'c> Cutter<'c> {
+    /// For a region starting at absolute offset `start`: records cutters
+    /// turn `data_start` into how far into a record the region starts.
+    fn at(self, start: u64) -> RegionCutter<'c> {
+        match self {
+            Cutter::Cdc(c) => RegionCutter::Cdc(c),
+            Cutter::Records {
+                chunker,
+                record,
+                data_start,
+            } => RegionCutter::Records {
+                chunker,
+                record,
+                phase: ((start - data_start) % record as u64) as usize,
+            },
+        }
+    }
+}
+
+/// A [`Cutter`] placed on a region.
+#[derive(Debug, Clone, Copy)]
+enum RegionCutter<'c> {
+    Cdc(&'c Chunker),
+    Records {
+        chunker: &'c Chunker,
+        record: usize,
+        /// Bytes of a record before the region's start (0: it starts on a record).
+        phase: usize,
+    },
+}
+
+/// The cut decision hash of one vector record. Its first 32 and last 32
+/// bytes (the whole record zero-padded to 64 bytes when it is shorter) are
+/// read as eight little-endian `u64` words and folded: starting from 0, for
+/// each word `h = (h ^ w) * K1; h ^= h >> 29`; then `h ^= h >> 32; h *= K2;
+/// h ^= h >> 32` (wrapping arithmetic). A few nanoseconds per record: with
+/// 512-byte records a cryptographic hash here cost a third of a re-backup.
+#[must_use]
+pub fn record_hash(record: &[u8]) -> u64 {
+    const K1: u64 = 0x9E37_79B9_7F4A_7C15;
+    const K2: u64 = 0xD6E8_FEB8_6659_FD93;
+    let mut buf = [0u8; 64];
+    if record.len() >= 64 {
+        buf[..32].copy_from_slice(&record[..32]);
+        buf[32..].copy_from_slice(&record[record.len() - 32..]);
+    } else {
+        buf[..record.len()].copy_from_slice(record);
+    }
+    let mut h = 0u64;
+    for w in buf.chunks_exact(8) {
+        h = (h ^ u64::from_le_bytes(w.try_into().expect("invariant: 8 bytes"))).wrapping_mul(K1);
+        h ^= h >> 29;
+    }
+    h ^= h >> 32;
+    h = h.wrapping_mul(K2);
+    h ^ (h >> 32)
+}
+
+/// Record-aligned content-defined cuts of `data` (region offsets): chunks
+/// are runs of whole `record`-byte records. With the chunker's sizes in
+/// records (`min = max(1, min_size / record)`, `avg = max(min, avg_size /
+/// record)`, `max = max(avg, max_size / record)`), a chunk ends after a
+/// record once it holds at least `min` records and either the record's
+/// [`record_hash`] is `avg - min` modulo `avg - min + 1` or it holds `max`
+/// records. (All-zero records hash to 0, so runs of them make `max`-record
+/// chunks.)
+/// Records wider than `avg_size` are thus chunks of their own. A region
+/// that starts `phase` bytes into a record adds that partial record to
+/// its first chunk; at `eof` the remainder (a partial record) ends the last
+/// chunk. Without `eof`, bytes after the last cut are left for the next call.
+#[must_use]
+pub fn record_cuts(
+    params: &ChunkerParams,
+    record: usize,
+    phase: usize,
     data: &[u8],
-    regions: &[(usize, usize, bool)],
+    eof: bool,
 ) -> Vec<usize> {
-    let one = |&(s, e, eof): &(usize, usize, bool)| -> Vec<usize> {
+    assert!(record > 0, "invariant: record size is positive");
+    let min = (params.min_size as usize / record).max(1);
+    let avg = (params.avg_size as usize / record).max(min);
+    let max = (params.max_size as usize / record).max(avg);
+    let modulus = (avg - min + 1) as u64;
+    let mut out = Vec::new();
+    let mut pos = if phase == 0 { 0 } else { record - phase };
+    let mut count = 0;
+    while pos + record <= data.len() {
+        let r = &data[pos..pos + record];
+        pos += record;
+        count += 1;
+        if count >= min && (count >= max || record_hash(r) % modulus == modulus - 1) {
+            out.push(pos);
+            count = 0;
+        }
+    }
+    if eof && out.last().copied().unwrap_or(0) < data.len() {
+        out.push(data.len());
+    }
+    out
+}
+
+/// A region of a block: start, end, whether to cut at its end, and how.
+type Region<'c> = (usize, usize, bool, RegionCutter<'c>);
+
+/// End offsets of every chunk of `regions` of `data`, in order, in pieces
+/// of `piece` bytes (0: sequentially). Only the last region may leave a tail
+/// uncut.
+fn cut_regions(piece: usize, data: &[u8], regions: &[Region<'_>]) -> Vec<usize> {
+    let one = |&(s, e, eof, cutter): &Region<'_>| -> Vec<usize> {
         let region = &data[s..e];
+        let chunker = match cutter {
+            RegionCutter::Cdc(c) => c,
+            RegionCutter::Records {
+                chunker,
+                record,
+                phase,
+            } => {
+                let mut cuts = record_cuts(&chunker.params(), record, phase, region, eof);
+                for c in &mut cuts {
+                    *c += s;
+                }
+                return cuts;
+            }
+        };
         let mut cuts = if piece == 0 || region.len() < 2 * piece {
             chain(chunker, region, eof, 0, usize::MAX)
         } else {

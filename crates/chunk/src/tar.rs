@@ -11,7 +11,56 @@
 //! that does not parse as a tar header it stops reporting boundaries for that
 //! archive level, and chunking falls back to plain content-defined cuts.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 const BLOCK: u64 = 512;
+/// Largest small member read whole (GNU long names, vector storage
+/// configs): one block. A longer long name leaves its member unclassified; a
+/// longer config gives no record size. Waiting for at most one block of data
+/// keeps the wait within what a block reader carries over (see
+/// `next_boundary`) for any maximum chunk size of 2 KiB or more.
+const MAX_SMALL_MEMBER: u64 = BLOCK;
+
+/// What a tar member holds, as far as chunking cares (see format.md,
+/// "Member kinds"). Decided by the member's path alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MemberKind {
+    /// Anything else: chunked with the default sizes.
+    Other,
+    /// Vector storage data: `chunk_N.mmap` or `matrix.dat` under a
+    /// `vector_storage*` directory.
+    Vectors,
+    /// Payload storage pages: `payload_storage/page_N.dat`.
+    Payload,
+    /// Write-ahead log segments: `wal/open-N`, `wal/closed-N`.
+    Wal,
+}
+
+impl MemberKind {
+    /// The kind of a member at `path` (`/`-separated, as in the tar).
+    #[must_use]
+    pub fn of_path(path: &str) -> Self {
+        let mut parts = path.trim_end_matches('/').rsplit('/');
+        let file = parts.next().unwrap_or("");
+        let parent = parts.next().unwrap_or("");
+        let numbered = |prefix: &str, suffix: &str| {
+            file.strip_prefix(prefix)
+                .and_then(|r| r.strip_suffix(suffix))
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        };
+        if parent == "wal" && (numbered("open-", "") || numbered("closed-", "")) {
+            return Self::Wal;
+        }
+        if parent == "payload_storage" && numbered("page_", ".dat") {
+            return Self::Payload;
+        }
+        let in_vector_storage = path.split('/').any(|c| c.starts_with("vector_storage"));
+        if in_vector_storage && (numbered("chunk_", ".mmap") || file == "matrix.dat") {
+            return Self::Vectors;
+        }
+        Self::Other
+    }
+}
 
 #[derive(Debug, Clone)]
 struct Level {
@@ -19,6 +68,66 @@ struct Level {
     next_header: u64,
     /// End of this archive's region (member data end for nested tars).
     end: u64,
+    /// The name a GNU long-name entry gave the next member.
+    long_name: Option<String>,
+    /// Vector record sizes read from vector storage configs in this
+    /// archive: directory -> bytes per record.
+    records: Vec<(String, u32)>,
+}
+
+impl Level {
+    fn new(next_header: u64, end: u64) -> Self {
+        Self {
+            next_header,
+            end,
+            long_name: None,
+            records: Vec::new(),
+        }
+    }
+}
+
+/// A member whose data gets chunked with its kind's sizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Member {
+    /// Its kind (never [`MemberKind::Other`]).
+    pub kind: MemberKind,
+    /// Absolute offset of its data's first byte.
+    pub data_start: u64,
+    /// Absolute offset just past its data.
+    pub data_end: u64,
+    /// For vector data: bytes per vector record, when the vector storage
+    /// config in the same directory gave it (see [`record_size`]).
+    pub record_size: Option<u32>,
+}
+
+/// Bytes per record from a vector storage config (`config.json` beside the
+/// `chunk_N.mmap` files): `chunk_size_bytes / chunk_size_vectors`, when both
+/// are positive integers, the division is exact and the result is at most
+/// 1 MiB; `None` otherwise.
+#[must_use]
+pub fn record_size(config: &[u8]) -> Option<u32> {
+    let text = std::str::from_utf8(config).ok()?;
+    let field = |key: &str| -> Option<u64> {
+        let pat = format!("\"{key}\"");
+        let at = text.find(&pat)? + pat.len();
+        let rest = text[at..].trim_start().strip_prefix(':')?.trim_start();
+        let digits: &str = &rest[..rest.bytes().take_while(u8::is_ascii_digit).count()];
+        digits.parse().ok()
+    };
+    let (bytes, vectors) = (field("chunk_size_bytes")?, field("chunk_size_vectors")?);
+    if vectors == 0 || bytes == 0 || bytes % vectors != 0 {
+        return None;
+    }
+    u32::try_from(bytes / vectors)
+        .ok()
+        .filter(|&r| r <= 1 << 20)
+}
+
+/// The directory part of a member path (`""` at the top).
+fn dir_of(path: &str) -> &str {
+    path.trim_end_matches('/')
+        .rsplit_once('/')
+        .map_or("", |(d, _)| d)
 }
 
 /// Incremental tar header parser over a stream (see module docs).
@@ -26,7 +135,10 @@ struct Level {
 pub struct TarScanner {
     levels: Vec<Level>,
     /// Known boundaries not yet passed, ascending.
-    pending: std::collections::BTreeSet<u64>,
+    pending: BTreeSet<u64>,
+    /// Members of a kind other than [`MemberKind::Other`] whose data is not
+    /// yet passed, by data start. Their data ranges never overlap.
+    members: BTreeMap<u64, Member>,
 }
 
 impl Default for TarScanner {
@@ -58,6 +170,9 @@ struct Header {
     data_start: u64,
     data_end: u64,
     nested: bool,
+    typeflag: u8,
+    /// The name field (with the ustar prefix, when there is one).
+    name: String,
 }
 
 /// Why a header was not parsed.
@@ -103,15 +218,26 @@ fn parse_header(
             data_start += BLOCK;
         }
     }
-    let data_end = data_start + size;
-    let name = &h[..100];
-    let name_len = name.iter().position(|&b| b == 0).unwrap_or(100);
-    let nested =
-        matches!(typeflag, b'0' | 0) && name[..name_len].ends_with(b".tar") && size >= 2 * BLOCK;
+    let data_end = data_start.checked_add(size).ok_or(Unparsed::Malformed)?;
+    let field = |f: &[u8]| {
+        let len = f.iter().position(|&b| b == 0).unwrap_or(f.len());
+        String::from_utf8_lossy(&f[..len]).into_owned()
+    };
+    let mut name = field(&h[..100]);
+    // POSIX ustar (not GNU, whose magic is "ustar  ") splits long paths into a prefix.
+    if &h[257..263] == b"ustar\0" {
+        let prefix = field(&h[345..500]);
+        if !prefix.is_empty() {
+            name = format!("{prefix}/{name}");
+        }
+    }
+    let nested = matches!(typeflag, b'0' | 0) && name.ends_with(".tar") && size >= 2 * BLOCK;
     Ok(Some(Header {
         data_start,
         data_end,
         nested,
+        typeflag,
+        name,
     }))
 }
 
@@ -120,11 +246,20 @@ impl TarScanner {
     #[must_use]
     pub fn new() -> Self {
         Self {
-            levels: vec![Level {
-                next_header: 0,
-                end: u64::MAX,
-            }],
-            pending: std::collections::BTreeSet::new(),
+            levels: vec![Level::new(0, u64::MAX)],
+            pending: BTreeSet::new(),
+            members: BTreeMap::new(),
+        }
+    }
+
+    /// The member of a kind other than [`MemberKind::Other`] whose data
+    /// holds the byte at `pos`, if any. Known for every position from the
+    /// last boundary passed to the last one returned.
+    #[must_use]
+    pub fn member_at(&self, pos: u64) -> Option<Member> {
+        match self.members.range(..=pos).next_back() {
+            Some((_, m)) if m.data_end > pos => Some(*m),
+            _ => None,
         }
     }
 
@@ -137,6 +272,13 @@ impl TarScanner {
             // Drop boundaries already passed.
             while self.pending.first().is_some_and(|&b| b <= pos) {
                 self.pending.pop_first();
+            }
+            while self
+                .members
+                .first_key_value()
+                .is_some_and(|(_, m)| m.data_end <= pos)
+            {
+                self.members.pop_first();
             }
             // The innermost level whose next header comes first.
             let Some((li, at)) = self
@@ -172,16 +314,70 @@ impl TarScanner {
             };
             match parse_header(header, at, peek) {
                 Ok(Some(h)) if h.data_end <= self.levels[li].end => {
+                    // Small members whose content matters (long names, vector
+                    // storage configs) are read whole; when their data lies
+                    // past the bytes at hand, wait as for sparse headers.
+                    let small = |h: &Header| -> Option<Option<&[u8]>> {
+                        let len = h.data_end - h.data_start;
+                        if len > MAX_SMALL_MEMBER {
+                            return Some(None);
+                        }
+                        let bytes = h
+                            .data_start
+                            .checked_sub(base)
+                            .and_then(|o| usize::try_from(o).ok())
+                            .and_then(|o| data.get(o..o + len as usize))?;
+                        Some(Some(bytes))
+                    };
+                    let level = &mut self.levels[li];
+                    if h.typeflag == b'L' {
+                        // GNU long name: the data is the next member's path.
+                        let Some(bytes) = small(&h) else {
+                            return next_known.filter(|&b| b > pos);
+                        };
+                        level.long_name = bytes.map(|b| {
+                            let len = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+                            String::from_utf8_lossy(&b[..len]).into_owned()
+                        });
+                    } else if !matches!(h.typeflag, b'x' | b'g' | b'K') {
+                        let name = level.long_name.clone().unwrap_or_else(|| h.name.clone());
+                        let kind = MemberKind::of_path(&name);
+                        if name.ends_with("/config.json")
+                            && name.split('/').any(|c| c.starts_with("vector_storage"))
+                        {
+                            let Some(bytes) = small(&h) else {
+                                return next_known.filter(|&b| b > pos);
+                            };
+                            let dir = dir_of(&name).to_string();
+                            level.records.retain(|(d, _)| *d != dir);
+                            if let Some(r) = bytes.and_then(record_size) {
+                                level.records.push((dir, r));
+                            }
+                        }
+                        level.long_name = None;
+                        if kind != MemberKind::Other && h.data_end > h.data_start {
+                            let dir = dir_of(&name);
+                            let record_size = (kind == MemberKind::Vectors)
+                                .then(|| level.records.iter().find(|(d, _)| d == dir).map(|r| r.1))
+                                .flatten();
+                            self.members.insert(
+                                h.data_start,
+                                Member {
+                                    kind,
+                                    data_start: h.data_start,
+                                    data_end: h.data_end,
+                                    record_size,
+                                },
+                            );
+                        }
+                    }
                     self.pending.insert(at);
                     self.pending.insert(h.data_start);
                     self.pending.insert(h.data_end);
                     self.levels[li].next_header =
                         h.data_start + (h.data_end - h.data_start).div_ceil(BLOCK) * BLOCK;
                     if h.nested {
-                        self.levels.push(Level {
-                            next_header: h.data_start,
-                            end: h.data_end,
-                        });
+                        self.levels.push(Level::new(h.data_start, h.data_end));
                     }
                 }
                 // Sparse extension headers not read yet: wait for them, so that

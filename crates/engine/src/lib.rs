@@ -49,8 +49,8 @@ pub use retention::RetentionPolicy;
 
 pub use cairn_cost::PriceTable;
 pub use cairn_model::{
-    ChunkerParams, ClusterRecord, CollectionRecord, Compression, RepoConfig, ShardRecord,
-    ShardStatus, Snapshot, SnapshotId, SnapshotTotals, FORMAT_VERSION,
+    ChunkSizes, ChunkerParams, ClusterRecord, CollectionRecord, Compression, MemberSizes,
+    RepoConfig, ShardRecord, ShardStatus, Snapshot, SnapshotId, SnapshotTotals, FORMAT_VERSION,
 };
 pub use cairn_qdrant::{ApiKey, ClientOptions as QdrantClientOptions};
 pub use cairn_store::{Error as StoreError, RepoStore};

@@ -135,7 +135,7 @@ impl Repository {
         }
         let seed: [u8; 32] = rand::random();
         let config = RepoConfig {
-            version: FORMAT_VERSION,
+            version: opts.chunker.format_version(),
             id: RepoId(seed),
             chunker: opts.chunker,
             compression: opts.compression,
@@ -190,6 +190,15 @@ impl Repository {
             .chunker
             .validate()
             .map_err(|e| malformed("config", e))?;
+        if config.version < config.chunker.format_version() {
+            return Err(malformed(
+                "config",
+                format!(
+                    "version {} cannot have per-kind chunk sizes (format version 2)",
+                    config.version
+                ),
+            ));
+        }
         Ok(Self {
             store,
             config,

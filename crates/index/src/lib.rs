@@ -307,27 +307,32 @@ impl ChunkIndex {
         Ok(!it.valid())
     }
 
-    /// Looks up many chunks at once (one RocksDB `multi_get`).
+    /// Looks up many chunks at once (one batched RocksDB `multi_get`, keys
+    /// in sorted order so RocksDB need not sort them).
     ///
     /// # Errors
     /// RocksDB failures or malformed values.
     pub fn get_many(&self, ids: &[ChunkId]) -> Result<Vec<Option<PackLocation>>> {
-        let cf = self.cf(CF_CHUNKS);
-        let keys = ids.iter().map(|id| (cf, id.as_bytes().as_slice()));
-        self.db
-            .multi_get_cf(keys)
-            .into_iter()
-            .map(|r| {
-                let v = r.map_err(|e| self.db_err(e))?;
-                v.map(|b| {
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        order.sort_unstable_by_key(|&i| ids[i]);
+        let found = self.db.batched_multi_get_cf(
+            self.cf(CF_CHUNKS),
+            order.iter().map(|&i| ids[i].as_bytes().as_slice()),
+            true,
+        );
+        let mut out = vec![None; ids.len()];
+        for (&i, r) in order.iter().zip(found) {
+            let v = r.map_err(|e| self.db_err(e))?;
+            out[i] = v
+                .map(|b| {
                     PackLocation::decode(&b).map_err(|e| Error::Corrupt {
                         path: self.path.clone(),
                         reason: e.to_string(),
                     })
                 })
-                .transpose()
-            })
-            .collect()
+                .transpose()?;
+        }
+        Ok(out)
     }
 
     /// Looks up one chunk.

@@ -5,7 +5,12 @@ use serde::{Deserialize, Serialize};
 use crate::RepoId;
 
 /// The repository format this build writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 2 added per-kind chunk sizes for tar members
+/// ([`ChunkerParams::members`]); everything else reads as in version 1.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// Average chunk size for vector storage data in new repositories.
+pub const DEFAULT_VECTOR_AVG: u32 = 4096;
 
 /// FastCDC 2020 parameters. Chunk boundaries depend on every field, so they
 /// are fixed at `init` and recorded in the config.
@@ -24,6 +29,58 @@ pub struct ChunkerParams {
     /// tars included), so each member of a Qdrant snapshot is chunked on its own.
     #[serde(default)]
     pub tar_aware: bool,
+    /// Other chunk sizes for some kinds of tar member (tar-aware chunking
+    /// only); members of other kinds use the sizes above.
+    #[serde(default, skip_serializing_if = "MemberSizes::is_empty")]
+    pub members: MemberSizes,
+}
+
+/// Chunk size bounds for one kind of data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChunkSizes {
+    /// Smallest chunk, except the last of a member.
+    pub min_size: u32,
+    /// Target average; a power of two.
+    pub avg_size: u32,
+    /// Largest chunk.
+    pub max_size: u32,
+}
+
+impl ChunkSizes {
+    /// Sizes centred on `avg`: min = avg/4, max = avg*4.
+    #[must_use]
+    pub fn with_average(avg: u32) -> Self {
+        Self {
+            min_size: avg / 4,
+            avg_size: avg,
+            max_size: avg * 4,
+        }
+    }
+}
+
+/// Chunk sizes by kind of Qdrant snapshot member (see format.md, "Member
+/// kinds"). A kind left out is chunked with the repository's default sizes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberSizes {
+    /// Vector storage data (`vector_storage*/**/chunk_N.mmap`, `matrix.dat`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vectors: Option<ChunkSizes>,
+    /// Payload storage pages (`payload_storage/page_N.dat`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<ChunkSizes>,
+    /// Write-ahead log segments (`wal/open-N`, `wal/closed-N`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal: Option<ChunkSizes>,
+}
+
+impl MemberSizes {
+    /// True when every kind uses the default sizes.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 impl Default for ChunkerParams {
@@ -33,15 +90,48 @@ impl Default for ChunkerParams {
 }
 
 impl ChunkerParams {
-    /// Parameters centred on `avg`: min = avg/4, max = avg*4, level 1.
+    /// Parameters centred on `avg`: min = avg/4, max = avg*4, level 1,
+    /// tar-aware, with vector data chunked around [`DEFAULT_VECTOR_AVG`].
     #[must_use]
     pub fn with_average(avg: u32) -> Self {
+        let sizes = ChunkSizes::with_average(avg);
         Self {
-            min_size: avg / 4,
-            avg_size: avg,
-            max_size: avg * 4,
+            min_size: sizes.min_size,
+            avg_size: sizes.avg_size,
+            max_size: sizes.max_size,
             normalization: 1,
             tar_aware: true,
+            members: MemberSizes {
+                vectors: Some(ChunkSizes::with_average(DEFAULT_VECTOR_AVG)),
+                payload: None,
+                wal: None,
+            },
+        }
+    }
+
+    /// The format version a repository with these parameters needs: 2 when
+    /// a member kind has sizes of its own, else 1.
+    #[must_use]
+    pub fn format_version(&self) -> u32 {
+        if self.tar_aware && !self.members.is_empty() {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// The parameters for a member kind's sizes (the default ones for `None`).
+    #[must_use]
+    pub fn for_sizes(&self, sizes: Option<ChunkSizes>) -> Self {
+        match sizes {
+            None => *self,
+            Some(s) => Self {
+                min_size: s.min_size,
+                avg_size: s.avg_size,
+                max_size: s.max_size,
+                members: MemberSizes::default(),
+                ..*self
+            },
         }
     }
 
@@ -73,6 +163,18 @@ impl ChunkerParams {
         }
         if self.normalization > 3 {
             return Err("normalization level must be 0..=3".into());
+        }
+        let MemberSizes {
+            vectors,
+            payload,
+            wal,
+        } = self.members;
+        for (kind, sizes) in [("vectors", vectors), ("payload", payload), ("wal", wal)] {
+            if let Some(s) = sizes {
+                self.for_sizes(Some(s))
+                    .validate()
+                    .map_err(|e| format!("{kind} members: {e}"))?;
+            }
         }
         Ok(())
     }

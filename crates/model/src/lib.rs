@@ -15,7 +15,10 @@ pub use cluster::{
     AliasRecord, ClusterRecord, CollectionRecord, NodeRecord, ReplicaRecord, ShardRecord,
     ShardStatus,
 };
-pub use config::{ChunkerParams, Compression, RepoConfig, FORMAT_VERSION};
+pub use config::{
+    ChunkSizes, ChunkerParams, Compression, MemberSizes, RepoConfig, DEFAULT_VECTOR_AVG,
+    FORMAT_VERSION,
+};
 pub use gc::{GcPlan, Lease};
 pub use id::{ChunkId, IdParseError, PackId, RepoId, SnapshotId};
 pub use index::{

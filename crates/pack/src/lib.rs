@@ -83,6 +83,19 @@ fn zstd_compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
     })
 }
 
+/// Whether chunks like `sample` are worth trying to compress: false when
+/// zstd saves less than the required share on it. For judging many small
+/// chunks of one kind (say float vectors) at once.
+#[must_use]
+pub fn sample_worth_compressing(sample: &[u8], c: Compression) -> bool {
+    if c.zstd_level == 0 || sample.is_empty() {
+        return false;
+    }
+    let saving = usize::from(c.min_saving_percent);
+    zstd_compress(sample, c.zstd_level)
+        .is_some_and(|out| out.len() * 100 <= sample.len() * (100 - saving))
+}
+
 /// Compresses `raw` when that pays: returns the zstd frame only if it saves
 /// at least `min_saving_percent` of the size. `None` means store raw.
 ///
@@ -472,6 +485,35 @@ mod tests {
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
             .collect();
         let _ = compress(&noise, c); // may or may not pay; must not panic
+    }
+
+    #[test]
+    fn a_sample_is_judged_by_the_required_saving() {
+        let c = Compression::default();
+        assert!(sample_worth_compressing(&[0u8; 4096], c));
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let noise: Vec<u8> = (0..16_384)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        assert!(!sample_worth_compressing(&noise, c));
+        // Half noise, half zeros saves about half: worth it at 10 %, not at 60 %.
+        let half: Vec<u8> = noise[..8192].iter().copied().chain([0u8; 8192]).collect();
+        assert!(sample_worth_compressing(&half, c));
+        let strict = Compression {
+            min_saving_percent: 60,
+            ..c
+        };
+        assert!(!sample_worth_compressing(&half, strict));
+        assert!(!sample_worth_compressing(
+            &half,
+            Compression { zstd_level: 0, ..c }
+        ));
+        assert!(!sample_worth_compressing(&[], c));
     }
 
     #[test]

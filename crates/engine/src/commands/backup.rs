@@ -35,11 +35,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 
 use bytes::Bytes;
-use cairn_chunk::{Block, BlockReader, Chunker};
+use cairn_chunk::{Block, BlockReader, Chunker, MemberKind};
 use cairn_index::ChunkIndex;
 use cairn_model::{
     ends_chunk_list, ChunkId, FileEntry, IndexFile, IndexGroup, PackId, RepoConfig, Requests,
-    Snapshot, SnapshotId, SnapshotTotals, FORMAT_VERSION, INLINE_CHUNKS,
+    Snapshot, SnapshotId, SnapshotTotals, INLINE_CHUNKS,
 };
 use cairn_pack::PackWriter;
 use cairn_store::{keys, RepoStore};
@@ -542,9 +542,31 @@ impl Packer<'_> {
             }
         }
         let compression = self.repo.config.compression;
+        // Vector data is judged once per block, on a sample of its new chunks:
+        // float32 vectors rarely save the required share, and trying each
+        // record-sized chunk costs more than the rest of the backup.
+        let vectors: Vec<usize> = new
+            .iter()
+            .copied()
+            .filter(|&i| block.kinds.get(i) == Some(&MemberKind::Vectors))
+            .collect();
+        let compress_vectors = vectors.is_empty() || {
+            let step = vectors.len().div_ceil(4);
+            let sample: Vec<u8> = vectors
+                .iter()
+                .step_by(step)
+                .flat_map(|&i| chunks[i].iter().take(4096).copied())
+                .collect();
+            cairn_pack::sample_worth_compressing(&sample, compression)
+        };
         let compressed: Vec<Option<Vec<u8>>> = self.pool.install(|| {
             new.par_iter()
-                .map(|&i| cairn_pack::compress(chunks[i], compression))
+                .map(|&i| {
+                    if !compress_vectors && block.kinds.get(i) == Some(&MemberKind::Vectors) {
+                        return None;
+                    }
+                    cairn_pack::compress(chunks[i], compression)
+                })
                 .collect()
         });
         for (&i, comp) in new.iter().zip(compressed) {
@@ -780,7 +802,9 @@ impl Repository {
             BackupSource::Stdin { name } => vec![format!("<stdin> as {name}")],
         };
         let snapshot = Snapshot {
-            version: FORMAT_VERSION,
+            // The repository's version: manifests did not change in
+            // version 2, so older readers of a version 1 repository can read them.
+            version: self.config.version,
             time: started.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             host,
             tags,

@@ -17,7 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use cairn_model::{
     AliasRecord, ClusterRecord, CollectionRecord, NodeRecord, ReplicaRecord, ShardRecord,
-    ShardStatus, Snapshot, FORMAT_VERSION,
+    ShardStatus, Snapshot,
 };
 use cairn_qdrant::{ByteStream, ReplicaState};
 use futures::StreamExt;
@@ -602,7 +602,9 @@ impl Repository {
             collections,
         };
         let snapshot = Snapshot {
-            version: FORMAT_VERSION,
+            // The repository's version: manifests did not change in
+            // version 2, so older readers of a version 1 repository can read them.
+            version: self.config.version,
             time: started.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             host,
             tags,

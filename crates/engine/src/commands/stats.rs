@@ -28,6 +28,13 @@ pub struct RepoStats {
     pub index_bytes: u64,
     /// Bytes of snapshot manifests.
     pub snapshot_bytes: u64,
+    /// Chunk-list blobs the manifests name, as stored (inside packs).
+    pub chunk_list_bytes: u64,
+    /// Metadata: index files, manifests and their chunk lists.
+    pub metadata_bytes: u64,
+    /// Pack bytes that are not chunk data: headers, trailers (a second copy
+    /// of each pack's index entries) and any blob stored twice.
+    pub pack_overhead_bytes: u64,
     /// Everything in the repository.
     pub total_bytes: u64,
     /// logical / unique bytes.
@@ -73,6 +80,11 @@ impl Repository {
             .buffer_unordered(16)
             .try_collect()
             .await?;
+        let lists: std::collections::HashSet<_> = snapshots
+            .iter()
+            .flat_map(|i| &i.snapshot.files)
+            .flat_map(|f| &f.chunk_lists)
+            .collect();
         let mut seen = std::collections::HashSet::new();
         for g in files.iter().flat_map(|f| &f.groups) {
             for e in &g.entries {
@@ -80,10 +92,15 @@ impl Repository {
                     s.unique_chunks += 1;
                     s.unique_bytes += u64::from(e.raw_length);
                     s.stored_chunk_bytes += u64::from(e.length);
+                    if lists.contains(&e.id) {
+                        s.chunk_list_bytes += u64::from(e.length);
+                    }
                 }
             }
         }
         s.total_bytes = s.pack_bytes + s.index_bytes + s.snapshot_bytes;
+        s.metadata_bytes = s.index_bytes + s.snapshot_bytes + s.chunk_list_bytes;
+        s.pack_overhead_bytes = s.pack_bytes.saturating_sub(s.stored_chunk_bytes);
         s.dedup_ratio = ratio(s.logical_bytes, s.unique_bytes);
         s.compression_ratio = ratio(s.unique_bytes, s.stored_chunk_bytes);
         s.overall_ratio = ratio(s.logical_bytes, s.total_bytes);
