@@ -3,11 +3,14 @@
 //! `benches/where-bytes-go.py` to attribute each day's new bytes to snapshot members.
 //!
 //! Usage: cargo run --release --example chunk-list -- FILE [AVG_BYTES] [plain]
+//! `VECTORS_AVG`, `PAYLOAD_AVG` and `WAL_AVG` (bytes) set the average chunk
+//! size of those member kinds (min = avg/4, max = avg*4); unset, a new
+//! repository's sizes are used; 0 uses the default sizes for that kind.
 
 use std::io::Write;
 
 use cairn_chunk::{BlockReader, Chunker};
-use cairn_model::{ChunkId, ChunkerParams};
+use cairn_model::{ChunkId, ChunkSizes, ChunkerParams};
 
 fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -18,7 +21,18 @@ fn main() -> std::io::Result<()> {
         .get(2)
         .map_or(64 * 1024, |a| a.parse().expect("AVG_BYTES is a number"));
     let tar_aware = args.get(3).is_none_or(|m| m != "plain");
-    let chunker = Chunker::new(ChunkerParams::with_average(avg));
+    let mut params = ChunkerParams::with_average(avg);
+    let kind = |var: &str, current: Option<ChunkSizes>| match std::env::var(var) {
+        Ok(v) => {
+            let n: u32 = v.parse().expect("a size in bytes");
+            (n > 0).then(|| ChunkSizes::with_average(n))
+        }
+        Err(_) => current,
+    };
+    params.members.vectors = kind("VECTORS_AVG", params.members.vectors);
+    params.members.payload = kind("PAYLOAD_AVG", params.members.payload);
+    params.members.wal = kind("WAL_AVG", params.members.wal);
+    let chunker = Chunker::new(params);
     let file = std::fs::File::open(path)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut offset = 0u64;

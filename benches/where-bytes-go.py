@@ -50,27 +50,38 @@ def main():
     tool = os.path.join(target, "release", "examples", "chunk-list")
     seen = set()
     days = sorted(glob.glob(os.path.join(series, "day*")), key=lambda d: int(d.rsplit("day", 1)[1]))
-    print("| day | new MiB | " + " | ".join(k for k, _ in KINDS) + " |")
-    print("|---|---|" + "---|" * len(KINDS))
-    for d in days:
+    print("| day | new MiB | " + " | ".join(k for k, _ in KINDS) + " | new chunks | chunks |")
+    print("|---|---|" + "---|" * len(KINDS) + "---|---|")
+    growth = collections.Counter()
+    growth_chunks = 0
+    for i, d in enumerate(days):
         by_kind = collections.Counter()
+        new_chunks = chunks = 0
         for snap in sorted(glob.glob(os.path.join(d, "*.snapshot"))):
             ranges = members(snap)
             lines = subprocess.run([tool, snap], check=True, capture_output=True, text=True).stdout.split("\n")
             for line in filter(None, lines):
                 off, n, cid = line.split()
                 off, n = int(off), int(n)
+                chunks += 1
                 if cid in seen:
                     continue
                 seen.add(cid)
+                new_chunks += 1
                 owner = "tar headers and padding"
                 for s, e, name in ranges:
                     if s <= off < e:
                         owner = name  # later (nested) matches override
                 by_kind[kind(owner) if owner != "tar headers and padding" else "other"] += n
         total = sum(by_kind.values())
+        if i > 0:
+            growth.update(by_kind)
+            growth_chunks += new_chunks
         print(f"| {os.path.basename(d)} | {total / 2**20:.2f} | " +
-              " | ".join(f"{by_kind[k] / 2**20:.2f}" for k, _ in KINDS) + " |")
+              " | ".join(f"{by_kind[k] / 2**20:.2f}" for k, _ in KINDS) + f" | {new_chunks} | {chunks} |")
+    if len(days) > 1:
+        print(f"| nights 1..{len(days) - 1} | {sum(growth.values()) / 2**20:.2f} | " +
+              " | ".join(f"{growth[k] / 2**20:.2f}" for k, _ in KINDS) + f" | {growth_chunks} | |")
 
 
 if __name__ == "__main__":
