@@ -309,34 +309,45 @@ mod tests {
         }
     }
 
+    /// `hash_many` over pseudo-random inputs of `lens` equals `blake3::hash`.
+    fn check(lens: &[usize], seed: u64) -> Result<(), TestCaseError> {
+        let total: usize = lens.iter().sum();
+        let mut x = seed | 1;
+        let data: Vec<u8> = (0..total)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let mut at = 0;
+        let inputs: Vec<&[u8]> = lens
+            .iter()
+            .map(|&n| {
+                at += n;
+                &data[at - n..at]
+            })
+            .collect();
+        let got = hash_many(&inputs);
+        prop_assert_eq!(got.len(), inputs.len());
+        for (input, h) in inputs.iter().zip(got) {
+            prop_assert_eq!(h, blake3::hash(input), "length {}", input.len());
+        }
+        Ok(())
+    }
+
     proptest! {
         /// Lengths in whole 64-byte blocks, as vector records give: short
         /// chunks of equal length are compressed side by side.
         #[test]
         fn equals_blake3_for_whole_blocks(blocks in prop::collection::vec(0usize..300, 0..60), seed: u64) {
-            let lens: Vec<usize> = blocks.iter().map(|b| b * 64).collect();
-            let total: usize = lens.iter().sum();
-            let mut x = seed | 1;
-            let data: Vec<u8> = (0..total).map(|_| { x ^= x << 13; x ^= x >> 7; x ^= x << 17; x as u8 }).collect();
-            let mut at = 0;
-            let inputs: Vec<&[u8]> = lens.iter().map(|&n| { at += n; &data[at - n..at] }).collect();
-            for (input, h) in inputs.iter().zip(hash_many(&inputs)) {
-                prop_assert_eq!(h, blake3::hash(input));
-            }
+            check(&blocks.iter().map(|b| b * 64).collect::<Vec<_>>(), seed)?;
         }
 
         #[test]
         fn equals_blake3(lens in prop::collection::vec(0usize..20_000, 0..40), seed: u64) {
-            let total: usize = lens.iter().sum();
-            let mut x = seed | 1;
-            let data: Vec<u8> = (0..total).map(|_| { x ^= x << 13; x ^= x >> 7; x ^= x << 17; x as u8 }).collect();
-            let mut at = 0;
-            let inputs: Vec<&[u8]> = lens.iter().map(|&n| { at += n; &data[at - n..at] }).collect();
-            let got = hash_many(&inputs);
-            prop_assert_eq!(got.len(), inputs.len());
-            for (input, h) in inputs.iter().zip(got) {
-                prop_assert_eq!(h, blake3::hash(input));
-            }
+            check(&lens, seed)?;
         }
     }
 }
