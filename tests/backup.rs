@@ -1,6 +1,4 @@
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::Stdio;
 
 use crate::support::{own_fixtures, random_bytes, shared_fixtures, Env};
 
@@ -148,26 +146,16 @@ fn stdin_backup_round_trips() {
     let env = Env::local();
     env.init(&[]);
     let data = random_bytes(5 << 20, 3);
-    let mut child = env
-        .cmd()
-        .args([
+    let out = env.run_with_stdin(
+        &[
             "--json",
             "backup",
             "--stdin",
             "--stdin-name",
             "piped.snapshot",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(&data)
-        .expect("pipe");
-    let out = child.wait_with_output().expect("wait");
+        ],
+        &data,
+    );
     assert!(out.status.success());
     let dumped = env.run(&["dump", "latest", "piped.snapshot"]).stdout;
     assert!(dumped == data, "stdin data did not round-trip");

@@ -1,21 +1,20 @@
 use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Child;
 
 use serde_json::Value;
 
-use crate::support::{random_bytes, Env};
+use crate::support::{random_bytes, spawn_piped, Env};
 
 /// `cairn --json backup --stdin` reading from a pipe the test holds.
 fn stdin_backup(env: &Env, cache: &Path, name: &str) -> Child {
-    env.cmd()
-        .env("CAIRN_CACHE_DIR", cache)
-        .args(["--json", "backup", "--stdin", "--stdin-name", name])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn cairn")
+    spawn_piped(env.cmd().env("CAIRN_CACHE_DIR", cache).args([
+        "--json",
+        "backup",
+        "--stdin",
+        "--stdin-name",
+        name,
+    ]))
 }
 
 fn finish(child: Child) -> Value {

@@ -1,12 +1,11 @@
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use cairn_model::{IndexFile, Snapshot, SnapshotId};
 use serde_json::Value;
 
-use crate::support::{random_bytes, Env};
+use crate::support::{random_bytes, spawn_piped, Env};
 
 fn listing(dir: &Path) -> BTreeSet<PathBuf> {
     crate::support::files_under(dir).into_iter().collect()
@@ -144,20 +143,10 @@ fn packs_deleted_during_a_backup_stop_it_before_its_manifest() {
     let env = Env::local();
     env.init(&["--avg-chunk-size", "16KiB"]);
     let data = random_bytes(4 << 20, 6);
-    let mut first = env
-        .cmd()
-        .args(["--json", "backup", "--stdin", "--stdin-name", "d"])
-        .stdin(Stdio::piped())
-        .output_with(&data);
+    let args = ["--json", "backup", "--stdin", "--stdin-name", "d"];
+    let first = env.run_with_stdin(&args, &data);
     assert!(first.status.success());
-    let mut child = env
-        .cmd()
-        .args(["--json", "backup", "--stdin", "--stdin-name", "d"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let mut child = spawn_piped(env.cmd().args(args));
     let mut stdin = child.stdin.take().expect("stdin");
     stdin.write_all(&data[..2 << 20]).expect("feed");
     std::fs::remove_dir_all(Path::new(&env.repo).join("packs")).expect("delete packs");
@@ -172,37 +161,11 @@ fn packs_deleted_during_a_backup_stop_it_before_its_manifest() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("disappeared while it ran"));
     assert_eq!(env.json(&["snapshots"]).as_array().expect("list").len(), 1);
-    first = env
-        .cmd()
-        .args(["--json", "backup", "--stdin", "--stdin-name", "d"])
-        .stdin(Stdio::piped())
-        .output_with(&data);
-    let again: Value = serde_json::from_slice(&first.stdout).expect("json");
+    let again = env.run_with_stdin(&args, &data);
+    let again: Value = serde_json::from_slice(&again.stdout).expect("json");
     assert!(again["new_chunks"].as_u64().expect("n") > 0, "{again}");
     let dumped = env.run(&["dump", again["snapshot"].as_str().expect("id"), "d"]);
     assert!(dumped.stdout == data);
-}
-
-trait OutputWith {
-    fn output_with(&mut self, input: &[u8]) -> std::process::Output;
-}
-
-impl OutputWith for std::process::Command {
-    /// Runs with `input` on stdin and returns the output.
-    fn output_with(&mut self, input: &[u8]) -> std::process::Output {
-        let mut child = self
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input)
-            .expect("feed");
-        child.wait_with_output().expect("wait")
-    }
 }
 
 /// An index file whose entry claims a 4 GiB chunk: refused as damaged (no

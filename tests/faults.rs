@@ -243,26 +243,16 @@ fn interrupted_backup_keeps_the_repository_consistent() {
         // No snapshot was written, and what was uploaded is indexed and reused.
         assert_eq!(env.json(&["snapshots"]).as_array().expect("array").len(), 0);
         let indexed_before = index_files(&env);
-        let mut child = env
-            .cmd()
-            .args([
+        let out = env.run_with_stdin(
+            &[
                 "--json",
                 "backup",
                 "--stdin",
                 "--stdin-name",
                 "big.snapshot",
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(&data)
-            .expect("feed");
-        let out = child.wait_with_output().expect("wait");
+            ],
+            &data,
+        );
         assert!(out.status.success(), "{signal}: second backup failed");
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
         let reused = v["bytes"].as_u64().expect("u64") - v["new_bytes"].as_u64().expect("u64");

@@ -1,6 +1,6 @@
 use serde_json::Value;
 
-use crate::support::{random_bytes, Env};
+use crate::support::{random_bytes, spawn_piped, Env};
 
 fn ids(v: &Value) -> Vec<String> {
     v.as_array()
@@ -113,33 +113,8 @@ fn forget_by_id_and_refusals() {
     assert!(err.contains("no snapshot matches"), "{err}");
 }
 
-/// Runs `cairn` with `input` on stdin; returns the output.
-fn with_stdin(env: &Env, args: &[&str], input: &[u8]) -> std::process::Output {
-    use std::io::Write;
-    let mut child = env
-        .cmd()
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let input = input.to_vec();
-    let feeder = std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    let out = child.wait_with_output().expect("wait");
-    feeder.join().expect("feeder");
-    out
-}
-
 fn backup_stdin(env: &Env, name: &str, data: &[u8]) -> Value {
-    let out = with_stdin(
-        env,
-        &["--json", "backup", "--stdin", "--stdin-name", name],
-        data,
-    );
+    let out = env.run_with_stdin(&["--json", "backup", "--stdin", "--stdin-name", name], data);
     assert!(
         out.status.success(),
         "{}",
@@ -245,14 +220,11 @@ fn prune_waits_for_running_backups_and_spares_what_they_used() {
     let first = backup_stdin(&env, "d", &data);
     env.json(&["forget", first["snapshot"].as_str().expect("id")]);
     // A backup of the same data starts, and reuses the now unneeded packs.
-    let mut child = env
-        .cmd()
-        .args(["--json", "backup", "--stdin", "--stdin-name", "d"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let mut child =
+        spawn_piped(
+            env.cmd()
+                .args(["--json", "backup", "--stdin", "--stdin-name", "d"]),
+        );
     let mut stdin = child.stdin.take().expect("stdin");
     stdin.write_all(&data[..2 << 20]).expect("feed");
     let p = env.json(&["prune"]);
@@ -328,23 +300,15 @@ fn prunes_while_backups_run_lose_nothing() {
         let inputs: Vec<Vec<u8>> = (0..2).map(|h| day(round * 2 + h)).collect();
         let mut children = Vec::new();
         for (h, data) in inputs.iter().enumerate() {
-            let mut c = env
-                .cmd()
-                .env("CAIRN_CACHE_DIR", caches[h].path())
-                .args([
-                    "--json",
-                    "backup",
-                    "--host",
-                    &format!("host{h}"),
-                    "--stdin",
-                    "--stdin-name",
-                    "d",
-                ])
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .expect("spawn");
+            let mut c = spawn_piped(env.cmd().env("CAIRN_CACHE_DIR", caches[h].path()).args([
+                "--json",
+                "backup",
+                "--host",
+                &format!("host{h}"),
+                "--stdin",
+                "--stdin-name",
+                "d",
+            ]));
             let mut stdin = c.stdin.take().expect("stdin");
             stdin
                 .write_all(&data[..(1 + round as usize % 3) << 20])

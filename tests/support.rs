@@ -31,6 +31,15 @@ pub fn shared_fixtures(test: &str) -> Option<PathBuf> {
     }
 }
 
+/// Spawns `cmd` with stdin, stdout and stderr piped.
+pub fn spawn_piped(cmd: &mut Command) -> Child {
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn cairn")
+}
+
 /// A moto S3 server on a free loopback port, killed on drop.
 pub struct Moto {
     child: Child,
@@ -180,6 +189,20 @@ impl Env {
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
+    }
+
+    /// Runs with `input` on stdin (fed from another thread, so a large
+    /// output cannot block the feed); returns the output whatever the exit.
+    pub fn run_with_stdin(&self, args: &[&str], input: &[u8]) -> Output {
+        let mut child = spawn_piped(self.cmd().args(args));
+        let mut stdin = child.stdin.take().expect("stdin");
+        let input = input.to_vec();
+        let feeder = std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+        let out = child.wait_with_output().expect("wait");
+        feeder.join().expect("feeder");
+        out
     }
 
     pub fn init(&self, extra: &[&str]) {

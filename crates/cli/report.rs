@@ -304,6 +304,37 @@ type Series<'a> = (String, &'a str, Vec<(f64, f64)>);
 /// A stacked bar: label, segments (name, colour, value).
 type Bar<'a> = (String, Vec<(String, &'a str, f64)>);
 
+/// The opening of a chart: its figure, caption and SVG element.
+fn chart_start(title: &str, w: f64, h: f64) -> String {
+    format!(
+        "<figure><figcaption>{}</figcaption><svg role=\"img\" aria-label=\"{}\" viewBox=\"0 0 {w} {h}\" width=\"{w}\" height=\"{h}\">",
+        esc(title),
+        esc(title)
+    )
+}
+
+/// Five horizontal grid lines from 0 to `ymax`, labelled, across the plot
+/// from `left` to `width` - 20; `py` maps a value to its SVG y.
+fn y_grid(
+    svg: &mut String,
+    (left, width): (f64, f64),
+    ymax: f64,
+    py: impl Fn(f64) -> f64,
+    y_fmt: fn(f64) -> String,
+) {
+    for i in 0..=4 {
+        let y = ymax * f64::from(i) / 4.0;
+        let p = py(y);
+        svg.push_str(&format!(
+            "<line x1=\"{left}\" x2=\"{}\" y1=\"{p:.1}\" y2=\"{p:.1}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\" font-size=\"11\">{}</text>",
+            width - 20.0,
+            left - 6.0,
+            p + 4.0,
+            esc(&y_fmt(y))
+        ));
+    }
+}
+
 /// A line chart: each series is (label, color, points (x, y)).
 fn line_chart(
     title: &str,
@@ -327,23 +358,8 @@ fn line_chart(
     let ymax = ymax.max(1e-9) * 1.1;
     let sx = |x: f64| l + (x - xmin) / xspan * (w - l - 20.0);
     let sy = |y: f64| h - b - y / ymax * (h - b - 30.0);
-    let mut svg = format!(
-        "<figure><figcaption>{}</figcaption><svg role=\"img\" aria-label=\"{}\" viewBox=\"0 0 {w} {h}\" width=\"{w}\" height=\"{h}\">",
-        esc(title),
-        esc(title)
-    );
-    for i in 0..=4 {
-        let y = ymax * f64::from(i) / 4.0;
-        svg.push_str(&format!(
-            "<line x1=\"{l}\" x2=\"{}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\" font-size=\"11\">{}</text>",
-            w - 20.0,
-            sy(y),
-            sy(y),
-            l - 6.0,
-            sy(y) + 4.0,
-            esc(&y_fmt(y))
-        ));
-    }
+    let mut svg = chart_start(title, w, h);
+    y_grid(&mut svg, (l, w), ymax, sy, y_fmt);
     svg.push_str(&format!(
         "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-size=\"12\">{}</text>",
         (l + w) / 2.0,
@@ -395,22 +411,8 @@ fn bar_chart(title: &str, y_fmt: fn(f64) -> String, bars: &[Bar<'_>]) -> String 
     let slot = (w - l - 20.0) / n;
     let bw = (slot * 0.7).max(2.0);
     let sy = |y: f64| y / ymax * (h - b - 20.0);
-    let mut svg = format!(
-        "<figure><figcaption>{}</figcaption><svg role=\"img\" aria-label=\"{}\" viewBox=\"0 0 {w} {h}\" width=\"{w}\" height=\"{h}\">",
-        esc(title),
-        esc(title)
-    );
-    for i in 0..=4 {
-        let y = ymax * f64::from(i) / 4.0;
-        let py = h - b - sy(y);
-        svg.push_str(&format!(
-            "<line x1=\"{l}\" x2=\"{}\" y1=\"{py:.1}\" y2=\"{py:.1}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\" font-size=\"11\">{}</text>",
-            w - 20.0,
-            l - 6.0,
-            py + 4.0,
-            esc(&y_fmt(y))
-        ));
-    }
+    let mut svg = chart_start(title, w, h);
+    y_grid(&mut svg, (l, w), ymax, |y| h - b - sy(y), y_fmt);
     let mut legend: Vec<(String, &str)> = Vec::new();
     for (i, (label, segs)) in bars.iter().enumerate() {
         let x = l + slot * i as f64 + (slot - bw) / 2.0;

@@ -277,6 +277,8 @@ fn merge_levels(platform: Platform, cvs: &mut [Vec<ChainingValue>]) {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use rand::{RngCore, SeedableRng};
+    use rand_chacha::ChaCha20Rng;
 
     #[test]
     fn lengths_around_chunk_and_tree_edges() {
@@ -311,16 +313,8 @@ mod tests {
 
     /// `hash_many` over pseudo-random inputs of `lens` equals `blake3::hash`.
     fn check(lens: &[usize], seed: u64) -> Result<(), TestCaseError> {
-        let total: usize = lens.iter().sum();
-        let mut x = seed | 1;
-        let data: Vec<u8> = (0..total)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let mut data = vec![0u8; lens.iter().sum()];
+        ChaCha20Rng::seed_from_u64(seed).fill_bytes(&mut data);
         let mut at = 0;
         let inputs: Vec<&[u8]> = lens
             .iter()

@@ -201,7 +201,7 @@ struct Chunkers {
 impl Chunkers {
     fn new(default: Chunker) -> Self {
         let p = default.params();
-        let own = |sizes: Option<ChunkSizes>| sizes.map(|s| Chunker::new(p.for_sizes(Some(s))));
+        let own = |sizes: Option<ChunkSizes>| sizes.map(|s| Chunker::new(p.for_sizes(s)));
         Self {
             vectors: own(p.members.vectors),
             payload: own(p.members.payload),
@@ -215,27 +215,25 @@ impl Chunkers {
         let Some(m) = member else {
             return Cutter::Cdc(&self.default);
         };
-        match (m.kind, &self.vectors, m.record_size) {
-            (MemberKind::Vectors, Some(c), Some(record)) => Cutter::Records {
-                chunker: c,
-                record: record as usize,
-                data_start: m.data_start,
-            },
-            // Vector data of unknown layout: byte-level cuts at the vector
-            // sizes cost 16x the chunks for little gain, so the default.
-            (MemberKind::Vectors, _, None) => Cutter::Cdc(&self.default),
-            _ => Cutter::Cdc(self.get(m.kind)),
-        }
-    }
-
-    fn get(&self, kind: MemberKind) -> &Chunker {
-        let own = match kind {
+        let own = match m.kind {
             MemberKind::Other => None,
-            MemberKind::Vectors => self.vectors.as_ref(),
+            // Whole records when the layout is known. Otherwise the default:
+            // byte-level cuts at the vector sizes cost 16x the chunks for
+            // little gain.
+            MemberKind::Vectors => match (&self.vectors, m.record_size) {
+                (Some(chunker), Some(record)) => {
+                    return Cutter::Records {
+                        chunker,
+                        record: record as usize,
+                        data_start: m.data_start,
+                    }
+                }
+                _ => None,
+            },
             MemberKind::Payload => self.payload.as_ref(),
             MemberKind::Wal => self.wal.as_ref(),
         };
-        own.unwrap_or(&self.default)
+        Cutter::Cdc(own.unwrap_or(&self.default))
     }
 
     /// The largest maximum chunk size of any kind.

@@ -106,14 +106,8 @@ pub struct Member {
 /// 1 MiB; `None` otherwise.
 #[must_use]
 pub fn record_size(config: &[u8]) -> Option<u32> {
-    let text = std::str::from_utf8(config).ok()?;
-    let field = |key: &str| -> Option<u64> {
-        let pat = format!("\"{key}\"");
-        let at = text.find(&pat)? + pat.len();
-        let rest = text[at..].trim_start().strip_prefix(':')?.trim_start();
-        let digits: &str = &rest[..rest.bytes().take_while(u8::is_ascii_digit).count()];
-        digits.parse().ok()
-    };
+    let config: serde_json::Value = serde_json::from_slice(config).ok()?;
+    let field = |key: &str| config.get(key).and_then(serde_json::Value::as_u64);
     let (bytes, vectors) = (field("chunk_size_bytes")?, field("chunk_size_vectors")?);
     if vectors == 0 || bytes == 0 || bytes % vectors != 0 {
         return None;

@@ -53,24 +53,39 @@ async fn open(dir: &Path, cache: &Path) -> Repository {
     try_open(dir, cache, None).await.expect("open")
 }
 
+/// Ids of the snapshots `repo` lists.
+async fn ids(repo: &Repository) -> Vec<SnapshotId> {
+    repo.snapshots()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|i| i.id)
+        .collect()
+}
+
+/// Ids of the snapshots a fault-free view with its own fresh cache lists.
+async fn listed(dir: &Path) -> Vec<SnapshotId> {
+    let cache = tempfile::tempdir().expect("tmp");
+    ids(&open(dir, cache.path()).await).await
+}
+
+/// A xorshift64 byte stream from `seed` (non-zero).
+fn noise(mut x: u64) -> impl Iterator<Item = u8> {
+    std::iter::repeat_with(move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x >> 24) as u8
+    })
+}
+
 /// Data of version `v`: a shared base with a changed stretch, of varying length.
 fn data(v: u64) -> Vec<u8> {
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    let mut base: Vec<u8> = (0..600_000)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect();
-    let mut y = v.wrapping_mul(0x2545_F491_4F6C_DD1D) | 1;
+    let mut base: Vec<u8> = noise(0x9E37_79B9_7F4A_7C15).take(600_000).collect();
     let at = (v as usize * 37_000) % 500_000;
-    for b in &mut base[at..at + 20_000] {
-        y ^= y << 13;
-        y ^= y >> 7;
-        y ^= y << 17;
-        *b = (y >> 24) as u8;
+    let changed = noise(v.wrapping_mul(0x2545_F491_4F6C_DD1D) | 1);
+    for (b, n) in base[at..at + 20_000].iter_mut().zip(changed) {
+        *b = n;
     }
     base.truncate(100_000 + (v as usize * 53_000) % 500_000);
     base
@@ -79,19 +94,8 @@ fn data(v: u64) -> Vec<u8> {
 /// The truth, read through a fault-free view with its own fresh cache.
 async fn check_model(dir: &Path, model: &BTreeMap<SnapshotId, u64>, step: &str) {
     let cache = tempfile::tempdir().expect("tmp");
-    let truth = Repository::open(
-        RepoStore::open(dir.to_str().expect("utf8"), false).expect("store"),
-        cache.path(),
-    )
-    .await
-    .expect("open");
-    let present: Vec<SnapshotId> = truth
-        .snapshots()
-        .await
-        .expect("list")
-        .into_iter()
-        .map(|i| i.id)
-        .collect();
+    let truth = open(dir, cache.path()).await;
+    let present = ids(&truth).await;
     for (id, v) in model {
         assert!(
             present.contains(id),
@@ -158,17 +162,7 @@ async fn run(seed: u64, steps: usize) {
             let v = rng.random_range(0..12u64);
             label = format!("step {step}: backup of version {v}");
             std::fs::write(file_dir.join("data"), data(v)).expect("write");
-            let before: Vec<SnapshotId> = {
-                let cache = tempfile::tempdir().expect("tmp");
-                let truth = open(&dir, cache.path()).await;
-                truth
-                    .snapshots()
-                    .await
-                    .expect("list")
-                    .into_iter()
-                    .map(|i| i.id)
-                    .collect()
-            };
+            let before = listed(&dir).await;
             let r = repo
                 .backup(
                     BackupSource::Paths(vec![file_dir.join("data")]),
@@ -184,11 +178,9 @@ async fn run(seed: u64, steps: usize) {
                     failures += 1;
                     // A manifest whose reply was lost still landed: it is a
                     // whole snapshot of this version.
-                    let cache = tempfile::tempdir().expect("tmp");
-                    let truth = open(&dir, cache.path()).await;
-                    for i in truth.snapshots().await.expect("list") {
-                        if !before.contains(&i.id) && !forgotten.contains(&i.id) {
-                            model.insert(i.id, v);
+                    for id in listed(&dir).await {
+                        if !before.contains(&id) && !forgotten.contains(&id) {
+                            model.insert(id, v);
                         }
                     }
                 }
@@ -210,15 +202,7 @@ async fn run(seed: u64, steps: usize) {
             if r.is_err() {
                 failures += 1;
             }
-            let cache = tempfile::tempdir().expect("tmp");
-            let truth = open(&dir, cache.path()).await;
-            let present: Vec<SnapshotId> = truth
-                .snapshots()
-                .await
-                .expect("list")
-                .into_iter()
-                .map(|i| i.id)
-                .collect();
+            let present = listed(&dir).await;
             if let Ok(s) = &r {
                 for id in &s.removed {
                     assert!(!present.contains(id), "{label}: {id:?} still listed");

@@ -120,18 +120,15 @@ impl ChunkerParams {
         }
     }
 
-    /// The parameters for a member kind's sizes (the default ones for `None`).
+    /// These parameters with a member kind's `sizes` in place of their own.
     #[must_use]
-    pub fn for_sizes(&self, sizes: Option<ChunkSizes>) -> Self {
-        match sizes {
-            None => *self,
-            Some(s) => Self {
-                min_size: s.min_size,
-                avg_size: s.avg_size,
-                max_size: s.max_size,
-                members: MemberSizes::default(),
-                ..*self
-            },
+    pub fn for_sizes(&self, sizes: ChunkSizes) -> Self {
+        Self {
+            min_size: sizes.min_size,
+            avg_size: sizes.avg_size,
+            max_size: sizes.max_size,
+            members: MemberSizes::default(),
+            ..*self
         }
     }
 
@@ -171,7 +168,7 @@ impl ChunkerParams {
         } = self.members;
         for (kind, sizes) in [("vectors", vectors), ("payload", payload), ("wal", wal)] {
             if let Some(s) = sizes {
-                self.for_sizes(Some(s))
+                self.for_sizes(s)
                     .validate()
                     .map_err(|e| format!("{kind} members: {e}"))?;
             }

@@ -545,11 +545,8 @@ impl Packer<'_> {
         // Vector data is judged once per block, on a sample of its new chunks:
         // float32 vectors rarely save the required share, and trying each
         // record-sized chunk costs more than the rest of the backup.
-        let vectors: Vec<usize> = new
-            .iter()
-            .copied()
-            .filter(|&i| block.kinds.get(i) == Some(&MemberKind::Vectors))
-            .collect();
+        let is_vector = |i: usize| block.kinds.get(i) == Some(&MemberKind::Vectors);
+        let vectors: Vec<usize> = new.iter().copied().filter(|&i| is_vector(i)).collect();
         let compress_vectors = vectors.is_empty() || {
             let step = vectors.len().div_ceil(4);
             let sample: Vec<u8> = vectors
@@ -562,7 +559,7 @@ impl Packer<'_> {
         let compressed: Vec<Option<Vec<u8>>> = self.pool.install(|| {
             new.par_iter()
                 .map(|&i| {
-                    if !compress_vectors && block.kinds.get(i) == Some(&MemberKind::Vectors) {
+                    if !compress_vectors && is_vector(i) {
                         return None;
                     }
                     cairn_pack::compress(chunks[i], compression)
