@@ -167,3 +167,83 @@ fn snapshots_and_stats_report_json() {
         "{table}"
     );
 }
+
+/// A restore reads whole runs of each pack, not chunk by chunk: the
+/// request count of restoring the last day of the churn series is pinned
+/// (a return to per-chunk reads multiplies it), its over-read is bounded,
+/// and `report`'s estimate of the same restore is exactly what it did.
+pub fn restore_requests_are_planned(
+    env: &Env,
+    expected_requests: u64,
+    max_over_read_percent: u64,
+    expected_first: (u64, u64),
+) {
+    let Some(shared) = shared_fixtures("restore_requests_are_planned") else {
+        return;
+    };
+    env.init(&[]);
+    let churn = shared.join("qdrant-churn");
+    let mut days: Vec<_> = std::fs::read_dir(&churn)
+        .expect("churn series")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    days.sort();
+    for day in &days {
+        env.backup(&[day]);
+    }
+    let out = env.path("out");
+    let r = env.json(&["restore", "latest", out.to_str().expect("utf8")]);
+    let last = days.last().expect("days");
+    assert_same_tree(last, &out.join(last.file_name().expect("name")));
+    let n = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k}: {v}"));
+    let (requests, read, over, bytes) = (
+        n(&r, "requests"),
+        n(&r, "bytes_read"),
+        n(&r, "over_read"),
+        n(&r, "bytes"),
+    );
+    assert_eq!(requests, expected_requests, "{r}");
+    assert!(
+        over * 100 <= (read - over) * max_over_read_percent,
+        "over-read above {max_over_read_percent} %: {r}"
+    );
+    // Day 5 is ~15 MB in a few thousand chunks (vector data in ~4 KiB
+    // records), spread over the packs of six nights: per-chunk reads would
+    // take thousands of requests.
+    assert!(bytes > 10 << 20 && read / requests > 128 << 10, "{r}");
+    let report = env.json(&["report"]);
+    let est = &report["restore"];
+    assert_eq!(n(est, "gets"), requests, "report estimate {est} vs restore {r}");
+    assert_eq!(n(est, "bytes"), read, "report estimate {est} vs restore {r}");
+    assert_eq!(n(est, "over_read"), over, "report estimate {est} vs restore {r}");
+    // The first night's snapshot is in the packs written that night: its
+    // reads are as large as requests may be.
+    let first = env.json(&["snapshots"]);
+    let first = first[0]["id"].as_str().expect("id").to_string();
+    let out0 = env.path("out0");
+    let r0 = env.json(&["restore", &first, out0.to_str().expect("utf8")]);
+    assert_eq!(n(&r0, "requests"), expected_first.0, "{r0}");
+    assert!(n(&r0, "bytes_read") / n(&r0, "requests") >= expected_first.1, "{r0}");
+    // dump reads the same way.
+    let file = std::fs::read_dir(last)
+        .expect("day")
+        .filter_map(|e| e.ok())
+        .next()
+        .expect("a snapshot file")
+        .file_name();
+    let dumped = env
+        .run(&[
+            "dump",
+            "latest",
+            &format!("{}/{}", last.file_name().expect("name").to_string_lossy(), file.to_string_lossy()),
+        ])
+        .stdout;
+    assert!(dumped == std::fs::read(last.join(&file)).expect("read"), "dump differs");
+}
+
+#[test]
+fn restore_requests_are_planned_local() {
+    // Local reads may bridge a quarter: the disk then reads in long runs.
+    restore_requests_are_planned(&Env::local(), 55, 25, (8, 1 << 20));
+}

@@ -39,3 +39,8 @@ fn s3_churn_series_with_multipart_packs() {
     ]);
     assert_same_tree(&churn, &out.join("qdrant-churn"));
 }
+
+#[test]
+fn s3_restore_requests_are_planned() {
+    crate::restore::restore_requests_are_planned(&Env::s3(), 75, 10, (3, 2 << 20));
+}

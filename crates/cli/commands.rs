@@ -89,9 +89,9 @@ pub struct RestoreArgs {
     /// Restore only this file, or the files under this directory of the snapshot.
     #[arg(long, value_name = "PATH")]
     path: Option<String>,
-    /// Ranged reads in flight.
-    #[arg(long, default_value_t = RestoreOptions::default().concurrency)]
-    concurrency: usize,
+    /// Ranged reads in flight (default: 4 from a local repository, 16 from an object store).
+    #[arg(long, value_name = "N")]
+    concurrency: Option<usize>,
     /// Do not flush restored files to disk: faster, but after a crash or
     /// power loss a restored file may be incomplete (restore it again).
     #[arg(long)]
@@ -379,16 +379,20 @@ async fn restore(g: &GlobalArgs, a: RestoreArgs) -> Result<()> {
     if g.json {
         println!(
             "{}",
-            json!({ "snapshot": info.id.to_hex(), "target": target, "files": s.files, "bytes": s.bytes, "seconds": secs })
+            json!({ "snapshot": info.id.to_hex(), "target": target, "files": s.files, "bytes": s.bytes, "seconds": secs,
+                    "requests": s.requests, "bytes_read": s.bytes_read, "over_read": s.over_read })
         );
     } else {
         println!(
-            "restored snapshot {} to {}: {} files, {} in {:.2}s (every chunk verified)",
+            "restored snapshot {} to {}: {} files, {} in {:.2}s (every chunk verified; read {} in {} requests, {} over-read)",
             info.id.short(),
             target.display(),
             s.files,
             human(s.bytes),
-            secs
+            secs,
+            human(s.bytes_read),
+            s.requests,
+            human(s.over_read)
         );
     }
     Ok(())

@@ -21,6 +21,10 @@ pub struct ReportArgs {
     /// Bandwidth for the restore estimate, per second (default 125MB: 1 Gbit/s).
     #[arg(long, value_name = "RATE", value_parser = parse_size, default_value = "125000000")]
     bandwidth: u64,
+    /// Round trip of one request for the restore estimate, in milliseconds
+    /// (first-byte latency of the object store; 0 for local disk).
+    #[arg(long, value_name = "MS", default_value_t = 20.0)]
+    latency_ms: f64,
     /// Only snapshots of this source.
     #[arg(long, value_name = "SOURCE")]
     source: Option<String>,
@@ -62,6 +66,7 @@ pub async fn report(g: &GlobalArgs, a: ReportArgs) -> Result<()> {
         policy: a.policy.policy(),
         backups_per_day: a.backups_per_day,
         bandwidth: a.bandwidth,
+        latency: a.latency_ms / 1000.0,
         source: a.source.clone(),
     };
     let r = repo.report(&opts).await?;
@@ -267,15 +272,19 @@ fn print_tables(r: &Report, class: &str) {
     if let Some(rs) = &r.restore {
         println!();
         println!(
-            "restore of the latest backup ({}): read {} in {} GETs, {:.1} s at {}/s",
+            "restore of the latest backup ({}): read {} in {} GETs ({} a request, {} over-read), {:.1} s at {}/s and {:.0} ms a request, {} at once",
             &rs.snapshot[..8.min(rs.snapshot.len())],
             human(rs.bytes),
             rs.gets,
+            human(rs.bytes / rs.gets.max(1)),
+            human(rs.over_read),
             rs.seconds,
-            human(rs.bandwidth)
+            human(rs.bandwidth),
+            rs.latency * 1000.0,
+            rs.concurrency
         );
-        for (name, bytes, gets) in &rs.parts {
-            println!("  {name}: {} in {gets} GETs", human(*bytes));
+        for p in &rs.parts {
+            println!("  {}: {} in {} GETs", p.name, human(p.bytes), p.gets);
         }
         let costs: Vec<String> = rs
             .cost
@@ -633,11 +642,12 @@ pub fn html(r: &Report, class: &str) -> String {
     body.push_str("</table>");
     if let Some(rs) = &r.restore {
         body.push_str(&format!(
-            "<h2>Restoring the latest backup</h2><p>{} read in {} GET requests: about {:.0} s at {}/s. Egress and retrieval, per class: {}.</p>",
+            "<h2>Restoring the latest backup</h2><p>{} read in {} GET requests: about {:.0} s at {}/s and {:.0} ms a request. Egress and retrieval, per class: {}.</p>",
             esc(&human(rs.bytes)),
             rs.gets,
             rs.seconds,
             esc(&human(rs.bandwidth)),
+            rs.latency * 1000.0,
             esc(&rs
                 .cost
                 .iter()

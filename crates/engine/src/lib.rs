@@ -22,6 +22,7 @@ mod error;
 mod lease;
 mod progress;
 mod repository;
+pub mod read;
 pub mod retention;
 
 pub use cluster::QdrantTarget;

@@ -166,6 +166,46 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
+/// Decompresses a zstd blob of `raw_length` bytes, appending it to `out`
+/// (on error `out` is left as it was). The caller verifies the result
+/// against the chunk id (readers that verify many blobs at once hash them
+/// together).
+///
+/// # Errors
+/// [`Error::BadChunk`] (with a zero id) when decompression fails or yields
+/// another length.
+pub fn decompress_into(stored: &[u8], raw_length: u32, out: &mut Vec<u8>) -> Result<()> {
+    let bad = |reason: String| Error::BadChunk {
+        id: ChunkId([0; 32]),
+        reason,
+    };
+    let start = out.len();
+    let raw_len = raw_length as usize;
+    // Decompressed straight into spare capacity, appended: nothing is zeroed first.
+    out.reserve(raw_len);
+    let n = DECOMPRESSOR.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.is_none() {
+            *cell = Some(zstd::bulk::Decompressor::new()?);
+        }
+        let d = cell.as_mut().expect("invariant: set above");
+        let mut at = std::io::Cursor::new(&mut *out);
+        at.set_position(start as u64);
+        d.decompress_to_buffer(stored, &mut at)
+    });
+    match n {
+        Ok(n) if n == raw_len => Ok(()),
+        Ok(n) => {
+            out.truncate(start);
+            Err(bad(format!("{n} bytes, expected {raw_length}")))
+        }
+        Err(e) => {
+            out.truncate(start);
+            Err(bad(format!("zstd: {e}")))
+        }
+    }
+}
+
 /// Like [`decode_blob`], but appends the raw bytes to `out` (on error `out`
 /// is left as it was): one copy for raw blobs, none beyond decompression
 /// for compressed ones.
@@ -184,35 +224,16 @@ pub fn decode_blob_into(
         reason,
     };
     let start = out.len();
-    let raw_len = raw_length as usize;
     match codec {
         Codec::Raw => {
             verify_raw(stored, entry_id, raw_length)?;
             out.extend_from_slice(stored);
             return Ok(());
         }
-        Codec::Zstd => {
-            out.resize(start + raw_len, 0);
-            let n = DECOMPRESSOR.with(|cell| {
-                let mut cell = cell.borrow_mut();
-                if cell.is_none() {
-                    *cell = Some(zstd::bulk::Decompressor::new()?);
-                }
-                let d = cell.as_mut().expect("invariant: set above");
-                d.decompress_to_buffer(stored, &mut out[start..])
-            });
-            match n {
-                Ok(n) if n == raw_len => {}
-                Ok(n) => {
-                    out.truncate(start);
-                    return Err(bad(format!("{n} bytes, expected {raw_length}")));
-                }
-                Err(e) => {
-                    out.truncate(start);
-                    return Err(bad(format!("zstd: {e}")));
-                }
-            }
-        }
+        Codec::Zstd => decompress_into(stored, raw_length, out).map_err(|e| match e {
+            Error::BadChunk { reason, .. } => bad(reason),
+            other => other,
+        })?,
     }
     if ChunkId::of(&out[start..]) != entry_id {
         out.truncate(start);

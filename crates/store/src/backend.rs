@@ -70,6 +70,20 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
         buf.extend_from_slice(&self.get_range(key, range).await?);
         Ok(buf)
     }
+    /// Reads a byte range into `buf` on the calling thread (its contents are
+    /// replaced; a buffer already as long as the range is not zeroed first),
+    /// for backends where that is cheaper than a task (a local directory:
+    /// the caller is already on a blocking thread and decodes there next).
+    /// `None` when the backend has no such path; the caller then uses
+    /// [`Backend::get_range_into`].
+    fn get_range_blocking(
+        &self,
+        _key: &str,
+        _range: Range<u64>,
+        _buf: Vec<u8>,
+    ) -> Option<Result<Vec<u8>>> {
+        None
+    }
     /// Writes an object.
     async fn put(&self, key: &str, data: Bytes, mode: WriteMode) -> Result<()>;
     /// Size and last-modified time.
@@ -261,6 +275,40 @@ impl Backend for ObjectStoreBackend {
     }
 }
 
+/// Reads `range` of the file at `path` into `buf` (emptied first); a range
+/// past the end yields the bytes that exist.
+fn read_range(path: &FsPath, range: Range<u64>, mut buf: Vec<u8>) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek};
+    buf.clear();
+    let mut f = std::fs::File::open(path)?;
+    f.seek(std::io::SeekFrom::Start(range.start))?;
+    let len = range.end.saturating_sub(range.start);
+    buf.reserve(usize::try_from(len).unwrap_or(usize::MAX));
+    f.take(len).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+/// Reads `range` of the file at `path` with positional reads into `buf`
+/// (resized to the range: what it already held is overwritten, not zeroed);
+/// a range past the end yields the bytes that exist.
+fn pread_range(path: &FsPath, range: Range<u64>, mut buf: Vec<u8>) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(path)?;
+    let len = usize::try_from(range.end.saturating_sub(range.start)).unwrap_or(usize::MAX);
+    buf.resize(len, 0);
+    let mut filled = 0;
+    while filled < len {
+        match f.read_at(&mut buf[filled..], range.start + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(filled);
+    Ok(buf)
+}
+
 /// A repository in a local directory. Reads, listings and deletes go through
 /// object_store's local file system; writes are durable (see the crate docs)
 /// and ranged reads go straight into the caller's buffer.
@@ -334,26 +382,21 @@ impl Backend for LocalBackend {
     }
 
     /// A range past the end of the file yields the bytes that exist.
-    async fn get_range_into(
+    async fn get_range_into(&self, key: &str, range: Range<u64>, buf: Vec<u8>) -> Result<Vec<u8>> {
+        let path = self.file(key);
+        let read = tokio::task::spawn_blocking(move || read_range(&path, range, buf))
+            .await
+            .expect("invariant: local read does not panic");
+        read.map_err(|e| self.io_err(key, e))
+    }
+
+    fn get_range_blocking(
         &self,
         key: &str,
         range: Range<u64>,
-        mut buf: Vec<u8>,
-    ) -> Result<Vec<u8>> {
-        buf.clear();
-        let path = self.file(key);
-        let read = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
-            use std::io::{Read, Seek};
-            let mut f = std::fs::File::open(&path)?;
-            f.seek(std::io::SeekFrom::Start(range.start))?;
-            let len = range.end.saturating_sub(range.start);
-            buf.reserve(usize::try_from(len).unwrap_or(usize::MAX));
-            f.take(len).read_to_end(&mut buf)?;
-            Ok(buf)
-        })
-        .await
-        .expect("invariant: local read does not panic");
-        read.map_err(|e| self.io_err(key, e))
+        buf: Vec<u8>,
+    ) -> Option<Result<Vec<u8>>> {
+        Some(pread_range(&self.file(key), range, buf).map_err(|e| self.io_err(key, e)))
     }
 
     /// Written under a temporary name (which listings skip), flushed, then

@@ -118,6 +118,20 @@ impl Backend for CountingBackend {
         Ok(b)
     }
 
+    fn get_range_blocking(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        buf: Vec<u8>,
+    ) -> Option<Result<Vec<u8>>> {
+        let r = self.inner.get_range_blocking(key, range, buf)?;
+        add(&self.counts.gets, 1);
+        if let Ok(b) = &r {
+            add(&self.counts.bytes_read, b.len() as u64);
+        }
+        Some(r)
+    }
+
     async fn put(&self, key: &str, data: Bytes, mode: WriteMode) -> Result<()> {
         add(&self.counts.puts, 1);
         add(&self.counts.bytes_written, data.len() as u64);

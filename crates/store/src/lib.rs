@@ -331,6 +331,17 @@ impl RepoStore {
         self.backend.get_range_into(key, range, buf).await
     }
 
+    /// Reads a byte range on the calling thread where the backend can (see
+    /// [`Backend::get_range_blocking`]); `None` otherwise.
+    pub fn get_range_blocking(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        buf: Vec<u8>,
+    ) -> Option<Result<Vec<u8>>> {
+        self.backend.get_range_blocking(key, range, buf)
+    }
+
     /// True when the object exists.
     ///
     /// # Errors

@@ -14,6 +14,7 @@ use cairn_model::{ChunkId, PackId};
 use cairn_store::keys;
 use futures::StreamExt;
 
+use crate::read::{decode_spans, Blob};
 use crate::{Progress, Repository, Result};
 
 /// Which packs a check reads whole.
@@ -146,12 +147,10 @@ impl Repository {
                         tokio::task::spawn_blocking(move || {
                             let entries =
                                 cairn_pack::read_entries(&bytes).map_err(|e| e.to_string())?;
-                            for e in &entries {
-                                let start =
-                                    usize::try_from(e.offset).map_err(|_| "offset".to_string())?;
-                                let stored = &bytes[start..start + e.length as usize];
-                                cairn_pack::decode_blob(stored, e.id, e.codec, e.raw_length)
-                                    .map_err(|err| format!("chunk {}: {err}", e.id))?;
+                            let blobs: Vec<Blob> = entries.iter().map(Blob::from).collect();
+                            let spans = decode_spans(&bytes, 0, &blobs, &mut Vec::new());
+                            if let Some(Err(fault)) = spans.into_iter().find(Result::is_err) {
+                                return Err(fault.to_string());
                             }
                             Ok::<_, String>(len)
                         })
@@ -203,6 +202,15 @@ impl Repository {
         let mut list_cache: HashMap<ChunkId, std::result::Result<Vec<ChunkId>, String>> =
             HashMap::new();
         for info in &snapshots {
+            let unread: Vec<ChunkId> = info
+                .snapshot
+                .files
+                .iter()
+                .flat_map(|f| &f.chunk_lists)
+                .filter(|l| !list_cache.contains_key(l) && unusable(l).is_none())
+                .copied()
+                .collect();
+            list_cache.extend(self.read_lists(&view, unread).await);
             for file in &info.snapshot.files {
                 let mut why = file.chunks.iter().find_map(unusable);
                 for list in &file.chunk_lists {
@@ -212,10 +220,6 @@ impl Repository {
                     if let Some(w) = unusable(list) {
                         why = Some(w);
                         break;
-                    }
-                    if !list_cache.contains_key(list) {
-                        let ids = self.read_list(&view, list).await;
-                        list_cache.insert(*list, ids);
                     }
                     why = match &list_cache[list] {
                         Ok(ids) => ids.iter().find_map(unusable),
@@ -232,19 +236,6 @@ impl Repository {
             }
         }
         Ok(r)
-    }
-
-    /// The ids in a chunk list blob.
-    async fn read_list(
-        &self,
-        view: &super::prune::IndexView,
-        list: &ChunkId,
-    ) -> std::result::Result<Vec<ChunkId>, String> {
-        let raw = self.read_blob(view, list).await?;
-        if raw.len() % 32 != 0 {
-            return Err(format!("chunk list {} has a partial id", list.short()));
-        }
-        Ok(raw.chunks_exact(32).map(ChunkId::from_slice).collect())
     }
 
     /// Compares a pack's trailer with the entries its index gives.

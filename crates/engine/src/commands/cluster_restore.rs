@@ -507,11 +507,17 @@ impl Repository {
                 })?;
             jobs.push((shard, target_id, node, file));
         }
+        // One reader for every upload: requests in flight are bounded
+        // across them, and each file's windows shrink with the parallelism.
+        let parallel = ropts.parallel.max(1);
+        let mut reader = self.reader(None);
+        reader.window = (reader.window / parallel as u64).max(super::restore::MIN_WINDOW);
+        let reader = &reader;
         let uploads: Vec<(u32, u32, usize, u64, f64)> = futures::stream::iter(jobs)
             .map(|(shard, target_id, node, file)| async move {
                 let t = Instant::now();
                 self.upload_shard(
-                    info, cluster, node, name, shard, target_id, file, index, progress,
+                    info, cluster, node, name, shard, target_id, file, index, reader, progress,
                 )
                 .await?;
                 let secs = t.elapsed().as_secs_f64();
@@ -597,6 +603,7 @@ impl Repository {
         target_id: u32,
         file: &FileEntry,
         index: &Arc<cairn_index::ChunkIndex>,
+        reader: &crate::read::Reader,
         progress: &dyn Progress,
     ) -> Result<()> {
         let client = &cluster.nodes[node].client;
@@ -617,7 +624,7 @@ impl Repository {
                 file,
                 index,
                 ChannelSink(tx),
-                8,
+                reader,
                 progress,
                 Path::new(&file.path),
             )

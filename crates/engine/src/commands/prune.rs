@@ -30,6 +30,7 @@ use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 
 use super::backup::store_pack;
+use crate::read::{self, Blob, BlobFault, Fetched};
 use crate::{Error, Progress, Repository, Result, SnapshotInfo};
 
 /// Settings of a prune.
@@ -239,20 +240,20 @@ impl Repository {
         let mut lists_read: HashMap<ChunkId, std::result::Result<Vec<ChunkId>, String>> =
             HashMap::new();
         for info in snapshots {
+            // This snapshot's lists not read yet, many to a request.
+            let unread: Vec<ChunkId> = info
+                .snapshot
+                .files
+                .iter()
+                .flat_map(|f| &f.chunk_lists)
+                .filter(|l| !lists_read.contains_key(l))
+                .copied()
+                .collect();
+            lists_read.extend(self.read_lists(view, unread).await);
             for file in &info.snapshot.files {
                 let mut problem = None;
                 for list in &file.chunk_lists {
                     needs.chunks.insert(*list);
-                    if !lists_read.contains_key(list) {
-                        let ids = self.read_blob(view, list).await.and_then(|raw| {
-                            if raw.len() % 32 == 0 {
-                                Ok(raw.chunks_exact(32).map(ChunkId::from_slice).collect())
-                            } else {
-                                Err(format!("chunk list {} has a partial id", list.short()))
-                            }
-                        });
-                        lists_read.insert(*list, ids);
-                    }
                     match &lists_read[list] {
                         Ok(ids) => needs.chunks.extend(ids.iter().copied()),
                         Err(why) => problem = Some(why.clone()),
@@ -417,8 +418,19 @@ impl Repository {
             .filter(|(_, f)| f.groups.iter().any(|g| gone.contains(&g.pack)))
             .map(|(n, _)| n.clone())
             .collect();
+        // Kept blobs are read with one plan (neighbours in one request), in
+        // pack order, so the new packs do not depend on request timing.
+        let kept = repack.iter().flat_map(|pack| {
+            view.packs[pack]
+                .entries
+                .iter()
+                .filter(|e| keep_at.get(&e.id) == Some(pack))
+                .map(|e| (*pack, Blob::from(e)))
+        });
+        let reader = self.reader(None);
+        let plan = read::plan(kept, &reader.limits);
         s.index_superseded = superseded.len();
-        s.requests = (repack.len() as u64) * 2
+        s.requests = plan.reads.len() as u64
             + (s.bytes_to_upload / self.config.pack_size.max(1) + 1) * 2
             + superseded.len() as u64
             + (condemned.len() + repack.len()) as u64
@@ -442,39 +454,43 @@ impl Repository {
         let avoid: HashSet<PackId> = gone.iter().chain(&already).copied().collect();
         progress.start("repack", Some(s.bytes_to_download));
         let mut writer = PackWriter::new();
-        for pack in &repack {
-            let group = &view.packs[pack];
-            for e in &group.entries {
-                if keep_at.get(&e.id) != Some(pack) {
-                    continue;
-                }
-                let stored = self
-                    .store
-                    .get_range(&keys::pack(pack), e.offset..e.offset + u64::from(e.length))
-                    .await?;
-                match cairn_pack::decode_blob(&stored, e.id, e.codec, e.raw_length) {
+        let mut fetched = self.fetch_ordered(plan.reads, &reader, Arc::new(|f: Fetched| f));
+        while let Some(f) = fetched.next().await {
+            for (i, b) in f.read.blobs.iter().enumerate() {
+                match f.blob(i) {
                     Ok(raw) => {
-                        let compressed =
-                            (e.codec == cairn_model::Codec::Zstd).then_some(&stored[..]);
-                        writer.push(e.id, &raw, compressed);
+                        let compressed = (b.codec == cairn_model::Codec::Zstd)
+                            .then(|| f.stored(i))
+                            .flatten();
+                        writer.push(b.id, raw, compressed);
+                    }
+                    Err(BlobFault::Unreadable(e)) => {
+                        return Err(Error::Malformed {
+                            what: format!("pack {}", f.read.pack),
+                            reason: format!("cannot be read for repacking: {e}"),
+                        })
                     }
                     Err(err) => {
                         // Never copy damage: the chunk stays where it is.
-                        tracing::warn!(pack = %pack, chunk = %e.id, error = %err, "not repacking a damaged blob");
+                        tracing::warn!(pack = %f.read.pack, chunk = %b.id, error = %err, "not repacking a damaged blob");
                         s.damaged.push(format!(
                             "pack {}: chunk {}: {err}",
-                            pack.short(),
-                            e.id.short()
+                            f.read.pack.short(),
+                            b.id.short()
                         ));
                     }
                 }
-                progress.advance(u64::from(e.length));
+                progress.advance(u64::from(b.length));
                 if writer.len() as u64 >= self.config.pack_size {
                     let full = std::mem::take(&mut writer);
                     store_pack(&self.store, full.finish().avoiding(&avoid)).await?;
                 }
             }
+            let (a, b) = f.into_buffers();
+            reader.buffers.give(a);
+            reader.buffers.give(b);
         }
+        drop(fetched);
         if !writer.is_empty() {
             store_pack(&self.store, writer.finish().avoiding(&avoid)).await?;
         }

@@ -25,12 +25,13 @@
 use std::collections::{BTreeMap, HashSet};
 
 use cairn_cost::{PriceTable, StorageClass, MONTH_DAYS};
-use cairn_model::{ChunkId, PackId, Requests, SnapshotId};
+use cairn_model::{ChunkId, PackLocation, Requests, SnapshotId};
 use cairn_store::keys;
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
 use super::prune::IndexView;
+use super::restore::{file_reads, ReadTally};
 use crate::retention::{apply, Candidate, RetentionPolicy};
 use crate::{Repository, Result, SnapshotInfo};
 
@@ -46,6 +47,9 @@ pub struct ReportOptions {
     pub backups_per_day: Option<f64>,
     /// Bandwidth for restore time, bytes per second.
     pub bandwidth: u64,
+    /// Round trip of one request for restore time, seconds (first byte
+    /// latency of the object store).
+    pub latency: f64,
     /// Only snapshots of this source.
     pub source: Option<String>,
 }
@@ -57,6 +61,7 @@ impl Default for ReportOptions {
             policy: RetentionPolicy::default(),
             backups_per_day: None,
             bandwidth: 125_000_000,
+            latency: 0.02,
             source: None,
         }
     }
@@ -213,18 +218,36 @@ pub struct ProjectionPoint {
 pub struct RestoreCost {
     /// The snapshot.
     pub snapshot: String,
-    /// Stored bytes read.
+    /// Bytes read (stored bytes, with the gaps bridged between them).
     pub bytes: u64,
     /// GET requests.
     pub gets: u64,
-    /// Seconds at the given bandwidth.
+    /// Of `bytes`, those no restored file needs.
+    pub over_read: u64,
+    /// Estimated seconds: `bytes` at `bandwidth`, plus `gets` round trips
+    /// of `latency`, `concurrency` at a time.
     pub seconds: f64,
     /// Bandwidth, bytes per second.
     pub bandwidth: u64,
-    /// Per collection (or file): name, bytes, GETs.
-    pub parts: Vec<(String, u64, u64)>,
+    /// Round trip of one request, seconds.
+    pub latency: f64,
+    /// Requests a restore keeps in flight.
+    pub concurrency: usize,
+    /// Per collection (or file).
+    pub parts: Vec<RestorePart>,
     /// Cost per class: (class, egress + retrieval + requests).
     pub cost: Vec<(String, f64)>,
+}
+
+/// What restoring one collection (or file) reads.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestorePart {
+    /// Collection name, or file path.
+    pub name: String,
+    /// Bytes read.
+    pub bytes: u64,
+    /// GET requests.
+    pub gets: u64,
 }
 
 /// The report.
@@ -310,9 +333,13 @@ pub fn describe_policy(p: &RetentionPolicy) -> String {
 }
 
 /// When the snapshots a policy keeps were taken, in a schedule of `n`
-/// backups, `per_day` a day, ending now; oldest first.
-fn kept_times(policy: &RetentionPolicy, n: usize, per_day: f64) -> Vec<DateTime<Utc>> {
-    let now = Utc::now();
+/// backups, `per_day` a day, ending at `now`; oldest first.
+fn kept_times(
+    policy: &RetentionPolicy,
+    n: usize,
+    per_day: f64,
+    now: DateTime<Utc>,
+) -> Vec<DateTime<Utc>> {
     let step = Duration::milliseconds((86_400_000.0 / per_day.max(1e-6)) as i64);
     let candidates: Vec<Candidate> = (0..n)
         .map(|i| Candidate {
@@ -336,16 +363,21 @@ fn days(a: DateTime<Utc>, b: DateTime<Utc>) -> f64 {
 }
 
 /// The days between each kept snapshot and the next newer kept one.
-fn kept_gaps(policy: &RetentionPolicy, n: usize, per_day: f64) -> Vec<f64> {
-    kept_times(policy, n, per_day)
+fn kept_gaps(policy: &RetentionPolicy, n: usize, per_day: f64, now: DateTime<Utc>) -> Vec<f64> {
+    kept_times(policy, n, per_day, now)
         .windows(2)
         .map(|w| days(w[0], w[1]))
         .collect()
 }
 
 /// How many snapshots the policy keeps, and the days they span.
-fn simulate(policy: &RetentionPolicy, n: usize, per_day: f64) -> (usize, f64) {
-    let kept = kept_times(policy, n, per_day);
+fn simulate(
+    policy: &RetentionPolicy,
+    n: usize,
+    per_day: f64,
+    now: DateTime<Utc>,
+) -> (usize, f64) {
+    let kept = kept_times(policy, n, per_day, now);
     let span = match (kept.first(), kept.last()) {
         (Some(a), Some(b)) => days(*a, *b),
         _ => 0.0,
@@ -360,6 +392,7 @@ impl Repository {
     /// Storage errors; a manifest or index file that cannot be read is
     /// skipped (and named) as elsewhere.
     pub async fn report(&self, opts: &ReportOptions) -> Result<Report> {
+        let started = Utc::now();
         let mut totals = Totals::default();
         for (kind, dir) in [
             ("packs", keys::PACK_DIR),
@@ -508,6 +541,7 @@ impl Repository {
             &opts.policy,
             400 * backups_per_day.ceil() as usize,
             backups_per_day,
+            started,
         )
         .1;
         let monthly = |class: &StorageClass, stored: u64| -> ClassCost {
@@ -547,10 +581,10 @@ impl Repository {
             .into_iter()
             .map(|days| {
                 let n = ((f64::from(days) + days_observed) * backups_per_day).ceil() as usize;
-                let (kept, span) = simulate(&opts.policy, n.max(1), backups_per_day);
+                let (kept, span) = simulate(&opts.policy, n.max(1), backups_per_day, started);
                 let full_data = growth.latest_needs as f64;
                 let data = full_data
-                    + kept_gaps(&opts.policy, n.max(1), backups_per_day)
+                    + kept_gaps(&opts.policy, n.max(1), backups_per_day, started)
                         .iter()
                         .map(|g| (growth.per_day as f64 * g).min(full_data))
                         .sum::<f64>();
@@ -598,15 +632,19 @@ impl Repository {
                 snapshot: latest.map(|l| l.id.to_hex()).unwrap_or_default(),
                 bytes: p.bytes,
                 gets: p.gets,
-                seconds: cairn_cost::transfer_secs(p.bytes, opts.bandwidth),
+                over_read: p.over_read,
+                seconds: cairn_cost::transfer_secs(p.bytes, opts.bandwidth)
+                    + p.gets as f64 * opts.latency / p.concurrency.max(1) as f64,
                 bandwidth: opts.bandwidth,
+                latency: opts.latency,
+                concurrency: p.concurrency,
                 parts: p.parts,
                 cost,
             }
         });
 
         Ok(Report {
-            generated: Utc::now().to_rfc3339(),
+            generated: started.to_rfc3339(),
             repository: self.location().to_string(),
             totals,
             backups,
@@ -680,67 +718,79 @@ impl Repository {
     ) -> Result<HashSet<ChunkId>> {
         let mut out = HashSet::new();
         for info in infos {
+            let lists = self
+                .read_lists(view, info.snapshot.files.iter().flat_map(|f| f.chunk_lists.iter().copied()))
+                .await;
             for file in &info.snapshot.files {
-                out.extend(self.file_chunks(file, view).await);
+                out.extend(file.chunks.iter().copied());
                 out.extend(file.chunk_lists.iter().copied());
+                // Unreadable lists are skipped (check names them).
+                for l in &file.chunk_lists {
+                    if let Some(Ok(ids)) = lists.get(l) {
+                        out.extend(ids.iter().copied());
+                    }
+                }
             }
         }
         Ok(out)
     }
 
-    /// A file's chunks in order (chunk lists read; unreadable ones skipped).
-    async fn file_chunks(&self, file: &cairn_model::FileEntry, view: &IndexView) -> Vec<ChunkId> {
-        let mut ids = file.chunks.clone();
-        for list in &file.chunk_lists {
-            if let Ok(raw) = self.read_blob(view, list).await {
-                ids.extend(raw.chunks_exact(32).map(ChunkId::from_slice));
-            }
-        }
-        ids
-    }
-
-    /// Stored bytes and ranged reads a restore of `info` needs, per part.
+    /// The reads a restore of `info` makes, per part: the restore's own
+    /// plan (see [`super::restore::file_reads`]).
     async fn restore_plan(&self, info: &SnapshotInfo, view: &IndexView) -> Result<RestorePlan> {
-        const MAX_RUN: u64 = 8 * 1024 * 1024;
-        let mut parts: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-        let mut seen: HashSet<ChunkId> = HashSet::new();
+        let reader = self.reader(None);
+        let limits = reader.limits;
+        let locate = |id: &ChunkId| {
+            view.locations.get(id).and_then(|v| v.first()).map(|(pack, e)| {
+                (
+                    *id,
+                    PackLocation {
+                        pack: *pack,
+                        offset: e.offset,
+                        length: e.length,
+                        raw_length: e.raw_length,
+                        codec: e.codec,
+                    },
+                )
+            })
+        };
+        let lists = self
+            .read_lists(view, info.snapshot.files.iter().flat_map(|f| f.chunk_lists.iter().copied()))
+            .await;
+        let mut parts: BTreeMap<String, ReadTally> = BTreeMap::new();
         for file in &info.snapshot.files {
             let part =
                 collection_of(&file.path).map_or_else(|| file.path.clone(), |(c, _)| c.to_string());
+            let located_lists: Vec<_> = file.chunk_lists.iter().filter_map(locate).collect();
+            let chunks = file
+                .chunks
+                .iter()
+                .chain(
+                    file.chunk_lists
+                        .iter()
+                        .filter_map(|l| lists.get(l).and_then(|r| r.as_ref().ok()))
+                        .flatten(),
+                )
+                .filter_map(locate);
+            let t = file_reads(&located_lists, chunks, &limits, reader.window);
             let e = parts.entry(part).or_default();
-            let mut run: Option<(PackId, u64, u64)> = None;
-            // Chunk lists are read first, one GET each.
-            for list in &file.chunk_lists {
-                if let Some((_, l)) = view.locations.get(list).and_then(|v| v.first()) {
-                    e.0 += u64::from(l.length);
-                    e.1 += 1;
-                }
-            }
-            for id in self.file_chunks(file, view).await {
-                let Some((pack, loc)) = view.locations.get(&id).and_then(|v| v.first()) else {
-                    continue;
-                };
-                if seen.insert(id) {
-                    e.0 += u64::from(loc.length);
-                }
-                let end = loc.offset + u64::from(loc.length);
-                match &mut run {
-                    Some((p, start, r_end))
-                        if p == pack && *r_end == loc.offset && end - *start <= MAX_RUN =>
-                    {
-                        *r_end = end;
-                    }
-                    _ => {
-                        e.1 += 1;
-                        run = Some((*pack, loc.offset, end));
-                    }
-                }
-            }
+            e.requests += t.requests;
+            e.fetched += t.fetched;
+            e.needed += t.needed;
         }
         Ok(RestorePlan {
-            bytes: parts.values().map(|p| p.0).sum(),
-            gets: parts.values().map(|p| p.1).sum(),
-            parts: parts.into_iter().map(|(k, (b, g))| (k, b, g)).collect(),
+            bytes: parts.values().map(|p| p.fetched).sum(),
+            gets: parts.values().map(|p| p.requests).sum(),
+            over_read: parts.values().map(|p| p.fetched - p.needed).sum(),
+            concurrency: limits.concurrency,
+            parts: parts
+                .into_iter()
+                .map(|(name, t)| RestorePart {
+                    name,
+                    bytes: t.fetched,
+                    gets: t.requests,
+                })
+                .collect(),
         })
     }
 }
@@ -748,7 +798,9 @@ impl Repository {
 struct RestorePlan {
     bytes: u64,
     gets: u64,
-    parts: Vec<(String, u64, u64)>,
+    over_read: u64,
+    concurrency: usize,
+    parts: Vec<RestorePart>,
 }
 
 /// Extra bytes billed because small objects (index files, manifests,
@@ -778,6 +830,12 @@ mod tests {
         assert_eq!(collection_of("docs/collection.snapshot"), None);
     }
 
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s)
+            .expect("test time parses")
+            .with_timezone(&Utc)
+    }
+
     #[test]
     fn simulated_retention_spans_the_policy() {
         let p = RetentionPolicy {
@@ -786,10 +844,23 @@ mod tests {
             monthly: Some(12),
             ..RetentionPolicy::default()
         };
-        let (kept, span) = simulate(&p, 400, 1.0);
-        assert!((18..=23).contains(&kept), "{kept}");
-        assert!((330.0..=370.0).contains(&span), "{span}");
-        let (kept, span) = simulate(&RetentionPolicy::default(), 30, 1.0);
+        // keep-monthly 12 keeps the last backup of this month and of the 11
+        // before it, so the span depends on the day of the month: from the
+        // end of the month 11 months back to now.
+        for (now, oldest) in [
+            ("2026-12-02T12:00:00Z", "2026-01-31T12:00:00Z"),
+            ("2026-06-30T12:00:00Z", "2025-07-31T12:00:00Z"),
+            ("2026-03-01T12:00:00Z", "2025-04-30T12:00:00Z"),
+            ("2027-01-31T12:00:00Z", "2026-02-28T12:00:00Z"),
+        ] {
+            let kept = kept_times(&p, 400, 1.0, at(now));
+            assert_eq!(kept.first().copied(), Some(at(oldest)), "now {now}");
+            assert_eq!(kept.last().copied(), Some(at(now)), "now {now}");
+            let (n, span) = simulate(&p, 400, 1.0, at(now));
+            assert!((18..=23).contains(&n), "now {now}: {n} kept");
+            assert!((span - days(at(oldest), at(now))).abs() < 1e-9, "{span}");
+        }
+        let (kept, span) = simulate(&RetentionPolicy::default(), 30, 1.0, at("2026-12-02T12:00:00Z"));
         assert_eq!(kept, 30);
         assert!((28.9..29.1).contains(&span), "{span}");
     }
@@ -801,12 +872,13 @@ mod tests {
             weekly: Some(2),
             ..RetentionPolicy::default()
         };
-        let gaps = kept_gaps(&p, 30, 1.0);
+        let now = at("2026-12-02T12:00:00Z");
+        let gaps = kept_gaps(&p, 30, 1.0, now);
         // Two weekly snapshots before the three daily ones: gaps of a day
         // between the dailies, and up to a week back to the weeklies.
-        assert_eq!(gaps.len(), simulate(&p, 30, 1.0).0 - 1);
+        assert_eq!(gaps.len(), simulate(&p, 30, 1.0, now).0 - 1);
         assert!(gaps.iter().all(|g| *g > 0.9 && *g < 7.1), "{gaps:?}");
-        assert!((gaps.iter().sum::<f64>() - simulate(&p, 30, 1.0).1).abs() < 1e-6);
+        assert!((gaps.iter().sum::<f64>() - simulate(&p, 30, 1.0, now).1).abs() < 1e-6);
     }
 
     #[test]

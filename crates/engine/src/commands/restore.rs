@@ -7,17 +7,18 @@
 //! against its id before it is written. Restored files are written under a
 //! temporary name and renamed into place only when complete.
 
+use std::collections::VecDeque;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cairn_index::ChunkIndex;
-use cairn_model::{ChunkId, Codec, FileEntry, PackId, PackLocation};
+use cairn_model::{ChunkId, FileEntry, PackId, PackLocation};
 use cairn_store::durable::DurableFile;
-use cairn_store::keys;
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 
+use crate::read::{self, Blob, BlobFault, Blocking, Fetched, ReadPlan, Reader};
 use crate::{Error, Progress, Repository, Result, SnapshotInfo};
 
 /// Restore settings.
@@ -25,8 +26,9 @@ use crate::{Error, Progress, Repository, Result, SnapshotInfo};
 pub struct RestoreOptions {
     /// Restore only this file, or the files under this directory.
     pub filter: Option<String>,
-    /// Ranged reads in flight (default 8).
-    pub concurrency: usize,
+    /// Ranged reads in flight (default: 4 on a local repository, 16 on an
+    /// object store).
+    pub concurrency: Option<usize>,
     /// Flush each restored file to stable storage before renaming it into
     /// place (default). Without it files are written through the page cache
     /// and may still be in memory when the restore returns.
@@ -37,83 +39,78 @@ impl Default for RestoreOptions {
     fn default() -> Self {
         Self {
             filter: None,
-            concurrency: 8,
+            concurrency: None,
             sync: true,
         }
     }
 }
 
-/// What a restore wrote.
-#[derive(Debug, Clone, Default)]
+/// What a restore wrote, and what it read to do so.
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct RestoreSummary {
     /// Files written.
     pub files: u64,
     /// Bytes written.
     pub bytes: u64,
+    /// Ranged reads of packs (chunk lists included).
+    pub requests: u64,
+    /// Bytes those reads returned.
+    pub bytes_read: u64,
+    /// Of those, bytes no restored file needed (gaps bridged to save requests).
+    pub over_read: u64,
 }
 
-/// Largest single ranged read. Memory in flight is about
-/// (concurrency × 2 + [`WRITE_QUEUE`]) runs of this size.
-const MAX_RUN: u64 = 8 * 1024 * 1024;
+impl RestoreSummary {
+    fn add_reads(&mut self, r: &ReadTally) {
+        self.requests += r.requests;
+        self.bytes_read += r.fetched;
+        self.over_read += r.fetched - r.needed;
+    }
+}
 
-/// Decoded runs queued for the writer.
-const WRITE_QUEUE: usize = 2;
+/// The smallest window a reader shared by parallel files uses.
+pub(crate) const MIN_WINDOW: u64 = 8 * 1024 * 1024;
+
+/// Windows being read at once (the next one's reads start while the last
+/// reads of the current one finish).
+const WINDOWS_IN_FLIGHT: usize = 2;
+
+/// Windows located ahead of the ones being assembled.
+const WINDOWS_AHEAD: usize = 8;
+
+/// Chunk lists read together (about 4 MiB of file each at 4 KiB chunks,
+/// 64 MiB at 64 KiB).
+const LISTS_PER_BATCH: usize = 16;
 
 /// Direct writes in flight to a restored file.
 const WRITE_DEPTH: usize = 3;
 
-/// Consecutive chunks stored back to back in one pack.
-struct Run {
-    pack: PackId,
-    start: u64,
-    end: u64,
-    chunks: Vec<(ChunkId, PackLocation)>,
+/// Requests made and bytes read, for a file or a restore.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct ReadTally {
+    pub(crate) requests: u64,
+    pub(crate) fetched: u64,
+    pub(crate) needed: u64,
 }
 
-/// Which snapshot and file a restore error concerns, and the file's
-/// reusable read and decode buffers.
-#[derive(Debug, Default)]
+impl ReadTally {
+    fn add(&mut self, p: &ReadPlan) {
+        self.requests += p.reads.len() as u64;
+        self.fetched += p.fetched;
+        self.needed += p.needed;
+    }
+}
+
+/// Which snapshot and file a restore error concerns.
+#[derive(Debug)]
 struct FileContext {
     snapshot: String,
     file: String,
-    buffers: BufferPool,
-}
-
-/// Run-sized buffers cycled between reads, decoding and the writer, so a
-/// restore does not fault in fresh memory for every run (costly on virtual
-/// machines). Holds at most [`BufferPool::MAX`] idle buffers.
-#[derive(Debug, Default)]
-struct BufferPool(std::sync::Mutex<Vec<Vec<u8>>>);
-
-impl BufferPool {
-    const MAX: usize = 8;
-
-    fn take(&self) -> Vec<u8> {
-        self.0
-            .lock()
-            .ok()
-            .and_then(|mut b| b.pop())
-            .unwrap_or_default()
-    }
-
-    fn give(&self, mut buf: Vec<u8>) {
-        buf.clear();
-        if let Ok(mut bufs) = self.0.lock() {
-            if bufs.len() < Self::MAX {
-                bufs.push(buf);
-            }
-        }
-    }
 }
 
 impl FileContext {
-    fn corrupt(&self, pack: &PackId, reason: impl Into<String>) -> Error {
-        Error::Corrupt {
-            snapshot: self.snapshot.clone(),
-            file: self.file.clone(),
-            pack: pack.to_hex(),
-            reason: reason.into(),
-        }
+    fn corrupt(&self, pack: &PackId, fault: &BlobFault) -> Error {
+        read::restore_error(&self.snapshot, &self.file, pack, fault)
     }
 
     fn missing(&self, chunk: &ChunkId) -> Error {
@@ -125,29 +122,119 @@ impl FileContext {
     }
 }
 
-fn plan_runs(
-    ids: &[ChunkId],
-    locs: Vec<Option<PackLocation>>,
-    ctx: &FileContext,
-) -> Result<Vec<Run>> {
-    let mut runs: Vec<Run> = Vec::new();
-    for (id, loc) in ids.iter().zip(locs) {
-        let loc = loc.ok_or_else(|| ctx.missing(id))?;
-        let end = loc.offset + u64::from(loc.length);
-        match runs.last_mut() {
-            Some(r) if r.pack == loc.pack && r.end == loc.offset && end - r.start <= MAX_RUN => {
-                r.end = end;
-                r.chunks.push((*id, loc));
-            }
-            _ => runs.push(Run {
-                pack: loc.pack,
-                start: loc.offset,
-                end,
-                chunks: vec![(*id, loc)],
-            }),
+/// A stretch of a file assembled in memory: its chunks in file order with
+/// their locations, and its length.
+struct Window {
+    chunks: Vec<(ChunkId, PackLocation)>,
+    len: u64,
+}
+
+/// Cuts located chunks (in file order) into windows of about [`WINDOW`]
+/// bytes; the last, partial window stays in `open`.
+fn cut_windows(
+    size: u64,
+    open: &mut Window,
+    located: impl IntoIterator<Item = (ChunkId, PackLocation)>,
+    out: &mut VecDeque<Window>,
+) {
+    for (id, loc) in located {
+        open.len += u64::from(loc.raw_length);
+        open.chunks.push((id, loc));
+        if open.len >= size {
+            out.push_back(std::mem::replace(
+                open,
+                Window {
+                    chunks: Vec::new(),
+                    len: 0,
+                },
+            ));
         }
     }
-    Ok(runs)
+}
+
+/// The reads a restore makes of one file, given its chunk lists and its
+/// chunks (in file order) with their locations: the same list batches,
+/// windows and plans as the restore itself, so estimates match it.
+pub(crate) fn file_reads(
+    lists: &[(ChunkId, PackLocation)],
+    chunks: impl IntoIterator<Item = (ChunkId, PackLocation)>,
+    limits: &crate::read::ReadLimits,
+    window: u64,
+) -> ReadTally {
+    let mut tally = ReadTally::default();
+    for batch in lists.chunks(LISTS_PER_BATCH) {
+        tally.add(&read::plan(
+            batch.iter().map(|(id, loc)| (loc.pack, Blob::at(*id, loc))),
+            limits,
+        ));
+    }
+    let mut open = Window {
+        chunks: Vec::new(),
+        len: 0,
+    };
+    let mut ready = VecDeque::new();
+    let mut add = |w: Window| tally.add(&read::plan(placement(&w).blobs, limits));
+    let mut chunks = chunks.into_iter().peekable();
+    while chunks.peek().is_some() {
+        cut_windows(window, &mut open, chunks.by_ref().take(4096), &mut ready);
+        ready.drain(..).for_each(&mut add);
+    }
+    if !open.chunks.is_empty() {
+        add(open);
+    }
+    tally
+}
+
+/// The blobs a window needs, each once (tagged with its number), and where
+/// each goes in the window.
+struct Placement {
+    blobs: Vec<(PackId, Blob)>,
+    at: Offsets,
+}
+
+/// Offsets in a window by blob tag: `first[tag]`, then any repeats.
+struct Offsets {
+    first: Vec<usize>,
+    /// (tag, offset) of the second and later occurrences, by tag.
+    repeats: Vec<(u32, usize)>,
+}
+
+impl Offsets {
+    /// Every offset of blob `tag`.
+    fn of(&self, tag: u32) -> impl Iterator<Item = &usize> {
+        let from = self.repeats.partition_point(|(t, _)| *t < tag);
+        std::iter::once(&self.first[tag as usize]).chain(
+            self.repeats[from..]
+                .iter()
+                .take_while(move |(t, _)| *t == tag)
+                .map(|(_, p)| p),
+        )
+    }
+}
+
+fn placement(w: &Window) -> Placement {
+    let mut tags: std::collections::HashMap<ChunkId, u32> =
+        std::collections::HashMap::with_capacity(w.chunks.len());
+    let mut blobs = Vec::with_capacity(w.chunks.len());
+    let mut first = Vec::with_capacity(w.chunks.len());
+    let mut repeats = Vec::new();
+    let mut pos = 0usize;
+    for (id, loc) in &w.chunks {
+        let next = u32::try_from(blobs.len()).expect("invariant: a window has < 2^32 chunks");
+        let tag = *tags.entry(*id).or_insert(next);
+        if tag == next {
+            blobs.push((loc.pack, Blob::at(*id, loc).tagged(tag)));
+            first.push(pos);
+        } else {
+            repeats.push((tag, pos));
+        }
+        pos += loc.raw_length as usize;
+    }
+    repeats.sort_unstable();
+    Placement {
+        blobs,
+        at: Offsets { first, repeats },
+    }
 }
 
 /// Selects the files a filter names: the file itself or everything under a directory.
@@ -201,6 +288,20 @@ impl Sink for FileSink {
     }
 }
 
+/// Copies every blob of a fetched request to its offsets in the window.
+fn place(ctx: &FileContext, out: &mut [u8], at: &Offsets, f: &Fetched) -> Result<()> {
+    if let Some((_, fault)) = f.first_fault() {
+        return Err(ctx.corrupt(&f.read.pack, fault));
+    }
+    for (i, b) in f.read.blobs.iter().enumerate() {
+        let data = f.blob(i).expect("invariant: no faults");
+        for &pos in at.of(b.tag) {
+            out[pos..pos + data.len()].copy_from_slice(data);
+        }
+    }
+    Ok(())
+}
+
 impl Repository {
     /// Restores `info`'s files (or those matching the filter) under `target`.
     ///
@@ -217,6 +318,7 @@ impl Repository {
     ) -> Result<RestoreSummary> {
         let files = select(info, opts.filter.as_deref())?;
         let index = self.chunk_index().await?;
+        let reader = self.reader(opts.concurrency);
         progress.start("restore", Some(files.iter().map(|f| f.size).sum()));
         let mut summary = RestoreSummary::default();
         let mut skipped = Vec::new();
@@ -244,9 +346,12 @@ impl Repository {
             };
             let out = out.map_err(|e| Error::io("cannot create", &tmp, e))?;
             let written = self
-                .stream_file(info, file, &index, out, opts.concurrency, &*progress, &tmp)
+                .stream_file(info, file, &index, out, &reader, &*progress, &tmp)
                 .await;
-            let done = written.and_then(|out| finish_file(out.0, file, &tmp, &dest));
+            let done = written.and_then(|(out, reads)| {
+                summary.add_reads(&reads);
+                finish_file(out.0, file, &tmp, &dest)
+            });
             if let Err(e) = done {
                 let _ = std::fs::remove_file(&tmp);
                 progress.finish();
@@ -280,7 +385,7 @@ impl Repository {
         info: &SnapshotInfo,
         path: &str,
         out: W,
-    ) -> Result<u64> {
+    ) -> Result<RestoreSummary> {
         let file = info
             .snapshot
             .files
@@ -297,25 +402,33 @@ impl Repository {
             });
         }
         let index = self.chunk_index().await?;
-        let mut out = self
+        let reader = self.reader(None);
+        let (mut out, reads) = self
             .stream_file(
                 info,
                 file,
                 &index,
                 out,
-                8,
+                &reader,
                 &crate::NoProgress,
                 Path::new("<stdout>"),
             )
             .await?;
         out.flush()
             .map_err(|e| Error::io("cannot write", "<stdout>", e))?;
-        Ok(file.size)
+        let mut summary = RestoreSummary {
+            files: 1,
+            bytes: file.size,
+            ..RestoreSummary::default()
+        };
+        summary.add_reads(&reads);
+        Ok(summary)
     }
 
-    /// Fetches, verifies and writes one file's chunks in order; returns the sink.
-    /// Large files are processed one chunk list at a time, so memory does not
-    /// grow with the file's size.
+    /// Fetches, verifies and writes one file's chunks in order; returns the
+    /// sink and what was read. The file is assembled a window at a time
+    /// (see [`WINDOW`]): each window's chunks are looked up in one batch and
+    /// read with a [`read::plan`], so memory does not grow with the file.
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn stream_file<S: Sink>(
         &self,
@@ -323,43 +436,62 @@ impl Repository {
         file: &FileEntry,
         index: &Arc<ChunkIndex>,
         sink: S,
-        concurrency: usize,
+        reader: &Reader,
         progress: &dyn Progress,
         dest: &Path,
-    ) -> Result<S> {
+    ) -> Result<(S, ReadTally)> {
         let ctx = Arc::new(FileContext {
             snapshot: info.id.to_hex(),
             file: file.path.clone(),
-            buffers: BufferPool::default(),
         });
-        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
+        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(1);
         let dest_owned: PathBuf = dest.to_path_buf();
-        let writer_ctx = Arc::clone(&ctx);
+        let buffers = Arc::clone(&reader.windows);
         let writer = tokio::task::spawn_blocking(move || -> Result<(S, u64)> {
             let mut sink = sink;
             let mut total = 0u64;
             while let Some(buf) = rx.blocking_recv() {
                 let written = sink.write(&buf);
                 total += buf.len() as u64;
-                writer_ctx.buffers.give(buf);
+                buffers.give(buf);
                 written.map_err(|e| Error::io("cannot write", &dest_owned, e))?;
             }
             Ok((sink, total))
         });
-        let sent = async {
-            if file.chunk_lists.is_empty() {
-                return self
-                    .send_chunks(&ctx, &file.chunks, index, &tx, concurrency, progress)
-                    .await;
+        let tally = std::sync::Mutex::new(ReadTally::default());
+        // Chunk lists are read and chunks located ahead of the windows being
+        // assembled (up to WINDOWS_AHEAD windows), so neither waits on the other.
+        let (wtx, mut wrx) = mpsc::channel::<Result<Window>>(WINDOWS_AHEAD);
+        let produce = async {
+            let mut windows = std::pin::pin!(self.windows(&ctx, file, index, reader, &tally));
+            while let Some(w) = windows.next().await {
+                let failed = w.is_err();
+                if wtx.send(w).await.is_err() || failed {
+                    break;
+                }
             }
-            for list in &file.chunk_lists {
-                let ids = self.read_chunk_list(&ctx, *list, index).await?;
-                self.send_chunks(&ctx, &ids, index, &tx, concurrency, progress)
-                    .await?;
-            }
-            Ok(())
-        }
-        .await;
+            drop(wtx);
+        };
+        let consume = async {
+            futures::stream::poll_fn(|cx| wrx.poll_recv(cx))
+                .map(|w| async {
+                    let w = w?;
+                    self.assemble(&ctx, w, reader, &tally).await
+                })
+                .buffered(WINDOWS_IN_FLIGHT)
+                .try_for_each(|buf| {
+                    let n = buf.len() as u64;
+                    let tx = &tx;
+                    async move {
+                        // A closed channel means the writer failed; the caller reports its error.
+                        let _ = tx.send(buf).await;
+                        progress.advance(n);
+                        Ok(())
+                    }
+                })
+                .await
+        };
+        let ((), sent) = tokio::join!(produce, consume);
         drop(tx);
         let written = writer.await.expect("invariant: writer does not panic");
         // A write error closes the channel; report it rather than the send failure.
@@ -374,118 +506,191 @@ impl Repository {
                 ),
             });
         }
-        Ok(sink)
+        let tally = *tally.lock().expect("invariant: tally lock is not poisoned");
+        Ok((sink, tally))
     }
 
-    /// Plans the ranged reads for `ids` (one batched index lookup).
-    async fn plan(
-        &self,
-        ctx: &FileContext,
-        ids: &[ChunkId],
-        index: &Arc<ChunkIndex>,
-    ) -> Result<Vec<Run>> {
-        let locs = {
-            let index = index.clone();
-            let ids = ids.to_vec();
-            tokio::task::spawn_blocking(move || index.get_many(&ids))
-                .await
-                .expect("invariant: lookup does not panic")?
-        };
-        plan_runs(ids, locs, ctx)
-    }
-
-    /// Reads one run from its pack, then decodes and verifies its chunks off
-    /// the runtime; returns their raw bytes concatenated.
-    async fn fetch_run(&self, ctx: Arc<FileContext>, run: Run) -> Result<Vec<u8>> {
-        let stored = self
-            .store
-            .get_range_into(
-                &keys::pack(&run.pack),
-                run.start..run.end,
-                ctx.buffers.take(),
-            )
-            .await
-            .map_err(|e| match e {
-                cairn_store::Error::NotFound { .. } => ctx.corrupt(&run.pack, "pack is missing"),
-                other => other.into(),
-            })?;
-        tokio::task::spawn_blocking(move || {
-            let short = || ctx.corrupt(&run.pack, "pack is shorter than its index says");
-            if stored.len() as u64 != run.end - run.start {
-                return Err(short());
-            }
-            // A run of raw chunks is its own decoded form: verify in place.
-            if run.chunks.iter().all(|(_, l)| l.codec == Codec::Raw) {
-                let mut from = 0;
-                for (id, loc) in &run.chunks {
-                    let blob = &stored[from..from + loc.length as usize];
-                    cairn_pack::verify_raw(blob, *id, loc.raw_length)
-                        .map_err(|e| ctx.corrupt(&run.pack, e.to_string()))?;
-                    from += loc.length as usize;
-                }
-                return Ok(stored);
-            }
-            let mut out = ctx.buffers.take();
-            out.reserve(run.chunks.iter().map(|(_, l)| l.raw_length as usize).sum());
-            for (id, loc) in &run.chunks {
-                let from =
-                    usize::try_from(loc.offset - run.start).expect("invariant: run < 16 MiB");
-                let blob = stored
-                    .get(from..from + loc.length as usize)
-                    .ok_or_else(short)?;
-                cairn_pack::decode_blob_into(blob, *id, loc.codec, loc.raw_length, &mut out)
-                    .map_err(|e| ctx.corrupt(&run.pack, e.to_string()))?;
-            }
-            ctx.buffers.give(stored);
-            Ok(out)
-        })
-        .await
-        .expect("invariant: decode does not panic")
-    }
-
-    /// Reads and verifies one chunk-list blob.
-    async fn read_chunk_list(
-        &self,
-        ctx: &Arc<FileContext>,
-        list: ChunkId,
-        index: &Arc<ChunkIndex>,
-    ) -> Result<Vec<ChunkId>> {
-        let mut runs = self.plan(ctx, &[list], index).await?;
-        let run = runs.pop().expect("invariant: one id plans one run");
-        let pack = run.pack;
-        let raw = self.fetch_run(ctx.clone(), run).await?;
-        if raw.len() % 32 != 0 {
-            return Err(ctx.corrupt(&pack, format!("chunk list {list} has a partial id")));
+    /// The windows of a file, in order: chunk lists are read a batch at a
+    /// time (their reads planned together) and their chunks located in one
+    /// index lookup per batch.
+    fn windows<'a>(
+        &'a self,
+        ctx: &'a Arc<FileContext>,
+        file: &'a FileEntry,
+        index: &'a Arc<ChunkIndex>,
+        reader: &'a Reader,
+        tally: &'a std::sync::Mutex<ReadTally>,
+    ) -> impl futures::Stream<Item = Result<Window>> + 'a {
+        struct State {
+            next_list: usize,
+            inline_done: bool,
+            open: Window,
+            ready: VecDeque<Window>,
+            finished: bool,
         }
-        Ok(raw.chunks_exact(32).map(ChunkId::from_slice).collect())
+        let state = State {
+            next_list: 0,
+            inline_done: false,
+            open: Window {
+                chunks: Vec::new(),
+                len: 0,
+            },
+            ready: VecDeque::new(),
+            finished: false,
+        };
+        futures::stream::try_unfold(state, move |mut st| async move {
+            loop {
+                if let Some(w) = st.ready.pop_front() {
+                    return Ok(Some((w, st)));
+                }
+                if st.finished {
+                    return Ok(None);
+                }
+                let ids: Vec<ChunkId> = if !st.inline_done && !file.chunks.is_empty() {
+                    st.inline_done = true;
+                    file.chunks.clone()
+                } else if st.next_list < file.chunk_lists.len() {
+                    let end = (st.next_list + LISTS_PER_BATCH).min(file.chunk_lists.len());
+                    let lists = &file.chunk_lists[st.next_list..end];
+                    st.next_list = end;
+                    self.read_chunk_lists(ctx, lists, index, reader, tally).await?
+                } else {
+                    st.finished = true;
+                    if st.open.len > 0 || !st.open.chunks.is_empty() {
+                        let last = std::mem::replace(
+                            &mut st.open,
+                            Window {
+                                chunks: Vec::new(),
+                                len: 0,
+                            },
+                        );
+                        st.ready.push_back(last);
+                    }
+                    continue;
+                };
+                let located = locate(ctx, index, ids).await?;
+                cut_windows(reader.window, &mut st.open, located, &mut st.ready);
+            }
+        })
     }
 
-    /// Fetches `ids` with ranged reads (up to `concurrency` at once), verifies
-    /// each chunk and sends the bytes, in order, to the writer.
-    async fn send_chunks(
+    /// Reads a window's chunks with one read plan and assembles the
+    /// window's bytes.
+    async fn assemble(
         &self,
         ctx: &Arc<FileContext>,
-        ids: &[ChunkId],
-        index: &Arc<ChunkIndex>,
-        tx: &mpsc::Sender<Vec<u8>>,
-        concurrency: usize,
-        progress: &dyn Progress,
-    ) -> Result<()> {
-        let runs = self.plan(ctx, ids, index).await?;
-        futures::stream::iter(runs)
-            .map(|run| self.fetch_run(ctx.clone(), run))
-            .buffered(concurrency.max(1))
-            .try_for_each(|buf| {
-                let n = buf.len() as u64;
-                async move {
-                    // A closed channel means the writer failed; the caller reports its error.
-                    let _ = tx.send(buf).await;
-                    progress.advance(n);
-                    Ok(())
+        w: Window,
+        reader: &Reader,
+        tally: &std::sync::Mutex<ReadTally>,
+    ) -> Result<Vec<u8>> {
+        let Placement { blobs, at } = placement(&w);
+        let plan = read::plan(blobs, &reader.limits);
+        tally.lock().expect("invariant: tally lock is not poisoned").add(&plan);
+        let len = usize::try_from(w.len).expect("invariant: a window fits in memory");
+        drop(w);
+        // Every byte is overwritten by the window's chunks.
+        let out = reader.windows.take_len(len);
+        let at = Arc::new(at);
+        // A local repository: the whole window on one blocking thread (no
+        // hand-offs per request); windows in flight give the parallelism.
+        let placing = {
+            let ctx = Arc::clone(ctx);
+            let at = Arc::clone(&at);
+            move |out: &mut Vec<u8>, f: &Fetched| place(&ctx, out, &at, f)
+        };
+        let (plan, out) = match self.fetch_blocking(plan.reads, reader, out, placing).await {
+            Blocking::Done(done) => return done,
+            Blocking::Unsupported(reads, out) => (reads, out),
+        };
+        let out = Arc::new(std::sync::Mutex::new(out));
+        let then = {
+            let out = Arc::clone(&out);
+            let ctx = Arc::clone(ctx);
+            let buffers = Arc::clone(&reader.buffers);
+            Arc::new(move |f: Fetched| -> Result<()> {
+                {
+                    let mut out = out.lock().expect("invariant: window lock is not poisoned");
+                    place(&ctx, &mut out, &at, &f)?;
                 }
+                let (a, b) = f.into_buffers();
+                buffers.give(a);
+                buffers.give(b);
+                Ok(())
             })
-            .await
+        };
+        self.fetch(plan, reader, then)
+            .try_for_each(|()| async { Ok(()) })
+            .await?;
+        let out = Arc::try_unwrap(out).expect("invariant: every read has finished");
+        Ok(out.into_inner().expect("invariant: window lock is not poisoned"))
     }
+
+    /// Reads chunk lists (one read plan for all) and returns their ids
+    /// concatenated, in order.
+    async fn read_chunk_lists(
+        &self,
+        ctx: &Arc<FileContext>,
+        lists: &[ChunkId],
+        index: &Arc<ChunkIndex>,
+        reader: &Reader,
+        tally: &std::sync::Mutex<ReadTally>,
+    ) -> Result<Vec<ChunkId>> {
+        let located = locate(ctx, index, lists.to_vec()).await?;
+        let plan = read::plan(
+            located.iter().map(|(id, loc)| (loc.pack, Blob::at(*id, loc))),
+            &reader.limits,
+        );
+        tally.lock().expect("invariant: tally lock is not poisoned").add(&plan);
+        let decoded: Vec<Result<Vec<(ChunkId, Vec<ChunkId>)>>> = self
+            .fetch(plan.reads, reader, {
+                let ctx = Arc::clone(ctx);
+                Arc::new(move |f: Fetched| {
+                    let mut out = Vec::with_capacity(f.read.blobs.len());
+                    for (i, b) in f.read.blobs.iter().enumerate() {
+                        let raw = f.blob(i).map_err(|fault| ctx.corrupt(&f.read.pack, fault))?;
+                        if raw.len() % 32 != 0 {
+                            return Err(ctx.corrupt(
+                                &f.read.pack,
+                                &BlobFault::Bad(format!("chunk list {} has a partial id", b.id)),
+                            ));
+                        }
+                        out.push((b.id, raw.chunks_exact(32).map(ChunkId::from_slice).collect()));
+                    }
+                    Ok(out)
+                })
+            })
+            .collect()
+            .await;
+        let mut by_id: std::collections::HashMap<ChunkId, Vec<ChunkId>> =
+            std::collections::HashMap::with_capacity(lists.len());
+        for d in decoded {
+            by_id.extend(d?);
+        }
+        let mut ids = Vec::new();
+        for list in lists {
+            ids.extend_from_slice(by_id.get(list).ok_or_else(|| ctx.missing(list))?);
+        }
+        Ok(ids)
+    }
+}
+
+/// Looks `ids` up in the chunk index in one batch, off the runtime; a chunk
+/// no index file names is an error naming it.
+async fn locate(
+    ctx: &FileContext,
+    index: &Arc<ChunkIndex>,
+    ids: Vec<ChunkId>,
+) -> Result<Vec<(ChunkId, PackLocation)>> {
+    let (ids, locs) = {
+        let index = Arc::clone(index);
+        tokio::task::spawn_blocking(move || index.get_many(&ids).map(|l| (ids, l)))
+            .await
+            .expect("invariant: lookup does not panic")?
+    };
+    ids.into_iter()
+        .zip(locs)
+        .map(|(id, loc)| loc.map(|l| (id, l)).ok_or_else(|| ctx.missing(&id)))
+        .collect()
 }
 
 fn finish_file(out: DurableFile, file: &FileEntry, tmp: &Path, dest: &Path) -> Result<()> {
@@ -531,47 +736,111 @@ fn safe_join(target: &Path, rel: &str) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cairn_model::Codec;
+    use cairn_model::{Codec, IndexEntry, IndexGroup};
 
     fn ctx() -> FileContext {
         FileContext {
             snapshot: "snap".into(),
             file: "file".into(),
-            ..FileContext::default()
         }
     }
 
-    fn loc(pack: u8, offset: u64, length: u32) -> Option<PackLocation> {
-        Some(PackLocation {
-            pack: PackId::of(&[pack]),
+    fn loc(pack: u8, offset: u64, length: u32) -> PackLocation {
+        PackLocation {
+            pack: PackId([pack; 32]),
             offset,
             length,
             raw_length: length,
             codec: Codec::Raw,
-        })
+        }
+    }
+
+    fn id(n: u32) -> ChunkId {
+        ChunkId::of(&n.to_le_bytes())
     }
 
     #[test]
-    fn adjacent_chunks_in_one_pack_share_a_read() {
-        let ids: Vec<ChunkId> = (0..4u8).map(|i| ChunkId::of(&[i])).collect();
-        let runs = plan_runs(
-            &ids,
-            vec![loc(1, 16, 10), loc(1, 26, 5), loc(2, 16, 7), loc(1, 100, 1)],
-            &ctx(),
-        )
-        .expect("all located");
-        let shape: Vec<(u64, u64, usize)> = runs
-            .iter()
-            .map(|r| (r.start, r.end, r.chunks.len()))
+    fn windows_are_cut_by_decoded_length() {
+        let mut open = Window {
+            chunks: Vec::new(),
+            len: 0,
+        };
+        let mut ready = VecDeque::new();
+        let chunks: Vec<_> = (0..10).map(|i| (id(i), loc(1, u64::from(i) * 40, 40))).collect();
+        cut_windows(100, &mut open, chunks[..4].iter().copied(), &mut ready);
+        cut_windows(100, &mut open, chunks[4..].iter().copied(), &mut ready);
+        // Every window ends at the first chunk that reaches 100 bytes.
+        let lens: Vec<(usize, u64)> = ready.iter().map(|w| (w.chunks.len(), w.len)).collect();
+        assert_eq!(lens, vec![(3, 120), (3, 120), (3, 120)]);
+        assert_eq!((open.chunks.len(), open.len), (1, 40));
+    }
+
+    #[test]
+    fn a_chunk_repeated_in_a_window_is_read_once_and_placed_at_every_offset() {
+        let w = Window {
+            chunks: vec![
+                (id(1), loc(1, 0, 10)),
+                (id(2), loc(1, 10, 5)),
+                (id(1), loc(1, 0, 10)),
+                (id(1), loc(1, 0, 10)),
+            ],
+            len: 35,
+        };
+        let p = placement(&w);
+        assert_eq!(p.blobs.len(), 2);
+        let of = |tag| p.at.of(tag).copied().collect::<Vec<usize>>();
+        assert_eq!(of(p.blobs[0].1.tag), vec![0, 15, 25]);
+        assert_eq!(of(p.blobs[1].1.tag), vec![10]);
+    }
+
+    #[test]
+    fn file_reads_plan_list_batches_and_windows_as_the_restore_does() {
+        // 40 chunks of 1 MiB in one pack, in pack order but listed
+        // backwards: one window (32 MiB) sorts them into one request per
+        // 8 MiB, the remaining 8 chunks another.
+        let mib = 1u32 << 20;
+        let chunks: Vec<_> = (0..40u32)
+            .rev()
+            .map(|i| (id(i), loc(1, u64::from(i) * u64::from(mib), mib)))
             .collect();
-        assert_eq!(shape, vec![(16, 31, 2), (16, 23, 1), (100, 101, 1)]);
+        let lists: Vec<_> = (0..20u32).map(|i| (id(1000 + i), loc(2, u64::from(i) * 64, 64))).collect();
+        let limits = crate::read::ReadLimits {
+            max_request: 8 << 20,
+            over_read: 0.0,
+            ..crate::read::ReadLimits::LOCAL
+        };
+        let t = file_reads(&lists, chunks, &limits, 32 << 20);
+        // Lists: 16 + 4 in two batches, one request each; data: 4 + 1.
+        assert_eq!(t.requests, 2 + 4 + 1);
+        assert_eq!(t.needed, 20 * 64 + 40 * u64::from(mib));
+        assert_eq!(t.fetched, t.needed);
     }
 
-    #[test]
-    fn a_missing_chunk_is_named() {
-        let ids = [ChunkId::of(b"x")];
-        let err = plan_runs(&ids, vec![None], &ctx()).err().expect("missing");
-        assert!(err.to_string().contains(&ids[0].to_hex()));
+    #[tokio::test]
+    async fn a_missing_chunk_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let index = Arc::new(ChunkIndex::open(&dir.path().join("idx")).expect("index"));
+        let known = id(7);
+        index
+            .ingest(
+                "f",
+                &[IndexGroup {
+                    pack: PackId([3; 32]),
+                    pack_length: 1000,
+                    entries: vec![IndexEntry {
+                        id: known,
+                        offset: 16,
+                        length: 10,
+                        raw_length: 10,
+                        codec: Codec::Raw,
+                    }],
+                }],
+            )
+            .expect("ingest");
+        let found = locate(&ctx(), &index, vec![known]).await.expect("located");
+        assert_eq!(found[0].1.offset, 16);
+        let err = locate(&ctx(), &index, vec![known, id(8)]).await.err().expect("missing");
+        assert!(err.to_string().contains(&id(8).to_hex()), "{err}");
     }
 
     #[test]

@@ -1,0 +1,252 @@
+#!/usr/bin/env bash
+# Restore speed, from local disk and from an S3-protocol server, against
+# restic restoring the same data from the same place.
+#
+# Backs up nights 0..NIGHTS-1 of a snapshot series (benches/qdrant-nights.py
+# makes one) with
+#   cairn     this build, a new repository's defaults (format version 2);
+#   cairn-v1  this build, `init --vector-chunk-size 0` (format version 1);
+#   restic    the peer (repository version 2, compression on);
+#   baseline  (BASELINE=/path/to/an/older/cairn, optional) an older build;
+# then restores the last night RESTORES times per tool and place, every
+# restore from a cold start: repository pages dropped from the page cache
+# (local) and no local cache at all (cairn's chunk index and restic's cache
+# are rebuilt from the repository, as on a new machine after a disaster).
+#
+# Places:
+#   local  a directory; cairn durable (files flushed before it exits) and
+#          --no-sync (page cache, the peers' terms); restic as it is
+#   s3     moto (S3 API) on the machine's loopback
+#   s3-rtt moto inside a network namespace reached through a veth pair
+#          with tc netem: RTT_MS round trip (default 20), no bandwidth cap;
+#          the machine's own loopback is not slowed
+#   s3-cap the same link capped at RATE each way (default 200mbit)
+#
+# Prints a Markdown table per place (median, min and max time, peak RSS,
+# requests and bytes read by cairn, bytes read per request, over-read,
+# throughput against the cap) and the verdicts against the targets:
+#   local: version 2 <= 1.15x version 1, and >= 3x faster than restic;
+#   s3, s3-rtt: >= 3x faster than restic; s3-cap: >= 70 % of the cap;
+#   every place: >= 4 MiB per request, over-read <= 10 %.
+#
+# Usage: [NIGHTS=n] [RESTORES=n] [PLACES="local s3 s3-rtt s3-cap"] [RTT_MS=20] [RATE=200mbit]
+#        [BASELINE=path] benches/restore.sh SERIES_DIR
+#   python3 benches/qdrant-nights.py /tmp/d768 --shape d768 && benches/restore.sh /tmp/d768
+# Needs restic, GNU time, python3 with moto (scripts/test.sh makes .venv), and
+# root for the network namespace (s3-rtt).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/env.sh
+setup_system
+[ $# -eq 1 ] || { echo "usage: benches/restore.sh SERIES_DIR (make one with benches/qdrant-nights.py)" >&2; exit 2; }
+for t in restic /usr/bin/time curl; do
+  command -v "$t" >/dev/null || { echo "missing $t: apt-get install restic time curl" >&2; exit 1; }
+done
+moto="${CAIRN_MOTO_SERVER:-$PWD/.venv/bin/moto_server}"
+places=${PLACES:-local s3 s3-rtt s3-cap}
+if [[ " $places " == *" s3"* ]] && [ ! -x "$moto" ]; then
+  echo "moto is needed for the S3 places: bash scripts/test.sh sets up .venv (or set CAIRN_MOTO_SERVER)" >&2; exit 1
+fi
+if [[ " $places " == *" s3-"* ]] && [ "$(id -u)" != 0 ]; then
+  echo "s3-rtt and s3-cap need root (a network namespace with tc netem); run as root or set PLACES=\"local s3\"" >&2; exit 1
+fi
+build_cairn
+series="$(cd "$1" && pwd)"
+nights=${NIGHTS:-$(cd "$series" && ls -d day* | wc -l)}
+days=$(cd "$series" && ls -d day* | sort -V | head -n "$nights")
+last=$(echo "$days" | tail -n1)
+restores=${RESTORES:-3}
+rtt=${RTT_MS:-20}
+rate=${RATE:-200mbit}
+tools=(cairn cairn-v1 restic)
+[ -n "${BASELINE:-}" ] && tools+=(baseline)
+work="$(mktemp -d "${TMPDIR:-/tmp}/cairn-restore.XXXXXX")"
+ns=cairn-bench-$$
+moto_pid=""
+cleanup() {
+  [ -n "$moto_pid" ] && kill "$moto_pid" 2>/dev/null || true
+  ip netns del "$ns" 2>/dev/null || true
+  ip link del "veth-$$" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+export RESTIC_PASSWORD=bench AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1
+results="$work/results.tsv"
+: >"$results"
+record() { printf "%s\t%s\t%s\t%s\n" "$@" >>"$results"; }
+
+# start_moto HOST PORT [NETNS]: a fresh moto server; sets endpoint.
+start_moto() {
+  local host=$1 port=$2
+  [ -n "$moto_pid" ] && { kill "$moto_pid" 2>/dev/null || true; wait "$moto_pid" 2>/dev/null || true; }
+  if [ -n "${3:-}" ]; then
+    ip netns exec "$3" "$moto" -H "$host" -p "$port" >"$work/moto.log" 2>&1 &
+  else
+    "$moto" -H "$host" -p "$port" >"$work/moto.log" 2>&1 &
+  fi
+  moto_pid=$!
+  endpoint="http://$host:$port"
+  for _ in $(seq 100); do curl -s -o /dev/null "$endpoint" && return 0; sleep 0.1; done
+  echo "moto did not start at $endpoint" >&2; cat "$work/moto.log" >&2; exit 1
+}
+
+# netns_link [RATE]: a namespace holding 10.231.0.2, reached from 10.231.0.1
+# over a veth pair delayed RTT_MS/2 in each direction (and capped at RATE).
+netns_link() {
+  ip netns del "$ns" 2>/dev/null || true
+  ip link del "veth-$$" 2>/dev/null || true
+  ip netns add "$ns"
+  ip link add "veth-$$" type veth peer name eth0 netns "$ns"
+  ip addr add 10.231.0.1/24 dev "veth-$$"
+  ip link set "veth-$$" up
+  ip netns exec "$ns" ip addr add 10.231.0.2/24 dev eth0
+  ip netns exec "$ns" ip link set eth0 up
+  ip netns exec "$ns" ip link set lo up
+  local half cap=()
+  half=$(python3 -c "print($rtt / 2)")
+  [ -n "${1:-}" ] && cap=(rate "$1")
+  # Queue enough packets for the bandwidth-delay product.
+  tc qdisc add dev "veth-$$" root netem delay "${half}ms" "${cap[@]}" limit 100000
+  ip netns exec "$ns" tc qdisc add dev eth0 root netem delay "${half}ms" "${cap[@]}" limit 100000
+}
+
+# repo_for PLACE TOOL: sets repo (the location) and rrepo (restic's form).
+repo_for() {
+  case $1 in
+    local) repo="$work/repo-$2"; rrepo="$repo" ;;
+    *) curl -s -X PUT "$endpoint/$2" >/dev/null; repo="s3://$2/repo"; rrepo="s3:$endpoint/$2/repo" ;;
+  esac
+}
+
+# run_timed PLACE TOOL STEP CMD...: wall seconds and peak RSS; stdout kept in $work/out.
+run_timed() {
+  local place=$1 tool=$2 step=$3; shift 3
+  /usr/bin/time -f "%e %M" -o "$work/time" "$@" >"$work/out" 2>"$work/stderr" || { cat "$work/stderr" >&2; exit 1; }
+  read -r secs rss <"$work/time"
+  record "$place" "$tool/$step" time "$secs"
+  record "$place" "$tool/$step" rss "$rss"
+}
+
+backup_all() {
+  local place=$1 tool=$2
+  repo_for "$place" "$tool"
+  export CAIRN_CACHE_DIR="$work/cache-$tool" RESTIC_CACHE_DIR="$work/rcache-$tool"
+  case $tool in
+    cairn) "$cairn" --repo "$repo" init >/dev/null ;;
+    cairn-v1) "$cairn" --repo "$repo" init --vector-chunk-size 0 >/dev/null ;;
+    baseline) "$BASELINE" --repo "$repo" init >/dev/null ;;
+    restic) restic -q -r "$rrepo" init --repository-version 2 >/dev/null ;;
+  esac
+  for d in $days; do
+    echo "$place: $tool: backup $d" >&2
+    case $tool in
+      cairn|cairn-v1) "$cairn" -q --repo "$repo" backup "$series/$d" >/dev/null ;;
+      baseline) "$BASELINE" -q --repo "$repo" backup "$series/$d" >/dev/null ;;
+      restic) restic -q -r "$rrepo" backup "$series/$d" >/dev/null ;;
+    esac
+  done
+}
+
+# restore_once PLACE TOOL STEP: one cold restore of the last night, checked.
+restore_once() {
+  local place=$1 tool=$2 step=$3 out="$work/restored"
+  repo_for "$place" "$tool"
+  rm -rf "$out" "$work/cold-cache" "$work/cold-rcache"; mkdir -p "$out"
+  export CAIRN_CACHE_DIR="$work/cold-cache" RESTIC_CACHE_DIR="$work/cold-rcache"
+  [ "$place" = local ] && cold "$repo"
+  sync
+  case $tool/$step in
+    cairn/restore|cairn-v1/restore) run_timed "$place" "$tool" "$step" "$cairn" --json --repo "$repo" restore latest "$out" ;;
+    cairn/nosync|cairn-v1/nosync) run_timed "$place" "$tool" "$step" "$cairn" --json --repo "$repo" restore --no-sync latest "$out" ;;
+    baseline/restore) run_timed "$place" "$tool" "$step" "$BASELINE" -q --repo "$repo" restore latest "$out" ;;
+    restic/restore) run_timed "$place" "$tool" "$step" restic -q -r "$rrepo" restore latest --target "$out" ;;
+  esac
+  if [ "${tool#cairn}" != "$tool" ]; then
+    python3 -c '
+import json, sys
+r = json.load(open(sys.argv[1]))
+for k in ("requests", "bytes_read", "over_read", "bytes"):
+    print(f"{sys.argv[2]}\t{sys.argv[3]}/{sys.argv[4]}\t{k}\t{r.get(k, 0)}")' "$work/out" "$place" "$tool" "$step" >>"$results"
+  fi
+  local restored
+  restored=$(find "$out" -type d -name "$last" | head -n1)
+  diff -r "$series/$last" "$restored" >/dev/null || { echo "$place: $tool: restore differs from $last" >&2; exit 1; }
+}
+
+for place in $places; do
+  case $place in
+    local) ;;
+    s3) start_moto 127.0.0.1 "$((20000 + $$ % 10000))" ;;
+    s3-rtt) netns_link; start_moto 10.231.0.2 5000 "$ns" ;;
+    s3-cap) netns_link "$rate"; start_moto 10.231.0.2 5000 "$ns" ;;
+    *) echo "unknown place $place" >&2; exit 2 ;;
+  esac
+  export AWS_ENDPOINT_URL="${endpoint:-}"
+  for tool in "${tools[@]}"; do backup_all "$place" "$tool"; done
+  for i in $(seq "$restores"); do
+    for tool in "${tools[@]}"; do
+      echo "$place: restore $i/$restores: $tool" >&2
+      restore_once "$place" "$tool" restore
+      case $tool in cairn|cairn-v1) [ "$place" = local ] && restore_once "$place" "$tool" nosync ;; esac
+    done
+  done
+  rm -rf "$work"/repo-* "$work"/cache-* "$work"/rcache-*
+done
+
+python3 - "$results" "$series/$last" "$restores" "$rtt" "$rate" "$places" <<'PY'
+import collections, os, re, statistics, sys
+results, last, restores, rtt, rate, places = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6].split()
+v = collections.defaultdict(list)
+for line in open(results):
+    place, key, kind, val = line.rstrip("\n").split("\t")
+    v[(place, key, kind)].append(float(val))
+size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(last) for f in fs)
+mib = lambda b: b / 2**20
+m = re.fullmatch(r"(\d+(?:\.\d+)?)([kmg]?)bit", rate)
+cap = float(m.group(1)) * {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[m.group(2)] / 8 if m else None
+print(f"restore of {last} ({mib(size):.1f} MiB), {restores} cold restores per tool and place; medians (min–max)\n")
+verdicts = []
+def med(place, key, kind="time"):
+    xs = v.get((place, key, kind))
+    return statistics.median(xs) if xs else None
+for place in places:
+    label = {"local": "local disk", "s3": "moto S3 on loopback", "s3-rtt": f"moto S3 behind {rtt} ms RTT",
+             "s3-cap": f"moto S3 behind {rtt} ms RTT and {rate}"}[place]
+    print(f"### {label}\n")
+    print("| tool | restore (s) | peak RSS (MiB) | requests | read (MiB) | MiB/request | over-read | MiB/s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for key in sorted({k for (p, k, kind) in v if p == place and kind == "time"}):
+        xs = v[(place, key, "time")]
+        t = statistics.median(xs)
+        rss = max(v[(place, key, "rss")]) / 1024
+        req = med(place, key, "requests")
+        read = med(place, key, "bytes_read")
+        over = med(place, key, "over_read")
+        cols = [f"{t:.2f} ({min(xs):.2f}–{max(xs):.2f})", f"{rss:.0f}"]
+        if req:
+            cols += [f"{req:.0f}", f"{mib(read):.1f}", f"{mib(read) / req:.2f}", f"{100 * over / max(read - over, 1):.1f} %"]
+        else:
+            cols += ["–"] * 4
+        cols.append(f"{mib(size) / t:.0f}")
+        print(f"| {key} | " + " | ".join(cols) + " |")
+    print()
+    c, c1, r = med(place, "cairn/restore"), med(place, "cairn-v1/restore"), med(place, "restic/restore")
+    if c and r:
+        verdicts.append((place, "cairn >= 3x faster than restic", f"{r / c:.2f}x", r / c >= 3))
+    if place == "local" and c and c1:
+        verdicts.append((place, "version 2 <= 1.15x version 1 (durable)", f"{c / c1:.2f}x", c / c1 <= 1.15))
+        n, n1 = med(place, "cairn/nosync"), med(place, "cairn-v1/nosync")
+        if n and n1 and r:
+            verdicts.append((place, "--no-sync: version 2 vs version 1; vs restic", f"{n / n1:.2f}x; {r / n:.2f}x", None))
+    req, read, over = med(place, "cairn/restore", "requests"), med(place, "cairn/restore", "bytes_read"), med(place, "cairn/restore", "over_read")
+    if req:
+        verdicts.append((place, ">= 4 MiB read per request", f"{mib(read) / req:.2f} MiB", mib(read) / req >= 4))
+        verdicts.append((place, "over-read <= 10 %", f"{100 * over / max(read - over, 1):.1f} %", over <= 0.10 * (read - over)))
+    if place == "s3-cap" and c and cap:
+        share = (read or size) / c / cap
+        verdicts.append((place, f">= 70 % of the {rate} cap", f"{100 * share:.0f} %", share >= 0.70))
+print("| place | target | measured | met? |")
+print("|---|---|---|---|")
+for place, what, got, ok in verdicts:
+    print(f"| {place} | {what} | {got} | {'yes' if ok else ('no' if ok is not None else '–')} |")
+PY
