@@ -17,10 +17,11 @@
 #   local  a directory; cairn durable (files flushed before it exits) and
 #          --no-sync (page cache, the peers' terms); restic as it is
 #   s3     moto (S3 API) on the machine's loopback
-#   s3-rtt moto inside a network namespace reached through a veth pair
-#          with tc netem: RTT_MS round trip (default 20), no bandwidth cap;
-#          the machine's own loopback is not slowed
-#   s3-cap the same link capped at RATE each way (default 200mbit)
+#   s3-rtt moto behind benches/delay-proxy.py: RTT_MS round trip (default
+#          20) on every request and one more per new connection, no
+#          bandwidth cap (the machine's own loopback is not slowed; this
+#          kernel has no netem, see the proxy's notes)
+#   s3-cap the same, each direction capped at RATE (default 200mbit)
 #
 # Prints a Markdown table per place (median, min and max time, peak RSS,
 # requests and bytes read by cairn, bytes read per request, over-read,
@@ -32,8 +33,7 @@
 # Usage: [NIGHTS=n] [RESTORES=n] [PLACES="local s3 s3-rtt s3-cap"] [RTT_MS=20] [RATE=200mbit]
 #        [BASELINE=path] benches/restore.sh SERIES_DIR
 #   python3 benches/qdrant-nights.py /tmp/d768 --shape d768 && benches/restore.sh /tmp/d768
-# Needs restic, GNU time, python3 with moto (scripts/test.sh makes .venv), and
-# root for the network namespace (s3-rtt).
+# Needs restic, GNU time and python3 with moto (scripts/test.sh makes .venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
@@ -47,9 +47,6 @@ places=${PLACES:-local s3 s3-rtt s3-cap}
 if [[ " $places " == *" s3"* ]] && [ ! -x "$moto" ]; then
   echo "moto is needed for the S3 places: bash scripts/test.sh sets up .venv (or set CAIRN_MOTO_SERVER)" >&2; exit 1
 fi
-if [[ " $places " == *" s3-"* ]] && [ "$(id -u)" != 0 ]; then
-  echo "s3-rtt and s3-cap need root (a network namespace with tc netem); run as root or set PLACES=\"local s3\"" >&2; exit 1
-fi
 build_cairn
 series="$(cd "$1" && pwd)"
 nights=${NIGHTS:-$(cd "$series" && ls -d day* | wc -l)}
@@ -61,12 +58,14 @@ rate=${RATE:-200mbit}
 tools=(cairn cairn-v1 restic)
 [ -n "${BASELINE:-}" ] && tools+=(baseline)
 work="$(mktemp -d "${TMPDIR:-/tmp}/cairn-restore.XXXXXX")"
-ns=cairn-bench-$$
 moto_pid=""
+proxy_pid=""
+stop_servers() {
+  for p in $moto_pid $proxy_pid; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  moto_pid=""; proxy_pid=""
+}
 cleanup() {
-  [ -n "$moto_pid" ] && kill "$moto_pid" 2>/dev/null || true
-  ip netns del "$ns" 2>/dev/null || true
-  ip link del "veth-$$" 2>/dev/null || true
+  stop_servers
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -75,46 +74,36 @@ results="$work/results.tsv"
 : >"$results"
 record() { printf "%s\t%s\t%s\t%s\n" "$@" >>"$results"; }
 
-# start_moto HOST PORT [NETNS]: a fresh moto server; sets endpoint.
-start_moto() {
-  local host=$1 port=$2
-  [ -n "$moto_pid" ] && { kill "$moto_pid" 2>/dev/null || true; wait "$moto_pid" 2>/dev/null || true; }
-  if [ -n "${3:-}" ]; then
-    ip netns exec "$3" "$moto" -H "$host" -p "$port" >"$work/moto.log" 2>&1 &
-  else
-    "$moto" -H "$host" -p "$port" >"$work/moto.log" 2>&1 &
-  fi
-  moto_pid=$!
-  endpoint="http://$host:$port"
-  for _ in $(seq 100); do curl -s -o /dev/null "$endpoint" && return 0; sleep 0.1; done
-  echo "moto did not start at $endpoint" >&2; cat "$work/moto.log" >&2; exit 1
-}
+# free_port: a free loopback port.
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
-# netns_link [RATE]: a namespace holding 10.231.0.2, reached from 10.231.0.1
-# over a veth pair delayed RTT_MS/2 in each direction (and capped at RATE).
-netns_link() {
-  ip netns del "$ns" 2>/dev/null || true
-  ip link del "veth-$$" 2>/dev/null || true
-  ip netns add "$ns"
-  ip link add "veth-$$" type veth peer name eth0 netns "$ns"
-  ip addr add 10.231.0.1/24 dev "veth-$$"
-  ip link set "veth-$$" up
-  ip netns exec "$ns" ip addr add 10.231.0.2/24 dev eth0
-  ip netns exec "$ns" ip link set eth0 up
-  ip netns exec "$ns" ip link set lo up
-  local half cap=()
-  half=$(python3 -c "print($rtt / 2)")
-  [ -n "${1:-}" ] && cap=(rate "$1")
-  # Queue enough packets for the bandwidth-delay product.
-  tc qdisc add dev "veth-$$" root netem delay "${half}ms" "${cap[@]}" limit 100000
-  ip netns exec "$ns" tc qdisc add dev eth0 root netem delay "${half}ms" "${cap[@]}" limit 100000
+# start_s3 [RTT_MS [RATE]]: a fresh moto server on loopback, behind the delay
+# proxy when RTT_MS is given; sets endpoint.
+start_s3() {
+  stop_servers
+  local port
+  port=$(free_port)
+  "$moto" -H 127.0.0.1 -p "$port" >"$work/moto.log" 2>&1 &
+  moto_pid=$!
+  endpoint="http://127.0.0.1:$port"
+  for _ in $(seq 100); do curl -s -o /dev/null "$endpoint" && break; sleep 0.1; done
+  curl -s -o /dev/null "$endpoint" || { echo "moto did not start" >&2; cat "$work/moto.log" >&2; exit 1; }
+  if [ -n "${1:-}" ]; then
+    local pport cap=()
+    pport=$(free_port)
+    [ -n "${2:-}" ] && cap=(--rate "$2")
+    python3 benches/delay-proxy.py "$pport" "127.0.0.1:$port" --rtt-ms "$1" "${cap[@]}" >"$work/proxy.out" 2>&1 &
+    proxy_pid=$!
+    for _ in $(seq 100); do grep -q ready "$work/proxy.out" 2>/dev/null && break; sleep 0.1; done
+    endpoint="http://127.0.0.1:$pport"
+  fi
 }
 
 # repo_for PLACE TOOL: sets repo (the location) and rrepo (restic's form).
 repo_for() {
   case $1 in
     local) repo="$work/repo-$2"; rrepo="$repo" ;;
-    *) curl -s -X PUT "$endpoint/$2" >/dev/null; repo="s3://$2/repo"; rrepo="s3:$endpoint/$2/repo" ;;
+    *) curl -s -H "Expect:" -X PUT "$endpoint/$2" >/dev/null; repo="s3://$2/repo"; rrepo="s3:$endpoint/$2/repo" ;;
   esac
 }
 
@@ -176,9 +165,9 @@ for k in ("requests", "bytes_read", "over_read", "bytes"):
 for place in $places; do
   case $place in
     local) ;;
-    s3) start_moto 127.0.0.1 "$((20000 + $$ % 10000))" ;;
-    s3-rtt) netns_link; start_moto 10.231.0.2 5000 "$ns" ;;
-    s3-cap) netns_link "$rate"; start_moto 10.231.0.2 5000 "$ns" ;;
+    s3) start_s3 ;;
+    s3-rtt) start_s3 "$rtt" ;;
+    s3-cap) start_s3 "$rtt" "$rate" ;;
     *) echo "unknown place $place" >&2; exit 2 ;;
   esac
   export AWS_ENDPOINT_URL="${endpoint:-}"

@@ -245,5 +245,5 @@ pub fn restore_requests_are_planned(
 #[test]
 fn restore_requests_are_planned_local() {
     // Local reads may bridge a quarter: the disk then reads in long runs.
-    restore_requests_are_planned(&Env::local(), 55, 25, (8, 1 << 20));
+    restore_requests_are_planned(&Env::local(), 15, 25, (6, 1 << 20));
 }

@@ -42,5 +42,5 @@ fn s3_churn_series_with_multipart_packs() {
 
 #[test]
 fn s3_restore_requests_are_planned() {
-    crate::restore::restore_requests_are_planned(&Env::s3(), 75, 10, (3, 2 << 20));
+    crate::restore::restore_requests_are_planned(&Env::s3(), 75, 10, (2, 4 << 20));
 }

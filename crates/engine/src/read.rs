@@ -35,9 +35,17 @@ pub struct ReadLimits {
     pub over_read: f64,
     /// Requests in flight.
     pub concurrency: usize,
-    /// Bytes of a file a restore assembles in memory at once: the span over
-    /// which its reads are sorted and merged.
+    /// Bytes of requests in flight (with their buffers, what reading holds
+    /// in memory).
+    pub budget: u64,
+    /// Bytes of a file a restore assembles in memory at once, when it
+    /// writes in order (to stdout, to a Qdrant upload): the span over which
+    /// its reads are sorted and merged.
     pub window: u64,
+    /// Chunks planned together when a restore writes a file in place: the
+    /// span over which reads are merged (1 M chunks is about 100 MiB of
+    /// plan, 4 GiB of file at 4 KiB chunks).
+    pub horizon: usize,
 }
 
 impl ReadLimits {
@@ -50,17 +58,21 @@ impl ReadLimits {
         max_gap: 1024 * 1024,
         over_read: 0.25,
         concurrency: 4,
+        budget: 32 * 1024 * 1024,
         window: 8 * 1024 * 1024,
+        horizon: 16 * 1024,
     };
 
     /// Limits for object stores, where each request costs a round trip
     /// (10–50 ms on the big clouds) and is billed, as is every byte read.
     pub const OBJECT_STORE: Self = Self {
-        max_request: 8 * 1024 * 1024,
+        max_request: 16 * 1024 * 1024,
         max_gap: 1024 * 1024,
         over_read: 0.10,
         concurrency: 16,
+        budget: 64 * 1024 * 1024,
         window: 32 * 1024 * 1024,
+        horizon: 1024 * 1024,
     };
 
     /// The limits for a backend.
@@ -300,7 +312,7 @@ impl std::fmt::Display for BlobFault {
 pub struct Fetched {
     /// The request.
     pub read: PackRead,
-    stored: Vec<u8>,
+    stored: Stored,
     decoded: Vec<u8>,
     /// Per blob: where its decoded bytes are (`true`: in `decoded`).
     spans: Vec<std::result::Result<(bool, Range<usize>), BlobFault>>,
@@ -316,6 +328,21 @@ impl Fetched {
             Ok((true, r)) => Ok(&self.decoded[r.clone()]),
             Ok((false, r)) => Ok(&self.stored[r.clone()]),
             Err(f) => Err(f),
+        }
+    }
+
+    /// Where blob `i`'s decoded bytes are: in the decoded buffer (`true`)
+    /// or in the bytes read, and the range there (see [`Fetched::buffer`]).
+    pub(crate) fn span(&self, i: usize) -> Option<(bool, Range<usize>)> {
+        self.spans[i].as_ref().ok().cloned()
+    }
+
+    /// The decoded buffer (`true`) or the bytes read.
+    pub(crate) fn buffer(&self, decoded: bool) -> &[u8] {
+        if decoded {
+            &self.decoded
+        } else {
+            &self.stored
         }
     }
 
@@ -340,7 +367,11 @@ impl Fetched {
     /// The buffers, for reuse.
     #[must_use]
     pub fn into_buffers(self) -> (Vec<u8>, Vec<u8>) {
-        (self.stored, self.decoded)
+        let stored = match self.stored {
+            Stored::Owned(v) => v,
+            Stored::Shared(_) => Vec::new(),
+        };
+        (stored, self.decoded)
     }
 
     /// A request none of whose blobs could be used.
@@ -348,9 +379,40 @@ impl Fetched {
         let spans = read.blobs.iter().map(|_| Err(fault.clone())).collect();
         Self {
             read,
-            stored: Vec::new(),
+            stored: Stored::Owned(Vec::new()),
             decoded: Vec::new(),
             spans,
+        }
+    }
+}
+
+/// The bytes a request returned: a buffer of ours (local reads), or the
+/// object store client's own (no copy).
+#[derive(Debug)]
+enum Stored {
+    Owned(Vec<u8>),
+    Shared(bytes::Bytes),
+}
+
+impl From<Vec<u8>> for Stored {
+    fn from(v: Vec<u8>) -> Self {
+        Self::Owned(v)
+    }
+}
+
+impl From<bytes::Bytes> for Stored {
+    fn from(b: bytes::Bytes) -> Self {
+        Self::Shared(b)
+    }
+}
+
+impl std::ops::Deref for Stored {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Self::Owned(v) => v,
+            Self::Shared(b) => b,
         }
     }
 }
@@ -358,7 +420,8 @@ impl Fetched {
 /// Decodes and verifies every blob of `read` from `stored` (the bytes of
 /// `read.range`): raw blobs stay where they are, compressed ones are
 /// decompressed into `decoded`; all are hashed, the small ones together.
-fn decode(read: PackRead, stored: Vec<u8>, mut decoded: Vec<u8>) -> Fetched {
+fn decode(read: PackRead, stored: impl Into<Stored>, mut decoded: Vec<u8>) -> Fetched {
+    let stored = stored.into();
     let spans = decode_spans(&stored, read.range.start, &read.blobs, &mut decoded);
     Fetched {
         read,
@@ -510,12 +573,19 @@ impl Buffers {
     }
 }
 
+/// `bytes` in KiB, rounded up, as semaphore permits.
+fn kib(bytes: u64) -> u32 {
+    u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX).max(1)
+}
+
 /// What the reads of one command share: limits, the permits that bound
 /// requests in flight across everything it reads at once, and buffers.
 #[derive(Debug)]
 pub(crate) struct Reader {
     pub(crate) limits: ReadLimits,
     permits: Arc<tokio::sync::Semaphore>,
+    /// KiB of requests in flight (see [`ReadLimits::budget`]).
+    budget: Arc<tokio::sync::Semaphore>,
     /// Request and decoding buffers.
     pub(crate) buffers: Arc<Buffers>,
     /// Bytes of a file assembled in memory at once (see
@@ -533,23 +603,12 @@ impl Repository {
         if let Some(c) = concurrency {
             limits.concurrency = c.max(1);
         }
-        if let Some(g) = std::env::var("CAIRN_MAX_GAP").ok().and_then(|w| w.parse().ok()) {
-            limits.max_gap = g;
-        }
-        if let Some(g) = std::env::var("CAIRN_OVER_READ").ok().and_then(|w| w.parse().ok()) {
-            limits.over_read = g;
-        }
-        if let Some(g) = std::env::var("CAIRN_MAX_REQUEST").ok().and_then(|w| w.parse().ok()) {
-            limits.max_request = g;
-        }
         Reader {
             limits,
             permits: Arc::new(tokio::sync::Semaphore::new(limits.concurrency)),
+            budget: Arc::new(tokio::sync::Semaphore::new(kib(limits.budget) as usize)),
             buffers: Arc::new(Buffers::new(2 * limits.concurrency + 2)),
-            window: std::env::var("CAIRN_RESTORE_WINDOW")
-                .ok()
-                .and_then(|w| w.parse().ok())
-                .unwrap_or(limits.window),
+            window: limits.window,
             windows: Arc::new(Buffers::new(4)),
         }
     }
@@ -653,6 +712,13 @@ impl Repository {
             .acquire()
             .await
             .expect("invariant: the semaphore is never closed");
+        // Large requests count against the byte budget too (a request larger
+        // than the whole budget takes all of it).
+        let bytes = reader
+            .budget
+            .acquire_many(kib(read.len()).min(kib(reader.limits.budget)))
+            .await
+            .expect("invariant: the semaphore is never closed");
         let read = if self.store.is_local() {
             // Read, decode and hand over on one blocking thread.
             let store = self.store.clone();
@@ -675,15 +741,15 @@ impl Repository {
         } else {
             read
         };
-        let got = self
-            .store
-            .get_range_into(&key, read.range.clone(), reader.buffers.take())
-            .await;
+        let got = self.store.get_range(&key, read.range.clone()).await;
         drop(permit);
         let spare = reader.buffers.take();
-        tokio::task::spawn_blocking(move || then(fetched(read, got, spare)))
+        let done = tokio::task::spawn_blocking(move || then(fetched(read, got, spare)))
             .await
-            .expect("invariant: decoding does not panic")
+            .expect("invariant: decoding does not panic");
+        // The request's bytes count until it is decoded and handed over.
+        drop(bytes);
+        done
     }
 }
 
@@ -696,7 +762,7 @@ pub(crate) enum Blocking<S, E> {
 }
 
 /// A request as read: decoded, or every blob faulted with why it failed.
-fn fetched(read: PackRead, got: cairn_store::Result<Vec<u8>>, spare: Vec<u8>) -> Fetched {
+fn fetched<B: Into<Stored>>(read: PackRead, got: cairn_store::Result<B>, spare: Vec<u8>) -> Fetched {
     match got {
         Ok(stored) => decode(read, stored, spare),
         Err(cairn_store::Error::NotFound { .. }) => Fetched::failed(read, &BlobFault::MissingPack),
@@ -814,7 +880,9 @@ mod tests {
         max_gap: 0,
         over_read: 0.0,
         concurrency: 1,
+        budget: 1 << 30,
         window: 1 << 30,
+        horizon: 1 << 30,
     };
 
     #[test]

@@ -762,17 +762,19 @@ impl Repository {
             let part =
                 collection_of(&file.path).map_or_else(|| file.path.clone(), |(c, _)| c.to_string());
             let located_lists: Vec<_> = file.chunk_lists.iter().filter_map(locate).collect();
-            let chunks = file
-                .chunks
-                .iter()
-                .chain(
-                    file.chunk_lists
-                        .iter()
-                        .filter_map(|l| lists.get(l).and_then(|r| r.as_ref().ok()))
-                        .flatten(),
-                )
-                .filter_map(locate);
-            let t = file_reads(&located_lists, chunks, &limits, reader.window);
+            // The batches the restore locates chunks in: the inline chunks,
+            // then the chunks of each batch of lists.
+            let inline = (!file.chunks.is_empty())
+                .then(|| file.chunks.iter().filter_map(locate).collect::<Vec<_>>());
+            let listed = file.chunk_lists.chunks(super::restore::LISTS_PER_BATCH).map(|batch| {
+                batch
+                    .iter()
+                    .filter_map(|l| lists.get(l).and_then(|r| r.as_ref().ok()))
+                    .flatten()
+                    .filter_map(locate)
+                    .collect::<Vec<_>>()
+            });
+            let t = file_reads(&located_lists, inline.into_iter().chain(listed), &limits);
             let e = parts.entry(part).or_default();
             e.requests += t.requests;
             e.fetched += t.fetched;

@@ -8,13 +8,13 @@
 //! temporary name and renamed into place only when complete.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cairn_index::ChunkIndex;
 use cairn_model::{ChunkId, FileEntry, PackId, PackLocation};
-use cairn_store::durable::DurableFile;
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 
@@ -75,15 +75,30 @@ pub(crate) const MIN_WINDOW: u64 = 8 * 1024 * 1024;
 /// reads of the current one finish).
 const WINDOWS_IN_FLIGHT: usize = 2;
 
+/// Splits requests (in pack order) into `n` groups of about equal bytes,
+/// each a run of neighbouring requests.
+fn split_reads(reads: Vec<read::PackRead>, n: usize) -> Vec<Vec<read::PackRead>> {
+    let total: u64 = reads.iter().map(read::PackRead::len).sum();
+    let share = total.div_ceil(n.max(1) as u64).max(1);
+    let mut groups = vec![Vec::new()];
+    let mut filled = 0u64;
+    for r in reads {
+        if filled >= share {
+            groups.push(Vec::new());
+            filled = 0;
+        }
+        filled += r.len();
+        groups.last_mut().expect("invariant: one group at least").push(r);
+    }
+    groups
+}
+
 /// Windows located ahead of the ones being assembled.
 const WINDOWS_AHEAD: usize = 8;
 
 /// Chunk lists read together (about 4 MiB of file each at 4 KiB chunks,
 /// 64 MiB at 64 KiB).
-const LISTS_PER_BATCH: usize = 16;
-
-/// Direct writes in flight to a restored file.
-const WRITE_DEPTH: usize = 3;
+pub(crate) const LISTS_PER_BATCH: usize = 16;
 
 /// Requests made and bytes read, for a file or a restore.
 #[derive(Debug, Default, Clone, Copy)]
@@ -152,14 +167,15 @@ fn cut_windows(
     }
 }
 
-/// The reads a restore makes of one file, given its chunk lists and its
-/// chunks (in file order) with their locations: the same list batches,
-/// windows and plans as the restore itself, so estimates match it.
+/// The reads a restore to a directory makes of one file, given its chunk
+/// lists and its chunks with their locations in the batches the restore
+/// locates them in (the inline chunks, then one batch per
+/// [`LISTS_PER_BATCH`] lists): the same list requests, horizons and plans
+/// as [`Repository::restore`], so estimates match it.
 pub(crate) fn file_reads(
     lists: &[(ChunkId, PackLocation)],
-    chunks: impl IntoIterator<Item = (ChunkId, PackLocation)>,
+    batches: impl IntoIterator<Item = Vec<(ChunkId, PackLocation)>>,
     limits: &crate::read::ReadLimits,
-    window: u64,
 ) -> ReadTally {
     let mut tally = ReadTally::default();
     for batch in lists.chunks(LISTS_PER_BATCH) {
@@ -168,59 +184,56 @@ pub(crate) fn file_reads(
             limits,
         ));
     }
-    let mut open = Window {
-        chunks: Vec::new(),
-        len: 0,
-    };
-    let mut ready = VecDeque::new();
-    let mut add = |w: Window| tally.add(&read::plan(placement(&w).blobs, limits));
-    let mut chunks = chunks.into_iter().peekable();
-    while chunks.peek().is_some() {
-        cut_windows(window, &mut open, chunks.by_ref().take(4096), &mut ready);
-        ready.drain(..).for_each(&mut add);
+    let mut pending: Vec<(ChunkId, PackLocation)> = Vec::new();
+    for batch in batches {
+        pending.extend(batch);
+        if pending.len() >= limits.horizon {
+            tally.add(&read::plan(placement(&pending).blobs, limits));
+            pending.clear();
+        }
     }
-    if !open.chunks.is_empty() {
-        add(open);
+    if !pending.is_empty() {
+        tally.add(&read::plan(placement(&pending).blobs, limits));
     }
     tally
 }
 
-/// The blobs a window needs, each once (tagged with its number), and where
-/// each goes in the window.
+/// The blobs a run of chunks needs, each once (tagged with its number), and
+/// where each goes, relative to the run's start.
 struct Placement {
     blobs: Vec<(PackId, Blob)>,
     at: Offsets,
 }
 
-/// Offsets in a window by blob tag: `first[tag]`, then any repeats.
+/// Offsets by blob tag: `first[tag]`, then any repeats.
 struct Offsets {
-    first: Vec<usize>,
+    first: Vec<u64>,
     /// (tag, offset) of the second and later occurrences, by tag.
-    repeats: Vec<(u32, usize)>,
+    repeats: Vec<(u32, u64)>,
 }
 
 impl Offsets {
     /// Every offset of blob `tag`.
-    fn of(&self, tag: u32) -> impl Iterator<Item = &usize> {
+    fn of(&self, tag: u32) -> impl Iterator<Item = u64> + '_ {
         let from = self.repeats.partition_point(|(t, _)| *t < tag);
-        std::iter::once(&self.first[tag as usize]).chain(
+        std::iter::once(self.first[tag as usize]).chain(
             self.repeats[from..]
                 .iter()
                 .take_while(move |(t, _)| *t == tag)
-                .map(|(_, p)| p),
+                .map(|(_, p)| *p),
         )
     }
 }
 
-fn placement(w: &Window) -> Placement {
+fn placement(chunks: &[(ChunkId, PackLocation)]) -> Placement {
     let mut tags: std::collections::HashMap<ChunkId, u32> =
-        std::collections::HashMap::with_capacity(w.chunks.len());
-    let mut blobs = Vec::with_capacity(w.chunks.len());
-    let mut first = Vec::with_capacity(w.chunks.len());
+        std::collections::HashMap::with_capacity(chunks.len());
+    let mut blobs = Vec::with_capacity(chunks.len());
+    let mut first = Vec::with_capacity(chunks.len());
     let mut repeats = Vec::new();
-    let mut pos = 0usize;
-    for (id, loc) in &w.chunks {
-        let next = u32::try_from(blobs.len()).expect("invariant: a window has < 2^32 chunks");
+    let mut pos = 0u64;
+    for (id, loc) in chunks {
+        let next = u32::try_from(blobs.len()).expect("invariant: < 2^32 chunks planned at once");
         let tag = *tags.entry(*id).or_insert(next);
         if tag == next {
             blobs.push((loc.pack, Blob::at(*id, loc).tagged(tag)));
@@ -228,13 +241,65 @@ fn placement(w: &Window) -> Placement {
         } else {
             repeats.push((tag, pos));
         }
-        pos += loc.raw_length as usize;
+        pos += u64::from(loc.raw_length);
     }
     repeats.sort_unstable();
     Placement {
         blobs,
         at: Offsets { first, repeats },
     }
+}
+
+/// Writes every blob of a fetched request at its offsets (plus `base`) in
+/// `out`; blobs next to each other both in what was read and in the file go
+/// in one write. Returns the bytes written.
+fn write_blobs(ctx: &FileContext, out: &std::fs::File, base: u64, at: &Offsets, f: &Fetched) -> Result<u64> {
+    use std::os::unix::fs::FileExt;
+    if let Some((_, fault)) = f.first_fault() {
+        return Err(ctx.corrupt(&f.read.pack, fault));
+    }
+    let io = |e| Error::io("cannot write", &ctx.file, e);
+    let mut written = 0u64;
+    // The pending write: (in the decoded buffer?, source range, file offset).
+    let mut run: Option<(bool, Range<usize>, u64)> = None;
+    for (i, b) in f.read.blobs.iter().enumerate() {
+        let (dec, span) = f.span(i).expect("invariant: no faults");
+        for (k, pos) in at.of(b.tag).enumerate() {
+            let pos = base + pos;
+            match &mut run {
+                Some((d, r, o)) if k == 0 && *d == dec && r.end == span.start && *o + (r.len() as u64) == pos => {
+                    r.end = span.end;
+                }
+                _ => {
+                    if let Some((d, r, o)) = run.take() {
+                        out.write_all_at(&f.buffer(d)[r.clone()], o).map_err(io)?;
+                        written += r.len() as u64;
+                    }
+                    run = Some((dec, span.clone(), pos));
+                }
+            }
+        }
+    }
+    if let Some((d, r, o)) = run {
+        out.write_all_at(&f.buffer(d)[r.clone()], o).map_err(io)?;
+        written += r.len() as u64;
+    }
+    Ok(written)
+}
+
+/// Copies every blob of a fetched request to its offsets in the window.
+fn place(ctx: &FileContext, out: &mut [u8], at: &Offsets, f: &Fetched) -> Result<()> {
+    if let Some((_, fault)) = f.first_fault() {
+        return Err(ctx.corrupt(&f.read.pack, fault));
+    }
+    for (i, b) in f.read.blobs.iter().enumerate() {
+        let data = f.blob(i).expect("invariant: no faults");
+        for pos in at.of(b.tag) {
+            let pos = usize::try_from(pos).expect("invariant: a window fits in memory");
+            out[pos..pos + data.len()].copy_from_slice(data);
+        }
+    }
+    Ok(())
 }
 
 /// Selects the files a filter names: the file itself or everything under a directory.
@@ -278,30 +343,6 @@ impl<W: Write + Send + 'static> Sink for W {
     }
 }
 
-/// Restored files bypass the page cache where they can and are flushed to
-/// stable storage before they get their final name.
-struct FileSink(DurableFile);
-
-impl Sink for FileSink {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
-        self.0.write_all(data)
-    }
-}
-
-/// Copies every blob of a fetched request to its offsets in the window.
-fn place(ctx: &FileContext, out: &mut [u8], at: &Offsets, f: &Fetched) -> Result<()> {
-    if let Some((_, fault)) = f.first_fault() {
-        return Err(ctx.corrupt(&f.read.pack, fault));
-    }
-    for (i, b) in f.read.blobs.iter().enumerate() {
-        let data = f.blob(i).expect("invariant: no faults");
-        for &pos in at.of(b.tag) {
-            out[pos..pos + data.len()].copy_from_slice(data);
-        }
-    }
-    Ok(())
-}
-
 impl Repository {
     /// Restores `info`'s files (or those matching the filter) under `target`.
     ///
@@ -338,19 +379,21 @@ impl Repository {
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default()
             ));
-            let out = if opts.sync {
-                DurableFile::create(&tmp, false, Some(file.size))
-                    .map(|f| FileSink(f.with_depth(WRITE_DEPTH)))
-            } else {
-                DurableFile::create_unsynced(&tmp, false).map(FileSink)
-            };
-            let out = out.map_err(|e| Error::io("cannot create", &tmp, e))?;
+            let out = std::fs::File::create(&tmp).map_err(|e| Error::io("cannot create", &tmp, e))?;
+            // Sized up front: the writes land anywhere in it.
+            if let Err(e) = out.set_len(file.size) {
+                let _ = std::fs::remove_file(&tmp);
+                progress.finish();
+                return Err(Error::io("cannot write", &tmp, e));
+            }
+            let out = Arc::new(out);
             let written = self
-                .stream_file(info, file, &index, out, &reader, &*progress, &tmp)
+                .write_file(info, file, &index, Arc::clone(&out), &reader, &*progress)
                 .await;
-            let done = written.and_then(|(out, reads)| {
+            let done = written.and_then(|reads| {
                 summary.add_reads(&reads);
-                finish_file(out.0, file, &tmp, &dest)
+                let out = Arc::try_unwrap(out).expect("invariant: every write has finished");
+                finish_file(out, opts.sync, file, &tmp, &dest)
             });
             if let Err(e) = done {
                 let _ = std::fs::remove_file(&tmp);
@@ -423,6 +466,163 @@ impl Repository {
         };
         summary.add_reads(&reads);
         Ok(summary)
+    }
+
+    /// Restores one file into `out` (created and sized by the caller) with
+    /// positional writes: its chunks are located in batches and planned up
+    /// to the reader's horizon of chunks at a time, each request's blobs written at their
+    /// offsets as it arrives. Returns what was read.
+    #[allow(clippy::too_many_arguments)]
+    async fn write_file(
+        &self,
+        info: &SnapshotInfo,
+        file: &FileEntry,
+        index: &Arc<ChunkIndex>,
+        out: Arc<std::fs::File>,
+        reader: &Reader,
+        progress: &dyn Progress,
+    ) -> Result<ReadTally> {
+        let ctx = Arc::new(FileContext {
+            snapshot: info.id.to_hex(),
+            file: file.path.clone(),
+        });
+        let tally = std::sync::Mutex::new(ReadTally::default());
+        let horizon = reader.limits.horizon;
+        // Chunk lists are read and chunks located one horizon ahead of the
+        // horizon being written.
+        let (htx, mut hrx) = mpsc::channel::<Result<Vec<(ChunkId, PackLocation)>>>(1);
+        let produce = async {
+            let mut pending: Vec<(ChunkId, PackLocation)> = Vec::new();
+            let mut next_list = 0;
+            let mut inline = !file.chunks.is_empty();
+            let result: Result<()> = async {
+                loop {
+                    let ids = if inline {
+                        inline = false;
+                        file.chunks.clone()
+                    } else if next_list < file.chunk_lists.len() {
+                        let end = (next_list + LISTS_PER_BATCH).min(file.chunk_lists.len());
+                        let lists = &file.chunk_lists[next_list..end];
+                        next_list = end;
+                        self.read_chunk_lists(&ctx, lists, index, reader, &tally).await?
+                    } else {
+                        break;
+                    };
+                    pending.extend(locate(&ctx, index, ids).await?);
+                    if pending.len() >= horizon {
+                        if htx.send(Ok(std::mem::take(&mut pending))).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                }
+                if !pending.is_empty() {
+                    let _ = htx.send(Ok(pending)).await;
+                }
+                Ok(())
+            }
+            .await;
+            if let Err(e) = result {
+                let _ = htx.send(Err(e)).await;
+            }
+            drop(htx);
+        };
+        let consume = async {
+            let mut base = 0u64;
+            while let Some(chunks) = hrx.recv().await {
+                base += self
+                    .write_horizon(&ctx, &chunks?, base, &out, reader, &tally, progress)
+                    .await?;
+            }
+            Ok::<u64, Error>(base)
+        };
+        let ((), written) = tokio::join!(produce, consume);
+        let base = written?;
+        if base != file.size {
+            return Err(Error::Malformed {
+                what: format!("snapshot {}, file {}", info.id.short(), file.path),
+                reason: format!(
+                    "its chunks hold {base} bytes but the manifest records {}",
+                    file.size
+                ),
+            });
+        }
+        let tally = *tally.lock().expect("invariant: tally lock is not poisoned");
+        Ok(tally)
+    }
+
+    /// Reads and writes one horizon of chunks that start at `base` in the
+    /// file; returns their length. On a local repository the requests are
+    /// split into as many groups as reads may be in flight, each read,
+    /// decoded and written on one blocking thread; elsewhere they are
+    /// fetched in parallel and written as they arrive.
+    #[allow(clippy::too_many_arguments)]
+    async fn write_horizon(
+        &self,
+        ctx: &Arc<FileContext>,
+        chunks: &[(ChunkId, PackLocation)],
+        base: u64,
+        out: &Arc<std::fs::File>,
+        reader: &Reader,
+        tally: &std::sync::Mutex<ReadTally>,
+        progress: &dyn Progress,
+    ) -> Result<u64> {
+        let len: u64 = chunks.iter().map(|(_, l)| u64::from(l.raw_length)).sum();
+        let Placement { blobs, at } = placement(chunks);
+        let plan = read::plan(blobs, &reader.limits);
+        tally.lock().expect("invariant: tally lock is not poisoned").add(&plan);
+        let at = Arc::new(at);
+        let written = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let write = {
+            let (ctx, out, at, written) = (Arc::clone(ctx), Arc::clone(out), Arc::clone(&at), Arc::clone(&written));
+            move |f: &Fetched| -> Result<()> {
+                let n = write_blobs(&ctx, &out, base, &at, f)?;
+                written.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            }
+        };
+        let groups = split_reads(plan.reads, reader.limits.concurrency);
+        let mut rest = Vec::new();
+        let local = futures::future::join_all(groups.into_iter().map(|g| {
+            let write = write.clone();
+            self.fetch_blocking(g, reader, (), move |(), f: &Fetched| write(f))
+        }));
+        // Progress while the groups run, from what they have written.
+        let results = {
+            let mut local = std::pin::pin!(local);
+            let mut shown = 0;
+            loop {
+                let tick = tokio::time::sleep(std::time::Duration::from_millis(100));
+                tokio::select! {
+                    r = &mut local => break r,
+                    () = tick => {
+                        let now = written.load(std::sync::atomic::Ordering::Relaxed);
+                        progress.advance(now - shown);
+                        shown = now;
+                    }
+                }
+            }
+        };
+        for r in results {
+            match r {
+                Blocking::Done(done) => done?,
+                Blocking::Unsupported(reads, ()) => rest.extend(reads),
+            }
+        }
+        if !rest.is_empty() {
+            let then = Arc::new(move |f: Fetched| -> Result<Fetched> {
+                write(&f)?;
+                Ok(f)
+            });
+            self.fetch(rest, reader, then)
+                .try_for_each(|f| {
+                    let (a, b) = f.into_buffers();
+                    reader.buffers.give(a);
+                    reader.buffers.give(b);
+                    async { Ok(()) }
+                })
+                .await?;
+        }
+        Ok(len)
     }
 
     /// Fetches, verifies and writes one file's chunks in order; returns the
@@ -583,7 +783,7 @@ impl Repository {
         reader: &Reader,
         tally: &std::sync::Mutex<ReadTally>,
     ) -> Result<Vec<u8>> {
-        let Placement { blobs, at } = placement(&w);
+        let Placement { blobs, at } = placement(&w.chunks);
         let plan = read::plan(blobs, &reader.limits);
         tally.lock().expect("invariant: tally lock is not poisoned").add(&plan);
         let len = usize::try_from(w.len).expect("invariant: a window fits in memory");
@@ -693,13 +893,13 @@ async fn locate(
         .collect()
 }
 
-fn finish_file(out: DurableFile, file: &FileEntry, tmp: &Path, dest: &Path) -> Result<()> {
+/// Flushes a restored file (when `sync`), sets its time and mode and
+/// renames it into place (flushing the directory too when `sync`).
+fn finish_file(out: std::fs::File, sync: bool, file: &FileEntry, tmp: &Path, dest: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    // An unsynced file's name need not be durable either.
-    let sync = out.is_synced();
-    let (out, _) = out
-        .finish()
-        .map_err(|e| Error::io("cannot write", tmp, e))?;
+    if sync {
+        out.sync_all().map_err(|e| Error::io("cannot flush", tmp, e))?;
+    }
     let mtime = std::time::UNIX_EPOCH
         + std::time::Duration::from_secs(u64::try_from(file.mtime).unwrap_or(0));
     out.set_modified(mtime)
@@ -786,18 +986,18 @@ mod tests {
             ],
             len: 35,
         };
-        let p = placement(&w);
+        let p = placement(&w.chunks);
         assert_eq!(p.blobs.len(), 2);
-        let of = |tag| p.at.of(tag).copied().collect::<Vec<usize>>();
+        let of = |tag| p.at.of(tag).collect::<Vec<u64>>();
         assert_eq!(of(p.blobs[0].1.tag), vec![0, 15, 25]);
         assert_eq!(of(p.blobs[1].1.tag), vec![10]);
     }
 
     #[test]
-    fn file_reads_plan_list_batches_and_windows_as_the_restore_does() {
+    fn file_reads_plan_list_batches_and_horizons_as_the_restore_does() {
         // 40 chunks of 1 MiB in one pack, in pack order but listed
-        // backwards: one window (32 MiB) sorts them into one request per
-        // 8 MiB, the remaining 8 chunks another.
+        // backwards, in batches of 10: a horizon of 20 chunks sorts each
+        // half into requests of up to 8 MiB (3 each).
         let mib = 1u32 << 20;
         let chunks: Vec<_> = (0..40u32)
             .rev()
@@ -807,11 +1007,12 @@ mod tests {
         let limits = crate::read::ReadLimits {
             max_request: 8 << 20,
             over_read: 0.0,
+            horizon: 20,
             ..crate::read::ReadLimits::LOCAL
         };
-        let t = file_reads(&lists, chunks, &limits, 32 << 20);
-        // Lists: 16 + 4 in two batches, one request each; data: 4 + 1.
-        assert_eq!(t.requests, 2 + 4 + 1);
+        let t = file_reads(&lists, chunks.chunks(10).map(<[_]>::to_vec), &limits);
+        // Lists: 16 + 4 in two batches, one request each; data: 3 + 3.
+        assert_eq!(t.requests, 2 + 3 + 3);
         assert_eq!(t.needed, 20 * 64 + 40 * u64::from(mib));
         assert_eq!(t.fetched, t.needed);
     }
