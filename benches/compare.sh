@@ -14,7 +14,11 @@
 # cache). Times are the median over rounds; sizes and peak RSS the median and
 # the maximum.
 #
-# Usage: [ROUNDS=n] benches/compare.sh [SERIES_DIR]     (default ../shared/fixtures/qdrant-churn)
+# With BASELINE=/path/to/an/older/cairn (the previous release built from
+# git), that build runs the same sequence and every row also shows it and
+# its time against this build's.
+#
+# Usage: [ROUNDS=n] [BASELINE=path] benches/compare.sh [SERIES_DIR]     (default ../shared/fixtures/qdrant-churn)
 #   SERIES_DIR holds day0/, day1/, ... each with one or more snapshot files.
 #   A multi-GB series: python3 benches/gen-series.py /tmp/series --gib 2 && benches/compare.sh /tmp/series
 # Needs restic and borg (Debian packages restic, borgbackup) and GNU time.
@@ -58,25 +62,26 @@ check_restore() {
 rounds=${ROUNDS:-3}
 # sequence ROUND TOOL: one tool's whole run, recorded under ROUND.
 sequence() {
-  local round=$1 tool=$2 repo="$work/repo-$2" out="$work/restore-$2"
+  local round=$1 tool=$2 repo="$work/repo-$2" out="$work/restore-$2" bin="$cairn"
+  [ "$tool" = baseline ] && bin="$BASELINE"
   rm -rf "$repo" "$out" "$BORG_BASE_DIR" "$RESTIC_CACHE_DIR" "$CAIRN_CACHE_DIR"
   sync
   cat "$series"/day*/* "$work/fresh/$last"/* >/dev/null
   case $tool in
-    cairn) "$cairn" --repo "$repo" init >/dev/null ;;
+    cairn|baseline) "$bin" --repo "$repo" init >/dev/null ;;
     restic) restic -q -r "$repo" init --repository-version 2 >/dev/null ;;
     borg) borg init -e none "$repo" ;;
   esac
   for d in $days; do
     case $tool in
-      cairn) measure "$round" cairn "$d" "$cairn" -q --repo "$repo" backup "$series/$d" ;;
+      cairn|baseline) measure "$round" "$tool" "$d" "$bin" -q --repo "$repo" backup "$series/$d" ;;
       restic) measure "$round" restic "$d" restic -q -r "$repo" backup "$series/$d" ;;
       borg) (cd "$series" && measure "$round" borg "$d" borg create "$repo::$d" "$d") ;;
     esac
     size "$round" "$tool" "$d" "$repo"
   done
   case $tool in
-    cairn) measure "$round" cairn fresh "$cairn" -q --repo "$repo" backup "$work/fresh/$last" ;;
+    cairn|baseline) measure "$round" "$tool" fresh "$bin" -q --repo "$repo" backup "$work/fresh/$last" ;;
     restic) measure "$round" restic fresh restic -q -r "$repo" backup "$work/fresh/$last" ;;
     borg) (cd "$work/fresh" && measure "$round" borg fresh borg create "$repo::fresh" "$last") ;;
   esac
@@ -85,7 +90,7 @@ sequence() {
   cold "$repo"
   mkdir -p "$out"
   case $tool in
-    cairn) measure "$round" cairn restore "$cairn" -q --repo "$repo" restore latest "$out" ;;
+    cairn|baseline) measure "$round" "$tool" restore "$bin" -q --repo "$repo" restore latest "$out" ;;
     restic) measure "$round" restic restore restic -q -r "$repo" restore latest --target "$out" ;;
     borg) (cd "$out" && measure "$round" borg restore borg extract "$repo::fresh") ;;
   esac
@@ -94,16 +99,18 @@ sequence() {
   # still to write, so restore + sync is the time until the data is durable.
   measure "$round" "$tool" sync sync
   check_restore "$tool" "$out"
-  if [ "$tool" = cairn ]; then
+  if [ "$tool" = cairn ] || [ "$tool" = baseline ]; then
     # The same restore on restic's and borg's terms: through the page cache, no flush.
     rm -rf "$out"; mkdir -p "$out"; cold "$repo"
-    measure "$round" cairn nosync "$cairn" -q --repo "$repo" restore --no-sync latest "$out"
-    check_restore cairn "$out"
+    measure "$round" "$tool" nosync "$bin" -q --repo "$repo" restore --no-sync latest "$out"
+    check_restore "$tool" "$out"
   fi
   rm -rf "$out" "$repo"
 }
+tools=(cairn restic borg)
+[ -n "${BASELINE:-}" ] && tools+=(baseline)
 for round in $(seq "$rounds"); do
-  for tool in cairn restic borg; do
+  for tool in "${tools[@]}"; do
     echo "round $round/$rounds: $tool" >&2
     sequence "$round" "$tool"
   done
@@ -123,11 +130,16 @@ mib = lambda b: b / 2**20
 day_bytes = {d: sum(os.path.getsize(os.path.join(series, d, f)) for f in os.listdir(os.path.join(series, d))) for d in days}
 print(f"series: {series} ({len(days)} days, last day {mib(day_bytes[days[-1]]):.1f} MiB); "
       f"times are medians of {rounds} rounds\n")
-print("| step | cairn | restic | borg | restic/cairn | borg/cairn |")
-print("|---|---|---|---|---|---|")
-def row(name, c, r, b, fmt):
+base = any(k[1] == "time" and "baseline" in t for k, t in samples.items())
+print("| step | cairn | restic | borg | restic/cairn | borg/cairn |" + (" baseline | cairn/baseline |" if base else ""))
+print("|---|---|---|---|---|---|" + ("---|---|" if base else ""))
+def row(name, c, r, b, fmt, key=None):
     ratio = lambda p: f"{p / c:.2f}x" if c else "-"
-    print(f"| {name} | {fmt(c)} | {fmt(r)} | {fmt(b)} | {ratio(r)} | {ratio(b)} |")
+    extra = ""
+    if base:
+        x = v.get(key, {}).get("baseline") if key else None
+        extra = f" {fmt(x)} | {c / x:.2f}x |" if x else " - | - |"
+    print(f"| {name} | {fmt(c)} | {fmt(r)} | {fmt(b)} | {ratio(r)} | {ratio(b)} |" + extra)
 # Restore until its data is on disk: each round's restore plus the sync after it.
 samples[("durable", "time")] = {tool: [r + s for r, s in zip(samples[("restore", "time")][tool], samples[("sync", "time")][tool])]
                                 for tool in samples[("restore", "time")]}
@@ -137,18 +149,23 @@ for d in steps:
     t = v[(d, "time")]
     label = {"fresh": f"re-backup {days[-1]} as a new file", "restore": f"restore {days[-1]}",
              "durable": f"restore {days[-1]} + sync (until on disk)"}.get(d, f"backup {d}")
-    row(label + " (s)", t["cairn"], t["restic"], t["borg"], lambda x: f"{x:.2f}")
+    row(label + " (s)", t["cairn"], t["restic"], t["borg"], lambda x: f"{x:.2f}", (d, "time"))
     if d == "restore":
         n = v[("nosync", "time")]["cairn"]
-        row(f"restore {days[-1]}, cairn --no-sync (s)", n, t["restic"], t["borg"], lambda x: f"{x:.2f}")
+        row(f"restore {days[-1]}, cairn --no-sync (s)", n, t["restic"], t["borg"], lambda x: f"{x:.2f}", ("nosync", "time"))
 for d in days:
     s = v[(d, "size")]
-    row(f"repo size after {d} (MiB)", s["cairn"], s["restic"], s["borg"], lambda x: f"{mib(x):.1f}")
-g = {t: v[(days[-1], "size")][t] - v[(days[0], "size")][t] for t in ("cairn", "restic", "borg")}
-row(f"growth {days[0]}..{days[-1]} (MiB)", g["cairn"], g["restic"], g["borg"], lambda x: f"{mib(x):.1f}")
-rss = {t: max(v[(s, "rss")][t] for s in days + ["fresh", "restore"]) for t in ("cairn", "restic", "borg")}
-rss["cairn"] = max(rss["cairn"], v[("nosync", "rss")]["cairn"])
-row("peak RSS (MiB)", rss["cairn"], rss["restic"], rss["borg"], lambda x: f"{x / 1024:.0f}")
+    row(f"repo size after {d} (MiB)", s["cairn"], s["restic"], s["borg"], lambda x: f"{mib(x):.1f}", (d, "size"))
+every = ("cairn", "restic", "borg") + (("baseline",) if base else ())
+g = {t: v[(days[-1], "size")][t] - v[(days[0], "size")][t] for t in every}
+v[("growth", "size")] = g
+row(f"growth {days[0]}..{days[-1]} (MiB)", g["cairn"], g["restic"], g["borg"], lambda x: f"{mib(x):.1f}", ("growth", "size"))
+rss = {t: max(v[(s, "rss")][t] for s in days + ["fresh", "restore"]) for t in every}
+for t in ("cairn", "baseline"):
+    if t in rss:
+        rss[t] = max(rss[t], v[("nosync", "rss")][t])
+v[("peak", "rss")] = rss
+row("peak RSS (MiB)", rss["cairn"], rss["restic"], rss["borg"], lambda x: f"{x / 1024:.0f}", ("peak", "rss"))
 print(f"\nEvery round's times (s), cairn / restic / borg:\n")
 for d in steps:
     t = samples[(d, "time")]

@@ -9,8 +9,9 @@
 # and prints per series: repository size after night 0, growth over nights
 # 1..N, cairn's metadata share (index files, manifests and chunk lists) and
 # chunk count, the time of the first backup (night 0), of nights 1..N
-# together and of a re-backup of every night at once as new files (the same
-# bytes, new inodes), and peak RSS. Growth is exact; times are
+# together, of a re-backup of every night at once as new files (the same
+# bytes, new inodes) and of a restore of the last night from a cold
+# repository, and peak RSS. Growth is exact; times are
 # medians of ROUNDS rounds (default 3), the tools interleaved in each round.
 # Ends with the growth ratios against restic and the speed ratios against
 # the baseline (cairn-v1 without one), each against its target (growth <=
@@ -79,6 +80,16 @@ for series in "$@"; do
         measure "$name" "$round" "$tool" "$d" "${cmd[@]}"
         record "$name" "$round/$tool" "$d" size "$(du -sb "$repo" | cut -f1)"
       done
+      # Restore of the last night from a cold repository (durable for cairn;
+      # restic's restore leaves its data in the page cache).
+      rm -rf "$work/restored"; mkdir -p "$work/restored"
+      cold "$repo"
+      case $tool in
+        cairn|cairn-v1) measure "$name" "$round" "$tool" restore "$cairn" -q --repo "$repo" restore latest "$work/restored" ;;
+        baseline) measure "$name" "$round" "$tool" restore "$BASELINE" -q --repo "$repo" restore latest "$work/restored" ;;
+        restic) measure "$name" "$round" "$tool" restore restic -q -r "$repo" restore latest --target "$work/restored" ;;
+      esac
+      rm -rf "$work/restored"
       cat "$work/fresh"/day*/* >/dev/null
       backup_cmd "$tool" "$repo" "$work/fresh"
       measure "$name" "$round" "$tool" fresh "${cmd[@]}"
@@ -113,11 +124,12 @@ for line in open(os.path.join(work, "series")):
     print(f"| after {first} (MiB) | " + " | ".join(f"{mib(size(t, first)):.1f}" for t in tools) + " |")
     print(f"| growth {days[1]}..{last} (MiB) | " + " | ".join(f"{mib(growth[t]):.1f}" for t in tools) + " |")
     print("| growth / restic | " + " | ".join(f"{growth[t] / growth['restic']:.2f}x" for t in tools) + " |")
-    for step, label in ((first, f"first backup ({first}) s"), ("fresh", f"re-backup of all {len(days)} nights as new files s")):
+    for step, label in ((first, f"first backup ({first}) s"), ("fresh", f"re-backup of all {len(days)} nights as new files s"),
+                        ("restore", f"restore of {last}, cold s")):
         print(f"| {label} | " + " | ".join(f"{med(name, t, step, 'time'):.2f}" for t in tools) + " |")
     nights = lambda t: statistics.median(sum(x) for x in zip(*(rows[(name, t, d, "time")] for d in days[1:])))
     print(f"| nights {days[1]}..{last}, total s | " + " | ".join(f"{nights(t):.2f}" for t in tools) + " |")
-    peak = {t: max(max(rows[(name, t, d, 'rss')]) for d in days + ["fresh"]) for t in tools}
+    peak = {t: max(max(rows[(name, t, d, 'rss')]) for d in days + ["fresh", "restore"]) for t in tools}
     print("| peak RSS (MiB) | " + " | ".join(f"{peak[t] / 1024:.0f}" for t in tools) + " |")
     for t in ("cairn", "cairn-v1"):
         st = json.load(open(os.path.join(work, f"stats-{name}-{t}.json")))
@@ -135,9 +147,11 @@ for line in open(os.path.join(work, "series")):
     # Speed is held against the older build when there is one (today's
     # release on the same data), else against this build's version 1 chunking.
     ref = "baseline" if "baseline" in tools else "cairn-v1"
-    for step, what in ((first, "first backup"), ("fresh", "re-backup")):
+    for step, what in ((first, "first backup"), ("fresh", "re-backup"), ("restore", "restore")):
         q = med(name, "cairn", step, "time") / med(name, ref, step, "time")
         verdicts.append((name, f"{what} time vs {ref}", f"{q:.2f}x", "<= 1.10x", q <= 1.10))
+    q = med(name, "restic", "restore", "time") / med(name, "cairn", "restore", "time")
+    verdicts.append((name, "restore: restic's time / cairn's", f"{q:.2f}x", ">= 3x", q >= 3))
     q = nights("cairn") / nights(ref)
     verdicts.append((name, f"nights' backup time vs {ref}", f"{q:.2f}x", "(none)", True))
     verdicts.append((name, "peak RSS", f"{peak['cairn'] / 1024:.0f} MiB", "<= 300 MiB", peak["cairn"] <= 300 * 1024))
