@@ -1,4 +1,5 @@
 //! Chunking and hashing throughput (MiB/s) on a real Qdrant snapshot.
+#![allow(missing_docs)] // criterion's macros define undocumented items
 
 mod data;
 

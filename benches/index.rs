@@ -1,4 +1,5 @@
 //! RocksDB chunk index: batched lookups of present and absent ids (lookups/s).
+#![allow(missing_docs)] // criterion's macros define undocumented items
 
 use cairn_index::ChunkIndex;
 use cairn_model::{ChunkId, Codec, IndexEntry, IndexGroup, PackId};

@@ -1,4 +1,5 @@
 //! Pack encode (compress + frame) and decode (decompress + verify) in MiB/s.
+#![allow(missing_docs)] // criterion's macros define undocumented items
 
 mod data;
 

@@ -17,6 +17,8 @@ mod concurrency;
 mod damage;
 /// Bad input and faults: each must fail cleanly and leave the repository consistent.
 mod faults;
+/// `--json` output parses back into the engine's result types.
+mod json;
 /// Retention: forget by policy and by id.
 mod lifecycle;
 /// Cost reports: totals against the store, prices, CSV, HTML in a browser.

@@ -214,9 +214,21 @@ pub fn restore_requests_are_planned(
     assert!(bytes > 10 << 20 && read / requests > 128 << 10, "{r}");
     let report = env.json(&["report"]);
     let est = &report["restore"];
-    assert_eq!(n(est, "gets"), requests, "report estimate {est} vs restore {r}");
-    assert_eq!(n(est, "bytes"), read, "report estimate {est} vs restore {r}");
-    assert_eq!(n(est, "over_read"), over, "report estimate {est} vs restore {r}");
+    assert_eq!(
+        n(est, "gets"),
+        requests,
+        "report estimate {est} vs restore {r}"
+    );
+    assert_eq!(
+        n(est, "bytes"),
+        read,
+        "report estimate {est} vs restore {r}"
+    );
+    assert_eq!(
+        n(est, "over_read"),
+        over,
+        "report estimate {est} vs restore {r}"
+    );
     // The first night's snapshot is in the packs written that night: its
     // reads are as large as requests may be.
     let first = env.json(&["snapshots"]);
@@ -224,7 +236,10 @@ pub fn restore_requests_are_planned(
     let out0 = env.path("out0");
     let r0 = env.json(&["restore", &first, out0.to_str().expect("utf8")]);
     assert_eq!(n(&r0, "requests"), expected_first.0, "{r0}");
-    assert!(n(&r0, "bytes_read") / n(&r0, "requests") >= expected_first.1, "{r0}");
+    assert!(
+        n(&r0, "bytes_read") / n(&r0, "requests") >= expected_first.1,
+        "{r0}"
+    );
     // dump reads the same way.
     let file = std::fs::read_dir(last)
         .expect("day")
@@ -236,10 +251,17 @@ pub fn restore_requests_are_planned(
         .run(&[
             "dump",
             "latest",
-            &format!("{}/{}", last.file_name().expect("name").to_string_lossy(), file.to_string_lossy()),
+            &format!(
+                "{}/{}",
+                last.file_name().expect("name").to_string_lossy(),
+                file.to_string_lossy()
+            ),
         ])
         .stdout;
-    assert!(dumped == std::fs::read(last.join(&file)).expect("read"), "dump differs");
+    assert!(
+        dumped == std::fs::read(last.join(&file)).expect("read"),
+        "dump differs"
+    );
 }
 
 #[test]

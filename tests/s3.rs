@@ -44,3 +44,47 @@ fn s3_churn_series_with_multipart_packs() {
 fn s3_restore_requests_are_planned() {
     crate::restore::restore_requests_are_planned(&Env::s3(), 75, 10, (2, 4 << 20));
 }
+
+/// The S3 backend keeps the storage contract every backend keeps (the local
+/// and in-memory ones are held to it in cairn-store's own tests).
+#[test]
+fn s3_backend_keeps_the_contract() {
+    let moto = crate::support::Moto::start();
+    moto.create_bucket("contract");
+    let s3 = object_store::aws::AmazonS3Builder::new()
+        .with_bucket_name("contract")
+        .with_endpoint(&moto.endpoint)
+        .with_allow_http(true)
+        .with_region("us-east-1")
+        .with_access_key_id("test")
+        .with_secret_access_key("test")
+        .build()
+        .expect("an S3 client");
+    let backend = cairn_store::ObjectStoreBackend::new(
+        std::sync::Arc::new(s3),
+        object_store::path::Path::from("repo"),
+        "s3://contract/repo",
+    );
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(cairn_store::contract::check(&backend));
+}
+
+/// A bucket that does not exist is named as such, not as a missing
+/// repository file.
+#[test]
+fn s3_missing_bucket_is_named() {
+    let env = Env::s3();
+    let out = env
+        .cmd_at("s3://no-such-bucket/repo")
+        .arg("snapshots")
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no-such-bucket") && err.contains("does not exist"),
+        "{err}"
+    );
+    assert!(!err.contains("config not found"), "{err}");
+}

@@ -148,8 +148,13 @@ impl Env {
 
     /// `cairn --repo REPO` with this env's cache dir and credentials.
     pub fn cmd(&self) -> Command {
+        self.cmd_at(&self.repo)
+    }
+
+    /// As [`Env::cmd`], for another repository location.
+    pub fn cmd_at(&self, repo: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut c = Command::new(cairn_bin());
-        c.arg("--repo").arg(&self.repo);
+        c.arg("--repo").arg(repo);
         c.env("CAIRN_CACHE_DIR", self.cache.path());
         c.env_remove("CAIRN_REPOSITORY");
         for (k, v) in &self.envs {

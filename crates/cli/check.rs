@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use cairn_engine::ReadData;
-use serde_json::json;
 
 use crate::progress::Bar;
 use crate::size::human;
@@ -57,23 +56,15 @@ pub async fn check(g: &GlobalArgs, a: CheckArgs) -> Result<()> {
     let bar = Arc::new(Bar::new(g));
     let r = repo.check(read, bar).await?;
     if g.json {
-        println!(
-            "{}",
-            json!({
-                "clean": r.is_clean(), "snapshots": r.snapshots, "packs": r.packs,
-                "packs_read": r.packs_read, "bytes_read": r.bytes_read,
-                "errors": r.errors, "warnings": r.warnings,
-                "damaged": r.damaged.iter().map(|(id, files)| (id.clone(), json!(files.iter().map(|(p, w)| json!({"path": p, "why": w})).collect::<Vec<_>>()))).collect::<serde_json::Map<_, _>>(),
-            })
-        );
+        println!("{}", serde_json::to_string(&r)?);
     } else {
         for e in &r.errors {
             println!("error: {e}");
         }
         for (id, files) in &r.damaged {
             println!("damaged snapshot {id}:");
-            for (path, why) in files {
-                println!("  {path}: {why}");
+            for d in files {
+                println!("  {}: {}", d.path, d.why);
             }
         }
         for w in &r.warnings {

@@ -2,8 +2,7 @@
 
 use anyhow::Result;
 use cairn_engine::retention::parse_duration;
-use cairn_engine::{ForgetOptions, GroupBy, RetentionPolicy};
-use serde_json::json;
+use cairn_engine::{ForgetAction, ForgetOptions, GroupBy, RetentionPolicy};
 
 use crate::GlobalArgs;
 
@@ -103,37 +102,27 @@ pub async fn forget(g: &GlobalArgs, a: ForgetArgs) -> Result<()> {
     } else {
         None
     };
+    let mut s = s;
+    s.prune = pruned;
     if g.json {
-        let groups: Vec<_> = s
-            .groups
-            .iter()
-            .map(|gr| {
-                json!({
-                    "group": gr.key,
-                    "snapshots": gr.items.iter().map(|i| json!({
-                        "id": i.id.to_hex(), "time": i.time,
-                        "action": if i.keep { "keep" } else { "remove" }, "reasons": i.reasons,
-                    })).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
-        println!(
-            "{}",
-            json!({
-                "dry_run": s.dry_run, "groups": groups,
-                "removed": s.removed.iter().map(|i| i.to_hex()).collect::<Vec<_>>(),
-                "prune": pruned.as_ref().map(crate::prune::summary_json),
-            })
-        );
+        println!("{}", serde_json::to_string(&s)?);
         return Ok(());
     }
     for gr in &s.groups {
-        let kept = gr.items.iter().filter(|i| i.keep).count();
+        let kept = gr
+            .items
+            .iter()
+            .filter(|i| i.action == ForgetAction::Keep)
+            .count();
         println!("{}: keep {kept}, remove {}", gr.key, gr.items.len() - kept);
         for i in &gr.items {
             println!(
                 "  {:<6} {:<10} {:<27} {}",
-                if i.keep { "keep" } else { "remove" },
+                if i.action == ForgetAction::Keep {
+                    "keep"
+                } else {
+                    "remove"
+                },
                 i.id.short(),
                 i.time,
                 i.reasons.join(", ")
@@ -147,7 +136,7 @@ pub async fn forget(g: &GlobalArgs, a: ForgetArgs) -> Result<()> {
         );
     } else {
         println!("removed {} snapshot(s)", s.removed.len());
-        match &pruned {
+        match &s.prune {
             Some(p) => crate::prune::print(p),
             None => println!("`cairn prune` frees the data only they used"),
         }

@@ -120,6 +120,7 @@ fn init_logging(verbose: u8) {
 /// Mapping only above 32 MiB and trimming above 256 MiB keeps that memory
 /// in the process; peak RSS does not change (the same buffers are live).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
 fn tune_allocator() {
     // SAFETY: mallopt only sets malloc parameters; it is called once, before
     // any other thread exists, with values glibc documents as valid.
@@ -157,7 +158,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(*code);
             }
             let code = commands::exit_code(&err);
-            let message = format!("{err:#}");
+            let message = describe(&err);
             if json {
                 println!(
                     "{}",
@@ -183,9 +184,57 @@ impl std::fmt::Display for Reported {
 
 impl std::error::Error for Reported {}
 
+/// The error and its causes on one line, each cause once: many errors
+/// (ours and our dependencies') already print their source in their own
+/// message, and the chain would repeat it.
+fn describe(err: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            if !message.is_empty() {
+                message.push_str(": ");
+            }
+            message.push_str(&text);
+        }
+    }
+    message
+}
+
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|e| {
         e.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe;
+
+    #[derive(Debug)]
+    struct Wraps(std::io::Error);
+    impl std::fmt::Display for Wraps {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "cannot write /t/x: {}", self.0)
+        }
+    }
+    impl std::error::Error for Wraps {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn each_cause_is_printed_once() {
+        let io = std::io::Error::other("File too large");
+        let err = anyhow::Error::new(Wraps(io)).context("restore failed");
+        assert_eq!(
+            describe(&err),
+            "restore failed: cannot write /t/x: File too large"
+        );
+        // A cause its parent does not print still appears.
+        let err = anyhow::Error::new(std::io::Error::other("disk full")).context("backup failed");
+        assert_eq!(describe(&err), "backup failed: disk full");
+    }
 }

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use anyhow::Result;
 use cairn_engine::{PruneOptions, PruneSummary, Repository};
-use serde_json::json;
 
 use crate::progress::Bar;
 use crate::size::human;
@@ -69,30 +68,11 @@ pub async fn prune(g: &GlobalArgs, a: PruneArgs) -> Result<()> {
     let repo = crate::commands::open(g).await?;
     let s = run_prune(g, &repo, &a.tuning, a.dry_run).await?;
     if g.json {
-        println!("{}", summary_json(&s));
+        println!("{}", serde_json::to_string(&s)?);
     } else {
         print(&s);
     }
     Ok(())
-}
-
-/// The prune summary as JSON (docs/cli.md).
-pub fn summary_json(s: &PruneSummary) -> serde_json::Value {
-    let m = &s.mark;
-    json!({
-                "dry_run": s.dry_run,
-                "snapshots": m.snapshots, "packs": m.packs, "pack_bytes": m.pack_bytes,
-                "live_bytes": m.live_bytes, "packs_unused": m.packs_unused,
-                "packs_repacked": m.packs_repacked, "bytes_to_delete": m.bytes_to_delete,
-                "bytes_to_download": m.bytes_to_download, "bytes_to_upload": m.bytes_to_upload,
-                "requests": m.requests, "index_superseded": m.index_superseded,
-                "damaged": m.damaged, "plan": m.plan,
-                "swept": s.swept.iter().map(|r| json!({
-                    "plan": r.plan, "packs_deleted": r.packs_deleted, "bytes_deleted": r.bytes_deleted,
-                    "packs_spared": r.packs_spared, "index_deleted": r.index_deleted,
-                })).collect::<Vec<_>>(),
-                "deferred": s.deferred.iter().map(|(p, why)| json!({"plan": p, "why": why})).collect::<Vec<_>>(),
-    })
 }
 
 /// The prune summary for people.
@@ -135,7 +115,7 @@ pub fn print(s: &PruneSummary) {
             }
         );
     }
-    for (p, why) in &s.deferred {
+    for cairn_engine::Deferred { plan: p, why } in &s.deferred {
         println!("plan {p} waits for a later prune: {why}");
     }
     if m.plan.is_none() && s.swept.is_empty() && s.deferred.is_empty() {
@@ -145,15 +125,16 @@ pub fn print(s: &PruneSummary) {
 
 pub async fn unlock(g: &GlobalArgs) -> Result<()> {
     let repo = crate::commands::open(g).await?;
-    let (removed, live) = repo.unlock().await?;
+    let s = repo.unlock().await?;
     if g.json {
-        println!("{}", json!({ "removed": removed, "live": live }));
+        println!("{}", serde_json::to_string(&s)?);
         return Ok(());
     }
-    for r in &removed {
+    let (removed, live) = (&s.removed, &s.live);
+    for r in removed {
         println!("removed lapsed lease: {r}");
     }
-    for l in &live {
+    for l in live {
         println!("left live lease: {l}");
     }
     if removed.is_empty() && live.is_empty() {

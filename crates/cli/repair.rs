@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use anyhow::Result;
-use serde_json::json;
 
 use crate::progress::Bar;
 use crate::GlobalArgs;
@@ -30,10 +29,7 @@ pub async fn repair(g: &GlobalArgs, cmd: RepairCommand) -> Result<()> {
         RepairCommand::Index => {
             let s = repo.repair_index(bar).await?;
             if g.json {
-                println!(
-                    "{}",
-                    json!({ "packs": s.packs, "unreadable": s.unreadable, "written": s.written, "removed": s.removed })
-                );
+                println!("{}", serde_json::to_string(&s)?);
             } else {
                 for u in &s.unreadable {
                     println!("unreadable: {u}");
@@ -47,21 +43,9 @@ pub async fn repair(g: &GlobalArgs, cmd: RepairCommand) -> Result<()> {
         RepairCommand::Snapshots { forget, dry_run } => {
             let r = repo.repair_snapshots(forget, dry_run, bar).await?;
             if g.json {
-                let rows: Vec<_> = r
-                    .iter()
-                    .map(|x| {
-                        json!({
-                            "from": x.from.to_hex(), "to": x.to.map(|t| t.to_hex()),
-                            "damaged": x.damaged.iter().map(|(p, w)| json!({"path": p, "why": w})).collect::<Vec<_>>(),
-                        })
-                    })
-                    .collect();
-                println!(
-                    "{}",
-                    json!({ "dry_run": dry_run, "forget": forget, "repaired": rows })
-                );
+                println!("{}", serde_json::to_string(&r)?);
             } else {
-                for x in &r {
+                for x in &r.repaired {
                     println!(
                         "snapshot {}: {} damaged file(s) marked{}",
                         x.from.short(),
@@ -74,11 +58,11 @@ pub async fn repair(g: &GlobalArgs, cmd: RepairCommand) -> Result<()> {
                             (None, _) => " (dry run)".into(),
                         }
                     );
-                    for (p, w) in &x.damaged {
-                        println!("  {p}: {w}");
+                    for d in &x.damaged {
+                        println!("  {}: {}", d.path, d.why);
                     }
                 }
-                if r.is_empty() {
+                if r.repaired.is_empty() {
                     println!("no damaged snapshots");
                 }
             }

@@ -1,9 +1,11 @@
-//! The engine's commands, one module per verb.
+//! The engine's commands, one module per verb. Each is a leaf: it uses the
+//! repository services ([`crate::services`]) and never another command.
 
 pub(crate) mod backup;
 pub(crate) mod check;
 pub(crate) mod cluster_backup;
 pub(crate) mod cluster_restore;
+pub(crate) mod dump;
 pub(crate) mod forget;
 pub(crate) mod prune;
 pub(crate) mod repair;

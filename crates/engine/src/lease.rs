@@ -18,8 +18,7 @@ use chrono::{DateTime, Utc};
 
 use crate::{Error, Repository, Result};
 
-/// Default lease duration.
-pub const DEFAULT_LEASE: Duration = Duration::from_secs(15 * 60);
+pub use crate::repository::DEFAULT_LEASE;
 
 /// A lease this process holds; released explicitly with [`HeldLease::release`]
 /// (or, if dropped, deleted in the background).
@@ -113,7 +112,7 @@ impl Repository {
         let key = keys::lock(&name);
         let mut body = Lease {
             kind: kind.to_string(),
-            host: crate::commands::backup::hostname(),
+            host: crate::services::host::hostname(),
             pid: std::process::id(),
             started: None,
             lease_secs: duration.as_secs().max(1),

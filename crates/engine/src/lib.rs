@@ -21,22 +21,24 @@ mod commands;
 mod error;
 mod lease;
 mod progress;
-mod repository;
 pub mod read;
+mod repository;
 pub mod retention;
+mod services;
 
 pub use cluster::QdrantTarget;
-pub use commands::backup::{
-    BackupOptions, BackupSource, BackupSummary, LOCAL_UPLOADS, OBJECT_STORE_UPLOADS,
-};
-pub use commands::check::{CheckReport, ReadData};
+pub use commands::backup::BackupSource;
 pub use commands::cluster_backup::{ClusterBackupOptions, ClusterBackupSummary, SnapshotMethod};
 pub use commands::cluster_restore::{
     ClusterRestoreOptions, ClusterRestoreSummary, RestoredCollection, RestoredShard,
 };
-pub use commands::forget::{ForgetGroup, ForgetItem, ForgetOptions, ForgetSummary, GroupBy};
-pub use commands::prune::{PruneOptions, PrunePlanSummary, PruneSummary, SweepReport};
-pub use commands::repair::{RepairIndexSummary, Repaired};
+pub use commands::forget::{
+    Action as ForgetAction, ForgetGroup, ForgetItem, ForgetOptions, ForgetSummary, GroupBy,
+};
+pub use commands::prune::{
+    Deferred, PruneOptions, PrunePlanSummary, PruneSummary, SweepReport, UnlockSummary,
+};
+pub use commands::repair::{RepairIndexSummary, RepairSnapshotsSummary, Repaired};
 pub use commands::report::{
     describe_policy, Added, BackupRow, ClassCost, Expiring, Growth, ProjectionPoint, Report,
     ReportOptions, RestoreCost, SourceRow, Totals,
@@ -47,6 +49,8 @@ pub use error::{Error, Result};
 pub use progress::{NoProgress, Progress};
 pub use repository::{InitOptions, Repository, SnapshotFilter, SnapshotInfo};
 pub use retention::RetentionPolicy;
+pub use services::damage::{CheckReport, DamagedFile, Problem, ProblemKind, ReadData};
+pub use services::ingest::{BackupOptions, BackupSummary, LOCAL_UPLOADS, OBJECT_STORE_UPLOADS};
 
 pub use cairn_cost::PriceTable;
 pub use cairn_model::{

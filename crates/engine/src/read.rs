@@ -454,7 +454,11 @@ pub(crate) fn decode_spans(
             .offset
             .checked_sub(base)
             .and_then(|from| usize::try_from(from).ok())
-            .and_then(|from| stored.get(from..from + b.length as usize).map(|s| (from, s)))
+            .and_then(|from| {
+                stored
+                    .get(from..from + b.length as usize)
+                    .map(|s| (from, s))
+            })
         else {
             spans.push(Err(BlobFault::ShortPack));
             continue;
@@ -514,7 +518,10 @@ fn hash_all<'a>(inputs: impl Iterator<Item = &'a [u8]>) -> Vec<[u8; 32]> {
         .iter()
         .map(|i| {
             if i.len() <= cairn_chunk::batch::BATCH_MAX_LEN {
-                *small.next().expect("invariant: one digest per small input").as_bytes()
+                *small
+                    .next()
+                    .expect("invariant: one digest per small input")
+                    .as_bytes()
             } else {
                 *blake3::hash(i).as_bytes()
             }
@@ -575,7 +582,9 @@ impl Buffers {
 
 /// `bytes` in KiB, rounded up, as semaphore permits.
 fn kib(bytes: u64) -> u32 {
-    u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX).max(1)
+    u32::try_from(bytes.div_ceil(1024))
+        .unwrap_or(u32::MAX)
+        .max(1)
 }
 
 /// What the reads of one command share: limits, the permits that bound
@@ -589,7 +598,7 @@ pub(crate) struct Reader {
     /// Request and decoding buffers.
     pub(crate) buffers: Arc<Buffers>,
     /// Bytes of a file assembled in memory at once (see
-    /// [`crate::commands::restore`]).
+    /// [`crate::services::materialize`]).
     pub(crate) window: u64,
     /// Window-sized buffers.
     pub(crate) windows: Arc<Buffers>,
@@ -678,9 +687,13 @@ impl Repository {
             while let Some(read) = reads.next() {
                 let key = keys::pack(&read.pack);
                 let len = usize::try_from(read.len()).expect("invariant: a request fits in memory");
-                let Some(got) = store.get_range_blocking(&key, read.range.clone(), buffers.take_len(len))
+                let Some(got) =
+                    store.get_range_blocking(&key, read.range.clone(), buffers.take_len(len))
                 else {
-                    debug_assert!(first, "a backend has a blocking path for every read or none");
+                    debug_assert!(
+                        first,
+                        "a backend has a blocking path for every read or none"
+                    );
                     let mut rest = vec![read];
                     rest.extend(reads);
                     return Blocking::Unsupported(rest, state);
@@ -762,7 +775,11 @@ pub(crate) enum Blocking<S, E> {
 }
 
 /// A request as read: decoded, or every blob faulted with why it failed.
-fn fetched<B: Into<Stored>>(read: PackRead, got: cairn_store::Result<B>, spare: Vec<u8>) -> Fetched {
+fn fetched<B: Into<Stored>>(
+    read: PackRead,
+    got: cairn_store::Result<B>,
+    spare: Vec<u8>,
+) -> Fetched {
     match got {
         Ok(stored) => decode(read, stored, spare),
         Err(cairn_store::Error::NotFound { .. }) => Fetched::failed(read, &BlobFault::MissingPack),
@@ -777,7 +794,7 @@ impl Repository {
     /// one.
     pub(crate) async fn read_lists(
         &self,
-        view: &crate::commands::prune::IndexView,
+        view: &crate::services::view::IndexView,
         lists: impl IntoIterator<Item = ChunkId>,
     ) -> std::collections::HashMap<ChunkId, std::result::Result<Vec<ChunkId>, String>> {
         let mut out = std::collections::HashMap::new();
@@ -792,30 +809,39 @@ impl Repository {
                     out.insert(id, Err(String::new()));
                 }
                 None => {
-                    out.insert(id, Err(format!("chunk list {} is in no index file", id.short())));
+                    out.insert(
+                        id,
+                        Err(format!("chunk list {} is in no index file", id.short())),
+                    );
                 }
             }
         }
         let reader = self.reader(None);
         let plan = plan(wanted, &reader.limits);
         let parsed: Vec<Vec<(ChunkId, std::result::Result<Vec<ChunkId>, String>)>> = self
-            .fetch(plan.reads, &reader, Arc::new(|f: Fetched| {
-                f.read
-                    .blobs
-                    .iter()
-                    .enumerate()
-                    .map(|(i, b)| {
-                        let ids = match f.blob(i) {
-                            Ok(raw) if raw.len() % 32 == 0 => {
-                                Ok(raw.chunks_exact(32).map(ChunkId::from_slice).collect())
-                            }
-                            Ok(_) => Err(format!("chunk list {} has a partial id", b.id.short())),
-                            Err(fault) => Err(format!("pack {}: {fault}", f.read.pack.short())),
-                        };
-                        (b.id, ids)
-                    })
-                    .collect()
-            }))
+            .fetch(
+                plan.reads,
+                &reader,
+                Arc::new(|f: Fetched| {
+                    f.read
+                        .blobs
+                        .iter()
+                        .enumerate()
+                        .map(|(i, b)| {
+                            let ids = match f.blob(i) {
+                                Ok(raw) if raw.len() % 32 == 0 => {
+                                    Ok(raw.chunks_exact(32).map(ChunkId::from_slice).collect())
+                                }
+                                Ok(_) => {
+                                    Err(format!("chunk list {} has a partial id", b.id.short()))
+                                }
+                                Err(fault) => Err(format!("pack {}: {fault}", f.read.pack.short())),
+                            };
+                            (b.id, ids)
+                        })
+                        .collect()
+                }),
+            )
             .collect()
             .await;
         for (id, ids) in parsed.into_iter().flatten() {
@@ -898,7 +924,10 @@ mod tests {
             ],
             &NO_GAPS,
         );
-        assert_eq!(shape(&p), vec![(1, 16, 31, 2), (1, 100, 101, 1), (2, 16, 23, 1)]);
+        assert_eq!(
+            shape(&p),
+            vec![(1, 16, 31, 2), (1, 100, 101, 1), (2, 16, 23, 1)]
+        );
         assert_eq!((p.needed, p.fetched), (23, 23));
     }
 
@@ -943,7 +972,13 @@ mod tests {
         assert_eq!(p.reads.iter().map(|r| r.blobs.len()).sum::<usize>(), 10);
         assert!(p.reads.len() <= 4, "{:?}", shape(&p));
         // A blob larger than the limit is read alone.
-        let p = plan([(pack(3), blob(3, 0, 1000))], &ReadLimits { max_request: 10, ..NO_GAPS });
+        let p = plan(
+            [(pack(3), blob(3, 0, 1000))],
+            &ReadLimits {
+                max_request: 10,
+                ..NO_GAPS
+            },
+        );
         assert_eq!(shape(&p), vec![(3, 0, 1000, 1)]);
     }
 
@@ -1004,7 +1039,10 @@ mod tests {
         assert_eq!(f.blob(1).expect("b"), &raw_b[..]);
         assert!(matches!(f.blob(2), Err(BlobFault::Bad(_))));
         assert_eq!(f.stored(1), Some(&packed_b[..]));
-        assert_eq!(f.first_fault().map(|(b, _)| b.offset), Some(3116 + packed_b.len() as u64));
+        assert_eq!(
+            f.first_fault().map(|(b, _)| b.offset),
+            Some(3116 + packed_b.len() as u64)
+        );
     }
 
     #[test]
@@ -1014,8 +1052,22 @@ mod tests {
             pack: pack(4),
             range: 0..200,
             blobs: vec![
-                Blob { id: ChunkId::of(&a), offset: 0, length: 100, raw_length: 100, codec: Codec::Raw, tag: 0 },
-                Blob { id: ChunkId::of(b"x"), offset: 100, length: 100, raw_length: 100, codec: Codec::Raw, tag: 0 },
+                Blob {
+                    id: ChunkId::of(&a),
+                    offset: 0,
+                    length: 100,
+                    raw_length: 100,
+                    codec: Codec::Raw,
+                    tag: 0,
+                },
+                Blob {
+                    id: ChunkId::of(b"x"),
+                    offset: 100,
+                    length: 100,
+                    raw_length: 100,
+                    codec: Codec::Raw,
+                    tag: 0,
+                },
             ],
         };
         let f = decode(read, a.clone(), Vec::new());

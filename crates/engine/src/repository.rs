@@ -14,6 +14,10 @@ use futures::StreamExt;
 
 use crate::{Error, Result};
 
+/// How long a lease (a running writer's marker, see [`crate::lease`]) lasts
+/// unless renewed.
+pub const DEFAULT_LEASE: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
 /// Options for creating a repository.
 #[derive(Debug, Clone)]
 pub struct InitOptions {
@@ -152,7 +156,7 @@ impl Repository {
                 store,
                 config,
                 cache_root: cache_root.to_path_buf(),
-                lease_duration: crate::lease::DEFAULT_LEASE,
+                lease_duration: DEFAULT_LEASE,
             }),
         }
     }
@@ -203,7 +207,7 @@ impl Repository {
             store,
             config,
             cache_root: cache_root.to_path_buf(),
-            lease_duration: crate::lease::DEFAULT_LEASE,
+            lease_duration: DEFAULT_LEASE,
         })
     }
 
@@ -500,5 +504,34 @@ impl Repository {
                 spec: spec.to_string(),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cairn_model::{Snapshot, SnapshotId};
+
+    /// The manifest vector of docs/format.md, "Test vectors": parsed and
+    /// written again byte for byte, with the documented id.
+    #[test]
+    fn format_md_manifest_vector() {
+        let line = concat!(
+            r#"{"version":2,"time":"2026-01-01T00:00:00.000000Z","host":"h","tags":[],"source":["/tmp/hello.txt"],"#,
+            r#""files":[{"path":"hello.txt","size":5,"mode":420,"mtime":0,"chunks":["ea8f163db38682925e4491c5e58d4bb3506ef8c14eb78a86e908c5624a67200f"],"new_bytes":5,"new_stored_bytes":5}],"#,
+            r#""totals":{"files":1,"bytes":5,"chunks":1,"new_chunks":1,"new_bytes":5,"new_stored_bytes":5,"new_packs":1,"#,
+            r#""requests":{"puts":0,"gets":0,"lists":0,"heads":0,"deletes":0}}}"#
+        );
+        assert_eq!(line.len(), 442);
+        let snapshot: Snapshot = serde_json::from_str(line).expect("parses");
+        let (json, packed) = super::compress_json(&snapshot);
+        assert_eq!(std::str::from_utf8(&json).expect("utf8"), line);
+        assert_eq!(
+            SnapshotId::of(&json).to_hex(),
+            "732f9437c5f079d0a7005bbf139cc8d02885d17dbba00e20a0ee5f4a8a102fc4"
+        );
+        assert_eq!(
+            zstd::bulk::decompress(&packed, 1 << 20).expect("zstd"),
+            json
+        );
     }
 }

@@ -478,6 +478,60 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    /// The pack and index file vectors of docs/format.md, "Test vectors".
+    #[test]
+    fn format_md_vectors() {
+        let mut w = PackWriter::new();
+        w.push(ChunkId::of(b"hello"), b"hello", None);
+        let p = w.finish();
+        assert_eq!(p.bytes.len(), 126);
+        assert_eq!(
+            p.id.to_hex(),
+            "e7c028dbbe8d8bd3cde966a21341449780d4ddccfc047201b8e26385b84bc5aa"
+        );
+        let expected = concat!(
+            "434149524e50414b",
+            "0100",
+            "000000000000",
+            "68656c6c6f",
+            "ea8f163db38682925e4491c5e58d4bb3506ef8c14eb78a86e908c5624a67200f",
+            "1000000000000000",
+            "05000000",
+            "05000000",
+            "00",
+            "1500000000000000",
+            "01000000",
+            "00000000",
+            "72ea97ccd05cae12a4602921cf309a5602916bf048644263e9b886f64f2ab506",
+            "434149524e454e44",
+        );
+        assert_eq!(hex(&p.bytes), expected);
+
+        let file = cairn_model::IndexFile {
+            supersedes: Vec::new(),
+            groups: vec![cairn_model::IndexGroup {
+                pack: p.id,
+                pack_length: p.bytes.len() as u64,
+                entries: p.entries.clone(),
+            }],
+        };
+        let bytes = file.encode();
+        assert_eq!(bytes.len(), 139);
+        assert_eq!(&bytes[58..107], &p.bytes[21..70], "the trailer entry");
+        assert_eq!(
+            blake3::hash(&bytes).to_hex().to_string(),
+            "e1e32eab59e58caa3969ed4ad09155b49a9ae016cde3c783adbc335074663d23"
+        );
+        assert_eq!(
+            hex(&bytes[107..]),
+            "6d73809fa20286fab040a2696890cd7ca0216868d62fbda1d2d15fb6c51c1122"
+        );
+    }
+
     proptest! {
         #[test]
         fn pack_round_trip(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..3000), 0..20), level in 0i32..4) {

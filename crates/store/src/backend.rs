@@ -45,8 +45,16 @@ pub struct ObjectInfo {
 ///   visible whole or not at all (no partial objects under final names).
 /// - `list` returns only complete objects, with sizes and last-modified
 ///   times; `delete` of a missing object succeeds.
-/// - Errors name the location and key; [`Error::NotFound`] and
-///   [`Error::AlreadyExists`] are distinct from other failures.
+/// - A ranged read returns exactly the bytes asked for: a range that ends
+///   past the end of the object is [`Error::OutOfRange`] (never a short
+///   read); an empty range is empty without a request.
+/// - Errors name the location and key; [`Error::NotFound`],
+///   [`Error::AlreadyExists`] and [`Error::OutOfRange`] are distinct from
+///   other failures; a local disk's failure is [`Error::Io`], which is not
+///   retried.
+///
+/// [`crate::contract`] (feature `testing`) checks an implementation against
+/// this contract.
 #[async_trait]
 pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// The location as given (never contains credentials).
@@ -135,6 +143,14 @@ impl ObjectStoreBackend {
 
     fn map_err(&self, key: &str, e: object_store::Error) -> Error {
         match e {
+            object_store::Error::NotFound { ref source, .. }
+                if names_missing_bucket(source.as_ref()) =>
+            {
+                Error::InvalidLocation {
+                    location: self.location.clone(),
+                    reason: "the bucket (or container) does not exist".to_string(),
+                }
+            }
             object_store::Error::NotFound { .. } => Error::NotFound {
                 location: self.location.clone(),
                 key: key.to_string(),
@@ -198,10 +214,26 @@ impl Backend for ObjectStoreBackend {
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
-        self.inner
-            .get_range(&self.path(key), range)
-            .await
-            .map_err(|e| self.map_err(key, e))
+        if range.start >= range.end {
+            return Ok(Bytes::new());
+        }
+        let path = self.path(key);
+        match self.inner.get_range(&path, range.clone()).await {
+            Ok(b) if b.len() as u64 == range.end - range.start => Ok(b),
+            Ok(b) => Err(out_of_range(&self.location, key, &range, b.len() as u64)),
+            Err(e @ object_store::Error::NotFound { .. }) => Err(self.map_err(key, e)),
+            Err(e) => {
+                // A range that starts past the end is refused by the store
+                // (HTTP 416) with a generic error: say what it was.
+                if let Ok(meta) = self.inner.head(&path).await {
+                    if meta.size < range.end {
+                        let got = meta.size.saturating_sub(range.start);
+                        return Err(out_of_range(&self.location, key, &range, got));
+                    }
+                }
+                Err(self.map_err(key, e))
+            }
+        }
     }
 
     async fn put(&self, key: &str, data: Bytes, mode: WriteMode) -> Result<()> {
@@ -275,22 +307,38 @@ impl Backend for ObjectStoreBackend {
     }
 }
 
-/// Reads `range` of the file at `path` into `buf` (emptied first); a range
-/// past the end yields the bytes that exist.
-fn read_range(path: &FsPath, range: Range<u64>, mut buf: Vec<u8>) -> std::io::Result<Vec<u8>> {
-    use std::io::{Read, Seek};
-    buf.clear();
-    let mut f = std::fs::File::open(path)?;
-    f.seek(std::io::SeekFrom::Start(range.start))?;
-    let len = range.end.saturating_sub(range.start);
-    buf.reserve(usize::try_from(len).unwrap_or(usize::MAX));
-    f.take(len).read_to_end(&mut buf)?;
-    Ok(buf)
+/// True when a "not found" answer is about the bucket, not the object
+/// (S3 `NoSuchBucket`, Azure `ContainerNotFound`, GCS "bucket does not
+/// exist"): reported as a wrong location, not as a missing repository file.
+fn names_missing_bucket(source: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> =
+        Some(source as &(dyn std::error::Error + 'static));
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if text.contains("NoSuchBucket")
+            || text.contains("ContainerNotFound")
+            || text.contains("bucket does not exist")
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
+fn out_of_range(location: &str, key: &str, range: &Range<u64>, got: u64) -> Error {
+    Error::OutOfRange {
+        location: location.to_string(),
+        key: key.to_string(),
+        start: range.start,
+        end: range.end,
+        got,
+    }
 }
 
 /// Reads `range` of the file at `path` with positional reads into `buf`
-/// (resized to the range: what it already held is overwritten, not zeroed);
-/// a range past the end yields the bytes that exist.
+/// (resized to the range: what it already held is overwritten, not zeroed).
+/// A range past the end yields the bytes that exist (the caller checks).
 fn pread_range(path: &FsPath, range: Range<u64>, mut buf: Vec<u8>) -> std::io::Result<Vec<u8>> {
     use std::os::unix::fs::FileExt;
     let f = std::fs::File::open(path)?;
@@ -352,13 +400,28 @@ impl LocalBackend {
                 location: self.fs.location.clone(),
                 key: key.to_string(),
             },
-            _ => self.fs.map_err(
+            _ => Error::Io {
+                location: self.fs.location.clone(),
+                key: key.to_string(),
+                source: e,
+            },
+        }
+    }
+
+    /// The blocking read every ranged read of a local file goes through.
+    fn read(&self, key: &str, range: Range<u64>, buf: Vec<u8>) -> Result<Vec<u8>> {
+        let want = range.end.saturating_sub(range.start);
+        let got =
+            pread_range(&self.file(key), range.clone(), buf).map_err(|e| self.io_err(key, e))?;
+        if got.len() as u64 == want {
+            Ok(got)
+        } else {
+            Err(out_of_range(
+                &self.fs.location,
                 key,
-                object_store::Error::Generic {
-                    store: "local",
-                    source: Box::new(e),
-                },
-            ),
+                &range,
+                got.len() as u64,
+            ))
         }
     }
 }
@@ -378,16 +441,20 @@ impl Backend for LocalBackend {
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
-        self.fs.get_range(key, range).await
+        self.get_range_into(key, range, Vec::new())
+            .await
+            .map(Bytes::from)
     }
 
-    /// A range past the end of the file yields the bytes that exist.
     async fn get_range_into(&self, key: &str, range: Range<u64>, buf: Vec<u8>) -> Result<Vec<u8>> {
-        let path = self.file(key);
-        let read = tokio::task::spawn_blocking(move || read_range(&path, range, buf))
+        if range.start >= range.end {
+            return Ok(Vec::new());
+        }
+        let this = self.clone();
+        let key_owned = key.to_string();
+        tokio::task::spawn_blocking(move || this.read(&key_owned, range, buf))
             .await
-            .expect("invariant: local read does not panic");
-        read.map_err(|e| self.io_err(key, e))
+            .expect("invariant: local read does not panic")
     }
 
     fn get_range_blocking(
@@ -396,7 +463,10 @@ impl Backend for LocalBackend {
         range: Range<u64>,
         buf: Vec<u8>,
     ) -> Option<Result<Vec<u8>>> {
-        Some(pread_range(&self.file(key), range, buf).map_err(|e| self.io_err(key, e)))
+        if range.start >= range.end {
+            return Some(Ok(Vec::new()));
+        }
+        Some(self.read(key, range, buf))
     }
 
     /// Written under a temporary name (which listings skip), flushed, then

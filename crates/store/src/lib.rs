@@ -5,8 +5,9 @@
 //! ([`ObjectStoreBackend`]: S3, GCS, Azure, in-memory). Wrappers implement
 //! it around another backend and compose: [`counting::CountingBackend`]
 //! counts requests and bytes (what a command costs), and
-//! [`faulty::FaultyBackend`] injects errors, timeouts, slow reads and writes
-//! that land but report failure (for tests). [`RepoStore`] is the façade the
+//! `faulty::FaultyBackend` (feature `testing`; not in the release
+//! binary) injects errors, timeouts, slow reads and writes that land but
+//! report failure. [`RepoStore`] is the façade the
 //! engine uses.
 //!
 //! A repository location is a plain path or a `file://`, `s3://`, `gs://` or
@@ -29,8 +30,11 @@
 //! holds across power loss, as it does on object stores.
 
 mod backend;
+#[cfg(any(test, feature = "testing"))]
+pub mod contract;
 pub mod counting;
 pub mod durable;
+#[cfg(any(test, feature = "testing"))]
 pub mod faulty;
 
 pub use backend::{
@@ -72,6 +76,33 @@ pub enum Error {
         /// Why it was refused.
         reason: String,
     },
+    /// A local file system failure (not retried: the disk said no).
+    #[error("cannot access {key} in {location}: {source}")]
+    Io {
+        /// Repository location.
+        location: String,
+        /// Object key.
+        key: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A ranged read asked for bytes past the end of the object.
+    #[error(
+        "{key} in {location} ends before the bytes asked for ({start}..{end}: {got} of them exist)"
+    )]
+    OutOfRange {
+        /// Repository location.
+        location: String,
+        /// Object key.
+        key: String,
+        /// How many of the requested bytes exist.
+        got: u64,
+        /// Requested start.
+        start: u64,
+        /// Requested end (exclusive).
+        end: u64,
+    },
     /// Any other backend failure.
     #[error("storage error on {key} in {location}: {source}")]
     Backend {
@@ -93,12 +124,16 @@ impl Error {
         matches!(
             self,
             Self::Backend {
-                source: object_store::Error::Generic { .. },
+                source: object_store::Error::Generic { store, .. },
                 ..
-            }
+            } if *store != LOCAL_STORE
         )
     }
 }
+
+/// The name object_store's local file system gives its errors: those are
+/// the disk's answers, not transient network failures.
+const LOCAL_STORE: &str = "LocalFileSystem";
 
 /// Result alias for this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -412,6 +447,44 @@ impl RepoStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn every_backend_keeps_the_contract() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let local =
+            RepoStore::open(dir.path().join("l").to_str().expect("utf8"), true).expect("opens");
+        contract::check(&*local.backend()).await;
+        let memory = ObjectStoreBackend::new(
+            Arc::new(object_store::memory::InMemory::new()),
+            object_store::path::Path::from("repo"),
+            "memory://",
+        );
+        contract::check(&memory).await;
+        let local =
+            RepoStore::open(dir.path().join("c").to_str().expect("utf8"), true).expect("opens");
+        contract::check(&counting::CountingBackend::new(local.backend())).await;
+    }
+
+    #[tokio::test]
+    async fn a_local_disk_error_is_io_and_not_retried() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = RepoStore::open(dir.path().to_str().expect("utf8"), true).expect("opens");
+        s.put_new("config", Bytes::from_static(b"abc"))
+            .await
+            .expect("put");
+        // "config" is a file: reading below it fails with ENOTDIR.
+        for r in [
+            s.get_range("config/x", 0..1).await.map(|_| ()),
+            s.get_range_blocking("config/x", 0..1, Vec::new())
+                .expect("local has a blocking path")
+                .map(|_| ()),
+        ] {
+            let e = r.expect_err("not a directory");
+            assert!(matches!(e, Error::Io { .. }), "{e:?}");
+            assert!(!e.is_retryable(), "{e}");
+            assert!(e.to_string().contains("config/x"), "{e}");
+        }
+    }
 
     #[tokio::test]
     async fn local_round_trip_and_create_only() {

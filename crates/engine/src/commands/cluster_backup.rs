@@ -25,8 +25,9 @@ use serde_json::Value;
 use sha2::Digest;
 use tokio::runtime::Handle;
 
-use super::backup::{hostname, Input, InputSource, RunShape, Stop, StreamInput};
 use crate::cluster::{Cluster, Node, QdrantTarget, RateLimiter};
+use crate::services::host::hostname;
+use crate::services::ingest::{Input, InputSource, RunShape, Stop, StreamInput};
 use crate::{BackupOptions, BackupSummary, Error, Progress, Repository, Result};
 
 /// How shard snapshots are read from the nodes.

@@ -32,8 +32,8 @@ use futures::{StreamExt, TryStreamExt};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use super::restore::Sink;
 use crate::cluster::{Cluster, QdrantTarget};
+use crate::services::materialize::Sink;
 use crate::{Error, Progress, Repository, Result, SnapshotInfo};
 
 /// Prefix of the snapshot file names uploads use, so that leftovers can be
@@ -511,7 +511,8 @@ impl Repository {
         // across them, and each file's windows shrink with the parallelism.
         let parallel = ropts.parallel.max(1);
         let mut reader = self.reader(None);
-        reader.window = (reader.window / parallel as u64).max(super::restore::MIN_WINDOW);
+        reader.window =
+            (reader.window / parallel as u64).max(crate::services::materialize::MIN_WINDOW);
         let reader = &reader;
         let uploads: Vec<(u32, u32, usize, u64, f64)> = futures::stream::iter(jobs)
             .map(|(shard, target_id, node, file)| async move {

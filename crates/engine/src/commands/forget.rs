@@ -40,30 +40,43 @@ pub struct ForgetOptions {
     pub dry_run: bool,
 }
 
+/// What a forget does to one snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Kept.
+    Keep,
+    /// Removed (or, dry, to remove).
+    Remove,
+}
+
 /// One snapshot's fate.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ForgetItem {
     /// The snapshot.
     pub id: SnapshotId,
     /// When it was taken.
     pub time: String,
-    /// True when kept.
-    pub keep: bool,
+    /// Kept or removed.
+    pub action: Action,
     /// The rules that keep it, or why it is removed.
     pub reasons: Vec<String>,
 }
 
 /// One group and its snapshots, newest first.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ForgetGroup {
     /// The group key (a source, a host, …).
+    #[serde(rename = "group")]
     pub key: String,
     /// Its snapshots.
+    #[serde(rename = "snapshots")]
     pub items: Vec<ForgetItem>,
 }
 
-/// What a forget did (or, dry, would do).
-#[derive(Debug, Clone)]
+/// What a forget did (or, dry, would do); with `--prune`, what the prune
+/// did. `forget --json` prints exactly this.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ForgetSummary {
     /// Every group considered.
     pub groups: Vec<ForgetGroup>,
@@ -71,6 +84,8 @@ pub struct ForgetSummary {
     pub removed: Vec<SnapshotId>,
     /// Nothing was deleted.
     pub dry_run: bool,
+    /// The prune that followed (`forget --prune`), if any.
+    pub prune: Option<crate::PruneSummary>,
 }
 
 fn group_key(info: &SnapshotInfo, by: GroupBy) -> String {
@@ -116,7 +131,7 @@ impl Repository {
                     .push(ForgetItem {
                         id: info.id,
                         time: info.snapshot.time.clone(),
-                        keep: false,
+                        action: Action::Remove,
                         reasons: vec!["named".into()],
                     });
             }
@@ -153,7 +168,11 @@ impl Repository {
                     .map(|(i, r)| ForgetItem {
                         id: i.id,
                         time: i.snapshot.time.clone(),
-                        keep: !r.is_empty(),
+                        action: if r.is_empty() {
+                            Action::Remove
+                        } else {
+                            Action::Keep
+                        },
                         reasons: r,
                     })
                     .collect();
@@ -164,7 +183,7 @@ impl Repository {
         let removed: Vec<SnapshotId> = groups
             .values()
             .flatten()
-            .filter(|i| !i.keep)
+            .filter(|i| i.action == Action::Remove)
             .map(|i| i.id)
             .collect();
         if !opts.dry_run {
@@ -181,6 +200,7 @@ impl Repository {
                 .collect(),
             removed,
             dry_run: opts.dry_run,
+            prune: None,
         })
     }
 }

@@ -18,19 +18,20 @@
 //! Only one prune runs at a time (the `locks/prune` lease); backups never
 //! wait for it.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cairn_model::{ChunkId, GcPlan, IndexEntry, IndexFile, IndexGroup, PackId, SnapshotId};
+use cairn_model::{ChunkId, GcPlan, IndexFile, IndexGroup, PackId, SnapshotId};
 use cairn_pack::PackWriter;
 use cairn_store::keys;
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 
-use super::backup::store_pack;
 use crate::read::{self, Blob, BlobFault, Fetched};
+use crate::services::ingest::store_pack;
+use crate::services::view::IndexView;
 use crate::{Error, Progress, Repository, Result, SnapshotInfo};
 
 /// Settings of a prune.
@@ -55,7 +56,7 @@ impl Default for PruneOptions {
 }
 
 /// What a mark found and decided.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct PrunePlanSummary {
     /// Snapshots read.
     pub snapshots: usize,
@@ -86,7 +87,7 @@ pub struct PrunePlanSummary {
 }
 
 /// What a sweep did to one plan.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct SweepReport {
     /// The plan.
     pub plan: String,
@@ -100,42 +101,37 @@ pub struct SweepReport {
     pub index_deleted: usize,
 }
 
-/// What a prune did.
-#[derive(Debug, Clone, Default)]
+/// What `unlock` did (`unlock --json` prints exactly this).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct UnlockSummary {
+    /// Lapsed leases deleted, described.
+    pub removed: Vec<String>,
+    /// Live leases left alone, described.
+    pub live: Vec<String>,
+}
+
+/// A plan left for a later prune.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Deferred {
+    /// The plan.
+    pub plan: String,
+    /// Why it was not swept yet.
+    pub why: String,
+}
+
+/// What a prune did (`prune --json` prints exactly this; the mark's fields
+/// at the top level).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct PruneSummary {
     /// The mark.
+    #[serde(flatten)]
     pub mark: PrunePlanSummary,
     /// Plans swept.
     pub swept: Vec<SweepReport>,
     /// Plans left for a later prune, and why.
-    pub deferred: Vec<(String, String)>,
+    pub deferred: Vec<Deferred>,
     /// Nothing was changed.
     pub dry_run: bool,
-}
-
-/// All readable index files: where each chunk is, what each pack holds.
-#[derive(Debug, Default)]
-pub(crate) struct IndexView {
-    pub(crate) files: BTreeMap<String, IndexFile>,
-    /// Chunk → every (pack, entry) that holds it.
-    pub(crate) locations: HashMap<ChunkId, Vec<(PackId, IndexEntry)>>,
-    /// Pack → its group.
-    pub(crate) packs: HashMap<PackId, IndexGroup>,
-}
-
-impl IndexView {
-    fn add(&mut self, name: String, file: IndexFile) {
-        for g in &file.groups {
-            for e in &g.entries {
-                let locs = self.locations.entry(e.id).or_default();
-                if !locs.iter().any(|(p, _)| *p == g.pack) {
-                    locs.push((g.pack, *e));
-                }
-            }
-            self.packs.entry(g.pack).or_insert_with(|| g.clone());
-        }
-        self.files.insert(name, file);
-    }
 }
 
 /// The packs (and blobs) a set of snapshots needs.
@@ -147,93 +143,6 @@ struct Needs {
 }
 
 impl Repository {
-    /// Every readable prune plan: name, plan, storage time it was written.
-    pub(crate) async fn gc_plans(&self) -> Result<Vec<(String, GcPlan, DateTime<Utc>)>> {
-        let mut out = Vec::new();
-        for l in self.store.list(keys::GC_DIR).await? {
-            match self.store.get(&keys::gc_plan(&l.name)).await {
-                Ok(b) => match serde_json::from_slice::<GcPlan>(&b) {
-                    Ok(p) => out.push((l.name, p, l.last_modified)),
-                    Err(e) => {
-                        tracing::warn!(object = %keys::gc_plan(&l.name), error = %e, "skipping an unreadable prune plan")
-                    }
-                },
-                Err(cairn_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(out)
-    }
-
-    /// Packs some prune plan condemned: no backup may deduplicate against them.
-    pub(crate) async fn condemned_packs(&self) -> Result<HashSet<PackId>> {
-        Ok(self
-            .gc_plans()
-            .await?
-            .into_iter()
-            .flat_map(|(_, p, _)| p.condemned_packs)
-            .collect())
-    }
-
-    /// Reads every index file (damaged ones are named and skipped).
-    pub(crate) async fn index_view(&self) -> Result<IndexView> {
-        let listed = self.store.list(keys::INDEX_DIR).await?;
-        let loaded: Vec<(String, Result<IndexFile>)> = futures::stream::iter(listed)
-            .map(|l| async move {
-                let r = async {
-                    let b = self.store.get(&keys::index(&l.name)).await?;
-                    IndexFile::decode(&b).map_err(|e| Error::Malformed {
-                        what: format!("index file {}", l.name),
-                        reason: e.to_string(),
-                    })
-                }
-                .await;
-                (l.name, r)
-            })
-            .buffer_unordered(16)
-            .collect()
-            .await;
-        let mut view = IndexView::default();
-        for (name, r) in loaded {
-            match r {
-                Ok(f) => view.add(name, f),
-                Err(e @ Error::Malformed { .. }) => {
-                    tracing::warn!(object = %keys::index(&name), error = %e, "skipping a damaged index file");
-                }
-                Err(Error::Store(cairn_store::Error::NotFound { .. })) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(view)
-    }
-
-    /// Reads one blob, verified, from the first pack that holds it.
-    pub(crate) async fn read_blob(
-        &self,
-        view: &IndexView,
-        id: &ChunkId,
-    ) -> std::result::Result<Vec<u8>, String> {
-        let locs = view
-            .locations
-            .get(id)
-            .ok_or_else(|| format!("chunk {id} is in no index file"))?;
-        let mut last = String::new();
-        for (pack, e) in locs {
-            let r = self
-                .store
-                .get_range(&keys::pack(pack), e.offset..e.offset + u64::from(e.length))
-                .await;
-            match r {
-                Ok(stored) => match cairn_pack::decode_blob(&stored, *id, e.codec, e.raw_length) {
-                    Ok(raw) => return Ok(raw),
-                    Err(err) => last = format!("pack {}: {err}", pack.short()),
-                },
-                Err(err) => last = format!("pack {}: {err}", pack.short()),
-            }
-        }
-        Err(last)
-    }
-
     /// The chunks (and chunk lists) `snapshots` need; reads chunk lists.
     async fn needs(&self, snapshots: &[SnapshotInfo], view: &IndexView) -> Result<Needs> {
         let mut needs = Needs::default();
@@ -316,7 +225,7 @@ impl Repository {
             for (name, plan, written) in self.gc_plans().await? {
                 match self.sweep(&name, &plan, written, opts, progress).await? {
                     Ok(r) => summary.swept.push(r),
-                    Err(why) => summary.deferred.push((name, why)),
+                    Err(why) => summary.deferred.push(Deferred { plan: name, why }),
                 }
             }
         }
@@ -326,7 +235,7 @@ impl Repository {
             let written = self.store.modified(&keys::gc_plan(&name)).await?;
             match self.sweep(&name, &plan, written, opts, progress).await? {
                 Ok(r) => summary.swept.push(r),
-                Err(why) => summary.deferred.push((name, why)),
+                Err(why) => summary.deferred.push(Deferred { plan: name, why }),
             }
         }
         Ok(summary)
@@ -529,7 +438,7 @@ impl Repository {
         }
 
         let plan = GcPlan {
-            host: super::backup::hostname(),
+            host: crate::services::host::hostname(),
             condemned_packs: condemned.into_iter().chain(repack).collect(),
             superseded_index: superseded,
             snapshots: snapshots.iter().map(|i| i.id).collect(),
@@ -656,7 +565,7 @@ impl Repository {
     ///
     /// # Errors
     /// Storage errors.
-    pub async fn unlock(&self) -> Result<(Vec<String>, Vec<String>)> {
+    pub async fn unlock(&self) -> Result<UnlockSummary> {
         let now = self.storage_now().await?;
         let mut removed = Vec::new();
         let mut live = Vec::new();
@@ -668,6 +577,6 @@ impl Repository {
                 removed.push(l.describe());
             }
         }
-        Ok((removed, live))
+        Ok(UnlockSummary { removed, live })
     }
 }

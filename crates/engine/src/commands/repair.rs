@@ -21,11 +21,11 @@ use cairn_model::{IndexFile, IndexGroup, PackId, SnapshotId};
 use cairn_store::keys;
 use futures::{StreamExt, TryStreamExt};
 
-use super::check::ReadData;
+use crate::services::damage::ReadData;
 use crate::{Progress, Repository, Result};
 
-/// What `repair_index` did.
-#[derive(Debug, Clone, Default)]
+/// What `repair_index` did (`repair index --json` prints exactly this).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct RepairIndexSummary {
     /// Packs whose trailers were read.
     pub packs: usize,
@@ -38,14 +38,25 @@ pub struct RepairIndexSummary {
 }
 
 /// One salvaged snapshot.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Repaired {
     /// The damaged snapshot.
     pub from: SnapshotId,
     /// The salvaged one (not written in a dry run).
     pub to: Option<SnapshotId>,
     /// Files marked damaged, and why.
-    pub damaged: Vec<(String, String)>,
+    pub damaged: Vec<crate::DamagedFile>,
+}
+
+/// What `repair_snapshots` did (`repair snapshots --json` prints exactly this).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct RepairSnapshotsSummary {
+    /// Nothing was written.
+    pub dry_run: bool,
+    /// Originals were deleted once their salvaged copies were written.
+    pub forget: bool,
+    /// Each damaged snapshot and what became of it.
+    pub repaired: Vec<Repaired>,
 }
 
 impl Repository {
@@ -123,31 +134,6 @@ impl Repository {
         Ok(s)
     }
 
-    /// A pack's trailer, by two ranged reads.
-    pub(crate) async fn read_pack_trailer(
-        &self,
-        pack: &PackId,
-        size: u64,
-    ) -> std::result::Result<Vec<cairn_model::IndexEntry>, String> {
-        let key = keys::pack(pack);
-        let footer_len = cairn_pack::FOOTER_LEN as u64;
-        if size < footer_len {
-            return Err("is shorter than a pack footer".into());
-        }
-        let footer = self
-            .store
-            .get_range(&key, size - footer_len..size)
-            .await
-            .map_err(|e| e.to_string())?;
-        let (offset, _) = cairn_pack::read_footer(&footer, size).map_err(|e| e.to_string())?;
-        let trailer = self
-            .store
-            .get_range(&key, offset..size - footer_len)
-            .await
-            .map_err(|e| e.to_string())?;
-        cairn_pack::read_trailer(&trailer).map_err(|e| e.to_string())
-    }
-
     /// Salvages damaged snapshots (see the module docs).
     ///
     /// # Errors
@@ -157,8 +143,8 @@ impl Repository {
         forget: bool,
         dry_run: bool,
         progress: Arc<dyn Progress>,
-    ) -> Result<Vec<Repaired>> {
-        let report = self.check(ReadData::None, progress).await?;
+    ) -> Result<RepairSnapshotsSummary> {
+        let report = self.inspect(ReadData::None, progress).await?;
         let mut out = Vec::new();
         let by_id: HashMap<String, _> = self
             .snapshots()
@@ -170,8 +156,8 @@ impl Repository {
             let Some(info) = by_id.get(id) else { continue };
             let mut snapshot = info.snapshot.clone();
             for f in &mut snapshot.files {
-                if let Some((_, why)) = files.iter().find(|(p, _)| *p == f.path) {
-                    f.damaged = Some(why.clone());
+                if let Some(d) = files.iter().find(|d| d.path == f.path) {
+                    f.damaged = Some(d.why.clone());
                 }
             }
             if !snapshot.tags.iter().any(|t| t == "repaired") {
@@ -201,6 +187,10 @@ impl Repository {
                 damaged: files.clone(),
             });
         }
-        Ok(out)
+        Ok(RepairSnapshotsSummary {
+            dry_run,
+            forget,
+            repaired: out,
+        })
     }
 }

@@ -30,9 +30,9 @@ use cairn_store::keys;
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
-use super::prune::IndexView;
-use super::restore::{file_reads, ReadTally};
 use crate::retention::{apply, Candidate, RetentionPolicy};
+use crate::services::materialize::{file_reads, ReadTally};
+use crate::services::view::IndexView;
 use crate::{Repository, Result, SnapshotInfo};
 
 /// Settings of a report.
@@ -371,12 +371,7 @@ fn kept_gaps(policy: &RetentionPolicy, n: usize, per_day: f64, now: DateTime<Utc
 }
 
 /// How many snapshots the policy keeps, and the days they span.
-fn simulate(
-    policy: &RetentionPolicy,
-    n: usize,
-    per_day: f64,
-    now: DateTime<Utc>,
-) -> (usize, f64) {
+fn simulate(policy: &RetentionPolicy, n: usize, per_day: f64, now: DateTime<Utc>) -> (usize, f64) {
     let kept = kept_times(policy, n, per_day, now);
     let span = match (kept.first(), kept.last()) {
         (Some(a), Some(b)) => days(*a, *b),
@@ -719,7 +714,13 @@ impl Repository {
         let mut out = HashSet::new();
         for info in infos {
             let lists = self
-                .read_lists(view, info.snapshot.files.iter().flat_map(|f| f.chunk_lists.iter().copied()))
+                .read_lists(
+                    view,
+                    info.snapshot
+                        .files
+                        .iter()
+                        .flat_map(|f| f.chunk_lists.iter().copied()),
+                )
                 .await;
             for file in &info.snapshot.files {
                 out.extend(file.chunks.iter().copied());
@@ -736,26 +737,35 @@ impl Repository {
     }
 
     /// The reads a restore of `info` makes, per part: the restore's own
-    /// plan (see [`super::restore::file_reads`]).
+    /// plan (see [`crate::services::materialize::file_reads`]).
     async fn restore_plan(&self, info: &SnapshotInfo, view: &IndexView) -> Result<RestorePlan> {
         let reader = self.reader(None);
         let limits = reader.limits;
         let locate = |id: &ChunkId| {
-            view.locations.get(id).and_then(|v| v.first()).map(|(pack, e)| {
-                (
-                    *id,
-                    PackLocation {
-                        pack: *pack,
-                        offset: e.offset,
-                        length: e.length,
-                        raw_length: e.raw_length,
-                        codec: e.codec,
-                    },
-                )
-            })
+            view.locations
+                .get(id)
+                .and_then(|v| v.first())
+                .map(|(pack, e)| {
+                    (
+                        *id,
+                        PackLocation {
+                            pack: *pack,
+                            offset: e.offset,
+                            length: e.length,
+                            raw_length: e.raw_length,
+                            codec: e.codec,
+                        },
+                    )
+                })
         };
         let lists = self
-            .read_lists(view, info.snapshot.files.iter().flat_map(|f| f.chunk_lists.iter().copied()))
+            .read_lists(
+                view,
+                info.snapshot
+                    .files
+                    .iter()
+                    .flat_map(|f| f.chunk_lists.iter().copied()),
+            )
             .await;
         let mut parts: BTreeMap<String, ReadTally> = BTreeMap::new();
         for file in &info.snapshot.files {
@@ -766,14 +776,17 @@ impl Repository {
             // then the chunks of each batch of lists.
             let inline = (!file.chunks.is_empty())
                 .then(|| file.chunks.iter().filter_map(locate).collect::<Vec<_>>());
-            let listed = file.chunk_lists.chunks(super::restore::LISTS_PER_BATCH).map(|batch| {
-                batch
-                    .iter()
-                    .filter_map(|l| lists.get(l).and_then(|r| r.as_ref().ok()))
-                    .flatten()
-                    .filter_map(locate)
-                    .collect::<Vec<_>>()
-            });
+            let listed = file
+                .chunk_lists
+                .chunks(crate::services::materialize::LISTS_PER_BATCH)
+                .map(|batch| {
+                    batch
+                        .iter()
+                        .filter_map(|l| lists.get(l).and_then(|r| r.as_ref().ok()))
+                        .flatten()
+                        .filter_map(locate)
+                        .collect::<Vec<_>>()
+                });
             let t = file_reads(&located_lists, inline.into_iter().chain(listed), &limits);
             let e = parts.entry(part).or_default();
             e.requests += t.requests;
@@ -862,7 +875,12 @@ mod tests {
             assert!((18..=23).contains(&n), "now {now}: {n} kept");
             assert!((span - days(at(oldest), at(now))).abs() < 1e-9, "{span}");
         }
-        let (kept, span) = simulate(&RetentionPolicy::default(), 30, 1.0, at("2026-12-02T12:00:00Z"));
+        let (kept, span) = simulate(
+            &RetentionPolicy::default(),
+            30,
+            1.0,
+            at("2026-12-02T12:00:00Z"),
+        );
         assert_eq!(kept, 30);
         assert!((28.9..29.1).contains(&span), "{span}");
     }

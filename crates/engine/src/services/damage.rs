@@ -1,4 +1,5 @@
-//! Check: prove the repository sound, or name what is damaged.
+//! Inspection: prove the repository sound, or name what is damaged (what
+//! `check` reports and `repair snapshots` acts on).
 //!
 //! Structure: every index file decodes; every pack an index file names
 //! exists, has the recorded length, and its trailer lists exactly the
@@ -31,9 +32,50 @@ pub enum ReadData {
     Part(u32, u32),
 }
 
-/// What a check found.
-#[derive(Debug, Clone, Default)]
+/// What kind of damage a [`Problem`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProblemKind {
+    /// An index file does not decode (`cairn repair index` rebuilds it).
+    IndexUnreadable,
+    /// A pack an index file names is not in the repository.
+    PackMissing,
+    /// A pack's size, trailer or contents disagree with its index, or it
+    /// cannot be read.
+    PackDamaged,
+}
+
+/// One problem a check found: what it is, which object, and the details.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Problem {
+    /// The kind.
+    pub kind: ProblemKind,
+    /// The object's key in the repository (`index/…`, `packs/…`).
+    pub object: String,
+    /// What is wrong with it, in words.
+    pub detail: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.object, self.detail)
+    }
+}
+
+/// A snapshot file that cannot be restored completely.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DamagedFile {
+    /// Its path in the snapshot.
+    pub path: String,
+    /// Why (the first missing or damaged chunk).
+    pub why: String,
+}
+
+/// What a check found (`check --json` prints exactly this, with `clean`).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct CheckReport {
+    /// Nothing is wrong (no errors, no damaged snapshot).
+    pub clean: bool,
     /// Snapshots checked.
     pub snapshots: usize,
     /// Packs known.
@@ -43,11 +85,11 @@ pub struct CheckReport {
     /// Bytes read for that.
     pub bytes_read: u64,
     /// Problems that lose or endanger data.
-    pub errors: Vec<String>,
+    pub errors: Vec<Problem>,
     /// Things to know that lose nothing (leftovers a prune removes).
     pub warnings: Vec<String>,
     /// Damaged snapshots: id → the files that cannot be restored, and why.
-    pub damaged: BTreeMap<String, Vec<(String, String)>>,
+    pub damaged: BTreeMap<String, Vec<DamagedFile>>,
 }
 
 impl CheckReport {
@@ -59,21 +101,26 @@ impl CheckReport {
 }
 
 impl Repository {
-    /// Checks the repository (see the module docs).
+    /// Inspects the repository (see the module docs).
     ///
     /// # Errors
-    /// Storage errors that stop the check itself; damage is in the report.
-    pub async fn check(&self, read: ReadData, progress: Arc<dyn Progress>) -> Result<CheckReport> {
+    /// Storage errors that stop the inspection itself; damage is in the report.
+    pub(crate) async fn inspect(
+        &self,
+        read: ReadData,
+        progress: Arc<dyn Progress>,
+    ) -> Result<CheckReport> {
         let mut r = CheckReport::default();
         let view = self.index_view().await?;
         // Damaged index files were skipped by index_view: count them here.
         let listed_index = self.store.list(keys::INDEX_DIR).await?;
         for l in &listed_index {
             if !view.files.contains_key(&l.name) {
-                r.errors.push(format!(
-                    "index file {} cannot be read (run cairn repair index)",
-                    l.name
-                ));
+                r.errors.push(Problem {
+                    kind: ProblemKind::IndexUnreadable,
+                    object: keys::index(&l.name),
+                    detail: "cannot be read (run cairn repair index)".into(),
+                });
             }
         }
         let present: HashMap<PackId, u64> = self.pack_sizes().await?.into_iter().collect();
@@ -110,7 +157,16 @@ impl Repository {
                 if condemned.contains(&pack) && why == "is missing" {
                     continue; // a prune in progress deletes it
                 }
-                r.errors.push(format!("pack {pack} {why}"));
+                let kind = if why == "is missing" {
+                    ProblemKind::PackMissing
+                } else {
+                    ProblemKind::PackDamaged
+                };
+                r.errors.push(Problem {
+                    kind,
+                    object: keys::pack(&pack),
+                    detail: why.clone(),
+                });
                 bad_packs.insert(pack, why);
             }
         }
@@ -173,7 +229,11 @@ impl Repository {
             r.bytes_read += len;
             if let Err(why) = res {
                 let why = format!("is damaged: {why}");
-                r.errors.push(format!("pack {pack} {why}"));
+                r.errors.push(Problem {
+                    kind: ProblemKind::PackDamaged,
+                    object: keys::pack(&pack),
+                    detail: why.clone(),
+                });
                 bad_packs.insert(pack, why);
             }
         }
@@ -231,10 +291,14 @@ impl Repository {
                     r.damaged
                         .entry(info.id.to_hex())
                         .or_default()
-                        .push((file.path.clone(), w));
+                        .push(DamagedFile {
+                            path: file.path.clone(),
+                            why: w,
+                        });
                 }
             }
         }
+        r.clean = r.is_clean();
         Ok(r)
     }
 
@@ -262,5 +326,30 @@ impl Repository {
             ));
         }
         Ok(())
+    }
+
+    /// A pack's trailer, by two ranged reads.
+    pub(crate) async fn read_pack_trailer(
+        &self,
+        pack: &PackId,
+        size: u64,
+    ) -> std::result::Result<Vec<cairn_model::IndexEntry>, String> {
+        let key = keys::pack(pack);
+        let footer_len = cairn_pack::FOOTER_LEN as u64;
+        if size < footer_len {
+            return Err("is shorter than a pack footer".into());
+        }
+        let footer = self
+            .store
+            .get_range(&key, size - footer_len..size)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (offset, _) = cairn_pack::read_footer(&footer, size).map_err(|e| e.to_string())?;
+        let trailer = self
+            .store
+            .get_range(&key, offset..size - footer_len)
+            .await
+            .map_err(|e| e.to_string())?;
+        cairn_pack::read_trailer(&trailer).map_err(|e| e.to_string())
     }
 }

@@ -1,5 +1,7 @@
-//! Backup: read → chunk → hash → look up → compress → pack → upload → index →
-//! manifest.
+//! The backup pipeline every backup command runs its inputs through:
+//! read → chunk → hash → look up → compress → pack → upload → index →
+//! manifest ([`crate::commands::backup`] for files and stdin, the cluster
+//! crate's streams for live Qdrant shards).
 //!
 //! Stages and their threads:
 //! - reader threads (one, or `parallel` for a cluster's shards) each take the
@@ -30,7 +32,7 @@
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 
@@ -49,18 +51,6 @@ use tokio::sync::Semaphore;
 
 use crate::repository::compress_json;
 use crate::{Error, Progress, Repository, Result};
-
-/// What to back up.
-#[derive(Debug, Clone)]
-pub enum BackupSource {
-    /// Files and directories (recursively); each is stored under its own name.
-    Paths(Vec<PathBuf>),
-    /// Standard input, stored as one file called `name`.
-    Stdin {
-        /// File name in the snapshot.
-        name: String,
-    },
-}
 
 /// Bounds on the bytes per piece when a block's boundaries are found in
 /// parallel. A block is split into one piece per worker thread, within these
@@ -209,7 +199,7 @@ pub(crate) struct RunShape {
 }
 
 impl RunShape {
-    const SEQUENTIAL: Self = Self {
+    pub(crate) const SEQUENTIAL: Self = Self {
         parallel: 1,
         allow_failures: false,
     };
@@ -256,72 +246,6 @@ enum Item {
     Restart(usize),
     Done(usize, InputOutcome),
     Failed(usize, InputOutcome),
-}
-
-fn collect_inputs(source: &BackupSource) -> Result<Vec<Input>> {
-    let paths = match source {
-        BackupSource::Stdin { name } => {
-            return Ok(vec![Input {
-                name: name.clone(),
-                size: None,
-                mode: 0o644,
-                mtime: chrono::Utc::now().timestamp(),
-                source: InputSource::Stdin,
-            }])
-        }
-        BackupSource::Paths(p) => p,
-    };
-    let mut out = Vec::new();
-    for p in paths {
-        let abs = std::path::absolute(p).map_err(|e| Error::io("cannot resolve", p, e))?;
-        let name = abs
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "root".to_string());
-        walk(&abs, &name, &mut out)?;
-    }
-    let mut names = HashSet::new();
-    for i in &out {
-        if !names.insert(i.name.as_str()) {
-            return Err(Error::InvalidArgument(format!(
-                "two inputs would be stored as {:?}; back them up separately",
-                i.name
-            )));
-        }
-    }
-    Ok(out)
-}
-
-fn walk(path: &Path, name: &str, out: &mut Vec<Input>) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::symlink_metadata(path).map_err(|e| Error::io("cannot read", path, e))?;
-    if meta.is_dir() {
-        let mut entries: Vec<_> = std::fs::read_dir(path)
-            .map_err(|e| Error::io("cannot list", path, e))?
-            .collect::<std::io::Result<_>>()
-            .map_err(|e| Error::io("cannot list", path, e))?;
-        entries.sort_by_key(std::fs::DirEntry::file_name);
-        for e in entries {
-            let child = format!("{name}/{}", e.file_name().to_string_lossy());
-            walk(&e.path(), &child, out)?;
-        }
-    } else if meta.is_file() {
-        let mtime = meta
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-        out.push(Input {
-            name: name.to_string(),
-            size: Some(meta.len()),
-            mode: meta.permissions().mode() & 0o7777,
-            mtime,
-            source: InputSource::File(path.to_path_buf()),
-        });
-    } else {
-        tracing::warn!(path = %path.display(), "skipping: not a regular file or directory");
-    }
-    Ok(())
 }
 
 /// What reader threads share.
@@ -768,51 +692,6 @@ pub(crate) async fn store_pack(
 }
 
 impl Repository {
-    /// Backs up `source` and writes a snapshot manifest.
-    ///
-    /// # Errors
-    /// Unreadable inputs, storage or index failures, [`Error::Interrupted`]
-    /// when cancelled (packs uploaded so far stay indexed and are reused).
-    pub async fn backup(
-        &self,
-        source: BackupSource,
-        opts: BackupOptions,
-        progress: Arc<dyn Progress>,
-    ) -> Result<BackupSummary> {
-        let started = opts.time.unwrap_or_else(chrono::Utc::now);
-        let inputs = collect_inputs(&source)?;
-        let host = opts.host.clone().unwrap_or_else(hostname);
-        let tags = opts.tags.clone();
-        let run = self
-            .run_inputs(inputs, opts, RunShape::SEQUENTIAL, progress)
-            .await?;
-        let source = match source {
-            BackupSource::Paths(p) => p
-                .iter()
-                .map(|p| {
-                    std::path::absolute(p)
-                        .unwrap_or_else(|_| p.clone())
-                        .display()
-                        .to_string()
-                })
-                .collect(),
-            BackupSource::Stdin { name } => vec![format!("<stdin> as {name}")],
-        };
-        let snapshot = Snapshot {
-            // The repository's version: manifests did not change in
-            // version 2, so older readers of a version 1 repository can read them.
-            version: self.config.version,
-            time: started.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            host,
-            tags,
-            source,
-            files: run.files.into_iter().flatten().collect(),
-            totals: run.totals,
-            qdrant: None,
-        };
-        self.commit_snapshot(snapshot, run.commit).await
-    }
-
     /// Reads, chunks and stores `inputs` (see the module docs); writes no
     /// manifest. Every pack it wrote is indexed when it returns, also on
     /// error. The run holds a lease (an in-progress marker for prunes) from
@@ -1182,13 +1061,4 @@ impl Repository {
             pack_sizes: std::mem::take(&mut packer.pack_sizes),
         })
     }
-}
-
-pub(crate) fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "unknown".to_string())
 }

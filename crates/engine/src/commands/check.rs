@@ -1,0 +1,21 @@
+//! `check`: prove the repository sound, or name what is damaged (the
+//! inspection itself is [`crate::services::damage`], which `repair` uses too).
+
+use std::sync::Arc;
+
+use crate::services::damage::{CheckReport, ReadData};
+use crate::{Progress, Repository, Result};
+
+impl Repository {
+    /// Checks the repository: every index file decodes; every pack an index
+    /// file names exists, has the recorded length, and its trailer lists
+    /// exactly the entries the index gives; every chunk every snapshot needs
+    /// is indexed in a pack that exists; with `read`, packs are read whole
+    /// and every blob verified.
+    ///
+    /// # Errors
+    /// Storage errors that stop the check itself; damage is in the report.
+    pub async fn check(&self, read: ReadData, progress: Arc<dyn Progress>) -> Result<CheckReport> {
+        self.inspect(read, progress).await
+    }
+}

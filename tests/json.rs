@@ -1,0 +1,53 @@
+//! `--json` prints the engine's result types exactly: each parses back into
+//! its type, field for field.
+
+use cairn_engine::{
+    CheckReport, ForgetSummary, PruneSummary, RepairIndexSummary, RepairSnapshotsSummary,
+};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::support::Env;
+
+/// Parses `v` into `T` and back: nothing is lost or added on the way.
+fn round_trip<T: DeserializeOwned + serde::Serialize>(v: &Value) -> T {
+    let parsed: T = serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("{e}: {v}"));
+    assert_eq!(&serde_json::to_value(&parsed).expect("serializes"), v);
+    parsed
+}
+
+#[test]
+fn json_output_parses_back_into_the_result_types() {
+    let env = Env::local();
+    env.init(&[]);
+    let input = env.path("in");
+    std::fs::create_dir_all(&input).expect("mkdir");
+    let data: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(input.join("a.bin"), &data).expect("write");
+    env.backup(&[&input]);
+    std::fs::write(input.join("a.bin"), &data[..1_000_000]).expect("write");
+    env.backup(&[&input]);
+
+    let check: CheckReport = round_trip(&env.json(&["check", "--read-data"]));
+    assert!(check.clean && check.errors.is_empty(), "{check:?}");
+    assert_eq!(check.snapshots, 2);
+    assert!(check.packs_read > 0);
+
+    let forget: ForgetSummary = round_trip(&env.json(&["forget", "--keep-last", "1", "--prune"]));
+    assert_eq!(forget.removed.len(), 1);
+    let prune = forget.prune.expect("--prune ran a prune");
+    assert_eq!(prune.mark.snapshots, 1);
+
+    let prune: PruneSummary = round_trip(&env.json(&["prune"]));
+    assert_eq!(prune.mark.snapshots, 1);
+    assert!(!prune.dry_run);
+
+    let index: RepairIndexSummary = round_trip(&env.json(&["repair", "index"]));
+    assert!(index.packs > 0 && index.unreadable.is_empty(), "{index:?}");
+
+    let snaps: RepairSnapshotsSummary =
+        round_trip(&env.json(&["repair", "snapshots", "--dry-run"]));
+    assert!(snaps.dry_run && snaps.repaired.is_empty(), "{snaps:?}");
+}
