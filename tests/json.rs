@@ -2,7 +2,8 @@
 //! its type, field for field.
 
 use cairn_engine::{
-    CheckReport, ForgetSummary, PruneSummary, RepairIndexSummary, RepairSnapshotsSummary,
+    BackupSummary, CheckReport, ForgetSummary, PruneSummary, RepairIndexSummary,
+    RepairSnapshotsSummary, RestoreSummary,
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -26,9 +27,21 @@ fn json_output_parses_back_into_the_result_types() {
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
     std::fs::write(input.join("a.bin"), &data).expect("write");
-    env.backup(&[&input]);
+    let first: BackupSummary = round_trip(&env.backup(&[&input]));
+    assert!(!first.dry_run && first.totals.files == 1 && first.totals.bytes == 3_000_000);
     std::fs::write(input.join("a.bin"), &data[..1_000_000]).expect("write");
-    env.backup(&[&input]);
+    let second: BackupSummary = round_trip(&env.backup(&[&input]));
+    assert_eq!(second.totals.bytes, 1_000_000);
+
+    let out = env.path("out");
+    let restored: RestoreSummary =
+        round_trip(&env.json(&["restore", &first.id.to_hex(), out.to_str().expect("utf8")]));
+    assert_eq!((restored.files, restored.bytes), (1, 3_000_000));
+    assert_eq!(restored.snapshot, first.id.to_hex());
+    assert!(
+        restored.requests > 0 && restored.bytes_read > 0,
+        "{restored:?}"
+    );
 
     let check: CheckReport = round_trip(&env.json(&["check", "--read-data"]));
     assert!(check.clean && check.errors.is_empty(), "{check:?}");

@@ -1,7 +1,6 @@
 //! `backup --qdrant` and `restore --to-qdrant`: arguments, engine calls,
 //! tables and JSON.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -397,12 +396,4 @@ pub fn record_summary_json(r: &ClusterRecord) -> Value {
             "complete": c.is_complete(),
         })).collect::<Vec<_>>(),
     })
-}
-
-/// Writes a cluster backup's record beside its restored shard files, for a
-/// manual recovery with Qdrant's own API.
-pub fn write_record(target: &Path, record: &ClusterRecord) -> Result<()> {
-    let path = target.join("cluster.json");
-    let json = serde_json::to_vec_pretty(record)?;
-    std::fs::write(&path, json).with_context(|| format!("cannot write {}", path.display()))
 }

@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use cairn_engine::{
@@ -304,21 +303,12 @@ async fn backup(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
         BackupSource::Paths(a.paths)
     };
     cancel_on_signal(opts.cancel.clone());
-    let started = Instant::now();
     let bar = Arc::new(Bar::new(g));
     let s = repo.backup(source, opts, bar).await?;
-    let secs = started.elapsed().as_secs_f64();
+    let secs = s.seconds;
     let t = &s.totals;
     if g.json {
-        println!(
-            "{}",
-            json!({
-                "snapshot": s.id.to_hex(), "dry_run": a.dry_run, "files": t.files, "bytes": t.bytes,
-                "chunks": t.chunks, "new_chunks": t.new_chunks, "new_bytes": t.new_bytes,
-                "new_stored_bytes": t.new_stored_bytes, "new_packs": t.new_packs,
-                "requests": t.requests, "seconds": secs,
-            })
-        );
+        println!("{}", serde_json::to_string(&s)?);
     } else {
         println!(
             "{} {}: {} files, {} read in {:.2}s ({}/s); {}",
@@ -369,19 +359,11 @@ async fn restore(g: &GlobalArgs, a: RestoreArgs) -> Result<()> {
         concurrency: a.concurrency,
         sync: !a.no_sync,
     };
-    let started = Instant::now();
     let bar = Arc::new(Bar::new(g));
     let s = repo.restore(&info, &target, &opts, bar).await?;
-    if let Some(record) = &info.snapshot.qdrant {
-        crate::cluster::write_record(&target, record)?;
-    }
-    let secs = started.elapsed().as_secs_f64();
+    let secs = s.seconds;
     if g.json {
-        println!(
-            "{}",
-            json!({ "snapshot": info.id.to_hex(), "target": target, "files": s.files, "bytes": s.bytes, "seconds": secs,
-                    "requests": s.requests, "bytes_read": s.bytes_read, "over_read": s.over_read })
-        );
+        println!("{}", serde_json::to_string(&s)?);
     } else {
         println!(
             "restored snapshot {} to {}: {} files, {} in {:.2}s (every chunk verified; read {} in {} requests, {} over-read)",

@@ -102,6 +102,7 @@ impl Repository {
         opts: BackupOptions,
         progress: Arc<dyn Progress>,
     ) -> Result<BackupSummary> {
+        let clock = std::time::Instant::now();
         let started = opts.time.unwrap_or_else(chrono::Utc::now);
         let inputs = collect_inputs(&source)?;
         let host = opts.host.clone().unwrap_or_else(hostname);
@@ -133,6 +134,8 @@ impl Repository {
             totals: run.totals,
             qdrant: None,
         };
-        self.commit_snapshot(snapshot, run.commit).await
+        let mut summary = self.commit_snapshot(snapshot, run.commit).await?;
+        summary.seconds = clock.elapsed().as_secs_f64();
+        Ok(summary)
     }
 }

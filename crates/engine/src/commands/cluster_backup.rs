@@ -373,6 +373,7 @@ impl Repository {
         opts: BackupOptions,
         progress: Arc<dyn Progress>,
     ) -> Result<ClusterBackupSummary> {
+        let clock = std::time::Instant::now();
         let started = opts.time.unwrap_or_else(chrono::Utc::now);
         let cluster = Arc::new(Cluster::discover(&copts.target).await?);
         let version = cluster.version().clone();
@@ -614,7 +615,8 @@ impl Repository {
             totals: run.totals,
             qdrant: Some(record.clone()),
         };
-        let backup = self.commit_snapshot(snapshot, run.commit).await?;
+        let mut backup = self.commit_snapshot(snapshot, run.commit).await?;
+        backup.seconds = clock.elapsed().as_secs_f64();
         Ok(ClusterBackupSummary { backup, record })
     }
 }

@@ -17,6 +17,7 @@ impl Repository {
         path: &str,
         out: W,
     ) -> Result<RestoreSummary> {
+        let clock = std::time::Instant::now();
         let file = info
             .snapshot
             .files
@@ -48,11 +49,14 @@ impl Repository {
         out.flush()
             .map_err(|e| Error::io("cannot write", "<stdout>", e))?;
         let mut summary = RestoreSummary {
+            snapshot: info.id.to_hex(),
+            target: "-".into(),
             files: 1,
             bytes: file.size,
             ..RestoreSummary::default()
         };
         summary.add_reads(&reads);
+        summary.seconds = clock.elapsed().as_secs_f64();
         Ok(summary)
     }
 }

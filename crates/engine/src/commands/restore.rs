@@ -34,9 +34,14 @@ impl Default for RestoreOptions {
     }
 }
 
-/// What a restore wrote, and what it read to do so.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+/// What a restore wrote, and what it read to do so (`restore --json`
+/// prints exactly this).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct RestoreSummary {
+    /// The snapshot restored (hex id).
+    pub snapshot: String,
+    /// Where to (a directory, or `-` for standard output).
+    pub target: String,
     /// Files written.
     pub files: u64,
     /// Bytes written.
@@ -47,6 +52,8 @@ pub struct RestoreSummary {
     pub bytes_read: u64,
     /// Of those, bytes no restored file needed (gaps bridged to save requests).
     pub over_read: u64,
+    /// Wall time.
+    pub seconds: f64,
 }
 
 impl RestoreSummary {
@@ -101,11 +108,16 @@ impl Repository {
         opts: &RestoreOptions,
         progress: Arc<dyn Progress>,
     ) -> Result<RestoreSummary> {
+        let clock = std::time::Instant::now();
         let files = select(info, opts.filter.as_deref())?;
         let index = self.chunk_index().await?;
         let reader = self.reader(opts.concurrency);
         progress.start("restore", Some(files.iter().map(|f| f.size).sum()));
-        let mut summary = RestoreSummary::default();
+        let mut summary = RestoreSummary {
+            snapshot: info.id.to_hex(),
+            target: target.display().to_string(),
+            ..RestoreSummary::default()
+        };
         let mut skipped = Vec::new();
         for file in files {
             if let Some(why) = &file.damaged {
@@ -148,6 +160,14 @@ impl Repository {
             summary.files += 1;
             summary.bytes += file.size;
         }
+        // A cluster backup's record goes beside its restored shard files,
+        // for a manual recovery with Qdrant's own API.
+        if let Some(record) = &info.snapshot.qdrant {
+            let path = target.join("cluster.json");
+            let json = serde_json::to_vec_pretty(record).expect("invariant: records serialize");
+            std::fs::write(&path, json).map_err(|e| Error::io("cannot write", &path, e))?;
+        }
+        summary.seconds = clock.elapsed().as_secs_f64();
         progress.finish();
         if !skipped.is_empty() {
             return Err(Error::Malformed {

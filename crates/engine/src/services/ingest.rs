@@ -123,13 +123,20 @@ impl Default for BackupOptions {
     }
 }
 
-/// The result of a backup.
-#[derive(Debug, Clone)]
+/// The result of a backup (`backup --json` prints exactly this, the
+/// totals at the top level).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct BackupSummary {
-    /// The new snapshot.
+    /// The new snapshot (in a dry run: the id it would have).
+    #[serde(rename = "snapshot")]
     pub id: SnapshotId,
+    /// Nothing was written.
+    pub dry_run: bool,
     /// Its totals.
+    #[serde(flatten)]
     pub totals: SnapshotTotals,
+    /// Wall time of the whole backup.
+    pub seconds: f64,
 }
 
 /// One input of a backup run, stored as one file of the snapshot.
@@ -787,7 +794,9 @@ impl Repository {
             let (json, _) = compress_json(&snapshot);
             return Ok(BackupSummary {
                 id: SnapshotId::of(&json),
+                dry_run: true,
                 totals: snapshot.totals,
+                seconds: 0.0,
             });
         };
         let result = async {
@@ -887,7 +896,9 @@ impl Repository {
             .await?;
         Ok(BackupSummary {
             id,
+            dry_run: false,
             totals: snapshot.totals,
+            seconds: 0.0,
         })
     }
 
