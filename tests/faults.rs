@@ -70,6 +70,25 @@ fn repository_of_a_newer_format() {
     assert!(err.contains("format version 99 is newer"), "{err}");
 }
 
+/// A config whose settings are out of range is refused by name, and init
+/// refuses such settings up front.
+#[test]
+fn config_out_of_range_is_refused() {
+    let env = Env::local();
+    let (code, err) = env.fail(&["init", "--compression-level", "99"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("zstd level 99"), "{err}");
+    env.init(&[]);
+    let config = Path::new(&env.repo).join("config");
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config).expect("read")).expect("json");
+    v["compression"]["min_saving_percent"] = 200.into();
+    std::fs::write(&config, serde_json::to_vec(&v).expect("json")).expect("write");
+    let (code, err) = env.fail(&["snapshots"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("min_saving_percent 200 is above 100"), "{err}");
+}
+
 #[test]
 fn unreadable_input_file() {
     let env = Env::local();

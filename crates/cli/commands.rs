@@ -152,6 +152,53 @@ pub async fn open(g: &GlobalArgs) -> Result<Repository> {
     )
 }
 
+const API_KEY_HINT: &str = "give the right key with --qdrant-api-key or QDRANT_API_KEY";
+
+fn unauthorized(kind: &cairn_engine::QdrantErrorKind) -> bool {
+    matches!(kind, cairn_engine::QdrantErrorKind::Unauthorized { .. })
+}
+
+/// What to do about an error, in this CLI's options: the engine and the
+/// Qdrant client say what happened, the CLI says which flag changes it.
+pub fn remedy(err: &anyhow::Error) -> Option<String> {
+    use cairn_engine::{Error as E, Remedy as R};
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<E>() {
+            match e {
+                E::Refused {
+                    remedy: Some(r), ..
+                } => {
+                    return Some(match r {
+                        R::Force => "pass --force to restore anyway".into(),
+                        R::RenameOrForce { collection } => format!(
+                            "restore under another name (--collection {collection}:NEWNAME) or pass --force to drop and re-create it"
+                        ),
+                        R::Rename { collection } => format!(
+                            "choose another name with --collection {collection}:NEWNAME (--swap-alias restores into a new collection)"
+                        ),
+                        R::AllNodes => "give every node's URL with --to-qdrant".into(),
+                        R::SelectCollections => "restore other collections with --collection, or restore the files to a directory".into(),
+                        _ => return None,
+                    })
+                }
+                E::ShardsFailed { .. } => {
+                    return Some("--allow-partial records a partial backup instead".into())
+                }
+                E::Qdrant(q) if unauthorized(&q.kind) => return Some(API_KEY_HINT.into()),
+                _ => {}
+            }
+        }
+        let kind = cause
+            .downcast_ref::<cairn_engine::QdrantError>()
+            .map(|q| &q.kind)
+            .or_else(|| cause.downcast_ref::<cairn_engine::QdrantErrorKind>());
+        if kind.is_some_and(unauthorized) {
+            return Some(API_KEY_HINT.into());
+        }
+    }
+    None
+}
+
 /// Maps an error to the documented exit code.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
     use cairn_engine::Error as E;

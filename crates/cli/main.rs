@@ -158,7 +158,10 @@ fn main() -> ExitCode {
                 return ExitCode::from(*code);
             }
             let code = commands::exit_code(&err);
-            let message = describe(&err);
+            let message = match commands::remedy(&err) {
+                Some(hint) => format!("{}; {hint}", describe(&err)),
+                None => describe(&err),
+            };
             if json {
                 println!(
                     "{}",

@@ -103,7 +103,7 @@ pub enum Error {
     #[error(transparent)]
     Qdrant(#[from] cairn_qdrant::Error),
     /// Shards of a cluster backup could not be read; no snapshot was written.
-    #[error("{count} shard(s) could not be read, so no snapshot was written (data already uploaded is kept and reused); --allow-partial records a partial backup instead:\n{details}")]
+    #[error("{count} shard(s) could not be read, so no snapshot was written (data already uploaded is kept and reused; a partial backup can be recorded instead):\n{details}")]
     ShardsFailed {
         /// How many.
         count: usize,
@@ -111,8 +111,14 @@ pub enum Error {
         details: String,
     },
     /// A restore into Qdrant was refused before anything was changed.
-    #[error("refusing to restore: {0}")]
-    Refused(String),
+    #[error("refusing to restore: {why}")]
+    Refused {
+        /// What was found.
+        why: String,
+        /// What the operator can do about it (a front end names its own
+        /// options for it).
+        remedy: Option<Remedy>,
+    },
     /// A prune found snapshots it cannot read completely, so it deletes nothing.
     #[error("prune deletes nothing: {0}")]
     PruneRefused(String),
@@ -184,6 +190,47 @@ impl Error {
     #[must_use]
     pub fn is_retryable(&self) -> bool {
         matches!(self, Self::Store(e) if e.is_retryable())
+    }
+}
+
+/// What an operator can do about a refused restore.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Remedy {
+    /// Go on anyway (the restore was refused only to protect something).
+    Force,
+    /// Restore `collection` under another name, or drop and re-create the
+    /// existing one.
+    RenameOrForce {
+        /// The backed-up collection.
+        collection: String,
+    },
+    /// Restore `collection` under another name.
+    Rename {
+        /// The backed-up collection.
+        collection: String,
+    },
+    /// Name every node of the target cluster.
+    AllNodes,
+    /// Restore other collections, or the files to a directory.
+    SelectCollections,
+}
+
+impl Error {
+    /// A refusal with no remedy beyond what `why` says.
+    pub(crate) fn refused(why: impl Into<String>) -> Self {
+        Self::Refused {
+            why: why.into(),
+            remedy: None,
+        }
+    }
+
+    /// A refusal and what to do about it.
+    pub(crate) fn refused_unless(why: impl Into<String>, remedy: Remedy) -> Self {
+        Self::Refused {
+            why: why.into(),
+            remedy: Some(remedy),
+        }
     }
 }
 

@@ -45,7 +45,7 @@ pub use commands::report::{
 };
 pub use commands::restore::{RestoreOptions, RestoreSummary};
 pub use commands::stats::RepoStats;
-pub use error::{Error, Result};
+pub use error::{Error, Remedy, Result};
 pub use progress::{NoProgress, Progress};
 pub use repository::{InitOptions, Repository, SnapshotFilter, SnapshotInfo};
 pub use retention::RetentionPolicy;
@@ -57,5 +57,8 @@ pub use cairn_model::{
     ChunkSizes, ChunkerParams, ClusterRecord, CollectionRecord, Compression, MemberSizes,
     RepoConfig, ShardRecord, ShardStatus, Snapshot, SnapshotId, SnapshotTotals, FORMAT_VERSION,
 };
-pub use cairn_qdrant::{ApiKey, ClientOptions as QdrantClientOptions};
+pub use cairn_qdrant::{
+    ApiKey, ClientOptions as QdrantClientOptions, Error as QdrantError,
+    ErrorKind as QdrantErrorKind,
+};
 pub use cairn_store::{Error as StoreError, RepoStore};

@@ -127,7 +127,10 @@ impl Repository {
     /// [`Error::AlreadyInitialized`] when a config exists; invalid options; storage errors.
     pub async fn init(store: RepoStore, opts: InitOptions, cache_root: &Path) -> Result<Self> {
         opts.chunker.validate().map_err(Error::InvalidArgument)?;
-        if !(1024 * 1024..=1024 * 1024 * 1024).contains(&opts.pack_size) {
+        opts.compression
+            .validate()
+            .map_err(Error::InvalidArgument)?;
+        if !cairn_model::PACK_SIZES.contains(&opts.pack_size) {
             return Err(Error::InvalidArgument(
                 "pack size must be between 1 MiB and 1 GiB".into(),
             ));
@@ -190,10 +193,7 @@ impl Repository {
         }
         let config: RepoConfig =
             serde_json::from_value(probe).map_err(|e| malformed("config", e))?;
-        config
-            .chunker
-            .validate()
-            .map_err(|e| malformed("config", e))?;
+        config.validate().map_err(|e| malformed("config", e))?;
         if config.version < config.chunker.format_version() {
             return Err(malformed(
                 "config",

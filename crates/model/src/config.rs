@@ -188,12 +188,61 @@ pub struct Compression {
     pub min_saving_percent: u8,
 }
 
+/// zstd's levels: negative ones are its fast modes, 22 its strongest.
+pub const ZSTD_LEVELS: std::ops::RangeInclusive<i32> = -131_072..=22;
+
+/// Pack sizes a repository may have.
+pub const PACK_SIZES: std::ops::RangeInclusive<u64> = 1024 * 1024..=1024 * 1024 * 1024;
+
+impl Compression {
+    /// Checks the settings.
+    ///
+    /// # Errors
+    /// A message naming the first setting out of range.
+    pub fn validate(&self) -> Result<(), String> {
+        if !ZSTD_LEVELS.contains(&self.zstd_level) {
+            return Err(format!(
+                "zstd level {} is outside {}..={}",
+                self.zstd_level,
+                ZSTD_LEVELS.start(),
+                ZSTD_LEVELS.end()
+            ));
+        }
+        if self.min_saving_percent > 100 {
+            return Err(format!(
+                "min_saving_percent {} is above 100",
+                self.min_saving_percent
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for Compression {
     fn default() -> Self {
         Self {
             zstd_level: 1,
             min_saving_percent: 10,
         }
+    }
+}
+
+impl RepoConfig {
+    /// Checks every setting (chunker, compression, pack size); readers
+    /// refuse a config that fails.
+    ///
+    /// # Errors
+    /// A message naming the first setting out of range.
+    pub fn validate(&self) -> Result<(), String> {
+        self.chunker.validate()?;
+        self.compression.validate()?;
+        if !PACK_SIZES.contains(&self.pack_size) {
+            return Err(format!(
+                "pack size {} is outside 1 MiB..=1 GiB",
+                self.pack_size
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -17,7 +17,7 @@ pub use cluster::{
 };
 pub use config::{
     ChunkSizes, ChunkerParams, Compression, MemberSizes, RepoConfig, DEFAULT_VECTOR_AVG,
-    FORMAT_VERSION,
+    FORMAT_VERSION, PACK_SIZES, ZSTD_LEVELS,
 };
 pub use gc::{GcPlan, Lease};
 pub use id::{ChunkId, IdParseError, PackId, RepoId, SnapshotId};

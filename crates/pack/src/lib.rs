@@ -91,7 +91,7 @@ pub fn sample_worth_compressing(sample: &[u8], c: Compression) -> bool {
     if c.zstd_level == 0 || sample.is_empty() {
         return false;
     }
-    let saving = usize::from(c.min_saving_percent);
+    let saving = usize::from(c.min_saving_percent.min(100));
     zstd_compress(sample, c.zstd_level)
         .is_some_and(|out| out.len() * 100 <= sample.len() * (100 - saving))
 }
@@ -110,7 +110,7 @@ pub fn compress(raw: &[u8], c: Compression) -> Option<Vec<u8>> {
     if c.zstd_level == 0 || raw.len() < 64 {
         return None;
     }
-    let saving = usize::from(c.min_saving_percent);
+    let saving = usize::from(c.min_saving_percent.min(100));
     if raw.len() >= 4 * SAMPLE_LEN {
         let mid = (raw.len() - SAMPLE_LEN) / 2;
         let sample = zstd_compress(&raw[mid..mid + SAMPLE_LEN], c.zstd_level)?;
@@ -480,6 +480,19 @@ mod tests {
 
     fn hex(b: &[u8]) -> String {
         b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    /// A share above 100 % (never valid; refused when a config is read)
+    /// does not underflow: nothing is worth compressing then.
+    #[test]
+    fn an_impossible_saving_stores_raw() {
+        let c = Compression {
+            zstd_level: 3,
+            min_saving_percent: 200,
+        };
+        let zeros = vec![0u8; 1 << 20];
+        assert!(compress(&zeros, c).is_none());
+        assert!(!sample_worth_compressing(&zeros[..4096], c));
     }
 
     /// The pack and index file vectors of docs/format.md, "Test vectors".

@@ -61,7 +61,9 @@ impl fmt::Debug for ApiKey {
 #[non_exhaustive]
 pub enum ErrorKind {
     /// 401: no key, or a wrong one.
-    #[error("the node refused the request (HTTP {status}): {message}; give the right key with --qdrant-api-key or QDRANT_API_KEY")]
+    #[error(
+        "the node refused the request (HTTP {status}): {message}; the API key is missing or wrong"
+    )]
     Unauthorized {
         /// 401.
         status: u16,
@@ -235,7 +237,7 @@ impl Client {
         }
         if !base.username().is_empty() || base.password().is_some() {
             return Err(bad(
-                "credentials in the URL are not accepted; use --qdrant-api-key".into(),
+                "credentials in the URL are not accepted (give the API key on its own)".into(),
             ));
         }
         if !base.path().ends_with('/') {
@@ -973,7 +975,7 @@ mod tests {
         let e = c.collections().await.expect_err("401");
         assert!(e.is_auth());
         assert!(e.to_string().contains("Invalid API key or JWT"), "{e}");
-        assert!(e.to_string().contains("QDRANT_API_KEY"), "{e}");
+        assert!(e.to_string().contains("API key is missing or wrong"), "{e}");
 
         let resp = "HTTP/1.1 200 OK\r\ncontent-length: 9\r\nconnection: close\r\n\r\n{\"result\"";
         let (url, _task) = serve(resp, 1).await;

@@ -6,8 +6,8 @@
 //! 1. checks, all before anything changes: the snapshot is a complete
 //!    cluster backup of the collections asked for; the server version is the
 //!    backup's or the next minor; an existing target collection has the same
-//!    vectors, sharding and shard number (else refused without `--force`,
-//!    and dropped and re-created with it);
+//!    vectors, sharding and shard number (else refused unless the restore is
+//!    forced, and then dropped and re-created);
 //! 2. create the collection from the backed-up configuration (the same shard
 //!    number, method and keys; the backup's or the requested replication
 //!    factor), then its payload indexes;
@@ -17,7 +17,7 @@
 //!    node verifies it, takes the shard, and its other replicas re-sync;
 //! 4. wait until every replica is Active, then verify the points count of
 //!    every replica and of the collection against the backup;
-//! 5. re-create the aliases, swap `--swap-alias` atomically, and delete
+//! 5. re-create the aliases, swap the alias asked for atomically, and delete
 //!    snapshot files the uploads left on the nodes.
 
 use std::collections::BTreeMap;
@@ -33,6 +33,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use crate::cluster::{Cluster, QdrantTarget};
+use crate::error::Remedy;
 use crate::services::materialize::Sink;
 use crate::{Error, Progress, Repository, Result, SnapshotInfo};
 
@@ -152,7 +153,7 @@ pub(crate) fn check_version(backup: &str, server: &str) -> std::result::Result<(
         return Ok(());
     }
     Err(format!(
-        "the backup was made with Qdrant {b} and the server runs {s}; Qdrant loads data from the same or the previous minor version only (restore into {}.{}.x or {}.{}.x, or pass --force)",
+        "the backup was made with Qdrant {b} and the server runs {s}; Qdrant loads data from the same or the previous minor version only (restore into {}.{}.x or {}.{}.x)",
         b.major,
         b.minor,
         b.major,
@@ -262,7 +263,7 @@ impl Repository {
         progress: Arc<dyn Progress>,
     ) -> Result<ClusterRestoreSummary> {
         let record = info.snapshot.qdrant.as_ref().ok_or_else(|| {
-            Error::Refused(format!(
+            Error::refused(format!(
                 "snapshot {} is a backup of files, not of a Qdrant cluster; restore it to a directory",
                 info.id.short()
             ))
@@ -277,9 +278,9 @@ impl Repository {
         let target_version = cluster.version().version.clone();
         if let Err(why) = check_version(&record.version, &target_version) {
             if !ropts.force {
-                return Err(Error::Refused(why));
+                return Err(Error::refused_unless(why, Remedy::Force));
             }
-            tracing::warn!("{why}; going on because of --force");
+            tracing::warn!("{why}; going on because the restore is forced");
         }
         let any = cluster.any().client.clone();
         let distributed = cluster.nodes.iter().any(|n| n.peer_id.is_some());
@@ -287,7 +288,7 @@ impl Repository {
         for (rec, name) in plans_wanted {
             let backup_params = params_of(rec)?;
             if backup_params.is_custom_sharding() && !distributed {
-                return Err(Error::Refused(format!(
+                return Err(Error::refused(format!(
                     "collection {} uses custom sharding (shard keys), which Qdrant supports only in distributed mode, and {} runs without it; restore into a cluster, or start the node with cluster mode on (QDRANT__CLUSTER__ENABLED=true and --uri; one node is enough)",
                     rec.name,
                     any.node()
@@ -308,17 +309,22 @@ impl Repository {
                     })?;
                     if let Some(why) = incompatibility(&backup_params, &existing) {
                         if !ropts.force {
-                            return Err(Error::Refused(format!(
-                                "collection {name} already exists on the target and {why}; restore under another name (--collection {}:NEWNAME) or pass --force to drop and re-create it",
-                                rec.name
-                            )));
+                            return Err(Error::refused_unless(
+                                format!("collection {name} already exists on the target and {why}"),
+                                Remedy::RenameOrForce {
+                                    collection: rec.name.clone(),
+                                },
+                            ));
                         }
                         plan.recreate = true;
                     } else if backup_params.is_custom_sharding() {
                         if !ropts.force {
-                            return Err(Error::Refused(format!(
-                                "collection {name} (custom sharding) already exists on the target; restore under another name or pass --force to drop and re-create it"
-                            )));
+                            return Err(Error::refused_unless(
+                                format!("collection {name} (custom sharding) already exists on the target"),
+                                Remedy::RenameOrForce {
+                                    collection: rec.name.clone(),
+                                },
+                            ));
                         }
                         plan.recreate = true;
                     }
@@ -327,10 +333,14 @@ impl Repository {
                 Err(e) => return Err(e.into()),
             }
             if ropts.swap_alias.is_some() && plan.exists && !ropts.force {
-                return Err(Error::Refused(format!(
-                    "--swap-alias restores into a new collection, but {name} already exists; choose another name with --collection {}:NEWNAME",
-                    rec.name
-                )));
+                return Err(Error::refused_unless(
+                    format!(
+                        "an alias swap restores into a new collection, but {name} already exists"
+                    ),
+                    Remedy::Rename {
+                        collection: rec.name.clone(),
+                    },
+                ));
             }
             plans.push(plan);
         }
@@ -390,7 +400,7 @@ impl Repository {
             match current.get(&a.alias) {
                 Some(c) if c == to => {}
                 Some(c) if !ropts.force => {
-                    tracing::warn!(alias = %a.alias, points_at = %c, "alias exists and points at another collection; left as it is (--force re-points it)");
+                    tracing::warn!(alias = %a.alias, points_at = %c, "alias exists and points at another collection; left as it is (a forced restore re-points it)");
                     summary.aliases_skipped.push(a.alias.clone());
                 }
                 existing => {
@@ -441,7 +451,7 @@ impl Repository {
         let any = &cluster.any().client;
         let params = params_of(rec)?;
         if plan.recreate {
-            progress.note(&format!("dropping collection {name} (--force)"));
+            progress.note(&format!("dropping collection {name} (forced)"));
             any.delete_collection(name).await?;
         }
         let created = !plan.exists || plan.recreate;
@@ -488,9 +498,10 @@ impl Repository {
                 .filter_map(|r| r.node)
                 .min_by_key(|&n| (load[n], n))
                 .ok_or_else(|| {
-                    Error::Refused(format!(
-                        "collection {name}: no reachable node holds shard {target_id}; give every node's URL with --to-qdrant"
-                    ))
+                    Error::refused_unless(
+                        format!("collection {name}: no reachable node holds shard {target_id}"),
+                        Remedy::AllNodes,
+                    )
                 })?;
             load[node] += 1;
             let file = info
@@ -695,7 +706,7 @@ fn select_collections<'a>(
                 .iter()
                 .find(|c| &c.name == from)
                 .ok_or_else(|| {
-                    Error::Refused(format!(
+                    Error::refused(format!(
                         "snapshot {} has no collection {from} (it has: {})",
                         info.id.short(),
                         record
@@ -717,18 +728,21 @@ fn select_collections<'a>(
                 .filter(|s| s.file.is_none())
                 .map(|s| s.shard_id.to_string())
                 .collect();
-            return Err(Error::Refused(format!(
-                "snapshot {} is a partial backup: collection {} lacks shard(s) {}; restore other collections with --collection, or restore the files to a directory",
-                info.id.short(),
-                c.name,
-                failed.join(", ")
-            )));
+            return Err(Error::refused_unless(
+                format!(
+                    "snapshot {} is a partial backup: collection {} lacks shard(s) {}",
+                    info.id.short(),
+                    c.name,
+                    failed.join(", ")
+                ),
+                Remedy::SelectCollections,
+            ));
         }
     }
     if let Some(alias) = swap_alias {
         if out.len() != 1 {
             return Err(Error::InvalidArgument(
-                "--swap-alias needs exactly one collection (--collection NAME[:NEWNAME])".into(),
+                "an alias swap needs exactly one collection (NAME or NAME:NEWNAME)".into(),
             ));
         }
         if out[0].1 == out[0].0.name && wanted.iter().all(|(f, t)| f == t) {
@@ -737,7 +751,7 @@ fn select_collections<'a>(
         }
         if out[0].1 == alias {
             return Err(Error::InvalidArgument(format!(
-                "--swap-alias {alias}: the alias cannot have the restored collection's name"
+                "alias {alias} cannot have the restored collection's name"
             )));
         }
     }
@@ -924,7 +938,7 @@ mod tests {
         assert!(check_version("1.17.1", "1.18.3").is_ok());
         let e = check_version("1.16.2", "1.18.3").expect_err("two minors apart");
         assert!(
-            e.contains("1.16.2") && e.contains("1.18.3") && e.contains("--force"),
+            e.contains("1.16.2") && e.contains("1.18.3") && e.contains("1.17.x"),
             "{e}"
         );
         assert!(check_version("1.18.3", "1.17.0").is_err(), "older server");
