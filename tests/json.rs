@@ -3,7 +3,7 @@
 
 use cairn_engine::{
     BackupSummary, CheckReport, ForgetSummary, PruneSummary, RepairIndexSummary,
-    RepairSnapshotsSummary, RestoreSummary,
+    RepairSnapshotsSummary, RepoStats, RestoreSummary, SnapshotKind, SnapshotRow,
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -42,6 +42,17 @@ fn json_output_parses_back_into_the_result_types() {
         restored.requests > 0 && restored.bytes_read > 0,
         "{restored:?}"
     );
+
+    let rows: Vec<SnapshotRow> = round_trip(&env.json(&["snapshots"]));
+    assert_eq!(rows.len(), 2);
+    assert!(rows
+        .iter()
+        .all(|r| r.kind == SnapshotKind::Files && r.qdrant.is_none()));
+    assert!(rows
+        .iter()
+        .any(|r| r.id == first.id && r.bytes == 3_000_000));
+    let stats: RepoStats = round_trip(&env.json(&["stats"]));
+    assert_eq!((stats.snapshots, stats.logical_bytes), (2, 4_000_000));
 
     let check: CheckReport = round_trip(&env.json(&["check", "--read-data"]));
     assert!(check.clean && check.errors.is_empty(), "{check:?}");

@@ -380,20 +380,3 @@ pub fn collection_line(c: &CollectionRecord) -> String {
     }
     line
 }
-
-/// The record's summary in `cairn snapshots --json`.
-pub fn record_summary_json(r: &ClusterRecord) -> Value {
-    json!({
-        "version": r.version,
-        "partial": r.partial,
-        "nodes": r.nodes.len(),
-        "aliases": r.aliases,
-        "collections": r.collections.iter().map(|c| json!({
-            "name": c.name,
-            "shards": c.shards.len(),
-            "points": c.shard_points(),
-            "bytes": c.shards.iter().map(|s| s.size).sum::<u64>(),
-            "complete": c.is_complete(),
-        })).collect::<Vec<_>>(),
-    })
-}

@@ -451,21 +451,8 @@ async fn snapshots(g: &GlobalArgs, a: SnapshotsArgs) -> Result<()> {
         })
         .collect();
     if g.json {
-        let rows: Vec<_> = list
-            .iter()
-            .map(|i| {
-                let s = &i.snapshot;
-                let mut row = json!({ "id": i.id.to_hex(), "time": s.time, "host": s.host, "tags": s.tags,
-                        "source": s.source_key(), "paths": s.source, "kind": if s.is_cluster() { "cluster" } else { "files" },
-                        "files": s.totals.files, "bytes": s.totals.bytes, "new_bytes": s.totals.new_bytes,
-                        "new_stored_bytes": s.totals.new_stored_bytes });
-                if let Some(r) = &s.qdrant {
-                    row["qdrant"] = crate::cluster::record_summary_json(r);
-                }
-                row
-            })
-            .collect();
-        println!("{}", serde_json::Value::Array(rows));
+        let rows: Vec<cairn_engine::SnapshotRow> = list.iter().map(Into::into).collect();
+        println!("{}", serde_json::to_string(&rows)?);
         return Ok(());
     }
     println!(

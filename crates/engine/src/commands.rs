@@ -11,4 +11,5 @@ pub(crate) mod prune;
 pub(crate) mod repair;
 pub(crate) mod report;
 pub(crate) mod restore;
+pub(crate) mod snapshots;
 pub(crate) mod stats;

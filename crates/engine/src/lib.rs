@@ -44,6 +44,7 @@ pub use commands::report::{
     ReportOptions, RestoreCost, SourceRow, Totals,
 };
 pub use commands::restore::{RestoreOptions, RestoreSummary};
+pub use commands::snapshots::{ClusterSummary, CollectionSummary, SnapshotKind, SnapshotRow};
 pub use commands::stats::RepoStats;
 pub use error::{Error, Remedy, Result};
 pub use progress::{NoProgress, Progress};

@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::{Error, Repository, Result};
 
 /// Sizes and ratios for a whole repository.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct RepoStats {
     /// Number of snapshots.
     pub snapshots: u64,
