@@ -236,12 +236,11 @@ fn print_tables(r: &Report, class: &str) {
         "DAYS", "KEPT", "CAIRN", "$ CAIRN", "FULL COPIES", "$ FULL", "$ AZURE RULE"
     );
     for p in &r.projection {
-        let (_, cairn, full, azure) = p
+        let (cairn, full, azure) = p
             .cost
             .iter()
-            .find(|(id, ..)| id == class)
-            .cloned()
-            .unwrap_or_default();
+            .find(|c| c.class == class)
+            .map_or((0.0, 0.0, 0.0), |c| (c.cairn, c.full_copies, c.cloud_azure));
         println!(
             "{:>6} {:>6} {:>12} {:>12} {:>14} {:>14} {:>12}",
             p.days,
@@ -254,7 +253,12 @@ fn print_tables(r: &Report, class: &str) {
         );
     }
     if let Some(x) = r.projection.last() {
-        if let Some((_, cairn, full, _)) = x.cost.iter().find(|(id, ..)| id == class) {
+        if let Some(cairn_engine::ClassProjection {
+            cairn,
+            full_copies: full,
+            ..
+        }) = x.cost.iter().find(|c| c.class == class)
+        {
             if *full > 0.0 {
                 let verdict = if cairn <= full {
                     format!("saves {} a month", usd(full - cairn))
@@ -289,7 +293,7 @@ fn print_tables(r: &Report, class: &str) {
         let costs: Vec<String> = rs
             .cost
             .iter()
-            .map(|(id, c)| format!("{id} {}", usd(*c)))
+            .map(|c| format!("{} {}", c.class, usd(c.cost)))
             .collect();
         println!("  cost: {}", costs.join(", "));
     }
@@ -490,8 +494,8 @@ pub fn html(r: &Report, class: &str) -> String {
         .map_or(0.0, |c| c.total);
     let year = r.projection.last();
     let (cairn_y, full_y) = year
-        .and_then(|p| p.cost.iter().find(|(id, ..)| id == class))
-        .map_or((0.0, 0.0), |(_, c, f, _)| (*c, *f));
+        .and_then(|p| p.cost.iter().find(|c| c.class == class))
+        .map_or((0.0, 0.0), |c| (c.cairn, c.full_copies));
     body.push_str(&format!(
         "<div class=\"cards\"><div><b>{}</b>stored for {} logical in {} backups</div><div><b>{}</b>a month now ({})</div><div><b>{}</b>a month in a year, {}</div><div><b>{}</b>a month for full copies instead</div></div>",
         esc(&human(t.stored_bytes)),
@@ -651,7 +655,7 @@ pub fn html(r: &Report, class: &str) -> String {
             esc(&rs
                 .cost
                 .iter()
-                .map(|(id, c)| format!("{id} {}", usd(*c)))
+                .map(|c| format!("{} {}", c.class, usd(c.cost)))
                 .collect::<Vec<_>>()
                 .join(", "))
         ));

@@ -40,8 +40,8 @@ pub use commands::prune::{
 };
 pub use commands::repair::{RepairIndexSummary, RepairSnapshotsSummary, Repaired};
 pub use commands::report::{
-    describe_policy, Added, BackupRow, ClassCost, Expiring, Growth, ProjectionPoint, Report,
-    ReportOptions, RestoreCost, SourceRow, Totals,
+    describe_policy, Added, BackupRow, ClassCost, ClassProjection, ClassRestore, Expiring, Growth,
+    ProjectionPoint, Report, ReportOptions, RestoreCost, ShardAdded, SourceRow, Totals,
 };
 pub use commands::restore::{RestoreOptions, RestoreSummary};
 pub use commands::snapshots::{ClusterSummary, CollectionSummary, SnapshotKind, SnapshotRow};

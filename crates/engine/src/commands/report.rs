@@ -76,9 +76,42 @@ pub struct Added {
     pub new_bytes: u64,
     /// Stored bytes added.
     pub new_stored_bytes: u64,
-    /// Per shard (cluster backups): shard id, raw, stored.
+    /// Per shard (cluster backups).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub shards: Vec<(u32, u64, u64)>,
+    pub shards: Vec<ShardAdded>,
+}
+
+/// What one shard of a cluster backup added.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ShardAdded {
+    /// The shard.
+    pub shard_id: u32,
+    /// Raw bytes added.
+    pub new_bytes: u64,
+    /// Stored bytes added.
+    pub new_stored_bytes: u64,
+}
+
+/// A month of keeping the backups in one storage class, three ways.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClassProjection {
+    /// The storage class.
+    pub class: String,
+    /// Cairn's repository, US$ a month.
+    pub cairn: f64,
+    /// Full copies of every kept backup, US$ a month.
+    pub full_copies: f64,
+    /// Qdrant Cloud's Azure rule, US$ a month.
+    pub cloud_azure: f64,
+}
+
+/// Restoring from one storage class.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClassRestore {
+    /// The storage class.
+    pub class: String,
+    /// Egress, retrieval and requests, US$.
+    pub cost: f64,
 }
 
 /// One backup.
@@ -209,8 +242,8 @@ pub struct ProjectionPoint {
     pub full_copies_bytes: u64,
     /// Qdrant Cloud's Azure rule: half of each kept backup's size.
     pub cloud_azure_bytes: u64,
-    /// Monthly cost per class: (class, cairn, full copies, Azure rule).
-    pub cost: Vec<(String, f64, f64, f64)>,
+    /// Monthly cost per class.
+    pub cost: Vec<ClassProjection>,
 }
 
 /// Restoring the latest backup.
@@ -235,8 +268,8 @@ pub struct RestoreCost {
     pub concurrency: usize,
     /// Per collection (or file).
     pub parts: Vec<RestorePart>,
-    /// Cost per class: (class, egress + retrieval + requests).
-    pub cost: Vec<(String, f64)>,
+    /// Cost per class.
+    pub cost: Vec<ClassRestore>,
 }
 
 /// What restoring one collection (or file) reads.
@@ -438,7 +471,11 @@ impl Repository {
                 a.new_bytes += f.new_bytes;
                 a.new_stored_bytes += f.new_stored_bytes;
                 if let Some(sh) = shard {
-                    a.shards.push((sh, f.new_bytes, f.new_stored_bytes));
+                    a.shards.push(ShardAdded {
+                        shard_id: sh,
+                        new_bytes: f.new_bytes,
+                        new_stored_bytes: f.new_stored_bytes,
+                    });
                 }
             }
             let t = &s.totals;
@@ -601,7 +638,12 @@ impl Repository {
                                 0,
                             );
                         let half = c.storage_per_month(azure);
-                        (id.clone(), cairn, copies, half)
+                        ClassProjection {
+                            class: id.clone(),
+                            cairn,
+                            full_copies: copies,
+                            cloud_azure: half,
+                        }
                     })
                     .collect();
                 ProjectionPoint {
@@ -621,7 +663,10 @@ impl Repository {
                 .prices
                 .classes
                 .iter()
-                .map(|(id, c)| (id.clone(), c.read_out(p.bytes, p.gets)))
+                .map(|(id, c)| ClassRestore {
+                    class: id.clone(),
+                    cost: c.read_out(p.bytes, p.gets),
+                })
                 .collect();
             RestoreCost {
                 snapshot: latest.map(|l| l.id.to_hex()).unwrap_or_default(),
