@@ -184,10 +184,10 @@ pub fn remedy(err: &anyhow::Error) -> Option<String> {
                 E::ShardsFailed { .. } => {
                     return Some("--allow-partial records a partial backup instead".into())
                 }
-                E::Qdrant(q) if unauthorized(&q.kind) => return Some(API_KEY_HINT.into()),
                 _ => {}
             }
         }
+        // The client's error, or its kind (what a wrapping error exposes).
         let kind = cause
             .downcast_ref::<cairn_engine::QdrantError>()
             .map(|q| &q.kind)

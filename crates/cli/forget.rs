@@ -96,14 +96,10 @@ pub async fn forget(g: &GlobalArgs, a: ForgetArgs) -> Result<()> {
         source: a.source,
         dry_run: a.dry_run,
     };
-    let s = repo.forget(&opts).await?;
-    let pruned = if a.prune && !s.dry_run {
-        Some(crate::prune::run_prune(g, &repo, &a.prune_tuning, false).await?)
-    } else {
-        None
-    };
-    let mut s = s;
-    s.prune = pruned;
+    let mut s = repo.forget(&opts).await?;
+    if a.prune && !s.dry_run {
+        s.prune = Some(crate::prune::run_prune(g, &repo, &a.prune_tuning, false).await?);
+    }
     if g.json {
         println!("{}", serde_json::to_string(&s)?);
         return Ok(());

@@ -783,21 +783,30 @@ fn fetched<B: Into<Stored>>(
     match got {
         Ok(stored) => decode(read, stored, spare),
         Err(cairn_store::Error::NotFound { .. }) => Fetched::failed(read, &BlobFault::MissingPack),
+        Err(cairn_store::Error::OutOfRange { .. }) => Fetched::failed(read, &BlobFault::ShortPack),
         Err(e) => Fetched::failed(read, &BlobFault::Unreadable(e.to_string())),
     }
 }
 
+/// Chunk lists read so far: each list's ids, or why it cannot be read.
+pub(crate) type ChunkLists =
+    std::collections::HashMap<ChunkId, std::result::Result<Vec<ChunkId>, String>>;
+
+/// The ids a chunk list's bytes hold; `None` when they end in a partial id.
+pub(crate) fn list_ids(raw: &[u8]) -> Option<Vec<ChunkId>> {
+    (raw.len() % 32 == 0).then(|| raw.chunks_exact(32).map(ChunkId::from_slice).collect())
+}
+
 impl Repository {
-    /// Reads the chunk lists `lists` (located by `view`), many to a
-    /// request: each list's ids, or why it cannot be read. A list whose
-    /// first copy is unusable is read again from its other copies, one by
-    /// one.
+    /// Reads those of the chunk lists `lists` (located by `view`) that `out`
+    /// does not hold yet into it, many to a request. A list whose first
+    /// copy is unusable is read again from its other copies, one by one.
     pub(crate) async fn read_lists(
         &self,
         view: &crate::services::view::IndexView,
         lists: impl IntoIterator<Item = ChunkId>,
-    ) -> std::collections::HashMap<ChunkId, std::result::Result<Vec<ChunkId>, String>> {
-        let mut out = std::collections::HashMap::new();
+        out: &mut ChunkLists,
+    ) {
         let mut wanted = Vec::new();
         for id in lists {
             if out.contains_key(&id) {
@@ -829,12 +838,9 @@ impl Repository {
                         .enumerate()
                         .map(|(i, b)| {
                             let ids = match f.blob(i) {
-                                Ok(raw) if raw.len() % 32 == 0 => {
-                                    Ok(raw.chunks_exact(32).map(ChunkId::from_slice).collect())
-                                }
-                                Ok(_) => {
-                                    Err(format!("chunk list {} has a partial id", b.id.short()))
-                                }
+                                Ok(raw) => list_ids(raw).ok_or_else(|| {
+                                    format!("chunk list {} has a partial id", b.id.short())
+                                }),
                                 Err(fault) => Err(format!("pack {}: {fault}", f.read.pack.short())),
                             };
                             (b.id, ids)
@@ -850,18 +856,14 @@ impl Repository {
                 // Another copy may be sound.
                 Err(first) => match view.locations.get(&id).map(Vec::len) {
                     Some(n) if n > 1 => self.read_blob(view, &id).await.and_then(|raw| {
-                        if raw.len() % 32 == 0 {
-                            Ok(raw.chunks_exact(32).map(ChunkId::from_slice).collect())
-                        } else {
-                            Err(format!("chunk list {} has a partial id", id.short()))
-                        }
+                        list_ids(&raw)
+                            .ok_or_else(|| format!("chunk list {} has a partial id", id.short()))
                     }),
                     _ => Err(first),
                 },
             };
             out.insert(id, ids);
         }
-        out
     }
 }
 

@@ -410,6 +410,9 @@ impl LocalBackend {
 
     /// The blocking read every ranged read of a local file goes through.
     fn read(&self, key: &str, range: Range<u64>, buf: Vec<u8>) -> Result<Vec<u8>> {
+        if range.start >= range.end {
+            return Ok(Vec::new());
+        }
         let want = range.end.saturating_sub(range.start);
         let got =
             pread_range(&self.file(key), range.clone(), buf).map_err(|e| self.io_err(key, e))?;
@@ -447,9 +450,6 @@ impl Backend for LocalBackend {
     }
 
     async fn get_range_into(&self, key: &str, range: Range<u64>, buf: Vec<u8>) -> Result<Vec<u8>> {
-        if range.start >= range.end {
-            return Ok(Vec::new());
-        }
         let this = self.clone();
         let key_owned = key.to_string();
         tokio::task::spawn_blocking(move || this.read(&key_owned, range, buf))
@@ -463,9 +463,6 @@ impl Backend for LocalBackend {
         range: Range<u64>,
         buf: Vec<u8>,
     ) -> Option<Result<Vec<u8>>> {
-        if range.start >= range.end {
-            return Some(Ok(Vec::new()));
-        }
         Some(self.read(key, range, buf))
     }
 

@@ -29,7 +29,7 @@ use cairn_store::keys;
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 
-use crate::read::{self, Blob, BlobFault, Fetched};
+use crate::read::{self, Blob, BlobFault, ChunkLists, Fetched};
 use crate::services::ingest::store_pack;
 use crate::services::view::IndexView;
 use crate::{Error, Progress, Repository, Result, SnapshotInfo};
@@ -146,19 +146,15 @@ impl Repository {
     /// The chunks (and chunk lists) `snapshots` need; reads chunk lists.
     async fn needs(&self, snapshots: &[SnapshotInfo], view: &IndexView) -> Result<Needs> {
         let mut needs = Needs::default();
-        let mut lists_read: HashMap<ChunkId, std::result::Result<Vec<ChunkId>, String>> =
-            HashMap::new();
+        let mut lists_read = ChunkLists::new();
         for info in snapshots {
             // This snapshot's lists not read yet, many to a request.
-            let unread: Vec<ChunkId> = info
+            let lists = info
                 .snapshot
                 .files
                 .iter()
-                .flat_map(|f| &f.chunk_lists)
-                .filter(|l| !lists_read.contains_key(l))
-                .copied()
-                .collect();
-            lists_read.extend(self.read_lists(view, unread).await);
+                .flat_map(|f| f.chunk_lists.iter().copied());
+            self.read_lists(view, lists, &mut lists_read).await;
             for file in &info.snapshot.files {
                 let mut problem = None;
                 for list in &file.chunk_lists {

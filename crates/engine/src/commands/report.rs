@@ -25,11 +25,12 @@
 use std::collections::{BTreeMap, HashSet};
 
 use cairn_cost::{PriceTable, StorageClass, MONTH_DAYS};
-use cairn_model::{ChunkId, PackLocation, Requests, SnapshotId};
+use cairn_model::{ChunkId, Requests, SnapshotId};
 use cairn_store::keys;
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
+use crate::read::ChunkLists;
 use crate::retention::{apply, Candidate, RetentionPolicy};
 use crate::services::materialize::{file_reads, ReadTally};
 use crate::services::view::IndexView;
@@ -738,8 +739,9 @@ impl Repository {
             .filter(|i| removed.contains(&i.id))
             .cloned()
             .collect();
-        let keep_needs = self.chunks_needed(&kept, view).await?;
-        let gone_needs = self.chunks_needed(&gone, view).await?;
+        let mut lists = ChunkLists::new();
+        let keep_needs = self.chunks_needed(&kept, view, &mut lists).await;
+        let gone_needs = self.chunks_needed(&gone, view, &mut lists).await;
         let bytes = gone_needs
             .difference(&keep_needs)
             .filter_map(|c| view.locations.get(c).and_then(|l| l.first()))
@@ -751,22 +753,22 @@ impl Repository {
         })
     }
 
+    /// The chunks (and chunk lists) `infos` need; lists already in `lists`
+    /// are not read again.
     async fn chunks_needed(
         &self,
         infos: &[SnapshotInfo],
         view: &IndexView,
-    ) -> Result<HashSet<ChunkId>> {
+        lists: &mut ChunkLists,
+    ) -> HashSet<ChunkId> {
         let mut out = HashSet::new();
         for info in infos {
-            let lists = self
-                .read_lists(
-                    view,
-                    info.snapshot
-                        .files
-                        .iter()
-                        .flat_map(|f| f.chunk_lists.iter().copied()),
-                )
-                .await;
+            let wanted = info
+                .snapshot
+                .files
+                .iter()
+                .flat_map(|f| f.chunk_lists.iter().copied());
+            self.read_lists(view, wanted, lists).await;
             for file in &info.snapshot.files {
                 out.extend(file.chunks.iter().copied());
                 out.extend(file.chunk_lists.iter().copied());
@@ -778,7 +780,7 @@ impl Repository {
                 }
             }
         }
-        Ok(out)
+        out
     }
 
     /// The reads a restore of `info` makes, per part: the restore's own
@@ -790,28 +792,15 @@ impl Repository {
             view.locations
                 .get(id)
                 .and_then(|v| v.first())
-                .map(|(pack, e)| {
-                    (
-                        *id,
-                        PackLocation {
-                            pack: *pack,
-                            offset: e.offset,
-                            length: e.length,
-                            raw_length: e.raw_length,
-                            codec: e.codec,
-                        },
-                    )
-                })
+                .map(|(pack, e)| (*id, e.locate(*pack)))
         };
-        let lists = self
-            .read_lists(
-                view,
-                info.snapshot
-                    .files
-                    .iter()
-                    .flat_map(|f| f.chunk_lists.iter().copied()),
-            )
-            .await;
+        let mut lists = ChunkLists::new();
+        let wanted = info
+            .snapshot
+            .files
+            .iter()
+            .flat_map(|f| f.chunk_lists.iter().copied());
+        self.read_lists(view, wanted, &mut lists).await;
         let mut parts: BTreeMap<String, ReadTally> = BTreeMap::new();
         for file in &info.snapshot.files {
             let part =

@@ -15,7 +15,7 @@ use cairn_model::{ChunkId, PackId};
 use cairn_store::keys;
 use futures::StreamExt;
 
-use crate::read::{decode_spans, Blob};
+use crate::read::{decode_spans, Blob, ChunkLists};
 use crate::{Progress, Repository, Result};
 
 /// Which packs a check reads whole.
@@ -259,18 +259,16 @@ impl Repository {
                 ))
             }
         };
-        let mut list_cache: HashMap<ChunkId, std::result::Result<Vec<ChunkId>, String>> =
-            HashMap::new();
+        let mut list_cache = ChunkLists::new();
         for info in &snapshots {
-            let unread: Vec<ChunkId> = info
+            // Lists in unusable packs are not read: the file is named for that.
+            let lists = info
                 .snapshot
                 .files
                 .iter()
-                .flat_map(|f| &f.chunk_lists)
-                .filter(|l| !list_cache.contains_key(l) && unusable(l).is_none())
-                .copied()
-                .collect();
-            list_cache.extend(self.read_lists(&view, unread).await);
+                .flat_map(|f| f.chunk_lists.iter().copied())
+                .filter(|l| unusable(l).is_none());
+            self.read_lists(&view, lists, &mut list_cache).await;
             for file in &info.snapshot.files {
                 let mut why = file.chunks.iter().find_map(unusable);
                 for list in &file.chunk_lists {

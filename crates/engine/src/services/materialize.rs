@@ -96,6 +96,7 @@ impl FileContext {
 
 /// A stretch of a file assembled in memory: its chunks in file order with
 /// their locations, and its length.
+#[derive(Default)]
 struct Window {
     chunks: Vec<(ChunkId, PackLocation)>,
     len: u64,
@@ -113,13 +114,7 @@ fn cut_windows(
         open.len += u64::from(loc.raw_length);
         open.chunks.push((id, loc));
         if open.len >= size {
-            out.push_back(std::mem::replace(
-                open,
-                Window {
-                    chunks: Vec::new(),
-                    len: 0,
-                },
-            ));
+            out.push_back(std::mem::take(open));
         }
     }
 }
@@ -270,6 +265,20 @@ fn place(ctx: &FileContext, out: &mut [u8], at: &Offsets, f: &Fetched) -> Result
     Ok(())
 }
 
+/// Fails when a file's chunks do not add up to the size its manifest records.
+fn check_size(info: &SnapshotInfo, file: &FileEntry, got: u64) -> Result<()> {
+    if got == file.size {
+        return Ok(());
+    }
+    Err(Error::Malformed {
+        what: format!("snapshot {}, file {}", info.id.short(), file.path),
+        reason: format!(
+            "its chunks hold {got} bytes but the manifest records {}",
+            file.size
+        ),
+    })
+}
+
 /// A destination for restored bytes, driven from a blocking thread.
 pub(crate) trait Sink: Send + 'static {
     fn write(&mut self, data: &[u8]) -> std::io::Result<()>;
@@ -307,23 +316,11 @@ impl Repository {
         let (htx, mut hrx) = mpsc::channel::<Result<Vec<(ChunkId, PackLocation)>>>(1);
         let produce = async {
             let mut pending: Vec<(ChunkId, PackLocation)> = Vec::new();
-            let mut next_list = 0;
-            let mut inline = !file.chunks.is_empty();
             let result: Result<()> = async {
-                loop {
-                    let ids = if inline {
-                        inline = false;
-                        file.chunks.clone()
-                    } else if next_list < file.chunk_lists.len() {
-                        let end = (next_list + LISTS_PER_BATCH).min(file.chunk_lists.len());
-                        let lists = &file.chunk_lists[next_list..end];
-                        next_list = end;
-                        self.read_chunk_lists(&ctx, lists, index, reader, &tally)
-                            .await?
-                    } else {
-                        break;
-                    };
-                    pending.extend(locate(&ctx, index, ids).await?);
+                let mut batches =
+                    std::pin::pin!(self.located_batches(&ctx, file, index, reader, &tally));
+                while let Some(batch) = batches.try_next().await? {
+                    pending.extend(batch);
                     if pending.len() >= horizon {
                         if htx.send(Ok(std::mem::take(&mut pending))).await.is_err() {
                             return Ok(());
@@ -351,16 +348,7 @@ impl Repository {
             Ok::<u64, Error>(base)
         };
         let ((), written) = tokio::join!(produce, consume);
-        let base = written?;
-        if base != file.size {
-            return Err(Error::Malformed {
-                what: format!("snapshot {}, file {}", info.id.short(), file.path),
-                reason: format!(
-                    "its chunks hold {base} bytes but the manifest records {}",
-                    file.size
-                ),
-            });
-        }
+        check_size(info, file, written?)?;
         let tally = *tally.lock().expect("invariant: tally lock is not poisoned");
         Ok(tally)
     }
@@ -520,22 +508,42 @@ impl Repository {
         // A write error closes the channel; report it rather than the send failure.
         let (sink, total) = written?;
         sent?;
-        if total != file.size {
-            return Err(Error::Malformed {
-                what: format!("snapshot {}, file {}", info.id.short(), file.path),
-                reason: format!(
-                    "its chunks hold {total} bytes but the manifest records {}",
-                    file.size
-                ),
-            });
-        }
+        check_size(info, file, total)?;
         let tally = *tally.lock().expect("invariant: tally lock is not poisoned");
         Ok((sink, tally))
     }
 
-    /// The windows of a file, in order: chunk lists are read a batch at a
-    /// time (their reads planned together) and their chunks located in one
-    /// index lookup per batch.
+    /// A file's chunks, located, a batch at a time in file order: its
+    /// inline chunks, then [`LISTS_PER_BATCH`] chunk lists at a time (their
+    /// reads planned together, their chunks located in one index lookup).
+    fn located_batches<'a>(
+        &'a self,
+        ctx: &'a Arc<FileContext>,
+        file: &'a FileEntry,
+        index: &'a Arc<ChunkIndex>,
+        reader: &'a Reader,
+        tally: &'a std::sync::Mutex<ReadTally>,
+    ) -> impl futures::Stream<Item = Result<Vec<(ChunkId, PackLocation)>>> + 'a {
+        let inline = (!file.chunks.is_empty()).then(|| file.chunks.clone());
+        futures::stream::try_unfold((inline, 0), move |(inline, next)| async move {
+            let (ids, next) = match inline {
+                Some(ids) => (ids, next),
+                None if next < file.chunk_lists.len() => {
+                    let end = (next + LISTS_PER_BATCH).min(file.chunk_lists.len());
+                    let lists = &file.chunk_lists[next..end];
+                    (
+                        self.read_chunk_lists(ctx, lists, index, reader, tally)
+                            .await?,
+                        end,
+                    )
+                }
+                None => return Ok(None),
+            };
+            Ok(Some((locate(ctx, index, ids).await?, (None, next))))
+        })
+    }
+
+    /// The windows of a file, in order, cut from its located batches.
     fn windows<'a>(
         &'a self,
         ctx: &'a Arc<FileContext>,
@@ -544,58 +552,32 @@ impl Repository {
         reader: &'a Reader,
         tally: &'a std::sync::Mutex<ReadTally>,
     ) -> impl futures::Stream<Item = Result<Window>> + 'a {
-        struct State {
-            next_list: usize,
-            inline_done: bool,
-            open: Window,
-            ready: VecDeque<Window>,
-            finished: bool,
-        }
-        let state = State {
-            next_list: 0,
-            inline_done: false,
-            open: Window {
-                chunks: Vec::new(),
-                len: 0,
-            },
-            ready: VecDeque::new(),
-            finished: false,
-        };
-        futures::stream::try_unfold(state, move |mut st| async move {
-            loop {
-                if let Some(w) = st.ready.pop_front() {
-                    return Ok(Some((w, st)));
-                }
-                if st.finished {
-                    return Ok(None);
-                }
-                let ids: Vec<ChunkId> = if !st.inline_done && !file.chunks.is_empty() {
-                    st.inline_done = true;
-                    file.chunks.clone()
-                } else if st.next_list < file.chunk_lists.len() {
-                    let end = (st.next_list + LISTS_PER_BATCH).min(file.chunk_lists.len());
-                    let lists = &file.chunk_lists[st.next_list..end];
-                    st.next_list = end;
-                    self.read_chunk_lists(ctx, lists, index, reader, tally)
-                        .await?
-                } else {
-                    st.finished = true;
-                    if st.open.len > 0 || !st.open.chunks.is_empty() {
-                        let last = std::mem::replace(
-                            &mut st.open,
-                            Window {
-                                chunks: Vec::new(),
-                                len: 0,
-                            },
-                        );
-                        st.ready.push_back(last);
+        let batches = Box::pin(self.located_batches(ctx, file, index, reader, tally));
+        let state = (batches, Some(Window::default()), VecDeque::new());
+        futures::stream::try_unfold(
+            state,
+            move |(mut batches, mut open, mut ready)| async move {
+                loop {
+                    if let Some(w) = ready.pop_front() {
+                        return Ok(Some((w, (batches, open, ready))));
                     }
-                    continue;
-                };
-                let located = locate(ctx, index, ids).await?;
-                cut_windows(reader.window, &mut st.open, located, &mut st.ready);
-            }
-        })
+                    let Some(mut current) = open.take() else {
+                        return Ok(None);
+                    };
+                    match batches.try_next().await? {
+                        Some(located) => {
+                            cut_windows(reader.window, &mut current, located, &mut ready);
+                            open = Some(current);
+                        }
+                        // The last, partly filled window.
+                        None if current.len > 0 || !current.chunks.is_empty() => {
+                            ready.push_back(current);
+                        }
+                        None => {}
+                    }
+                }
+            },
+        )
     }
 
     /// Reads a window's chunks with one read plan and assembles the
@@ -684,16 +666,13 @@ impl Repository {
                         let raw = f
                             .blob(i)
                             .map_err(|fault| ctx.corrupt(&f.read.pack, fault))?;
-                        if raw.len() % 32 != 0 {
-                            return Err(ctx.corrupt(
+                        let ids = read::list_ids(raw).ok_or_else(|| {
+                            ctx.corrupt(
                                 &f.read.pack,
                                 &BlobFault::Bad(format!("chunk list {} has a partial id", b.id)),
-                            ));
-                        }
-                        out.push((
-                            b.id,
-                            raw.chunks_exact(32).map(ChunkId::from_slice).collect(),
-                        ));
+                            )
+                        })?;
+                        out.push((b.id, ids));
                     }
                     Ok(out)
                 })
@@ -760,10 +739,7 @@ mod tests {
 
     #[test]
     fn windows_are_cut_by_decoded_length() {
-        let mut open = Window {
-            chunks: Vec::new(),
-            len: 0,
-        };
+        let mut open = Window::default();
         let mut ready = VecDeque::new();
         let chunks: Vec<_> = (0..10)
             .map(|i| (id(i), loc(1, u64::from(i) * 40, 40)))
