@@ -6,7 +6,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/cairn-target}"
 
 # setup_system [python]: RocksDB's bindings need a C++ compiler and libclang;
 # with "python" (the tests), the S3 server (moto) needs python3 with venv and
-# the HTML report test a real browser (Chromium).
+# the HTML report test a real browser (Chromium), the Azure tests Node's npm
+# (to install Azurite).
 # Idempotent: installs only what is missing.
 setup_system() {
   local need=()
@@ -17,6 +18,7 @@ setup_system() {
   if [ "${1:-}" = python ]; then
     command -v python3 >/dev/null 2>&1 || need+=(python3)
     python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+    command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
     command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || need+=(chromium)
   fi
   command -v curl >/dev/null 2>&1 || need+=(curl)
@@ -49,7 +51,14 @@ for d, _, fs in os.walk(sys.argv[1]):
 }
 
 # Builds the release binary and sets $cairn to its path.
+# Cargo's own progress is shown: the first build on a machine compiles
+# RocksDB from source (15-25 minutes on two cores) and should not look hung.
 build_cairn() {
-  cargo build --release --quiet
+  if [ ! -x "$CARGO_TARGET_DIR/release/cairn" ]; then
+    echo "== building cairn into $CARGO_TARGET_DIR (the first build compiles RocksDB: 15-25 minutes on 2 cores)"
+  else
+    echo "== building cairn (incremental)"
+  fi
+  cargo build --release
   cairn="$CARGO_TARGET_DIR/release/cairn"
 }

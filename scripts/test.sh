@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs the system packages
 # it needs (as root; otherwise it prints the command), sets up a Python venv
-# with the moto S3 server the S3 tests start, then runs every Rust test. The
+# with the moto S3 server the S3 tests start, installs Azurite (npm) for the
+# Azure tests, then runs every Rust test. The
 # Qdrant tests use the real server at ../shared/bin/qdrant (they say so and
 # skip where it is absent).
 set -euo pipefail
@@ -15,6 +16,13 @@ if [ ! -x .venv/bin/moto_server ]; then
   .venv/bin/pip install --quiet --disable-pip-version-check 'moto[server]>=5'
 fi
 export CAIRN_MOTO_SERVER="$PWD/.venv/bin/moto_server"
+
+if [ ! -x .tools/azurite/node_modules/.bin/azurite-blob ]; then
+  echo "== installing Azurite (Azure's storage emulator) into .tools/azurite"
+  npm install --prefix .tools/azurite --no-audit --no-fund --loglevel=error azurite@3 \
+    || { echo "npm could not install azurite; run: npm install --prefix .tools/azurite azurite@3" >&2; exit 1; }
+fi
+export CAIRN_AZURITE="$PWD/.tools/azurite/node_modules/.bin/azurite-blob"
 
 echo "== cargo test (release profile: shares the RocksDB build with the CLI and benches)"
 log="$(mktemp)"

@@ -7,6 +7,8 @@ mod qdrant_server;
 /// Shared helpers: temp repositories, the moto server, fixtures.
 mod support;
 
+/// The backup/restore suite and the storage contract against Azurite.
+mod azure;
 /// Incremental behaviour: what each backup adds.
 mod backup;
 /// Live Qdrant clusters: backup, restore into fresh clusters, faults.

@@ -113,6 +113,36 @@ fn forget_by_id_and_refusals() {
     assert!(err.contains("no snapshot matches"), "{err}");
 }
 
+/// A policy that would leave a source with no backup at all is refused,
+/// naming the source and the flag that allows it; nothing is removed.
+#[test]
+fn a_policy_that_keeps_nothing_is_refused() {
+    let env = Env::local();
+    env.init(&[]);
+    let f = env.path("data");
+    std::fs::write(&f, random_bytes(50_000, 2)).expect("write");
+    backup_stdin(&env, "other.bin", &random_bytes(10_000, 3));
+    env.backup(&[&f]);
+    env.backup(&[&f]);
+    let before = ids(&env.json(&["snapshots"]));
+    assert_eq!(before.len(), 3);
+    for policy in [&["--keep-daily", "0"][..], &["--keep-last", "0"]] {
+        let mut args = vec!["forget"];
+        args.extend_from_slice(policy);
+        let (code, err) = env.fail(&args);
+        assert_eq!(code, 1, "{err}");
+        assert!(
+            err.contains("keeps no snapshot at all") && err.contains("--allow-empty"),
+            "{err}"
+        );
+        assert_eq!(ids(&env.json(&["snapshots"])), before, "nothing removed");
+    }
+    // With the flag the policy does what it says.
+    let r = env.json(&["forget", "--keep-last", "0", "--allow-empty"]);
+    assert_eq!(r["removed"].as_array().expect("list").len(), 3, "{r}");
+    assert!(ids(&env.json(&["snapshots"])).is_empty());
+}
+
 fn backup_stdin(env: &Env, name: &str, data: &[u8]) -> Value {
     let out = env.run_with_stdin(&["--json", "backup", "--stdin", "--stdin-name", name], data);
     assert!(

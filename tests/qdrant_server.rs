@@ -24,7 +24,7 @@ pub fn qdrant_up(test: &str) -> Option<PathBuf> {
     if script.is_file() && bin.is_file() {
         Some(script)
     } else {
-        eprintln!("SKIPPED {test}: no Qdrant server at ../shared/bin/qdrant (CI always has it)");
+        crate::support::skip(test, "no Qdrant server at ../shared/bin/qdrant");
         None
     }
 }

@@ -269,3 +269,18 @@ fn restore_requests_are_planned_local() {
     // Local reads may bridge a quarter: the disk then reads in long runs.
     restore_requests_are_planned(&Env::local(), 15, 25, (6, 1 << 20));
 }
+
+/// `restore latest --to-qdrant` in a repository of file backups says there
+/// is no cluster backup, and how to list what there is.
+#[test]
+fn latest_cluster_backup_missing_is_explained() {
+    let env = Env::local();
+    env.init(&[]);
+    env.backup(&[&own_fixtures()]);
+    let (_, err) = env.fail(&["restore", "latest", "--to-qdrant", "http://127.0.0.1:1"]);
+    assert!(
+        err.contains("no complete cluster backup") && err.contains("cairn snapshots"),
+        "{err}"
+    );
+    assert!(!err.contains("Connection refused"), "{err}");
+}

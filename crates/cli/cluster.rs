@@ -207,7 +207,7 @@ pub async fn backup(
         },
         if r.partial { " (PARTIAL)" } else { "" },
         r.version,
-        record_content(r),
+        counts(r),
         human(t.bytes),
         secs,
         human((t.bytes as f64 / secs.max(1e-9)) as u64),
@@ -338,7 +338,19 @@ pub async fn restore(
     Ok(())
 }
 
-/// "2 collections, 6 shards" (and "PARTIAL: 1 failed").
+/// "2 collections, 6 shards", for a backup's summary line.
+fn counts(r: &ClusterRecord) -> String {
+    let shards: usize = r.collections.iter().map(|c| c.shards.len()).sum();
+    let plural = |n: usize, one: &str| format!("{n} {one}{}", if n == 1 { "" } else { "s" });
+    format!(
+        "{}, {}",
+        plural(r.collections.len(), "collection"),
+        plural(shards, "shard")
+    )
+}
+
+/// "qdrant 1.18.3: 2 coll, 6 shards" (and "PARTIAL (1 failed)"), for the
+/// snapshot table's content column.
 pub fn record_content(r: &ClusterRecord) -> String {
     let shards: usize = r.collections.iter().map(|c| c.shards.len()).sum();
     let failed: usize = r

@@ -181,6 +181,12 @@ pub fn remedy(err: &anyhow::Error) -> Option<String> {
                         _ => return None,
                     })
                 }
+                E::KeepsNothing { .. } => {
+                    return Some(
+                        "keep more (e.g. --keep-last 1), or pass --allow-empty to remove them all"
+                            .into(),
+                    )
+                }
                 E::ShardsFailed { .. } => {
                     return Some("--allow-partial records a partial backup instead".into())
                 }

@@ -25,6 +25,9 @@ pub struct ForgetArgs {
     /// Then prune: delete the data no remaining snapshot needs.
     #[arg(long)]
     prune: bool,
+    /// Let the policy remove every snapshot of a group (refused otherwise).
+    #[arg(long)]
+    allow_empty: bool,
     #[command(flatten)]
     prune_tuning: crate::prune::PruneTuning,
 }
@@ -95,6 +98,7 @@ pub async fn forget(g: &GlobalArgs, a: ForgetArgs) -> Result<()> {
         },
         source: a.source,
         dry_run: a.dry_run,
+        allow_empty: a.allow_empty,
     };
     let mut s = repo.forget(&opts).await?;
     if a.prune && !s.dry_run {

@@ -157,14 +157,14 @@ fn print_tables(r: &Report, class: &str) {
     );
     for b in &r.backups {
         println!(
-            "{:<27} {:<10} {:>11} {:>11} {:>11} {:>6.1}x {:>6.2}x {:>6}  {}",
+            "{:<27} {:<10} {:>11} {:>11} {:>11} {:>7} {:>7} {:>6}  {}",
             b.time,
             &b.id[..8],
             human(b.logical_bytes),
             human(b.new_bytes),
             human(b.new_stored_bytes),
-            b.dedup_ratio,
-            b.compression_ratio,
+            times(b.dedup_ratio, b.new_bytes, 1),
+            times(b.compression_ratio, b.new_stored_bytes, 2),
             b.requests.puts,
             b.source
         );
@@ -620,14 +620,14 @@ pub fn html(r: &Report, class: &str) -> String {
     body.push_str("<h2>Backups</h2><table><tr><th>time</th><th>id</th><th>source</th><th>logical</th><th>added</th><th>stored</th><th>dedup</th><th>PUTs</th></tr>");
     for b in &r.backups {
         body.push_str(&format!(
-            "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}x</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&b.time),
             esc(&b.id[..8]),
             esc(&b.source),
             esc(&human(b.logical_bytes)),
             esc(&human(b.new_bytes)),
             esc(&human(b.new_stored_bytes)),
-            b.dedup_ratio,
+            times(b.dedup_ratio, b.new_bytes, 1),
             b.requests.puts
         ));
     }
@@ -671,4 +671,14 @@ table{{border-collapse:collapse;width:100%;font-size:.9em}}td,th{{border-bottom:
 td:first-child,th:first-child{{text-align:left}}\
 </style></head><body>{body}</body></html>\n"
     )
+}
+
+/// A ratio as "12.3x", or "—" for a backup that added nothing (every byte
+/// reused: there is no ratio to speak of).
+fn times(ratio: f64, added: u64, decimals: usize) -> String {
+    if added == 0 {
+        "—".to_string()
+    } else {
+        format!("{ratio:.decimals$}x")
+    }
 }

@@ -63,6 +63,22 @@ pub enum Error {
         /// What was asked for.
         spec: String,
     },
+    /// `latest` was asked for, and the repository holds snapshots, but none
+    /// of the kind asked for.
+    #[error("\"latest\": there is {none}; the repository holds {others} other snapshot(s) (`cairn snapshots` lists them)")]
+    NoLatest {
+        /// What is missing ("no complete cluster backup", …).
+        none: String,
+        /// Snapshots the repository holds.
+        others: usize,
+    },
+    /// A retention policy would remove every snapshot of a group (a source
+    /// left with no backup at all); nothing was removed.
+    #[error("the policy keeps no snapshot at all of {groups}; nothing was removed")]
+    KeepsNothing {
+        /// The groups it would empty.
+        groups: String,
+    },
     /// More than one snapshot matches an id prefix.
     #[error("{spec:?} matches more than one snapshot; give more digits")]
     AmbiguousSnapshot {

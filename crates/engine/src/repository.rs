@@ -86,6 +86,26 @@ impl SnapshotFilter {
                 .any(|r| &r.name == c && r.is_complete())
         })
     }
+
+    /// That nothing passes, in words: "no complete cluster backup", "no
+    /// collection docs complete in any cluster backup", "no snapshot of
+    /// source S".
+    #[must_use]
+    pub fn describe_none(&self) -> String {
+        let mut out = match self.collections.as_slice() {
+            [one] => format!("no collection {one} complete in any cluster backup"),
+            [] if self.cluster => "no complete cluster backup".to_string(),
+            [] => "no snapshot".to_string(),
+            many => format!(
+                "no cluster backup holding collections {} complete",
+                many.join(", ")
+            ),
+        };
+        if let Some(src) = &self.source {
+            out.push_str(&format!(" of source {src}"));
+        }
+        out
+    }
 }
 
 /// An open repository.
@@ -473,6 +493,15 @@ impl Repository {
                         .collect::<Vec<_>>()
                         .join("\n"),
                 });
+            }
+            if newest.is_empty() {
+                let others = self.snapshots().await?.len();
+                if others > 0 {
+                    return Err(Error::NoLatest {
+                        none: filter.describe_none(),
+                        others,
+                    });
+                }
             }
             return newest.into_values().next().cloned().ok_or_else(not_found);
         }

@@ -53,7 +53,7 @@ pub struct ObjectInfo {
 ///   other failures; a local disk's failure is [`Error::Io`], which is not
 ///   retried.
 ///
-/// [`crate::contract`] (feature `testing`) checks an implementation against
+/// [`crate::contract`] (feature `test-util`) checks an implementation against
 /// this contract.
 #[async_trait]
 pub trait Backend: Send + Sync + std::fmt::Debug + 'static {

@@ -1,7 +1,7 @@
 //! The [`Backend`] contract as executable checks: every implementation (a
 //! local directory, S3, GCS, Azure, the in-memory store, the wrappers) must
 //! pass [`check`] on an empty repository root, so that the engine sees one
-//! behaviour whatever the storage. Feature `testing`.
+//! behaviour whatever the storage. Feature `test-util`.
 
 use bytes::Bytes;
 

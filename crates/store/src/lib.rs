@@ -5,7 +5,7 @@
 //! ([`ObjectStoreBackend`]: S3, GCS, Azure, in-memory). Wrappers implement
 //! it around another backend and compose: [`counting::CountingBackend`]
 //! counts requests and bytes (what a command costs), and
-//! `faulty::FaultyBackend` (feature `testing`; not in the release
+//! `faulty::FaultyBackend` (feature `test-util`; not in the release
 //! binary) injects errors, timeouts, slow reads and writes that land but
 //! report failure. [`RepoStore`] is the façade the
 //! engine uses.
@@ -30,11 +30,12 @@
 //! holds across power loss, as it does on object stores.
 
 mod backend;
-#[cfg(any(test, feature = "testing"))]
+pub mod http;
+#[cfg(any(test, feature = "test-util"))]
 pub mod contract;
 pub mod counting;
 pub mod durable;
-#[cfg(any(test, feature = "testing"))]
+#[cfg(any(test, feature = "test-util"))]
 pub mod faulty;
 
 pub use backend::{
@@ -121,14 +122,39 @@ impl Error {
     /// already retried transient HTTP errors by the time this is seen).
     #[must_use]
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
+        match self {
             Self::Backend {
-                source: object_store::Error::Generic { store, .. },
+                source: source @ object_store::Error::Generic { store, .. },
                 ..
-            } if *store != LOCAL_STORE
-        )
+            } if *store != LOCAL_STORE => !has_final_status(source),
+            _ => false,
+        }
     }
+
+    /// The status of a request no retry can change ([`http::FinalStatus`]),
+    /// if that is what this error is.
+    #[must_use]
+    pub fn final_status(&self) -> Option<u16> {
+        match self {
+            Self::Backend { source, .. } => final_status(source),
+            _ => None,
+        }
+    }
+}
+
+fn final_status(e: &(dyn std::error::Error + 'static)) -> Option<u16> {
+    let mut cur = Some(e);
+    while let Some(e) = cur {
+        if let Some(f) = e.downcast_ref::<http::FinalStatus>() {
+            return Some(f.status);
+        }
+        cur = e.source();
+    }
+    None
+}
+
+fn has_final_status(e: &object_store::Error) -> bool {
+    final_status(e).is_some()
 }
 
 /// The name object_store's local file system gives its errors: those are
@@ -273,7 +299,7 @@ impl RepoStore {
         let bucket_url = format!("{scheme}://{}", url.host_str().unwrap_or_default());
         let store: Arc<dyn ObjectStore> = match scheme {
             "s3" => {
-                let mut b = object_store::aws::AmazonS3Builder::from_env().with_url(&bucket_url);
+                let mut b = object_store::aws::AmazonS3Builder::from_env().with_url(&bucket_url).with_http_connector(http::FailFastConnector);
                 if std::env::var("AWS_ENDPOINT_URL")
                     .or_else(|_| std::env::var("AWS_ENDPOINT"))
                     .is_ok_and(|e| e.starts_with("http://"))
@@ -284,13 +310,13 @@ impl RepoStore {
             }
             "gs" => Arc::new(
                 object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                    .with_url(&bucket_url)
+                    .with_url(&bucket_url).with_http_connector(http::FailFastConnector)
                     .build()
                     .map_err(|e| invalid(location, e.to_string()))?,
             ),
             _ => Arc::new(
                 object_store::azure::MicrosoftAzureBuilder::from_env()
-                    .with_url(&bucket_url)
+                    .with_url(&bucket_url).with_http_connector(http::FailFastConnector)
                     .build()
                     .map_err(|e| invalid(location, e.to_string()))?,
             ),

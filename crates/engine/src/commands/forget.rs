@@ -38,6 +38,11 @@ pub struct ForgetOptions {
     pub source: Option<String>,
     /// Report, delete nothing.
     pub dry_run: bool,
+    /// Let a policy remove every snapshot of a group. Without it such a
+    /// policy (`--keep-daily 0`, a `--keep-within` shorter than the gap
+    /// since the last backup…) is refused: the minimum count of one that
+    /// SLM-style retention keeps.
+    pub allow_empty: bool,
 }
 
 /// What a forget does to one snapshot.
@@ -178,6 +183,18 @@ impl Repository {
                     .collect();
                 items.sort_by(|a, b| b.time.cmp(&a.time));
                 groups.insert(key, items);
+            }
+        }
+        if !named && !opts.allow_empty {
+            let emptied: Vec<&str> = groups
+                .iter()
+                .filter(|(_, items)| items.iter().all(|i| i.action == Action::Remove))
+                .map(|(k, _)| k.as_str())
+                .collect();
+            if !emptied.is_empty() {
+                return Err(Error::KeepsNothing {
+                    groups: emptied.join("; "),
+                });
             }
         }
         let removed: Vec<SnapshotId> = groups
