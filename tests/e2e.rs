@@ -15,6 +15,8 @@ mod backup;
 mod cluster;
 /// Many writers: processes sharing a cache, hosts sharing a repository.
 mod concurrency;
+/// The backup/restore suite and the storage contract against a GCS emulator.
+mod gcs;
 /// Damaged repositories: what is named and skipped, what is refused.
 mod damage;
 /// Bad input and faults: each must fail cleanly and leave the repository consistent.

