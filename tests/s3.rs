@@ -58,33 +58,15 @@ fn s3_backend_keeps_the_contract() {
         .with_region("us-east-1")
         .with_access_key_id("test")
         .with_secret_access_key("test")
+        .with_http_connector(cairn_store::http::FailFastConnector)
         .build()
         .expect("an S3 client");
-    let backend = cairn_store::ObjectStoreBackend::new(
-        std::sync::Arc::new(s3),
-        object_store::path::Path::from("repo"),
-        "s3://contract/repo",
-    );
-    tokio::runtime::Runtime::new()
-        .expect("runtime")
-        .block_on(cairn_store::contract::check(&backend));
+    crate::support::check_contract(s3, "s3://contract/repo");
 }
 
 /// A bucket that does not exist is named as such, not as a missing
 /// repository file.
 #[test]
 fn s3_missing_bucket_is_named() {
-    let env = Env::s3();
-    let out = env
-        .cmd_at("s3://no-such-bucket/repo")
-        .arg("snapshots")
-        .output()
-        .expect("runs");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("no-such-bucket") && err.contains("does not exist"),
-        "{err}"
-    );
-    assert!(!err.contains("config not found"), "{err}");
+    crate::support::missing_bucket_is_named(&Env::s3(), "s3://no-such-bucket/repo");
 }

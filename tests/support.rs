@@ -69,25 +69,14 @@ impl Moto {
              or `pip install 'moto[server]'` and set CAIRN_MOTO_SERVER)",
             server.display()
         );
-        let port = TcpListener::bind("127.0.0.1:0")
-            .expect("free port")
-            .local_addr()
-            .expect("addr")
-            .port();
+        let port = free_port();
         let child = Command::new(&server)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", server.display()));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "moto did not start listening on port {port}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_for_port(port, "moto");
         Self {
             child,
             endpoint: format!("http://127.0.0.1:{port}"),
@@ -139,11 +128,7 @@ impl Azurite {
              or `npm install --prefix .tools/azurite azurite@3` and set CAIRN_AZURITE)",
             server.display()
         );
-        let port = TcpListener::bind("127.0.0.1:0")
-            .expect("free port")
-            .local_addr()
-            .expect("addr")
-            .port();
+        let port = free_port();
         let data = TempDir::new().expect("tempdir");
         let child = Command::new(&server)
             .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
@@ -154,14 +139,7 @@ impl Azurite {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", server.display()));
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "Azurite did not start listening on port {port}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_for_port(port, "Azurite");
         Self {
             child,
             endpoint: format!("http://127.0.0.1:{port}"),
@@ -231,7 +209,67 @@ pub struct FakeGcs {
     emulator: Child,
     proxy: Child,
     dir: TempDir,
-    pub endpoint: String,
+}
+
+/// Holds an object store to the storage contract, under the key prefix
+/// `repo` (as a repository below a bucket's root is).
+pub fn check_contract(store: impl object_store::ObjectStore, location: &str) {
+    let backend = cairn_store::ObjectStoreBackend::new(
+        std::sync::Arc::new(store),
+        object_store::path::Path::from("repo"),
+        location,
+    );
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(cairn_store::contract::check(&backend));
+}
+
+/// The CLI suite every object store runs, as tests of the calling module:
+/// the round trips, a restore with no local state, dedup of an unchanged
+/// file, and a missing bucket (or container) named as such.
+macro_rules! object_store_suite {
+    ($env:expr, $scheme:literal) => {
+        #[test]
+        fn round_trip_own_fixtures() {
+            crate::restore::own_fixtures_round_trip(&$env);
+        }
+
+        #[test]
+        fn restore_without_local_state() {
+            crate::restore::restore_without_local_state(&$env);
+        }
+
+        #[test]
+        fn unchanged_file_adds_nothing() {
+            crate::backup::unchanged_file_adds_nothing(&$env);
+        }
+
+        #[test]
+        fn missing_bucket_is_named() {
+            crate::support::missing_bucket_is_named(
+                &$env,
+                concat!($scheme, "://no-such-bucket/repo"),
+            );
+        }
+    };
+}
+pub(crate) use object_store_suite;
+
+/// `snapshots` on a location whose bucket does not exist names the bucket
+/// as missing, not the repository's config.
+pub fn missing_bucket_is_named(env: &Env, location: &str) {
+    let out = env
+        .cmd_at(location)
+        .arg("snapshots")
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no-such-bucket") && err.contains("does not exist"),
+        "{err}"
+    );
+    assert!(!err.contains("config not found"), "{err}");
 }
 
 fn free_port() -> u16 {
@@ -310,7 +348,6 @@ impl FakeGcs {
             emulator,
             proxy,
             dir,
-            endpoint,
         }
     }
 
