@@ -7,7 +7,7 @@ use cairn_engine::ReadData;
 
 use crate::progress::Bar;
 use crate::size::human;
-use crate::GlobalArgs;
+use crate::global::GlobalArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
@@ -47,7 +47,7 @@ fn parse_subset(s: &str) -> Result<ReadData, String> {
 }
 
 pub async fn check(g: &GlobalArgs, a: CheckArgs) -> Result<()> {
-    let repo = crate::commands::open(g).await?;
+    let repo = crate::repo::open(g).await?;
     let read = match (a.read_data, a.read_data_subset) {
         (true, _) => ReadData::All,
         (false, Some(s)) => s,
@@ -94,7 +94,7 @@ pub async fn check(g: &GlobalArgs, a: CheckArgs) -> Result<()> {
         if !g.json {
             eprintln!("cairn: the repository is damaged; docs/operations.md, \"When check reports errors\", says what to do");
         }
-        bail!(crate::Reported(crate::exit::INTEGRITY));
+        bail!(crate::global::Reported(crate::global::exit::INTEGRITY));
     }
     Ok(())
 }

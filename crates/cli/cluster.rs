@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use crate::progress::Bar;
 use crate::size::{human, parse_size};
-use crate::GlobalArgs;
+use crate::global::GlobalArgs;
 
 /// The API key option both commands take. The value never appears in help
 /// output or logs.

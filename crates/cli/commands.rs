@@ -12,8 +12,9 @@ use cairn_engine::{
 use serde_json::json;
 
 use crate::progress::Bar;
+use crate::repo::{cache_root, location, open};
 use crate::size::{human, parse_size};
-use crate::{exit, Cli, Command, GlobalArgs};
+use crate::global::{exit, GlobalArgs};
 
 #[derive(Debug, clap::Args)]
 pub struct InitArgs {
@@ -120,38 +121,6 @@ pub struct SnapshotsArgs {
     source: Option<String>,
 }
 
-fn location(g: &GlobalArgs) -> Result<&str> {
-    match g.repo.as_deref() {
-        Some(r) if !r.is_empty() => Ok(r),
-        _ => bail!(cairn_engine::Error::InvalidArgument(
-            "no repository given: use --repo LOCATION or set CAIRN_REPOSITORY".into()
-        )),
-    }
-}
-
-fn cache_root(g: &GlobalArgs) -> PathBuf {
-    g.cache_dir
-        .clone()
-        .or_else(|| dirs::cache_dir().map(|d| d.join("cairn")))
-        .unwrap_or_else(|| std::env::temp_dir().join("cairn-cache"))
-}
-
-pub async fn open(g: &GlobalArgs) -> Result<Repository> {
-    let loc = location(g)?;
-    let store = cairn_engine::RepoStore::open(loc, false).map_err(cairn_engine::Error::from)?;
-    let repo = Repository::open(store, &cache_root(g)).await?;
-    // Lease length (docs/format.md); shorter only for tests and special setups.
-    Ok(
-        match std::env::var("CAIRN_LEASE_SECONDS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-        {
-            Some(secs) => repo.with_lease_duration(std::time::Duration::from_secs(secs)),
-            None => repo,
-        },
-    )
-}
-
 const API_KEY_HINT: &str = "give the right key with --qdrant-api-key or QDRANT_API_KEY";
 
 fn unauthorized(kind: &cairn_engine::QdrantErrorKind) -> bool {
@@ -228,24 +197,6 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
     exit::FAILURE
 }
 
-/// Runs the parsed command line.
-pub async fn run(cli: Cli) -> Result<()> {
-    let g = &cli.global;
-    match cli.command {
-        Command::Init(a) => init(g, a).await,
-        Command::Backup(a) => backup(g, a).await,
-        Command::Restore(a) => restore(g, a).await,
-        Command::Dump(a) => dump(g, a).await,
-        Command::Snapshots(a) => snapshots(g, a).await,
-        Command::Forget(a) => crate::forget::forget(g, a).await,
-        Command::Prune(a) => crate::prune::prune(g, a).await,
-        Command::Unlock => crate::prune::unlock(g).await,
-        Command::Check(a) => crate::check::check(g, a).await,
-        Command::Repair(c) => crate::repair::repair(g, c).await,
-        Command::Stats => stats(g).await,
-        Command::Report(a) => crate::report::report(g, a).await,
-    }
-}
 
 fn parse_time(s: &str) -> std::result::Result<chrono::DateTime<chrono::Utc>, String> {
     chrono::DateTime::parse_from_rfc3339(s)
@@ -257,7 +208,7 @@ fn to_u32(v: u64, what: &str) -> Result<u32> {
     u32::try_from(v).with_context(|| format!("{what} is too large"))
 }
 
-async fn init(g: &GlobalArgs, a: InitArgs) -> Result<()> {
+pub async fn init(g: &GlobalArgs, a: InitArgs) -> Result<()> {
     let loc = location(g)?;
     let avg = to_u32(
         a.avg_chunk_size
@@ -334,7 +285,7 @@ fn cancel_on_signal(cancel: Arc<std::sync::atomic::AtomicBool>) {
     });
 }
 
-async fn backup(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
+pub async fn backup(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
     let repo = open(g).await?;
     let opts = BackupOptions {
         tags: a.tags.clone(),
@@ -385,7 +336,7 @@ async fn backup(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
     Ok(())
 }
 
-async fn restore(g: &GlobalArgs, a: RestoreArgs) -> Result<()> {
+pub async fn restore(g: &GlobalArgs, a: RestoreArgs) -> Result<()> {
     let repo = open(g).await?;
     let mut filter = SnapshotFilter {
         source: a.source.clone(),
@@ -433,7 +384,7 @@ async fn restore(g: &GlobalArgs, a: RestoreArgs) -> Result<()> {
     Ok(())
 }
 
-async fn dump(g: &GlobalArgs, a: DumpArgs) -> Result<()> {
+pub async fn dump(g: &GlobalArgs, a: DumpArgs) -> Result<()> {
     let repo = open(g).await?;
     let filter = SnapshotFilter {
         source: a.source,
@@ -444,7 +395,7 @@ async fn dump(g: &GlobalArgs, a: DumpArgs) -> Result<()> {
     Ok(())
 }
 
-async fn snapshots(g: &GlobalArgs, a: SnapshotsArgs) -> Result<()> {
+pub async fn snapshots(g: &GlobalArgs, a: SnapshotsArgs) -> Result<()> {
     let repo = open(g).await?;
     let list: Vec<_> = repo
         .snapshots()
@@ -496,7 +447,7 @@ async fn snapshots(g: &GlobalArgs, a: SnapshotsArgs) -> Result<()> {
     Ok(())
 }
 
-async fn stats(g: &GlobalArgs) -> Result<()> {
+pub async fn stats(g: &GlobalArgs) -> Result<()> {
     let repo = open(g).await?;
     let s = repo.stats().await?;
     if g.json {

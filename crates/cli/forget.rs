@@ -1,10 +1,9 @@
 //! `cairn forget`: arguments, engine call, table and JSON.
 
 use anyhow::Result;
-use cairn_engine::retention::parse_duration;
-use cairn_engine::{ForgetAction, ForgetOptions, GroupBy, RetentionPolicy};
+use cairn_engine::{ForgetAction, ForgetOptions, GroupBy};
 
-use crate::GlobalArgs;
+use crate::global::GlobalArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct ForgetArgs {
@@ -12,7 +11,7 @@ pub struct ForgetArgs {
     #[arg(value_name = "ID")]
     ids: Vec<String>,
     #[command(flatten)]
-    policy: PolicyArgs,
+    policy: crate::policy::PolicyArgs,
     /// Apply the policy to each source, host, host and paths, or to everything at once.
     #[arg(long, value_enum, default_value = "source")]
     group_by: Group,
@@ -32,51 +31,6 @@ pub struct ForgetArgs {
     prune_tuning: crate::prune::PruneTuning,
 }
 
-/// A retention policy on the command line (`forget`, `report`).
-#[derive(Debug, Clone, clap::Args)]
-pub struct PolicyArgs {
-    /// Keep the N newest snapshots.
-    #[arg(long, value_name = "N")]
-    keep_last: Option<u32>,
-    /// Keep the newest snapshot of each of the last N hours that have one.
-    #[arg(long, value_name = "N")]
-    keep_hourly: Option<u32>,
-    /// Keep the newest snapshot of each of the last N days that have one (UTC).
-    #[arg(long, value_name = "N")]
-    keep_daily: Option<u32>,
-    /// Keep the newest snapshot of each of the last N ISO weeks that have one.
-    #[arg(long, value_name = "N")]
-    keep_weekly: Option<u32>,
-    /// Keep the newest snapshot of each of the last N months that have one.
-    #[arg(long, value_name = "N")]
-    keep_monthly: Option<u32>,
-    /// Keep the newest snapshot of each of the last N years that have one.
-    #[arg(long, value_name = "N")]
-    keep_yearly: Option<u32>,
-    /// Keep every snapshot taken within this long of the group's newest (7d, 12h, 4w, 6m, 1y).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    keep_within: Option<chrono::Duration>,
-    /// Keep every snapshot with this tag (repeatable).
-    #[arg(long = "keep-tag", value_name = "TAG")]
-    keep_tags: Vec<String>,
-}
-
-impl PolicyArgs {
-    /// The engine's policy.
-    pub fn policy(&self) -> RetentionPolicy {
-        RetentionPolicy {
-            last: self.keep_last,
-            hourly: self.keep_hourly,
-            daily: self.keep_daily,
-            weekly: self.keep_weekly,
-            monthly: self.keep_monthly,
-            yearly: self.keep_yearly,
-            within: self.keep_within,
-            tags: self.keep_tags.clone(),
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum Group {
     Source,
@@ -86,7 +40,7 @@ enum Group {
 }
 
 pub async fn forget(g: &GlobalArgs, a: ForgetArgs) -> Result<()> {
-    let repo = crate::commands::open(g).await?;
+    let repo = crate::repo::open(g).await?;
     let opts = ForgetOptions {
         ids: a.ids,
         policy: a.policy.policy(),

@@ -4,16 +4,20 @@ mod check;
 mod cluster;
 mod commands;
 mod forget;
+mod global;
+mod policy;
 mod progress;
 mod prune;
 mod repair;
+mod repo;
 mod report;
 mod size;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+use global::{exit, GlobalArgs, Reported};
 
 /// Content-addressed, incremental backups of Qdrant snapshots.
 #[derive(Debug, Parser)]
@@ -23,32 +27,6 @@ pub struct Cli {
     global: GlobalArgs,
     #[command(subcommand)]
     command: Command,
-}
-
-/// Options every command takes.
-#[derive(Debug, clap::Args)]
-pub struct GlobalArgs {
-    /// Repository: a directory, file://PATH, s3://BUCKET/PREFIX, gs://BUCKET/PREFIX or az://CONTAINER/PREFIX.
-    #[arg(
-        short,
-        long,
-        global = true,
-        env = "CAIRN_REPOSITORY",
-        value_name = "LOCATION"
-    )]
-    repo: Option<String>,
-    /// Local cache directory (chunk index); default: the user's cache dir.
-    #[arg(long, global = true, env = "CAIRN_CACHE_DIR", value_name = "DIR")]
-    cache_dir: Option<PathBuf>,
-    /// Print machine-readable JSON on stdout.
-    #[arg(long, global = true)]
-    json: bool,
-    /// No progress bars.
-    #[arg(short, long, global = true)]
-    quiet: bool,
-    /// More log output (-v info, -vv debug); RUST_LOG overrides.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    verbose: u8,
 }
 
 #[derive(Debug, Subcommand)]
@@ -80,21 +58,6 @@ enum Command {
     Report(report::ReportArgs),
 }
 
-/// Exit codes (documented in docs/cli.md).
-pub mod exit {
-    /// Any failure not listed below.
-    pub const FAILURE: u8 = 1;
-    /// Bad command line (clap's own code).
-    pub const USAGE: u8 = 2;
-    /// The repository location is unusable, not a repository, or too new.
-    pub const REPOSITORY: u8 = 3;
-    /// Stored data failed verification or is missing.
-    pub const INTEGRITY: u8 = 4;
-    /// Another process holds what this one needs (a prune).
-    pub const BUSY: u8 = 5;
-    /// Interrupted by a signal; uploaded data is kept.
-    pub const INTERRUPTED: u8 = 130;
-}
 
 fn init_logging(verbose: u8) {
     let default = match verbose {
@@ -148,7 +111,7 @@ fn main() -> ExitCode {
         }
     };
     let json = cli.global.json;
-    match runtime.block_on(commands::run(cli)) {
+    match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             if is_broken_pipe(&err) {
@@ -174,18 +137,25 @@ fn main() -> ExitCode {
     }
 }
 
-/// An error whose report the command has already printed: only its exit
-/// code remains to be given.
-#[derive(Debug)]
-pub struct Reported(pub u8);
 
-impl std::fmt::Display for Reported {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "reported (exit code {})", self.0)
+/// Runs the parsed command line.
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Init(a) => commands::init(g, a).await,
+        Command::Backup(a) => commands::backup(g, a).await,
+        Command::Restore(a) => commands::restore(g, a).await,
+        Command::Dump(a) => commands::dump(g, a).await,
+        Command::Snapshots(a) => commands::snapshots(g, a).await,
+        Command::Forget(a) => forget::forget(g, a).await,
+        Command::Prune(a) => prune::prune(g, a).await,
+        Command::Unlock => prune::unlock(g).await,
+        Command::Check(a) => check::check(g, a).await,
+        Command::Repair(c) => repair::repair(g, c).await,
+        Command::Stats => commands::stats(g).await,
+        Command::Report(a) => report::report(g, a).await,
     }
 }
-
-impl std::error::Error for Reported {}
 
 /// The error and its causes on one line, each cause once: many errors
 /// (ours and our dependencies') already print their source in their own

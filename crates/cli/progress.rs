@@ -22,7 +22,7 @@ pub struct Bar {
 }
 
 impl Bar {
-    pub fn new(g: &crate::GlobalArgs) -> Self {
+    pub fn new(g: &crate::global::GlobalArgs) -> Self {
         let visible = !g.quiet && !g.json;
         let bar = ProgressBar::hidden();
         if visible && std::io::stderr().is_terminal() {

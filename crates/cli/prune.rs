@@ -8,7 +8,7 @@ use cairn_engine::{PruneOptions, PruneSummary, Repository};
 
 use crate::progress::Bar;
 use crate::size::human;
-use crate::GlobalArgs;
+use crate::global::GlobalArgs;
 
 /// How a prune repacks and how long it waits; shared by `prune` and `forget --prune`.
 #[derive(Debug, Clone, clap::Args)]
@@ -65,7 +65,7 @@ pub async fn run_prune(
 }
 
 pub async fn prune(g: &GlobalArgs, a: PruneArgs) -> Result<()> {
-    let repo = crate::commands::open(g).await?;
+    let repo = crate::repo::open(g).await?;
     let s = run_prune(g, &repo, &a.tuning, a.dry_run).await?;
     if g.json {
         println!("{}", serde_json::to_string(&s)?);
@@ -124,7 +124,7 @@ pub fn print(s: &PruneSummary) {
 }
 
 pub async fn unlock(g: &GlobalArgs) -> Result<()> {
-    let repo = crate::commands::open(g).await?;
+    let repo = crate::repo::open(g).await?;
     let s = repo.unlock().await?;
     if g.json {
         println!("{}", serde_json::to_string(&s)?);

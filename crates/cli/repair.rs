@@ -5,7 +5,7 @@ use std::sync::Arc;
 use anyhow::Result;
 
 use crate::progress::Bar;
-use crate::GlobalArgs;
+use crate::global::GlobalArgs;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum RepairCommand {
@@ -23,7 +23,7 @@ pub enum RepairCommand {
 }
 
 pub async fn repair(g: &GlobalArgs, cmd: RepairCommand) -> Result<()> {
-    let repo = crate::commands::open(g).await?;
+    let repo = crate::repo::open(g).await?;
     let bar = Arc::new(Bar::new(g));
     match cmd {
         RepairCommand::Index => {

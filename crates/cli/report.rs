@@ -6,12 +6,12 @@ use anyhow::{Context, Result};
 use cairn_engine::{PriceTable, Report, ReportOptions};
 
 use crate::size::{human, parse_size};
-use crate::GlobalArgs;
+use crate::global::GlobalArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct ReportArgs {
     #[command(flatten)]
-    policy: crate::forget::PolicyArgs,
+    policy: crate::policy::PolicyArgs,
     /// A TOML file overriding prices or adding storage classes (docs/cost.md).
     #[arg(long, value_name = "FILE")]
     prices: Option<PathBuf>,
@@ -40,7 +40,7 @@ pub struct ReportArgs {
 }
 
 pub async fn report(g: &GlobalArgs, a: ReportArgs) -> Result<()> {
-    let repo = crate::commands::open(g).await?;
+    let repo = crate::repo::open(g).await?;
     let mut prices = PriceTable::builtin();
     if let Some(p) = &a.prices {
         let text = std::fs::read_to_string(p)

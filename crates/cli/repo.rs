@@ -1,0 +1,44 @@
+//! Opening the repository the global arguments name (`--repo`,
+//! `--cache-dir`, their environment variables): every subcommand that reads
+//! or writes a repository starts here.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use cairn_engine::Repository;
+
+use crate::global::GlobalArgs;
+
+/// The repository location, or an error saying how to give one.
+pub fn location(g: &GlobalArgs) -> Result<&str> {
+    match g.repo.as_deref() {
+        Some(r) if !r.is_empty() => Ok(r),
+        _ => bail!(cairn_engine::Error::InvalidArgument(
+            "no repository given: use --repo LOCATION or set CAIRN_REPOSITORY".into()
+        )),
+    }
+}
+
+pub fn cache_root(g: &GlobalArgs) -> PathBuf {
+    g.cache_dir
+        .clone()
+        .or_else(|| dirs::cache_dir().map(|d| d.join("cairn")))
+        .unwrap_or_else(|| std::env::temp_dir().join("cairn-cache"))
+}
+
+/// Opens the repository (no local state needed: the cache is rebuilt).
+pub async fn open(g: &GlobalArgs) -> Result<Repository> {
+    let loc = location(g)?;
+    let store = cairn_engine::RepoStore::open(loc, false).map_err(cairn_engine::Error::from)?;
+    let repo = Repository::open(store, &cache_root(g)).await?;
+    // Lease length (docs/format.md); shorter only for tests and special setups.
+    Ok(
+        match std::env::var("CAIRN_LEASE_SECONDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            Some(secs) => repo.with_lease_duration(std::time::Duration::from_secs(secs)),
+            None => repo,
+        },
+    )
+}
