@@ -1,4 +1,6 @@
-use crate::support::{check_contract, object_store_suite, Azurite, Env, AZURITE_ACCOUNT, AZURITE_KEY};
+use crate::support::{
+    check_contract, object_store_suite, Azurite, Env, AZURITE_ACCOUNT, AZURITE_KEY,
+};
 
 /// The Azure backend keeps the storage contract every backend keeps,
 /// against Azurite (Azure's own storage emulator).

@@ -316,7 +316,14 @@ impl FakeGcs {
         }
         let (up, port) = (free_port(), free_port());
         let emulator = Command::new(&server)
-            .args(["-scheme", "http", "-backend", "memory", "-host", "127.0.0.1"])
+            .args([
+                "-scheme",
+                "http",
+                "-backend",
+                "memory",
+                "-host",
+                "127.0.0.1",
+            ])
             .args(["-port", &up.to_string()])
             .args(["-public-host", &format!("127.0.0.1:{up}")])
             .arg("-data")

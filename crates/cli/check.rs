@@ -5,9 +5,9 @@ use std::sync::Arc;
 use anyhow::{bail, Result};
 use cairn_engine::ReadData;
 
+use crate::global::GlobalArgs;
 use crate::progress::Bar;
 use crate::size::human;
-use crate::global::GlobalArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {

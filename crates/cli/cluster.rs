@@ -5,15 +5,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use cairn_cluster::{
+    ApiKey, ClusterBackupOptions, ClusterRestoreOptions, QdrantTarget, SnapshotMethod,
+};
 use cairn_engine::{
-    ApiKey, BackupOptions, ClusterBackupOptions, ClusterRecord, ClusterRestoreOptions,
-    CollectionRecord, QdrantTarget, Repository, ShardStatus, SnapshotInfo, SnapshotMethod,
+    BackupOptions, ClusterRecord, CollectionRecord, Repository, ShardStatus, SnapshotInfo,
 };
 use serde_json::{json, Value};
 
+use crate::global::GlobalArgs;
 use crate::progress::Bar;
 use crate::size::{human, parse_size};
-use crate::global::GlobalArgs;
 
 /// The API key option both commands take. The value never appears in help
 /// output or logs.
@@ -150,7 +152,7 @@ pub async fn backup(
     let started = Instant::now();
     let bar = Arc::new(Bar::new(g));
     let opts_dry_run = opts.dry_run;
-    let s = repo.backup_qdrant(copts, opts, bar).await?;
+    let s = cairn_cluster::backup(&repo, copts, opts, bar).await?;
     let secs = started.elapsed().as_secs_f64();
     let t = &s.backup.totals;
     let r = &s.record;
@@ -247,8 +249,7 @@ pub async fn restore(
     ropts.wait_timeout = Duration::from_secs(a.wait_timeout);
     let started = Instant::now();
     let bar = Arc::new(Bar::new(g));
-    let s = repo
-        .restore_qdrant(info, &ropts, bar)
+    let s = cairn_cluster::restore(&repo, info, &ropts, bar)
         .await
         .with_context(|| format!("restoring snapshot {} into Qdrant", info.id.short()))?;
     let secs = started.elapsed().as_secs_f64();

@@ -11,10 +11,10 @@ use cairn_engine::{
 };
 use serde_json::json;
 
+use crate::global::{exit, GlobalArgs};
 use crate::progress::Bar;
 use crate::repo::{cache_root, location, open};
 use crate::size::{human, parse_size};
-use crate::global::{exit, GlobalArgs};
 
 #[derive(Debug, clap::Args)]
 pub struct InitArgs {
@@ -123,18 +123,29 @@ pub struct SnapshotsArgs {
 
 const API_KEY_HINT: &str = "give the right key with --qdrant-api-key or QDRANT_API_KEY";
 
-fn unauthorized(kind: &cairn_engine::QdrantErrorKind) -> bool {
-    matches!(kind, cairn_engine::QdrantErrorKind::Unauthorized { .. })
+fn unauthorized(kind: &cairn_cluster::QdrantErrorKind) -> bool {
+    matches!(kind, cairn_cluster::QdrantErrorKind::Unauthorized { .. })
 }
 
-/// What to do about an error, in this CLI's options: the engine and the
-/// Qdrant client say what happened, the CLI says which flag changes it.
+/// The engine's error in a cause of the chain: itself, or inside the
+/// cluster crate's (which wraps it transparently).
+fn engine_error<'a>(
+    cause: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a cairn_engine::Error> {
+    cause
+        .downcast_ref::<cairn_engine::Error>()
+        .or_else(|| cause.downcast_ref::<cairn_cluster::Error>()?.engine())
+}
+
+/// What to do about an error, in this CLI's options: the engine, the
+/// cluster crate and the Qdrant client say what happened, the CLI says
+/// which flag changes it.
 pub fn remedy(err: &anyhow::Error) -> Option<String> {
-    use cairn_engine::{Error as E, Remedy as R};
+    use cairn_cluster::{Error as C, Remedy as R};
     for cause in err.chain() {
-        if let Some(e) = cause.downcast_ref::<E>() {
-            match e {
-                E::Refused {
+        if let Some(c) = cause.downcast_ref::<C>() {
+            match c {
+                C::Refused {
                     remedy: Some(r), ..
                 } => {
                     return Some(match r {
@@ -150,23 +161,33 @@ pub fn remedy(err: &anyhow::Error) -> Option<String> {
                         _ => return None,
                     })
                 }
-                E::KeepsNothing { .. } => {
-                    return Some(
-                        "keep more (e.g. --keep-last 1), or pass --allow-empty to remove them all"
-                            .into(),
-                    )
-                }
-                E::ShardsFailed { .. } => {
+                C::ShardsFailed { .. } => {
                     return Some("--allow-partial records a partial backup instead".into())
                 }
+                C::Qdrant(q) if unauthorized(&q.kind) => return Some(API_KEY_HINT.into()),
                 _ => {}
             }
         }
+        match engine_error(cause) {
+            Some(cairn_engine::Error::KeepsNothing { .. }) => {
+                return Some(
+                    "keep more (e.g. --keep-last 1), or pass --allow-empty to remove them all"
+                        .into(),
+                )
+            }
+            Some(cairn_engine::Error::NothingToForget) => {
+                return Some("the rules are --keep-last, --keep-hourly, --keep-daily, --keep-weekly, --keep-monthly, --keep-yearly, --keep-within and --keep-tag".into())
+            }
+            Some(cairn_engine::Error::AmbiguousLatest { .. }) => {
+                return Some("choose the source with --source SOURCE".into())
+            }
+            _ => {}
+        }
         // The client's error, or its kind (what a wrapping error exposes).
         let kind = cause
-            .downcast_ref::<cairn_engine::QdrantError>()
+            .downcast_ref::<cairn_cluster::QdrantError>()
             .map(|q| &q.kind)
-            .or_else(|| cause.downcast_ref::<cairn_engine::QdrantErrorKind>());
+            .or_else(|| cause.downcast_ref::<cairn_cluster::QdrantErrorKind>());
         if kind.is_some_and(unauthorized) {
             return Some(API_KEY_HINT.into());
         }
@@ -178,15 +199,16 @@ pub fn remedy(err: &anyhow::Error) -> Option<String> {
 pub fn exit_code(err: &anyhow::Error) -> u8 {
     use cairn_engine::Error as E;
     for cause in err.chain() {
-        if let Some(e) = cause.downcast_ref::<E>() {
+        if let Some(cairn_cluster::Error::Verification(_)) = cause.downcast_ref() {
+            return exit::INTEGRITY;
+        }
+        if let Some(e) = engine_error(cause) {
             return match e {
                 E::NotARepository { .. } | E::NewerFormat { .. } | E::AlreadyInitialized { .. } => {
                     exit::REPOSITORY
                 }
                 E::Corrupt { .. } | E::MissingChunk { .. } | E::Malformed { .. } => exit::INTEGRITY,
-                E::Verification(_) | E::PacksVanished { .. } | E::PruneRefused(_) => {
-                    exit::INTEGRITY
-                }
+                E::PacksVanished { .. } | E::PruneRefused(_) => exit::INTEGRITY,
                 E::Busy(_) => exit::BUSY,
                 E::Interrupted => exit::INTERRUPTED,
                 E::Store(cairn_engine::StoreError::InvalidLocation { .. }) => exit::REPOSITORY,
@@ -196,7 +218,6 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
     }
     exit::FAILURE
 }
-
 
 fn parse_time(s: &str) -> std::result::Result<chrono::DateTime<chrono::Utc>, String> {
     chrono::DateTime::parse_from_rfc3339(s)

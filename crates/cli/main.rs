@@ -58,7 +58,6 @@ enum Command {
     Report(report::ReportArgs),
 }
 
-
 fn init_logging(verbose: u8) {
     let default = match verbose {
         0 => "warn",
@@ -136,7 +135,6 @@ fn main() -> ExitCode {
         }
     }
 }
-
 
 /// Runs the parsed command line.
 async fn run(cli: Cli) -> anyhow::Result<()> {

@@ -6,9 +6,9 @@ use std::time::Duration;
 use anyhow::Result;
 use cairn_engine::{PruneOptions, PruneSummary, Repository};
 
+use crate::global::GlobalArgs;
 use crate::progress::Bar;
 use crate::size::human;
-use crate::global::GlobalArgs;
 
 /// How a prune repacks and how long it waits; shared by `prune` and `forget --prune`.
 #[derive(Debug, Clone, clap::Args)]

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use anyhow::Result;
 
-use crate::progress::Bar;
 use crate::global::GlobalArgs;
+use crate::progress::Bar;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum RepairCommand {

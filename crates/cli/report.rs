@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use cairn_engine::{PriceTable, Report, ReportOptions};
 
-use crate::size::{human, parse_size};
 use crate::global::GlobalArgs;
+use crate::size::{human, parse_size};
 
 #[derive(Debug, clap::Args)]
 pub struct ReportArgs {

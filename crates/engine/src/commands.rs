@@ -3,8 +3,6 @@
 
 pub(crate) mod backup;
 pub(crate) mod check;
-pub(crate) mod cluster_backup;
-pub(crate) mod cluster_restore;
 pub(crate) mod dump;
 pub(crate) mod forget;
 pub(crate) mod prune;

@@ -72,6 +72,9 @@ pub enum Error {
         /// Snapshots the repository holds.
         others: usize,
     },
+    /// A forget was given neither snapshot ids nor a retention rule.
+    #[error("nothing to forget: give snapshot ids or at least one retention rule")]
+    NothingToForget,
     /// A retention policy would remove every snapshot of a group (a source
     /// left with no backup at all); nothing was removed.
     #[error("the policy keeps no snapshot at all of {groups}; nothing was removed")]
@@ -115,32 +118,21 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
-    /// A Qdrant request failed.
-    #[error(transparent)]
-    Qdrant(#[from] cairn_qdrant::Error),
-    /// Shards of a cluster backup could not be read; no snapshot was written.
-    #[error("{count} shard(s) could not be read, so no snapshot was written (data already uploaded is kept and reused; a partial backup can be recorded instead):\n{details}")]
-    ShardsFailed {
-        /// How many.
-        count: usize,
-        /// One line per shard: collection, shard, node and error.
-        details: String,
-    },
-    /// A restore into Qdrant was refused before anything was changed.
-    #[error("refusing to restore: {why}")]
-    Refused {
-        /// What was found.
-        why: String,
-        /// What the operator can do about it (a front end names its own
-        /// options for it).
-        remedy: Option<Remedy>,
+    /// A failure of something outside the repository that an input or a
+    /// caller's seam reported (a Qdrant node refusing, say), kept whole so a
+    /// front end can tell what it was; `retry` says whether reading the
+    /// input again may succeed.
+    #[error("{source}")]
+    External {
+        /// The failure.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+        /// Reading the input again may succeed.
+        retry: bool,
     },
     /// A prune found snapshots it cannot read completely, so it deletes nothing.
     #[error("prune deletes nothing: {0}")]
     PruneRefused(String),
-    /// A restore into Qdrant did not produce what the backup holds.
-    #[error("restore verification failed: {0}")]
-    Verification(String),
     /// Packs a backup deduplicated against were deleted while it ran.
     #[error("{count} pack(s) this backup reused disappeared while it ran ({packs}), so no snapshot was written; they are dropped from the local cache and the next backup stores their chunks again")]
     PacksVanished {
@@ -160,7 +152,7 @@ pub enum Error {
     #[error("{0}")]
     Busy(String),
     /// `latest` matched snapshots of several sources.
-    #[error("\"latest\" is ambiguous: the repository holds backups of {count} sources:\n{sources}\nchoose one with --source SOURCE, or give a snapshot id")]
+    #[error("\"latest\" is ambiguous: the repository holds backups of {count} sources:\n{sources}\nchoose one source, or give a snapshot id")]
     AmbiguousLatest {
         /// How many sources.
         count: usize,
@@ -197,7 +189,7 @@ impl Error {
     pub(crate) fn is_worth_reading_again(&self) -> bool {
         match self {
             Self::Source { .. } => true,
-            Self::Qdrant(e) => e.is_retryable(),
+            Self::External { retry, .. } => *retry,
             _ => false,
         }
     }
@@ -206,47 +198,6 @@ impl Error {
     #[must_use]
     pub fn is_retryable(&self) -> bool {
         matches!(self, Self::Store(e) if e.is_retryable())
-    }
-}
-
-/// What an operator can do about a refused restore.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Remedy {
-    /// Go on anyway (the restore was refused only to protect something).
-    Force,
-    /// Restore `collection` under another name, or drop and re-create the
-    /// existing one.
-    RenameOrForce {
-        /// The backed-up collection.
-        collection: String,
-    },
-    /// Restore `collection` under another name.
-    Rename {
-        /// The backed-up collection.
-        collection: String,
-    },
-    /// Name every node of the target cluster.
-    AllNodes,
-    /// Restore other collections, or the files to a directory.
-    SelectCollections,
-}
-
-impl Error {
-    /// A refusal with no remedy beyond what `why` says.
-    pub(crate) fn refused(why: impl Into<String>) -> Self {
-        Self::Refused {
-            why: why.into(),
-            remedy: None,
-        }
-    }
-
-    /// A refusal and what to do about it.
-    pub(crate) fn refused_unless(why: impl Into<String>, remedy: Remedy) -> Self {
-        Self::Refused {
-            why: why.into(),
-            remedy: Some(remedy),
-        }
     }
 }
 

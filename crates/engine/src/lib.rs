@@ -16,7 +16,6 @@
 //! CPU work (chunking, hashing, compression, verification) runs on dedicated
 //! threads and a sized rayon pool; the tokio runtime only drives storage I/O.
 
-mod cluster;
 mod commands;
 mod error;
 mod lease;
@@ -26,12 +25,7 @@ mod repository;
 pub mod retention;
 mod services;
 
-pub use cluster::QdrantTarget;
 pub use commands::backup::BackupSource;
-pub use commands::cluster_backup::{ClusterBackupOptions, ClusterBackupSummary, SnapshotMethod};
-pub use commands::cluster_restore::{
-    ClusterRestoreOptions, ClusterRestoreSummary, RestoredCollection, RestoredShard,
-};
 pub use commands::forget::{
     Action as ForgetAction, ForgetGroup, ForgetItem, ForgetOptions, ForgetSummary, GroupBy,
 };
@@ -46,7 +40,7 @@ pub use commands::report::{
 pub use commands::restore::{RestoreOptions, RestoreSummary};
 pub use commands::snapshots::{ClusterSummary, CollectionSummary, SnapshotKind, SnapshotRow};
 pub use commands::stats::RepoStats;
-pub use error::{Error, Remedy, Result};
+pub use error::{Error, Result};
 pub use progress::{NoProgress, Progress};
 pub use repository::{InitOptions, Repository, SnapshotFilter, SnapshotInfo};
 pub use retention::RetentionPolicy;
@@ -58,8 +52,16 @@ pub use cairn_model::{
     ChunkSizes, ChunkerParams, ClusterRecord, CollectionRecord, Compression, MemberSizes,
     RepoConfig, ShardRecord, ShardStatus, Snapshot, SnapshotId, SnapshotTotals, FORMAT_VERSION,
 };
-pub use cairn_qdrant::{
-    ApiKey, ClientOptions as QdrantClientOptions, Error as QdrantError,
-    ErrorKind as QdrantErrorKind,
-};
 pub use cairn_store::{Error as StoreError, RepoStore};
+
+/// The seams a front end above the engine builds on (the cluster crate's
+/// backup and restore of a live Qdrant cluster): inputs that yield streams
+/// and can be opened again, the ingest run and the commit of its snapshot
+/// (carrying the front end's own source record), and restore sinks.
+pub mod seams {
+    pub use crate::services::host::hostname;
+    pub use crate::services::ingest::{
+        Commit, Input, InputOutcome, InputSource, RunResult, RunShape, Stop, StreamInput,
+    };
+    pub use crate::services::materialize::{FileStreamer, Sink};
+}

@@ -170,3 +170,23 @@ pub struct ReplicaRecord {
     /// Replica state (`Active`, `Dead`, …).
     pub state: String,
 }
+
+/// Path of a shard snapshot among a cluster backup's files.
+#[must_use]
+pub fn shard_file(collection: &str, shard: u32) -> String {
+    format!("collections/{collection}/shard-{shard}.snapshot")
+}
+
+/// The collection and shard a cluster backup's file holds (the inverse of
+/// [`shard_file`]), or `None` for another file.
+#[must_use]
+pub fn shard_of(path: &str) -> Option<(&str, u32)> {
+    let rest = path.strip_prefix("collections/")?;
+    let (name, file) = rest.rsplit_once('/')?;
+    let shard = file
+        .strip_prefix("shard-")?
+        .strip_suffix(".snapshot")?
+        .parse()
+        .ok()?;
+    Some((name, shard))
+}

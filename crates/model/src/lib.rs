@@ -12,8 +12,8 @@ mod index;
 mod snapshot;
 
 pub use cluster::{
-    AliasRecord, ClusterRecord, CollectionRecord, NodeRecord, ReplicaRecord, ShardRecord,
-    ShardStatus,
+    shard_file, shard_of, AliasRecord, ClusterRecord, CollectionRecord, NodeRecord, ReplicaRecord,
+    ShardRecord, ShardStatus,
 };
 pub use config::{
     ChunkSizes, ChunkerParams, Compression, MemberSizes, RepoConfig, DEFAULT_VECTOR_AVG,

@@ -56,7 +56,9 @@ pub struct FailFastConnector;
 
 impl HttpConnector for FailFastConnector {
     fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
-        Ok(HttpClient::new(FailFast(ReqwestConnector::default().connect(options)?)))
+        Ok(HttpClient::new(FailFast(
+            ReqwestConnector::default().connect(options)?,
+        )))
     }
 }
 
@@ -174,7 +176,9 @@ mod tests {
         for s in [400, 401, 403, 405, 411, 501] {
             assert!(is_final(s), "{s}");
         }
-        for s in [200, 206, 304, 404, 408, 409, 412, 416, 429, 500, 502, 503, 504] {
+        for s in [
+            200, 206, 304, 404, 408, 409, 412, 416, 429, 500, 502, 503, 504,
+        ] {
             assert!(!is_final(s), "{s}");
         }
     }

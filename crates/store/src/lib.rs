@@ -30,13 +30,13 @@
 //! holds across power loss, as it does on object stores.
 
 mod backend;
-pub mod http;
 #[cfg(any(test, feature = "test-util"))]
 pub mod contract;
 pub mod counting;
 pub mod durable;
 #[cfg(any(test, feature = "test-util"))]
 pub mod faulty;
+pub mod http;
 
 pub use backend::{
     Backend, LocalBackend, ObjectInfo, ObjectStoreBackend, WriteMode, MULTIPART_THRESHOLD,
@@ -299,7 +299,9 @@ impl RepoStore {
         let bucket_url = format!("{scheme}://{}", url.host_str().unwrap_or_default());
         let store: Arc<dyn ObjectStore> = match scheme {
             "s3" => {
-                let mut b = object_store::aws::AmazonS3Builder::from_env().with_url(&bucket_url).with_http_connector(http::FailFastConnector);
+                let mut b = object_store::aws::AmazonS3Builder::from_env()
+                    .with_url(&bucket_url)
+                    .with_http_connector(http::FailFastConnector);
                 if std::env::var("AWS_ENDPOINT_URL")
                     .or_else(|_| std::env::var("AWS_ENDPOINT"))
                     .is_ok_and(|e| e.starts_with("http://"))
@@ -310,13 +312,15 @@ impl RepoStore {
             }
             "gs" => Arc::new(
                 object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                    .with_url(&bucket_url).with_http_connector(http::FailFastConnector)
+                    .with_url(&bucket_url)
+                    .with_http_connector(http::FailFastConnector)
                     .build()
                     .map_err(|e| invalid(location, e.to_string()))?,
             ),
             _ => Arc::new(
                 object_store::azure::MicrosoftAzureBuilder::from_env()
-                    .with_url(&bucket_url).with_http_connector(http::FailFastConnector)
+                    .with_url(&bucket_url)
+                    .with_http_connector(http::FailFastConnector)
                     .build()
                     .map_err(|e| invalid(location, e.to_string()))?,
             ),

@@ -113,13 +113,11 @@ impl Repository {
         let named = !opts.ids.is_empty();
         if named && !opts.policy.is_empty() {
             return Err(Error::InvalidArgument(
-                "give snapshot ids or --keep-* rules, not both".into(),
+                "give snapshot ids or retention rules, not both".into(),
             ));
         }
         if !named && opts.policy.is_empty() {
-            return Err(Error::InvalidArgument(
-                "nothing to forget: give snapshot ids or at least one --keep-* rule".into(),
-            ));
+            return Err(Error::NothingToForget);
         }
         let mut groups: BTreeMap<String, Vec<ForgetItem>> = BTreeMap::new();
         if named {

@@ -25,7 +25,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use cairn_cost::{PriceTable, StorageClass, MONTH_DAYS};
-use cairn_model::{ChunkId, Requests, SnapshotId};
+use cairn_model::{shard_of, ChunkId, Requests, SnapshotId};
 use cairn_store::keys;
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
@@ -319,18 +319,6 @@ fn ratio(a: u64, b: u64) -> f64 {
     }
 }
 
-/// The collection a cluster backup's file belongs to, and its shard.
-fn collection_of(path: &str) -> Option<(&str, u32)> {
-    let rest = path.strip_prefix("collections/")?;
-    let (name, file) = rest.rsplit_once('/')?;
-    let shard = file
-        .strip_prefix("shard-")?
-        .strip_suffix(".snapshot")?
-        .parse()
-        .ok()?;
-    Some((name, shard))
-}
-
 fn time_of(info: &SnapshotInfo) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(&info.snapshot.time)
         .map(|t| t.with_timezone(&Utc))
@@ -459,7 +447,7 @@ impl Repository {
             let s = &info.snapshot;
             let mut added: BTreeMap<String, Added> = BTreeMap::new();
             for f in &s.files {
-                let (name, shard) = match collection_of(&f.path) {
+                let (name, shard) = match shard_of(&f.path) {
                     Some((c, sh)) => (c.to_string(), Some(sh)),
                     None => (f.path.clone(), None),
                 };
@@ -804,7 +792,7 @@ impl Repository {
         let mut parts: BTreeMap<String, ReadTally> = BTreeMap::new();
         for file in &info.snapshot.files {
             let part =
-                collection_of(&file.path).map_or_else(|| file.path.clone(), |(c, _)| c.to_string());
+                shard_of(&file.path).map_or_else(|| file.path.clone(), |(c, _)| c.to_string());
             let located_lists: Vec<_> = file.chunk_lists.iter().filter_map(locate).collect();
             // The batches the restore locates chunks in: the inline chunks,
             // then the chunks of each batch of lists.
@@ -873,10 +861,10 @@ mod tests {
     #[test]
     fn cluster_files_map_to_collections() {
         assert_eq!(
-            collection_of("collections/docs/shard-2.snapshot"),
+            shard_of("collections/docs/shard-2.snapshot"),
             Some(("docs", 2))
         );
-        assert_eq!(collection_of("docs/collection.snapshot"), None);
+        assert_eq!(shard_of("docs/collection.snapshot"), None);
     }
 
     fn at(s: &str) -> DateTime<Utc> {

@@ -140,19 +140,24 @@ pub struct BackupSummary {
 }
 
 /// One input of a backup run, stored as one file of the snapshot.
-pub(crate) struct Input {
+pub struct Input {
     /// Path in the snapshot.
-    pub(crate) name: String,
+    pub name: String,
     /// Size when known in advance (for progress).
-    pub(crate) size: Option<u64>,
-    pub(crate) mode: u32,
-    pub(crate) mtime: i64,
-    pub(crate) source: InputSource,
+    pub size: Option<u64>,
+    /// Unix mode bits recorded for the file.
+    pub mode: u32,
+    /// Modification time recorded for the file (Unix seconds).
+    pub mtime: i64,
+    /// Where the bytes come from.
+    pub source: InputSource,
 }
 
 /// Where an input's bytes come from.
-pub(crate) enum InputSource {
+pub enum InputSource {
+    /// A local file.
     File(PathBuf),
+    /// Standard input.
     Stdin,
     /// Opened (and re-opened after a failure) by its owner.
     Stream(Arc<dyn StreamInput>),
@@ -160,7 +165,7 @@ pub(crate) enum InputSource {
 
 /// An input that can be opened more than once, read from the start each
 /// time: a shard snapshot streamed from a Qdrant node.
-pub(crate) trait StreamInput: Send + Sync {
+pub trait StreamInput: Send + Sync {
     /// Opens attempt `attempt` (from 1). `stop` is set when the run is
     /// stopping; a reader blocked on the network should give up then.
     fn open(&self, attempt: u32, stop: &Stop) -> Result<Box<dyn Read + Send>>;
@@ -173,40 +178,45 @@ pub(crate) trait StreamInput: Send + Sync {
 /// The stop flags a reader checks: the caller's (Ctrl-C) and the run's own
 /// (another input failed).
 #[derive(Clone, Default)]
-pub(crate) struct Stop {
+pub struct Stop {
     user: Arc<AtomicBool>,
     run: Arc<AtomicBool>,
 }
 
 impl Stop {
-    pub(crate) fn is_set(&self) -> bool {
+    /// True when the run is stopping.
+    pub fn is_set(&self) -> bool {
         self.user.load(Ordering::Relaxed) || self.run.load(Ordering::Relaxed)
     }
 }
 
 /// How reading one input went.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct InputOutcome {
-    pub(crate) started: Option<chrono::DateTime<chrono::Utc>>,
-    pub(crate) finished: Option<chrono::DateTime<chrono::Utc>>,
+pub struct InputOutcome {
+    /// When its successful (or last) attempt started.
+    pub started: Option<chrono::DateTime<chrono::Utc>>,
+    /// When it ended.
+    pub finished: Option<chrono::DateTime<chrono::Utc>>,
     /// Bytes of the attempt that succeeded.
-    pub(crate) bytes: u64,
-    pub(crate) attempts: u32,
+    pub bytes: u64,
+    /// Attempts made.
+    pub attempts: u32,
     /// Why the input failed (failed inputs only).
-    pub(crate) error: Option<String>,
+    pub error: Option<String>,
 }
 
 /// How a run reads its inputs.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct RunShape {
+pub struct RunShape {
     /// Inputs read at once.
-    pub(crate) parallel: usize,
+    pub parallel: usize,
     /// A failed input is left out and reported instead of failing the run.
-    pub(crate) allow_failures: bool,
+    pub allow_failures: bool,
 }
 
 impl RunShape {
-    pub(crate) const SEQUENTIAL: Self = Self {
+    /// One input at a time; any failure fails the run.
+    pub const SEQUENTIAL: Self = Self {
         parallel: 1,
         allow_failures: false,
     };
@@ -214,12 +224,15 @@ impl RunShape {
 
 /// What a run produced: one entry per input, in input order (`None` for
 /// inputs that failed), how each went, and the totals.
-pub(crate) struct RunResult {
-    pub(crate) files: Vec<Option<FileEntry>>,
-    pub(crate) outcomes: Vec<InputOutcome>,
-    pub(crate) totals: SnapshotTotals,
+pub struct RunResult {
+    /// The files, in input order (`None` for inputs that failed).
+    pub files: Vec<Option<FileEntry>>,
+    /// How each input went.
+    pub outcomes: Vec<InputOutcome>,
+    /// Totals of the run.
+    pub totals: SnapshotTotals,
     /// What committing the run's manifest needs.
-    pub(crate) commit: Commit,
+    pub commit: Commit,
 }
 
 /// What the packer produced.
@@ -231,8 +244,9 @@ struct Packed {
     pack_sizes: Vec<u64>,
 }
 
-/// A run's lease and what its manifest will rely on.
-pub(crate) struct Commit {
+/// A run's lease and what its manifest will rely on (opaque: hand it to
+/// [`Repository::commit_snapshot`]).
+pub struct Commit {
     /// The repository as the run used it: its requests are counted.
     repo: Repository,
     counts: Arc<cairn_store::counting::RequestCounts>,
@@ -703,7 +717,11 @@ impl Repository {
     /// manifest. Every pack it wrote is indexed when it returns, also on
     /// error. The run holds a lease (an in-progress marker for prunes) from
     /// before it reads the index until its manifest is committed.
-    pub(crate) async fn run_inputs(
+    ///
+    /// # Errors
+    /// An input that failed (unless the shape allows failures), storage
+    /// and index errors, [`Error::Interrupted`].
+    pub async fn run_inputs(
         &self,
         inputs: Vec<Input>,
         opts: BackupOptions,
@@ -776,7 +794,10 @@ impl Repository {
     /// lease of that renewal (see docs/format.md, garbage collection). The
     /// manifest records the requests the backup made. A dry run writes
     /// nothing and estimates the requests a real backup would make.
-    pub(crate) async fn commit_snapshot(
+    ///
+    /// # Errors
+    /// [`Error::PacksVanished`], [`Error::LeaseLapsed`], storage errors.
+    pub async fn commit_snapshot(
         &self,
         mut snapshot: Snapshot,
         commit: Commit,

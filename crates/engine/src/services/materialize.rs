@@ -279,9 +279,72 @@ fn check_size(info: &SnapshotInfo, file: &FileEntry, got: u64) -> Result<()> {
     })
 }
 
-/// A destination for restored bytes, driven from a blocking thread.
-pub(crate) trait Sink: Send + 'static {
+/// A destination for restored bytes, driven from a blocking thread: any
+/// `Write`, or a front end's own (a channel into an upload).
+pub trait Sink: Send + 'static {
+    /// Takes the next bytes of the file, in order.
+    ///
+    /// # Errors
+    /// Whatever the destination reports; the stream stops there.
     fn write(&mut self, data: &[u8]) -> std::io::Result<()>;
+}
+
+/// Streams snapshot files in order into [`Sink`]s, verified, sharing one
+/// reader (its requests in flight bounded across every file): the seam for
+/// sending a file somewhere other than a local directory, such as an upload
+/// to a Qdrant node.
+pub struct FileStreamer {
+    repo: Repository,
+    index: Arc<ChunkIndex>,
+    reader: Reader,
+}
+
+impl Repository {
+    /// A streamer for up to `parallel` files at once: each gets its share
+    /// of the read-ahead window (never less than [`MIN_WINDOW`]).
+    ///
+    /// # Errors
+    /// Storage and index errors bringing the chunk-index cache up to date.
+    pub async fn file_streamer(&self, parallel: usize) -> Result<FileStreamer> {
+        let index = self.chunk_index().await?;
+        let mut reader = self.reader(None);
+        reader.window = (reader.window / parallel.max(1) as u64).max(MIN_WINDOW);
+        Ok(FileStreamer {
+            repo: self.clone(),
+            index,
+            reader,
+        })
+    }
+}
+
+impl FileStreamer {
+    /// Streams `file` of the snapshot `info` into `sink`; returns the sink
+    /// when the whole file has gone into it (dropping it then ends the
+    /// destination's input).
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`], [`Error::MissingChunk`], [`Error::Malformed`] for
+    /// data that fails verification; the sink's own errors; storage errors.
+    pub async fn stream<S: Sink>(
+        &self,
+        info: &SnapshotInfo,
+        file: &FileEntry,
+        sink: S,
+        progress: &dyn Progress,
+    ) -> Result<S> {
+        self.repo
+            .stream_file(
+                info,
+                file,
+                &self.index,
+                sink,
+                &self.reader,
+                progress,
+                Path::new(&file.path),
+            )
+            .await
+            .map(|(sink, _)| sink)
+    }
 }
 
 impl<W: Write + Send + 'static> Sink for W {

@@ -21,7 +21,6 @@
 //!    snapshot files the uploads left on the nodes.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,10 +31,12 @@ use futures::{StreamExt, TryStreamExt};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use crate::cluster::{Cluster, QdrantTarget};
 use crate::error::Remedy;
-use crate::services::materialize::Sink;
-use crate::{Error, Progress, Repository, Result, SnapshotInfo};
+use crate::topology::{Cluster, QdrantTarget};
+use cairn_engine::seams::{FileStreamer, Sink};
+use cairn_engine::{Error as EngineError, Progress, Repository, SnapshotInfo};
+
+use crate::{Error, Result};
 
 /// Prefix of the snapshot file names uploads use, so that leftovers can be
 /// found and deleted.
@@ -166,7 +167,7 @@ pub(crate) fn create_body(config: &Value, replication_factor: Option<u32>) -> Re
     let params: CollectionParams = serde_json::from_value(
         config.get("params").cloned().unwrap_or(Value::Null),
     )
-    .map_err(|e| Error::Malformed {
+    .map_err(|e| EngineError::Malformed {
         what: "the backed-up collection config".into(),
         reason: e.to_string(),
     })?;
@@ -249,424 +250,405 @@ struct Plan<'a> {
     recreate: bool,
 }
 
-impl Repository {
-    /// Restores a cluster backup into a running cluster (see the module docs).
-    ///
-    /// # Errors
-    /// [`Error::Refused`] when a check fails (nothing was changed);
-    /// [`Error::Verification`] when replicas do not become Active or counts
-    /// differ; Qdrant and storage errors, naming node, collection and shard.
-    pub async fn restore_qdrant(
-        &self,
-        info: &SnapshotInfo,
-        ropts: &ClusterRestoreOptions,
-        progress: Arc<dyn Progress>,
-    ) -> Result<ClusterRestoreSummary> {
-        let record = info.snapshot.qdrant.as_ref().ok_or_else(|| {
-            Error::refused(format!(
-                "snapshot {} is a backup of files, not of a Qdrant cluster; restore it to a directory",
-                info.id.short()
-            ))
-        })?;
-        let plans_wanted = select_collections(
-            record,
-            &ropts.collections,
-            ropts.swap_alias.as_deref(),
-            info,
-        )?;
-        let cluster = Cluster::discover(&ropts.target).await?;
-        let target_version = cluster.version().version.clone();
-        if let Err(why) = check_version(&record.version, &target_version) {
-            if !ropts.force {
-                return Err(Error::refused_unless(why, Remedy::Force));
-            }
-            tracing::warn!("{why}; going on because the restore is forced");
+/// Restores a cluster backup into a running cluster (see the module docs).
+///
+/// # Errors
+/// [`Error::Refused`] when a check fails (nothing was changed);
+/// [`Error::Verification`] when replicas do not become Active or counts
+/// differ; Qdrant and storage errors, naming node, collection and shard.
+pub async fn restore(
+    repo: &Repository,
+    info: &SnapshotInfo,
+    ropts: &ClusterRestoreOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<ClusterRestoreSummary> {
+    let record = info.snapshot.qdrant.as_ref().ok_or_else(|| {
+        Error::refused(format!(
+            "snapshot {} is a backup of files, not of a Qdrant cluster; restore it to a directory",
+            info.id.short()
+        ))
+    })?;
+    let plans_wanted = select_collections(
+        record,
+        &ropts.collections,
+        ropts.swap_alias.as_deref(),
+        info,
+    )?;
+    let cluster = Cluster::discover(&ropts.target).await?;
+    let target_version = cluster.version().version.clone();
+    if let Err(why) = check_version(&record.version, &target_version) {
+        if !ropts.force {
+            return Err(Error::refused_unless(why, Remedy::Force));
         }
-        let any = cluster.any().client.clone();
-        let distributed = cluster.nodes.iter().any(|n| n.peer_id.is_some());
-        let mut plans = Vec::new();
-        for (rec, name) in plans_wanted {
-            let backup_params = params_of(rec)?;
-            if backup_params.is_custom_sharding() && !distributed {
-                return Err(Error::refused(format!(
-                    "collection {} uses custom sharding (shard keys), which Qdrant supports only in distributed mode, and {} runs without it; restore into a cluster, or start the node with cluster mode on (QDRANT__CLUSTER__ENABLED=true and --uri; one node is enough)",
-                    rec.name,
-                    any.node()
-                )));
-            }
-            let mut plan = Plan {
-                record: rec,
-                name: name.clone(),
-                exists: false,
-                recreate: false,
-            };
-            match any.collection_info(&name).await {
-                Ok(existing) => {
-                    plan.exists = true;
-                    let existing = existing.params().map_err(|reason| Error::Malformed {
-                        what: format!("collection {name} on {}", any.node()),
-                        reason,
-                    })?;
-                    if let Some(why) = incompatibility(&backup_params, &existing) {
-                        if !ropts.force {
-                            return Err(Error::refused_unless(
-                                format!("collection {name} already exists on the target and {why}"),
-                                Remedy::RenameOrForce {
-                                    collection: rec.name.clone(),
-                                },
-                            ));
-                        }
-                        plan.recreate = true;
-                    } else if backup_params.is_custom_sharding() {
-                        if !ropts.force {
-                            return Err(Error::refused_unless(
-                                format!("collection {name} (custom sharding) already exists on the target"),
-                                Remedy::RenameOrForce {
-                                    collection: rec.name.clone(),
-                                },
-                            ));
-                        }
-                        plan.recreate = true;
-                    }
-                }
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(e.into()),
-            }
-            if ropts.swap_alias.is_some() && plan.exists && !ropts.force {
-                return Err(Error::refused_unless(
-                    format!(
-                        "an alias swap restores into a new collection, but {name} already exists"
-                    ),
-                    Remedy::Rename {
-                        collection: rec.name.clone(),
-                    },
-                ));
-            }
-            plans.push(plan);
-        }
-
-        let total: u64 = plans
-            .iter()
-            .flat_map(|p| &p.record.shards)
-            .map(|s| s.size)
-            .sum();
-        progress.start("restore", Some(total));
-        let mut summary = ClusterRestoreSummary {
-            backup_version: record.version.clone(),
-            target_version,
-            nodes: cluster.nodes.len(),
-            collections: Vec::new(),
-            aliases: Vec::new(),
-            aliases_skipped: Vec::new(),
-            swapped: None,
-            cleaned: 0,
-        };
-        let index = self.chunk_index().await?;
-        for plan in &plans {
-            let restored = self
-                .restore_collection(info, &cluster, plan, ropts, &index, &*progress)
-                .await;
-            let cleaned = clean_uploads(&cluster, &plan.name).await;
-            summary.cleaned += cleaned;
-            match restored {
-                Ok(r) => summary.collections.push(r),
-                Err(e) => {
-                    progress.finish();
-                    return Err(e);
-                }
-            }
-        }
-        progress.finish();
-
-        // Aliases of the restored collections.
-        let renamed: BTreeMap<&str, &str> = plans
-            .iter()
-            .map(|p| (p.record.name.as_str(), p.name.as_str()))
-            .collect();
-        let current: BTreeMap<String, String> = any
-            .aliases()
-            .await?
-            .into_iter()
-            .map(|a| (a.alias_name, a.collection_name))
-            .collect();
-        let mut actions = Vec::new();
-        for a in &record.aliases {
-            let Some(&to) = renamed.get(a.collection.as_str()) else {
-                continue;
-            };
-            if ropts.swap_alias.as_deref() == Some(a.alias.as_str()) {
-                continue;
-            }
-            match current.get(&a.alias) {
-                Some(c) if c == to => {}
-                Some(c) if !ropts.force => {
-                    tracing::warn!(alias = %a.alias, points_at = %c, "alias exists and points at another collection; left as it is (a forced restore re-points it)");
-                    summary.aliases_skipped.push(a.alias.clone());
-                }
-                existing => {
-                    if existing.is_some() {
-                        actions.push(json!({ "delete_alias": { "alias_name": a.alias } }));
-                    }
-                    actions.push(
-                        json!({ "create_alias": { "alias_name": a.alias, "collection_name": to } }),
-                    );
-                    summary.aliases.push((a.alias.clone(), to.to_string()));
-                }
-            }
-        }
-        if !actions.is_empty() {
-            any.update_aliases(actions).await?;
-        }
-        if let Some(alias) = &ropts.swap_alias {
-            let to = plans[0].name.clone();
-            let previous = current.get(alias).cloned();
-            let mut actions = Vec::new();
-            if previous.is_some() {
-                actions.push(json!({ "delete_alias": { "alias_name": alias } }));
-            }
-            actions.push(json!({ "create_alias": { "alias_name": alias, "collection_name": to } }));
-            // One request: Qdrant applies the actions together, so readers of
-            // the alias see the old collection, then the new one, never none.
-            any.update_aliases(actions).await?;
-            progress.note(&format!(
-                "alias {alias} now points at {to} (was {})",
-                previous.as_deref().unwrap_or("unset")
-            ));
-            summary.swapped = Some((alias.clone(), previous, to));
-        }
-        Ok(summary)
+        tracing::warn!("{why}; going on because the restore is forced");
     }
-
-    async fn restore_collection(
-        &self,
-        info: &SnapshotInfo,
-        cluster: &Cluster,
-        plan: &Plan<'_>,
-        ropts: &ClusterRestoreOptions,
-        index: &Arc<cairn_index::ChunkIndex>,
-        progress: &dyn Progress,
-    ) -> Result<RestoredCollection> {
-        let rec = plan.record;
-        let name = &plan.name;
-        let any = &cluster.any().client;
-        let params = params_of(rec)?;
-        if plan.recreate {
-            progress.note(&format!("dropping collection {name} (forced)"));
-            any.delete_collection(name).await?;
-        }
-        let created = !plan.exists || plan.recreate;
-        if created {
-            let body = create_body(&rec.config, ropts.replication_factor)?;
-            any.create_collection(name, &body).await?;
-            if params.is_custom_sharding() {
-                create_shard_keys(cluster, name, rec, ropts.replication_factor).await?;
-            }
-            for (field, schema) in &rec.payload_schema {
-                let schema: cairn_qdrant::PayloadIndexInfo = serde_json::from_value(schema.clone())
-                    .map_err(|e| Error::Malformed {
-                        what: format!("payload schema of {field} in collection {}", rec.name),
-                        reason: e.to_string(),
-                    })?;
-                any.create_payload_index(name, field, &schema.field_schema())
-                    .await?;
-            }
-            progress.note(&format!(
-                "created collection {name}: {} shard(s), {} payload index(es)",
-                rec.shards.len(),
-                rec.payload_schema.len()
-            ));
-        }
-
-        // Where the target placed each shard; custom-sharded shards are
-        // matched by key (ids of one key in ascending order).
-        let placement = cluster
-            .placement_when_known(name, rec.shards.len(), ropts.wait_timeout)
-            .await?;
-        let target_shards = placement.shards();
-        let id_map = map_shard_ids(rec, &target_shards)?;
-        let mut load = vec![0usize; cluster.nodes.len()];
-        let mut jobs = Vec::new();
-        for shard in &rec.shards {
-            let target_id = id_map[&shard.shard_id];
-            let sp = target_shards
-                .iter()
-                .find(|s| s.shard_id == target_id)
-                .expect("invariant: mapped ids come from the placement");
-            let node = sp
-                .replicas
-                .iter()
-                .filter_map(|r| r.node)
-                .min_by_key(|&n| (load[n], n))
-                .ok_or_else(|| {
-                    Error::refused_unless(
-                        format!("collection {name}: no reachable node holds shard {target_id}"),
-                        Remedy::AllNodes,
-                    )
-                })?;
-            load[node] += 1;
-            let file = info
-                .snapshot
-                .files
-                .iter()
-                .find(|f| Some(&f.path) == shard.file.as_ref())
-                .ok_or_else(|| Error::Malformed {
-                    what: format!("snapshot {}", info.id.short()),
-                    reason: format!(
-                        "collection {}, shard {} names no file of the snapshot",
-                        rec.name, shard.shard_id
-                    ),
-                })?;
-            jobs.push((shard, target_id, node, file));
-        }
-        // One reader for every upload: requests in flight are bounded
-        // across them, and each file's windows shrink with the parallelism.
-        let parallel = ropts.parallel.max(1);
-        let mut reader = self.reader(None);
-        reader.window =
-            (reader.window / parallel as u64).max(crate::services::materialize::MIN_WINDOW);
-        let reader = &reader;
-        let uploads: Vec<(u32, u32, usize, u64, f64)> = futures::stream::iter(jobs)
-            .map(|(shard, target_id, node, file)| async move {
-                let t = Instant::now();
-                self.upload_shard(
-                    info, cluster, node, name, shard, target_id, file, index, reader, progress,
-                )
-                .await?;
-                let secs = t.elapsed().as_secs_f64();
-                progress.note(&format!(
-                    "collection {name}, shard {target_id}: {:.1} MiB uploaded to {} in {secs:.1}s",
-                    file.size as f64 / 1048576.0,
-                    cluster.nodes[node].url()
-                ));
-                Ok::<_, Error>((shard.shard_id, target_id, node, file.size, secs))
-            })
-            .buffer_unordered(ropts.parallel.max(1))
-            .try_collect()
-            .await?;
-
-        // Every replica Active, then counts.
-        let deadline = Instant::now() + ropts.wait_timeout;
-        let (placement, shards) = loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let placement = cluster.wait_active(name, remaining).await?;
-            match verify_counts(rec, &id_map, &placement.shards()) {
-                Ok(v) => break (placement, v),
-                Err(why) if Instant::now() >= deadline => {
-                    return Err(Error::Verification(format!("collection {name}: {why}")))
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
-            }
-        };
-        let _ = placement;
-        let points = any.count_exact(name).await?;
-        let expected = rec.shards.iter().fold((0, 0), |acc, s| {
-            let (lo, hi) = s.points_range().unwrap_or((0, u64::MAX / 1024));
-            (acc.0 + lo, acc.1 + hi)
-        });
-        if points < expected.0 || points > expected.1 {
-            return Err(Error::Verification(format!(
-                "collection {name} holds {points} points; the backup holds {}",
-                range(expected)
+    let any = cluster.any().client.clone();
+    let distributed = cluster.nodes.iter().any(|n| n.peer_id.is_some());
+    let mut plans = Vec::new();
+    for (rec, name) in plans_wanted {
+        let backup_params = params_of(rec)?;
+        if backup_params.is_custom_sharding() && !distributed {
+            return Err(Error::refused(format!(
+                "collection {} uses custom sharding (shard keys), which Qdrant supports only in distributed mode, and {} runs without it; restore into a cluster, or start the node with cluster mode on (QDRANT__CLUSTER__ENABLED=true and --uri; one node is enough)",
+                rec.name,
+                any.node()
             )));
         }
-        let mut restored = Vec::new();
-        for (shard_id, target_id, node, bytes, secs) in uploads {
-            let s = rec
-                .shards
-                .iter()
-                .find(|s| s.shard_id == shard_id)
-                .expect("invariant: uploaded shards come from the record");
-            let (pts, replicas) = shards[&target_id];
-            restored.push(RestoredShard {
-                shard_id,
-                target_shard_id: target_id,
-                shard_key: s.shard_key.clone(),
-                node: cluster.nodes[node].url(),
-                bytes,
-                seconds: secs,
-                expected: s.points_range().unwrap_or((pts, pts)),
-                points: pts,
-                replicas,
-            });
-        }
-        restored.sort_by_key(|r| r.shard_id);
-        progress.note(&format!(
-            "collection {name}: {points} points, every replica Active and verified"
-        ));
-        Ok(RestoredCollection {
-            source: rec.name.clone(),
+        let mut plan = Plan {
+            record: rec,
             name: name.clone(),
-            created,
-            points,
-            expected,
-            shards: restored,
-        })
+            exists: false,
+            recreate: false,
+        };
+        match any.collection_info(&name).await {
+            Ok(existing) => {
+                plan.exists = true;
+                let existing = existing.params().map_err(|reason| EngineError::Malformed {
+                    what: format!("collection {name} on {}", any.node()),
+                    reason,
+                })?;
+                if let Some(why) = incompatibility(&backup_params, &existing) {
+                    if !ropts.force {
+                        return Err(Error::refused_unless(
+                            format!("collection {name} already exists on the target and {why}"),
+                            Remedy::RenameOrForce {
+                                collection: rec.name.clone(),
+                            },
+                        ));
+                    }
+                    plan.recreate = true;
+                } else if backup_params.is_custom_sharding() {
+                    if !ropts.force {
+                        return Err(Error::refused_unless(
+                            format!(
+                                "collection {name} (custom sharding) already exists on the target"
+                            ),
+                            Remedy::RenameOrForce {
+                                collection: rec.name.clone(),
+                            },
+                        ));
+                    }
+                    plan.recreate = true;
+                }
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+        if ropts.swap_alias.is_some() && plan.exists && !ropts.force {
+            return Err(Error::refused_unless(
+                format!("an alias swap restores into a new collection, but {name} already exists"),
+                Remedy::Rename {
+                    collection: rec.name.clone(),
+                },
+            ));
+        }
+        plans.push(plan);
     }
 
-    /// Streams one shard snapshot from the repository into an upload.
-    #[allow(clippy::too_many_arguments)]
-    async fn upload_shard(
-        &self,
-        info: &SnapshotInfo,
-        cluster: &Cluster,
-        node: usize,
-        collection: &str,
-        shard: &ShardRecord,
-        target_id: u32,
-        file: &FileEntry,
-        index: &Arc<cairn_index::ChunkIndex>,
-        reader: &crate::read::Reader,
-        progress: &dyn Progress,
-    ) -> Result<()> {
-        let client = &cluster.nodes[node].client;
-        let (tx, rx) = mpsc::channel::<Bytes>(4);
-        let body = futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv()
-                .await
-                .map(|b| (Ok::<Bytes, std::io::Error>(b), rx))
-        });
-        let name = format!(
-            "{UPLOAD_PREFIX}{}-{collection}-shard-{target_id}.snapshot",
-            info.id.short()
-        );
-        // The sink comes back when the file is done; dropping it ends the body.
-        let feed = async {
-            self.stream_file(
-                info,
-                file,
-                index,
-                ChannelSink(tx),
-                reader,
-                progress,
-                Path::new(&file.path),
+    let total: u64 = plans
+        .iter()
+        .flat_map(|p| &p.record.shards)
+        .map(|s| s.size)
+        .sum();
+    progress.start("restore", Some(total));
+    let mut summary = ClusterRestoreSummary {
+        backup_version: record.version.clone(),
+        target_version,
+        nodes: cluster.nodes.len(),
+        collections: Vec::new(),
+        aliases: Vec::new(),
+        aliases_skipped: Vec::new(),
+        swapped: None,
+        cleaned: 0,
+    };
+    // One reader for every upload: requests in flight are bounded across
+    // them, and each file's window shrinks with the parallelism.
+    let streamer = repo.file_streamer(ropts.parallel.max(1)).await?;
+    for plan in &plans {
+        let restored = restore_collection(info, &cluster, plan, ropts, &streamer, &*progress).await;
+        let cleaned = clean_uploads(&cluster, &plan.name).await;
+        summary.cleaned += cleaned;
+        match restored {
+            Ok(r) => summary.collections.push(r),
+            Err(e) => {
+                progress.finish();
+                return Err(e);
+            }
+        }
+    }
+    progress.finish();
+
+    // Aliases of the restored collections.
+    let renamed: BTreeMap<&str, &str> = plans
+        .iter()
+        .map(|p| (p.record.name.as_str(), p.name.as_str()))
+        .collect();
+    let current: BTreeMap<String, String> = any
+        .aliases()
+        .await?
+        .into_iter()
+        .map(|a| (a.alias_name, a.collection_name))
+        .collect();
+    let mut actions = Vec::new();
+    for a in &record.aliases {
+        let Some(&to) = renamed.get(a.collection.as_str()) else {
+            continue;
+        };
+        if ropts.swap_alias.as_deref() == Some(a.alias.as_str()) {
+            continue;
+        }
+        match current.get(&a.alias) {
+            Some(c) if c == to => {}
+            Some(c) if !ropts.force => {
+                tracing::warn!(alias = %a.alias, points_at = %c, "alias exists and points at another collection; left as it is (a forced restore re-points it)");
+                summary.aliases_skipped.push(a.alias.clone());
+            }
+            existing => {
+                if existing.is_some() {
+                    actions.push(json!({ "delete_alias": { "alias_name": a.alias } }));
+                }
+                actions.push(
+                    json!({ "create_alias": { "alias_name": a.alias, "collection_name": to } }),
+                );
+                summary.aliases.push((a.alias.clone(), to.to_string()));
+            }
+        }
+    }
+    if !actions.is_empty() {
+        any.update_aliases(actions).await?;
+    }
+    if let Some(alias) = &ropts.swap_alias {
+        let to = plans[0].name.clone();
+        let previous = current.get(alias).cloned();
+        let mut actions = Vec::new();
+        if previous.is_some() {
+            actions.push(json!({ "delete_alias": { "alias_name": alias } }));
+        }
+        actions.push(json!({ "create_alias": { "alias_name": alias, "collection_name": to } }));
+        // One request: Qdrant applies the actions together, so readers of
+        // the alias see the old collection, then the new one, never none.
+        any.update_aliases(actions).await?;
+        progress.note(&format!(
+            "alias {alias} now points at {to} (was {})",
+            previous.as_deref().unwrap_or("unset")
+        ));
+        summary.swapped = Some((alias.clone(), previous, to));
+    }
+    Ok(summary)
+}
+
+async fn restore_collection(
+    info: &SnapshotInfo,
+    cluster: &Cluster,
+    plan: &Plan<'_>,
+    ropts: &ClusterRestoreOptions,
+    streamer: &FileStreamer,
+    progress: &dyn Progress,
+) -> Result<RestoredCollection> {
+    let rec = plan.record;
+    let name = &plan.name;
+    let any = &cluster.any().client;
+    let params = params_of(rec)?;
+    if plan.recreate {
+        progress.note(&format!("dropping collection {name} (forced)"));
+        any.delete_collection(name).await?;
+    }
+    let created = !plan.exists || plan.recreate;
+    if created {
+        let body = create_body(&rec.config, ropts.replication_factor)?;
+        any.create_collection(name, &body).await?;
+        if params.is_custom_sharding() {
+            create_shard_keys(cluster, name, rec, ropts.replication_factor).await?;
+        }
+        for (field, schema) in &rec.payload_schema {
+            let schema: cairn_qdrant::PayloadIndexInfo = serde_json::from_value(schema.clone())
+                .map_err(|e| EngineError::Malformed {
+                    what: format!("payload schema of {field} in collection {}", rec.name),
+                    reason: e.to_string(),
+                })?;
+            any.create_payload_index(name, field, &schema.field_schema())
+                .await?;
+        }
+        progress.note(&format!(
+            "created collection {name}: {} shard(s), {} payload index(es)",
+            rec.shards.len(),
+            rec.payload_schema.len()
+        ));
+    }
+
+    // Where the target placed each shard; custom-sharded shards are
+    // matched by key (ids of one key in ascending order).
+    let placement = cluster
+        .placement_when_known(name, rec.shards.len(), ropts.wait_timeout)
+        .await?;
+    let target_shards = placement.shards();
+    let id_map = map_shard_ids(rec, &target_shards)?;
+    let mut load = vec![0usize; cluster.nodes.len()];
+    let mut jobs = Vec::new();
+    for shard in &rec.shards {
+        let target_id = id_map[&shard.shard_id];
+        let sp = target_shards
+            .iter()
+            .find(|s| s.shard_id == target_id)
+            .expect("invariant: mapped ids come from the placement");
+        let node = sp
+            .replicas
+            .iter()
+            .filter_map(|r| r.node)
+            .min_by_key(|&n| (load[n], n))
+            .ok_or_else(|| {
+                Error::refused_unless(
+                    format!("collection {name}: no reachable node holds shard {target_id}"),
+                    Remedy::AllNodes,
+                )
+            })?;
+        load[node] += 1;
+        let file = info
+            .snapshot
+            .files
+            .iter()
+            .find(|f| Some(&f.path) == shard.file.as_ref())
+            .ok_or_else(|| EngineError::Malformed {
+                what: format!("snapshot {}", info.id.short()),
+                reason: format!(
+                    "collection {}, shard {} names no file of the snapshot",
+                    rec.name, shard.shard_id
+                ),
+            })?;
+        jobs.push((shard, target_id, node, file));
+    }
+    let uploads: Vec<(u32, u32, usize, u64, f64)> = futures::stream::iter(jobs)
+        .map(|(shard, target_id, node, file)| async move {
+            let t = Instant::now();
+            upload_shard(
+                info, cluster, node, name, shard, target_id, file, streamer, progress,
             )
+            .await?;
+            let secs = t.elapsed().as_secs_f64();
+            progress.note(&format!(
+                "collection {name}, shard {target_id}: {:.1} MiB uploaded to {} in {secs:.1}s",
+                file.size as f64 / 1048576.0,
+                cluster.nodes[node].url()
+            ));
+            Ok::<_, Error>((shard.shard_id, target_id, node, file.size, secs))
+        })
+        .buffer_unordered(ropts.parallel.max(1))
+        .try_collect()
+        .await?;
+
+    // Every replica Active, then counts.
+    let deadline = Instant::now() + ropts.wait_timeout;
+    let (placement, shards) = loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let placement = cluster.wait_active(name, remaining).await?;
+        match verify_counts(rec, &id_map, &placement.shards()) {
+            Ok(v) => break (placement, v),
+            Err(why) if Instant::now() >= deadline => {
+                return Err(Error::Verification(format!("collection {name}: {why}")))
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+        }
+    };
+    let _ = placement;
+    let points = any.count_exact(name).await?;
+    let expected = rec.shards.iter().fold((0, 0), |acc, s| {
+        let (lo, hi) = s.points_range().unwrap_or((0, u64::MAX / 1024));
+        (acc.0 + lo, acc.1 + hi)
+    });
+    if points < expected.0 || points > expected.1 {
+        return Err(Error::Verification(format!(
+            "collection {name} holds {points} points; the backup holds {}",
+            range(expected)
+        )));
+    }
+    let mut restored = Vec::new();
+    for (shard_id, target_id, node, bytes, secs) in uploads {
+        let s = rec
+            .shards
+            .iter()
+            .find(|s| s.shard_id == shard_id)
+            .expect("invariant: uploaded shards come from the record");
+        let (pts, replicas) = shards[&target_id];
+        restored.push(RestoredShard {
+            shard_id,
+            target_shard_id: target_id,
+            shard_key: s.shard_key.clone(),
+            node: cluster.nodes[node].url(),
+            bytes,
+            seconds: secs,
+            expected: s.points_range().unwrap_or((pts, pts)),
+            points: pts,
+            replicas,
+        });
+    }
+    restored.sort_by_key(|r| r.shard_id);
+    progress.note(&format!(
+        "collection {name}: {points} points, every replica Active and verified"
+    ));
+    Ok(RestoredCollection {
+        source: rec.name.clone(),
+        name: name.clone(),
+        created,
+        points,
+        expected,
+        shards: restored,
+    })
+}
+
+/// Streams one shard snapshot from the repository into an upload.
+#[allow(clippy::too_many_arguments)]
+async fn upload_shard(
+    info: &SnapshotInfo,
+    cluster: &Cluster,
+    node: usize,
+    collection: &str,
+    shard: &ShardRecord,
+    target_id: u32,
+    file: &FileEntry,
+    streamer: &FileStreamer,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let client = &cluster.nodes[node].client;
+    let (tx, rx) = mpsc::channel::<Bytes>(4);
+    let body = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<Bytes, std::io::Error>(b), rx))
+    });
+    let name = format!(
+        "{UPLOAD_PREFIX}{}-{collection}-shard-{target_id}.snapshot",
+        info.id.short()
+    );
+    // The sink comes back when the file is done; dropping it ends the body.
+    let feed = async {
+        streamer
+            .stream(info, file, ChannelSink(tx), progress)
             .await
             .map(drop)
-        };
-        let upload = client.upload_shard_snapshot(
-            collection,
-            target_id,
-            &name,
-            body,
-            file.size,
-            SnapshotPriority::Snapshot,
-            shard.sha256.as_deref(),
-        );
-        let (fed, uploaded) = tokio::join!(feed, upload);
-        match (fed, uploaded) {
-            // Data that fails verification is the cause, whatever the node said.
-            (
-                Err(
-                    e @ (Error::Corrupt { .. }
-                    | Error::MissingChunk { .. }
-                    | Error::Malformed { .. }),
-                ),
-                _,
-            ) => Err(e),
-            (_, Err(e)) => Err(e.into()),
-            (Err(e), Ok(())) => Err(e),
-            (Ok(()), Ok(())) => Ok(()),
-        }
+    };
+    let upload = client.upload_shard_snapshot(
+        collection,
+        target_id,
+        &name,
+        body,
+        file.size,
+        SnapshotPriority::Snapshot,
+        shard.sha256.as_deref(),
+    );
+    let (fed, uploaded) = tokio::join!(feed, upload);
+    match (fed, uploaded) {
+        // Data that fails verification is the cause, whatever the node said.
+        (
+            Err(
+                e @ (EngineError::Corrupt { .. }
+                | EngineError::MissingChunk { .. }
+                | EngineError::Malformed { .. }),
+            ),
+            _,
+        ) => Err(e.into()),
+        (_, Err(e)) => Err(e.into()),
+        (Err(e), Ok(())) => Err(e.into()),
+        (Ok(()), Ok(())) => Ok(()),
     }
 }
 
@@ -680,10 +662,11 @@ fn range((lo, hi): (u64, u64)) -> String {
 
 fn params_of(rec: &CollectionRecord) -> Result<CollectionParams> {
     serde_json::from_value(rec.config.get("params").cloned().unwrap_or(Value::Null)).map_err(|e| {
-        Error::Malformed {
+        EngineError::Malformed {
             what: format!("the backed-up config of collection {}", rec.name),
             reason: e.to_string(),
         }
+        .into()
     })
 }
 
@@ -741,18 +724,20 @@ fn select_collections<'a>(
     }
     if let Some(alias) = swap_alias {
         if out.len() != 1 {
-            return Err(Error::InvalidArgument(
+            return Err(EngineError::InvalidArgument(
                 "an alias swap needs exactly one collection (NAME or NAME:NEWNAME)".into(),
-            ));
+            )
+            .into());
         }
         if out[0].1 == out[0].0.name && wanted.iter().all(|(f, t)| f == t) {
             // No new name given: restore beside the old one.
             out[0].1 = format!("{}-{}", out[0].0.name, info.id.short());
         }
         if out[0].1 == alias {
-            return Err(Error::InvalidArgument(format!(
+            return Err(EngineError::InvalidArgument(format!(
                 "alias {alias} cannot have the restored collection's name"
-            )));
+            ))
+            .into());
         }
     }
     Ok(out)
@@ -770,10 +755,11 @@ async fn create_shard_keys(
     let mut keys: Vec<(u32, Value, u32)> = Vec::new();
     for s in &rec.shards {
         let Some(k) = &s.shard_key else {
-            return Err(Error::Malformed {
+            return Err(EngineError::Malformed {
                 what: format!("the backup of collection {}", rec.name),
                 reason: format!("custom-sharded shard {} has no shard key", s.shard_id),
-            });
+            }
+            .into());
         };
         match keys.iter_mut().find(|(_, key, _)| key == k) {
             Some(e) => {
@@ -803,7 +789,7 @@ async fn create_shard_keys(
 /// Backed-up shard id → target shard id.
 fn map_shard_ids(
     rec: &CollectionRecord,
-    target: &[crate::cluster::ShardPlacement],
+    target: &[crate::topology::ShardPlacement],
 ) -> Result<BTreeMap<u32, u32>> {
     let mut out = BTreeMap::new();
     let custom = rec.shards.iter().any(|s| s.shard_key.is_some());
@@ -860,7 +846,7 @@ fn map_shard_ids(
 fn verify_counts(
     rec: &CollectionRecord,
     id_map: &BTreeMap<u32, u32>,
-    shards: &[crate::cluster::ShardPlacement],
+    shards: &[crate::topology::ShardPlacement],
 ) -> std::result::Result<BTreeMap<u32, (u64, usize)>, String> {
     let mut out = BTreeMap::new();
     for s in &rec.shards {

@@ -19,6 +19,8 @@ use cairn_qdrant::{
     ApiKey, Client, ClientOptions, CollectionClusterInfo, ReplicaState, VersionInfo,
 };
 
+use cairn_engine::Error as EngineError;
+
 use crate::{Error, Result};
 
 /// How to reach a cluster.
@@ -80,9 +82,7 @@ impl Cluster {
     /// Connects to every URL in `target` and discovers the other peers.
     pub(crate) async fn discover(target: &QdrantTarget) -> Result<Self> {
         if target.urls.is_empty() {
-            return Err(Error::InvalidArgument(
-                "no Qdrant URL given (--qdrant URL[,URL...])".into(),
-            ));
+            return Err(EngineError::InvalidArgument("no Qdrant URL given".into()).into());
         }
         let mut opts = target.client.clone();
         opts.api_key.clone_from(&target.api_key);
@@ -142,7 +142,7 @@ impl Cluster {
             match Self::derive(&pattern, &p2p, pid, &opts).await {
                 Some(node) => nodes.push(node),
                 None => {
-                    tracing::warn!(peer = pid, address = %p2p, "cluster peer not reachable at a derived URL; give its REST URL with --qdrant to use it");
+                    tracing::warn!(peer = pid, address = %p2p, "cluster peer not reachable at a derived URL; give its REST URL to use it");
                     unreached.insert(pid, p2p);
                 }
             }

@@ -1,0 +1,622 @@
+//! Backup of a live Qdrant cluster: discover the nodes and collections, pick
+//! one Active replica per shard, stream every shard snapshot straight into
+//! the backup pipeline (no file on the node, none here), and write one
+//! manifest whose [`ClusterRecord`] holds everything a restore needs.
+//!
+//! Each shard is one input of the run, read by up to `parallel` readers at
+//! once. A shard whose stream breaks is read again from the start, from the
+//! next Active replica when there is one (its chunks already stored are
+//! found again, so a retry costs reading, not storage). Servers that cannot
+//! stream a shard get the fallback: create a shard snapshot file on the
+//! node, download it (checked against the node's sha256), delete it.
+
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use cairn_model::{
+    AliasRecord, ClusterRecord, CollectionRecord, NodeRecord, ReplicaRecord, ShardRecord,
+    ShardStatus, Snapshot,
+};
+use cairn_qdrant::{ByteStream, ReplicaState};
+use futures::StreamExt;
+use serde_json::Value;
+use sha2::Digest;
+use tokio::runtime::Handle;
+
+use crate::topology::{Cluster, Node, QdrantTarget, RateLimiter};
+use cairn_engine::seams::{hostname, Input, InputSource, RunShape, Stop, StreamInput};
+use cairn_engine::{
+    BackupOptions, BackupSummary, Error as EngineError, Progress, Repository,
+    Result as EngineResult,
+};
+
+use crate::{Error, Result};
+
+/// How shard snapshots are read from the nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SnapshotMethod {
+    /// Stream (`GET …/shards/{s}/snapshot`), falling back to files where a
+    /// node does not offer streaming.
+    #[default]
+    Auto,
+    /// Always stream.
+    Stream,
+    /// Always create, download and delete a snapshot file on the node.
+    File,
+}
+
+/// Settings of a cluster backup.
+#[derive(Debug, Clone)]
+pub struct ClusterBackupOptions {
+    /// The cluster.
+    pub target: QdrantTarget,
+    /// Collections to back up (default: all).
+    pub collections: Vec<String>,
+    /// Shards read at once.
+    pub parallel: usize,
+    /// Bytes per second read from the cluster, over all shards.
+    pub limit_download: Option<u64>,
+    /// Record shards that could not be read as failed instead of failing.
+    pub allow_partial: bool,
+    /// Streaming or snapshot files.
+    pub method: SnapshotMethod,
+    /// Attempts per shard (a broken stream is read again from the start).
+    pub attempts: u32,
+    /// A stream that delivers nothing for this long is broken.
+    pub stall_timeout: Duration,
+}
+
+impl ClusterBackupOptions {
+    /// Defaults for `target`: every collection, 4 shards at once, no rate
+    /// limit, 3 attempts, 5 minutes of silence before a stream counts as broken.
+    #[must_use]
+    pub fn new(target: QdrantTarget) -> Self {
+        Self {
+            target,
+            collections: Vec::new(),
+            parallel: 4,
+            limit_download: None,
+            allow_partial: false,
+            method: SnapshotMethod::Auto,
+            attempts: 3,
+            stall_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// The result of a cluster backup.
+#[derive(Debug, Clone)]
+pub struct ClusterBackupSummary {
+    /// The snapshot written.
+    pub backup: BackupSummary,
+    /// Its cluster record.
+    pub record: ClusterRecord,
+}
+
+/// The source key of a cluster backup: the URLs given, sorted, and the
+/// collection filter.
+pub(crate) fn source_key(target: &QdrantTarget, collections: &[String]) -> String {
+    let mut urls = target.urls.clone();
+    urls.sort();
+    urls.dedup();
+    let mut key = format!("qdrant {}", urls.join(","));
+    if !collections.is_empty() {
+        let mut c = collections.to_vec();
+        c.sort();
+        c.dedup();
+        key.push_str(" collections=");
+        key.push_str(&c.join(","));
+    }
+    key
+}
+
+/// What one shard's reads found out, for its record.
+#[derive(Debug, Default)]
+struct ShardState {
+    node: Option<String>,
+    method: Option<&'static str>,
+    points_before: Option<u64>,
+    points_after: Option<u64>,
+    sha256: Option<String>,
+    /// Snapshot files created on nodes, to delete: (node index, name).
+    created: Vec<(usize, String)>,
+}
+
+/// One shard to read, and what its reads found out.
+struct Shard {
+    cluster: Arc<Cluster>,
+    collection: String,
+    shard: u32,
+    /// Nodes holding an Active replica, in the order to try them.
+    candidates: Vec<usize>,
+    /// The replicas, described, for the error when there is no candidate.
+    replicas: String,
+    method: SnapshotMethod,
+    attempts: u32,
+    stall: Duration,
+    limiter: Option<Arc<RateLimiter>>,
+    handle: Handle,
+    state: Arc<Mutex<ShardState>>,
+}
+
+impl Shard {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ShardState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn local_points(&self, node: &Node) -> Result<Option<u64>> {
+        let info = self
+            .handle
+            .block_on(node.client.collection_cluster(&self.collection))?;
+        let local = info.local_shards.iter().find(|l| l.shard_id == self.shard);
+        match local {
+            Some(l) if l.state == ReplicaState::Active => Ok(Some(l.points_count)),
+            Some(l) => Err(EngineError::Source {
+                what: self.describe(),
+                reason: format!("the replica on {} is now {:?}", node.url(), l.state),
+            }
+            .into()),
+            None => Err(EngineError::Source {
+                what: self.describe(),
+                reason: format!("{} no longer holds a replica", node.url()),
+            }
+            .into()),
+        }
+    }
+
+    /// Opens the shard's bytes on `node` by streaming or through a file.
+    fn open_on(
+        &self,
+        ni: usize,
+        node: &Node,
+    ) -> Result<(ByteStream, &'static str, Option<String>)> {
+        let stream_it = match self.method {
+            SnapshotMethod::Stream => true,
+            SnapshotMethod::File => false,
+            SnapshotMethod::Auto => self.lock().method != Some("file"),
+        };
+        if stream_it {
+            match self.handle.block_on(node.client.stream_shard_snapshot(
+                &self.collection,
+                self.shard,
+                self.stall,
+            )) {
+                Ok(s) => return Ok((s, "stream", None)),
+                // Servers without the streaming route answer 404 or 405 with
+                // no mention of the shard.
+                Err(e)
+                    if self.method == SnapshotMethod::Auto
+                        && matches!(e.status(), Some(404 | 405))
+                        && !e.to_string().to_lowercase().contains("shard ") =>
+                {
+                    tracing::info!(node = %node.url(), "shard snapshot streaming unavailable; using snapshot files");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let desc = self.handle.block_on(
+            node.client
+                .create_shard_snapshot(&self.collection, self.shard),
+        )?;
+        self.lock().created.push((ni, desc.name.clone()));
+        let stream = self.handle.block_on(node.client.download_shard_snapshot(
+            &self.collection,
+            self.shard,
+            &desc.name,
+            self.stall,
+        ))?;
+        Ok((stream, "file", desc.checksum))
+    }
+}
+
+/// A shard as an input of the backup run.
+struct ShardInput(Arc<Shard>);
+
+impl StreamInput for ShardInput {
+    fn open(&self, attempt: u32, stop: &Stop) -> EngineResult<Box<dyn Read + Send>> {
+        self.0.open(attempt, stop).map_err(Error::into_engine)
+    }
+
+    fn attempts(&self) -> u32 {
+        self.0.attempts
+    }
+
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+}
+
+impl Shard {
+    fn open(self: &Arc<Self>, attempt: u32, stop: &Stop) -> Result<Box<dyn Read + Send>> {
+        if self.candidates.is_empty() {
+            return Err(EngineError::Source {
+                what: self.describe(),
+                reason: format!(
+                    "no reachable node holds an Active replica (replicas: {}); give every node's URL",
+                    self.replicas
+                ),
+            }.into());
+        }
+        let ni = self.candidates[(attempt as usize - 1) % self.candidates.len()];
+        let node = &self.cluster.nodes[ni];
+        let before = self.local_points(node)?;
+        let (stream, method, expected) = self.open_on(ni, node)?;
+        {
+            let mut st = self.lock();
+            st.node = Some(node.url());
+            st.method = Some(method);
+            st.points_before = before;
+            st.points_after = None;
+            st.sha256 = None;
+        }
+        Ok(Box::new(ShardReader {
+            stream,
+            buf: Bytes::new(),
+            handle: self.handle.clone(),
+            stop: stop.clone(),
+            hasher: Some(sha2::Sha256::new()),
+            limiter: self.limiter.clone(),
+            expected,
+            shard: Arc::clone(self),
+            node: ni,
+        }))
+    }
+
+    fn describe(&self) -> String {
+        let from = self
+            .lock()
+            .node
+            .clone()
+            .map(|n| format!(" from {n}"))
+            .unwrap_or_default();
+        format!("collection {}, shard {}{from}", self.collection, self.shard)
+    }
+}
+
+/// Reads a shard's byte stream for the (blocking) backup pipeline, hashing
+/// it and observing the rate limit; at its end records the digest and the
+/// points count after reading.
+struct ShardReader {
+    stream: ByteStream,
+    buf: Bytes,
+    handle: Handle,
+    stop: Stop,
+    hasher: Option<sha2::Sha256>,
+    limiter: Option<Arc<RateLimiter>>,
+    /// The node's own sha256 of a snapshot file.
+    expected: Option<String>,
+    shard: Arc<Shard>,
+    node: usize,
+}
+
+impl Read for ShardReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.hasher.is_none() {
+            return Ok(0); // ended
+        }
+        while self.buf.is_empty() {
+            if self.stop.is_set() {
+                // Not ErrorKind::Interrupted: readers retry that kind.
+                return Err(std::io::Error::other("backup stopping"));
+            }
+            let next = self.handle.block_on(async {
+                tokio::time::timeout(Duration::from_millis(250), self.stream.next()).await
+            });
+            match next {
+                Err(_) => {} // still waiting; check the stop flags again
+                Ok(Some(Ok(b))) => self.buf = b,
+                Ok(Some(Err(e))) => return Err(std::io::Error::other(e.to_string())),
+                Ok(None) => return self.end().map(|()| 0),
+            }
+        }
+        let cap = self.limiter.as_ref().map_or(usize::MAX, |l| l.max_read());
+        let n = out.len().min(self.buf.len()).min(cap);
+        out[..n].copy_from_slice(&self.buf[..n]);
+        if let Some(h) = &mut self.hasher {
+            h.update(&self.buf[..n]);
+        }
+        let _ = self.buf.split_to(n);
+        if let Some(l) = &self.limiter {
+            l.take(n);
+        }
+        Ok(n)
+    }
+}
+
+impl ShardReader {
+    /// The stream ended: check and record its digest and the points count.
+    fn end(&mut self) -> std::io::Result<()> {
+        let Some(h) = self.hasher.take() else {
+            return Ok(());
+        };
+        let digest = hex::encode(h.finalize());
+        if let Some(exp) = &self.expected {
+            if !exp.trim().eq_ignore_ascii_case(&digest) {
+                return Err(std::io::Error::other(format!(
+                    "the downloaded snapshot file's sha256 {digest} differs from the node's {exp}"
+                )));
+            }
+        }
+        let node = &self.shard.cluster.nodes[self.node];
+        let after = self.shard.local_points(node).ok().flatten();
+        let mut st = self.shard.lock();
+        st.sha256 = Some(digest);
+        st.points_after = after;
+        Ok(())
+    }
+}
+
+/// A collection to back up: what the server reported, and its shards.
+struct Planned {
+    name: String,
+    config: Value,
+    payload_schema: std::collections::BTreeMap<String, Value>,
+    points_count: Option<u64>,
+    shards: Vec<(crate::topology::ShardPlacement, Option<Arc<Shard>>)>,
+}
+
+/// Backs up a live Qdrant cluster (see the module docs) and writes one
+/// snapshot holding every shard snapshot and the cluster record.
+///
+/// # Errors
+/// An unreachable node or a refused request (naming node, collection and
+/// shard); an unknown collection; a shard that could not be read (unless
+/// `allow_partial`); storage errors. No manifest is written on error;
+/// data already uploaded is kept and reused by the next backup.
+pub async fn backup(
+    repo: &Repository,
+    copts: ClusterBackupOptions,
+    opts: BackupOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<ClusterBackupSummary> {
+    let clock = std::time::Instant::now();
+    let started = opts.time.unwrap_or_else(chrono::Utc::now);
+    let cluster = Arc::new(Cluster::discover(&copts.target).await?);
+    let version = cluster.version().clone();
+    for n in &cluster.nodes {
+        if n.version.version != version.version {
+            tracing::warn!(node = %n.url(), version = %n.version.version, first = %version.version, "nodes run different Qdrant versions");
+        }
+    }
+    let any = cluster.any().client.clone();
+    let all = any.collections().await?;
+    let selected: Vec<String> = if copts.collections.is_empty() {
+        let mut all = all.clone();
+        all.sort();
+        all
+    } else {
+        for c in &copts.collections {
+            if !all.contains(c) {
+                return Err(EngineError::InvalidArgument(format!(
+                    "collection {c} does not exist on {} (it has: {})",
+                    any.node(),
+                    all.join(", ")
+                ))
+                .into());
+            }
+        }
+        copts.collections.clone()
+    };
+    let aliases: Vec<AliasRecord> = any
+        .aliases()
+        .await?
+        .into_iter()
+        .filter(|a| selected.contains(&a.collection_name))
+        .map(|a| AliasRecord {
+            alias: a.alias_name,
+            collection: a.collection_name,
+        })
+        .collect();
+
+    let limiter = copts.limit_download.map(RateLimiter::new);
+    let handle = Handle::current();
+    let mut load = vec![0usize; cluster.nodes.len()];
+    let mut planned = Vec::new();
+    let mut inputs = Vec::new();
+    for name in &selected {
+        let info = any.collection_info(name).await?;
+        let placement = cluster.placement(name).await?;
+        let mut shards = Vec::new();
+        for sp in placement.shards() {
+            // Active replicas on reachable nodes, least loaded first.
+            let mut candidates: Vec<usize> = sp
+                .replicas
+                .iter()
+                .filter(|r| r.state == ReplicaState::Active)
+                .filter_map(|r| r.node)
+                .collect();
+            candidates.sort_by_key(|&n| (load[n], n));
+            if let Some(&first) = candidates.first() {
+                load[first] += 1;
+            }
+            let replicas = sp
+                .replicas
+                .iter()
+                .map(|r| {
+                    let at = match r.node {
+                        Some(n) => cluster.nodes[n].url(),
+                        None => cluster.unreached.get(&r.peer_id).map_or_else(
+                            || "an unknown address".to_string(),
+                            |p2p| format!("p2p {p2p}, not reached"),
+                        ),
+                    };
+                    format!("peer {} {:?} at {at}", r.peer_id, r.state)
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            let shard = Arc::new(Shard {
+                cluster: Arc::clone(&cluster),
+                collection: name.clone(),
+                shard: sp.shard_id,
+                candidates,
+                replicas,
+                method: copts.method,
+                attempts: copts.attempts.max(1),
+                stall: copts.stall_timeout,
+                limiter: limiter.clone(),
+                handle: handle.clone(),
+                state: Arc::default(),
+            });
+            inputs.push(Input {
+                name: cairn_model::shard_file(name, sp.shard_id),
+                size: None,
+                mode: 0o644,
+                mtime: started.timestamp(),
+                source: InputSource::Stream(Arc::new(ShardInput(Arc::clone(&shard)))),
+            });
+            shards.push((sp, Some(shard)));
+        }
+        planned.push(Planned {
+            name: name.clone(),
+            payload_schema: info
+                .payload_schema
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::to_value(v).unwrap_or(Value::Null)))
+                .collect(),
+            config: info.config,
+            points_count: info.points_count,
+            shards,
+        });
+    }
+    progress.note(&format!(
+        "backing up {} collection(s), {} shard(s) from {} node(s) of Qdrant {}",
+        planned.len(),
+        inputs.len(),
+        cluster.nodes.len(),
+        version.version
+    ));
+
+    let shape = RunShape {
+        parallel: copts.parallel.max(1),
+        allow_failures: copts.allow_partial,
+    };
+    let host = opts.host.clone().unwrap_or_else(hostname);
+    let tags = opts.tags.clone();
+    let run = repo.run_inputs(inputs, opts, shape, progress).await;
+    // Snapshot files made on nodes (fallback) go, whatever happened.
+    for p in &planned {
+        for (_, shard) in &p.shards {
+            let Some(shard) = shard else { continue };
+            let created = std::mem::take(&mut shard.lock().created);
+            for (ni, file) in created {
+                let node = &cluster.nodes[ni];
+                if let Err(e) = node
+                    .client
+                    .delete_shard_snapshot(&p.name, shard.shard, &file)
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not delete a snapshot file on the node");
+                }
+            }
+        }
+    }
+    let run = run.map_err(|e| match e {
+        e @ (EngineError::Source { .. } | EngineError::External { .. }) => Error::ShardsFailed {
+            count: 1,
+            details: format!("  {e}"),
+        },
+        other => Error::Engine(other),
+    })?;
+
+    let mut collections = Vec::new();
+    let mut index = 0usize;
+    let mut failed = Vec::new();
+    for p in planned {
+        let mut shards = Vec::new();
+        for (sp, shard) in p.shards {
+            let shard = shard.expect("invariant: every planned shard has an input");
+            let outcome = &run.outcomes[index];
+            let file = run.files[index].as_ref().map(|f| f.path.clone());
+            index += 1;
+            let st = shard.lock();
+            let status = if file.is_some() {
+                ShardStatus::Complete
+            } else {
+                failed.push(format!(
+                    "  collection {}, shard {}: {}",
+                    p.name,
+                    sp.shard_id,
+                    outcome.error.clone().unwrap_or_default()
+                ));
+                ShardStatus::Failed
+            };
+            shards.push(ShardRecord {
+                shard_id: sp.shard_id,
+                shard_key: sp.shard_key.clone(),
+                replicas: sp
+                    .replicas
+                    .iter()
+                    .map(|r| ReplicaRecord {
+                        peer_id: r.peer_id,
+                        state: format!("{:?}", r.state),
+                    })
+                    .collect(),
+                status,
+                file,
+                node: st.node.clone(),
+                method: st.method.map(str::to_string),
+                points_count: st.points_before,
+                points_count_after: st.points_after,
+                size: outcome.bytes,
+                sha256: st
+                    .sha256
+                    .clone()
+                    .filter(|_| status == ShardStatus::Complete),
+                started: outcome.started.map(|t| t.to_rfc3339()),
+                finished: outcome.finished.map(|t| t.to_rfc3339()),
+                attempts: outcome.attempts,
+                error: outcome.error.clone(),
+            });
+        }
+        collections.push(CollectionRecord {
+            name: p.name,
+            config: p.config,
+            payload_schema: p.payload_schema,
+            points_count: p.points_count,
+            shards,
+        });
+    }
+    let total_shards: usize = collections.iter().map(|c| c.shards.len()).sum();
+    if !failed.is_empty() && (!copts.allow_partial || failed.len() == total_shards) {
+        return Err(Error::ShardsFailed {
+            count: failed.len(),
+            details: failed.join("\n"),
+        });
+    }
+    let record = ClusterRecord {
+        source: source_key(&copts.target, &copts.collections),
+        version: version.version.clone(),
+        commit: version.commit.clone(),
+        nodes: cluster
+            .nodes
+            .iter()
+            .map(|n| NodeRecord {
+                url: n.url(),
+                peer_id: n.peer_id,
+                version: n.version.version.clone(),
+            })
+            .collect(),
+        partial: !failed.is_empty(),
+        aliases,
+        collections,
+    };
+    let snapshot = Snapshot {
+        // The repository's version: manifests did not change in
+        // version 2, so older readers of a version 1 repository can read them.
+        version: repo.config().version,
+        time: started.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        host,
+        tags,
+        source: copts.target.urls.clone(),
+        files: run.files.into_iter().flatten().collect(),
+        totals: run.totals,
+        qdrant: Some(record.clone()),
+    };
+    let mut backup = repo.commit_snapshot(snapshot, run.commit).await?;
+    backup.seconds = clock.elapsed().as_secs_f64();
+    Ok(ClusterBackupSummary { backup, record })
+}
