@@ -13,14 +13,16 @@ mod azure;
 mod backup;
 /// Live Qdrant clusters: backup, restore into fresh clusters, faults.
 mod cluster;
+/// Repositories written by the previous release, read and written by this one.
+mod compat;
 /// Many writers: processes sharing a cache, hosts sharing a repository.
 mod concurrency;
-/// The backup/restore suite and the storage contract against a GCS emulator.
-mod gcs;
 /// Damaged repositories: what is named and skipped, what is refused.
 mod damage;
 /// Bad input and faults: each must fail cleanly and leave the repository consistent.
 mod faults;
+/// The backup/restore suite and the storage contract against a GCS emulator.
+mod gcs;
 /// `--json` output parses back into the engine's result types.
 mod json;
 /// Retention: forget by policy and by id.
