@@ -2,7 +2,8 @@ use serde_json::{json, Value};
 use sha2::Digest;
 
 use crate::qdrant_server::{
-    block, client, create, fingerprint, jwt, upsert, wait_green, Faults, Proxy, Qdrant,
+    block, client, create, fingerprint, jwt, qdrant_1_17, upsert, wait_green, Faults, Proxy,
+    Qdrant,
 };
 use crate::support::{files_under, Env};
 
@@ -474,6 +475,73 @@ fn version_mismatch_is_refused_unless_forced() {
     );
     env.json(&["restore", "latest", "--to-qdrant", &dst.urls[0], "--force"]);
     assert_eq!(fingerprint(&dst.urls[0], None, "docs", DIM, None), expected);
+}
+
+/// A backup of a real Qdrant 1.17 cluster restores into 1.18.3 (the next
+/// minor), with its payload index, verified point for point.
+#[test]
+fn a_1_17_cluster_backup_restores_into_1_18() {
+    let test = "a_1_17_cluster_backup_restores_into_1_18";
+    let Some(bin) = qdrant_1_17(test) else {
+        return;
+    };
+    let Some(src) = Qdrant::start_with(test, 3, None, &[("QDRANT_BIN", &bin)]) else {
+        return;
+    };
+    let url = &src.urls[0];
+    fill_docs(url, None, 3, 2, 2000);
+    let expected = fingerprint(url, None, "docs", DIM, None);
+    let env = Env::local();
+    env.init(&[]);
+    let b = env.json(&["backup", "--qdrant", url]);
+    assert_eq!(b["qdrant_version"], "1.17.1", "{b}");
+    assert_eq!(b["partial"], false, "{b}");
+
+    let dst = Qdrant::start(test, 1, None).expect("binary present");
+    let r = env.json(&["restore", "latest", "--to-qdrant", &dst.urls[0]]);
+    assert_eq!(r["backup_version"], "1.17.1", "{r}");
+    assert_eq!(r["target_version"], "1.18.3", "{r}");
+    assert_eq!(fingerprint(&dst.urls[0], None, "docs", DIM, None), expected);
+    let info = block(client(&dst.urls[0], None).collection_info("docs")).expect("info");
+    assert!(
+        info.payload_schema.contains_key("category"),
+        "the payload index is restored: {:?}",
+        info.payload_schema
+    );
+}
+
+/// A 1.18 backup offered to a real 1.17 server is refused before anything
+/// is created, even when forced: an older server cannot load newer data.
+#[test]
+fn a_1_18_backup_offered_to_1_17_is_refused_before_anything_is_created() {
+    let test = "a_1_18_backup_offered_to_1_17_is_refused_before_anything_is_created";
+    let Some(bin) = qdrant_1_17(test) else {
+        return;
+    };
+    let Some(src) = Qdrant::start(test, 1, None) else {
+        return;
+    };
+    fill_docs(&src.urls[0], None, 1, 1, 300);
+    let env = Env::local();
+    env.init(&[]);
+    env.json(&["backup", "--qdrant", &src.urls[0]]);
+
+    let old = Qdrant::start_with(test, 1, None, &[("QDRANT_BIN", &bin)]).expect("binary present");
+    for force in [false, true] {
+        let mut args = vec!["restore", "latest", "--to-qdrant", &old.urls[0]];
+        if force {
+            args.push("--force");
+        }
+        let (code, err) = env.fail(&args);
+        assert_eq!(code, 1, "{err}");
+        assert!(
+            err.contains("1.18.3") && err.contains("older 1.17.1") && err.contains("1.19.x"),
+            "{err}"
+        );
+        assert!(!err.contains("--force"), "forcing cannot help: {err}");
+        let names = block(client(&old.urls[0], None).collections()).expect("collections");
+        assert!(names.is_empty(), "nothing is created: {names:?}");
+    }
 }
 
 #[test]

@@ -29,6 +29,18 @@ pub fn qdrant_up(test: &str) -> Option<PathBuf> {
     }
 }
 
+/// `../shared/bin/qdrant-1.17` (Qdrant 1.17.1, for tests across versions),
+/// or `None` with a visible notice.
+pub fn qdrant_1_17(test: &str) -> Option<String> {
+    let bin = project_dir().join("../shared/bin/qdrant-1.17");
+    if bin.is_file() {
+        Some(bin.display().to_string())
+    } else {
+        crate::support::skip(test, "no Qdrant 1.17 server at ../shared/bin/qdrant-1.17");
+        None
+    }
+}
+
 /// Port bases handed out in this process; each cluster takes 100 ports.
 static NEXT_BASE: AtomicUsize = AtomicUsize::new(0);
 

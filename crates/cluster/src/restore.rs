@@ -142,24 +142,52 @@ pub struct ClusterRestoreSummary {
     pub cleaned: usize,
 }
 
+/// Why a server's version does not fit a backup's, and whether a forced
+/// restore may go on anyway.
+#[derive(Debug)]
+pub(crate) struct VersionMismatch {
+    why: String,
+    /// False for a server older than the backup: it cannot load newer data,
+    /// so forcing would only leave a created collection with failed uploads.
+    forceable: bool,
+}
+
 /// Checks that a server of version `server` can load data of `backup`:
 /// the same major version and the same or the next minor version.
-pub(crate) fn check_version(backup: &str, server: &str) -> std::result::Result<(), String> {
+pub(crate) fn check_version(
+    backup: &str,
+    server: &str,
+) -> std::result::Result<(), VersionMismatch> {
     let (Some(b), Some(s)) = (Version::parse(backup), Version::parse(server)) else {
-        return Err(format!(
-            "cannot compare the backup's Qdrant version {backup:?} with the server's {server:?}"
-        ));
+        return Err(VersionMismatch {
+            why: format!(
+                "cannot compare the backup's Qdrant version {backup:?} with the server's {server:?}"
+            ),
+            forceable: true,
+        });
     };
     if b.major == s.major && (s.minor == b.minor || s.minor == b.minor + 1) {
         return Ok(());
     }
-    Err(format!(
+    if (s.major, s.minor) < (b.major, b.minor) {
+        return Err(VersionMismatch {
+            why: format!(
+                "the backup was made with Qdrant {b} and the server runs the older {s}, which cannot load data of a newer version; restore into {}.{}.x or {}.{}.x",
+                b.major,
+                b.minor,
+                b.major,
+                b.minor + 1
+            ),
+            forceable: false,
+        });
+    }
+    Err(VersionMismatch { forceable: true, why: format!(
         "the backup was made with Qdrant {b} and the server runs {s}; Qdrant loads data from the same or the previous minor version only (restore into {}.{}.x or {}.{}.x)",
         b.major,
         b.minor,
         b.major,
         b.minor + 1
-    ))
+    ) })
 }
 
 /// The `PUT /collections/{c}` body that re-creates a backed-up collection.
@@ -276,11 +304,14 @@ pub async fn restore(
     )?;
     let cluster = Cluster::discover(&ropts.target).await?;
     let target_version = cluster.version().version.clone();
-    if let Err(why) = check_version(&record.version, &target_version) {
-        if !ropts.force {
-            return Err(Error::refused_unless(why, Remedy::Force));
+    if let Err(m) = check_version(&record.version, &target_version) {
+        if !m.forceable {
+            return Err(Error::refused(m.why));
         }
-        tracing::warn!("{why}; going on because the restore is forced");
+        if !ropts.force {
+            return Err(Error::refused_unless(m.why, Remedy::Force));
+        }
+        tracing::warn!("{}; going on because the restore is forced", m.why);
     }
     let any = cluster.any().client.clone();
     let distributed = cluster.nodes.iter().any(|n| n.peer_id.is_some());
@@ -924,10 +955,15 @@ mod tests {
         assert!(check_version("1.17.1", "1.18.3").is_ok());
         let e = check_version("1.16.2", "1.18.3").expect_err("two minors apart");
         assert!(
-            e.contains("1.16.2") && e.contains("1.18.3") && e.contains("1.17.x"),
-            "{e}"
+            e.why.contains("1.16.2") && e.why.contains("1.18.3") && e.why.contains("1.17.x"),
+            "{e:?}"
         );
-        assert!(check_version("1.18.3", "1.17.0").is_err(), "older server");
+        assert!(e.forceable);
+        let e = check_version("1.18.3", "1.17.0").expect_err("older server");
+        assert!(
+            !e.forceable,
+            "an older server cannot load newer data: {e:?}"
+        );
         assert!(check_version("2.0.0", "1.18.3").is_err());
         assert!(check_version("dev", "1.18.3").is_err());
     }
