@@ -2,8 +2,7 @@ use serde_json::{json, Value};
 use sha2::Digest;
 
 use crate::qdrant_server::{
-    block, client, create, fingerprint, jwt, qdrant_1_17, upsert, wait_green, Faults, Proxy,
-    Qdrant,
+    block, client, create, fingerprint, jwt, qdrant_1_17, upsert, wait_green, Faults, Proxy, Qdrant,
 };
 use crate::support::{files_under, Env};
 

@@ -33,3 +33,5 @@ mod report;
 mod restore;
 /// The backup/restore suite against the S3-compatible server.
 mod s3;
+/// The test vectors: a tiny repository rebuilt byte for byte.
+mod vectors;

@@ -262,6 +262,7 @@ pub async fn init(g: &GlobalArgs, a: InitArgs) -> Result<()> {
             ..Compression::default()
         },
         pack_size: a.pack_size,
+        ..InitOptions::default()
     };
     let store = cairn_engine::RepoStore::open(loc, true).map_err(cairn_engine::Error::from)?;
     let repo = Repository::init(store, opts, &cache_root(g)).await?;

@@ -27,6 +27,12 @@ pub struct InitOptions {
     pub compression: Compression,
     /// Target pack size in bytes.
     pub pack_size: u64,
+    /// The repository id (it names the local cache directory); random when
+    /// `None`. Fixed only to rebuild a repository byte for byte (the test
+    /// vectors).
+    pub id: Option<[u8; 32]>,
+    /// The creation time recorded in the config; now when `None`.
+    pub created: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Default for InitOptions {
@@ -35,6 +41,8 @@ impl Default for InitOptions {
             chunker: ChunkerParams::default(),
             compression: Compression::default(),
             pack_size: 32 * 1024 * 1024,
+            id: None,
+            created: None,
         }
     }
 }
@@ -160,14 +168,14 @@ impl Repository {
                 location: store.location().to_string(),
             });
         }
-        let seed: [u8; 32] = rand::random();
+        let seed: [u8; 32] = opts.id.unwrap_or_else(rand::random);
         let config = RepoConfig {
             version: opts.chunker.format_version(),
             id: RepoId(seed),
             chunker: opts.chunker,
             compression: opts.compression,
             pack_size: opts.pack_size,
-            created: chrono::Utc::now().to_rfc3339(),
+            created: opts.created.unwrap_or_else(chrono::Utc::now).to_rfc3339(),
         };
         let json = serde_json::to_vec_pretty(&config).expect("invariant: config serializes");
         match store.put_new(keys::CONFIG, Bytes::from(json)).await {

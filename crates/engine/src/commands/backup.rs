@@ -24,14 +24,19 @@ pub enum BackupSource {
     },
 }
 
-fn collect_inputs(source: &BackupSource) -> Result<Vec<Input>> {
+/// The inputs of `source`; standard input gets the snapshot's time as its
+/// modification time.
+fn collect_inputs(
+    source: &BackupSource,
+    time: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<Input>> {
     let paths = match source {
         BackupSource::Stdin { name } => {
             return Ok(vec![Input {
                 name: name.clone(),
                 size: None,
                 mode: 0o644,
-                mtime: chrono::Utc::now().timestamp(),
+                mtime: time.timestamp(),
                 source: InputSource::Stdin,
             }])
         }
@@ -104,7 +109,7 @@ impl Repository {
     ) -> Result<BackupSummary> {
         let clock = std::time::Instant::now();
         let started = opts.time.unwrap_or_else(chrono::Utc::now);
-        let inputs = collect_inputs(&source)?;
+        let inputs = collect_inputs(&source, started)?;
         let host = opts.host.clone().unwrap_or_else(hostname);
         let tags = opts.tags.clone();
         let run = self
