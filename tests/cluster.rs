@@ -89,6 +89,8 @@ fn whole_cluster_backup_restores_into_fresh_3_node_and_1_node_clusters() {
     // One URL: the other nodes are discovered.
     let b = env.json(&["backup", "--qdrant", url, "--parallel", "3"]);
     assert_eq!(b["partial"], false, "{b}");
+    let typed: cairn_cluster::ClusterBackupSummary = crate::json::round_trip(&b);
+    assert_eq!(typed.record.version, "1.18.3");
     assert_eq!(b["qdrant_version"], "1.18.3");
     assert_eq!(b["nodes"].as_array().expect("nodes").len(), 3, "{b}");
     let shards = shards_of(&b, "docs");
@@ -130,6 +132,16 @@ fn whole_cluster_backup_restores_into_fresh_3_node_and_1_node_clusters() {
         args.extend_from_slice(rf);
         let r = env.json(&args);
         assert_eq!(r["verified"], true, "{r}");
+        // `--json` prints the cluster crate's result, field for field.
+        let typed: cairn_cluster::ClusterRestoreSummary = crate::json::round_trip(&r);
+        assert_eq!(typed.collections.len(), 2, "{r}");
+        assert!(
+            typed
+                .collections
+                .iter()
+                .all(|c| c.expected.contains(c.points)),
+            "{r}"
+        );
         let d = &dst.urls[0];
         assert_eq!(
             fingerprint(d, None, "docs", DIM, None),

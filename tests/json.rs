@@ -2,7 +2,7 @@
 //! its type, field for field.
 
 use cairn_engine::{
-    BackupSummary, CheckReport, ForgetSummary, PruneSummary, RepairIndexSummary,
+    BackupSummary, CheckReport, ForgetSummary, InitSummary, PruneSummary, RepairIndexSummary,
     RepairSnapshotsSummary, RepoStats, RestoreSummary, SnapshotKind, SnapshotRow,
 };
 use serde::de::DeserializeOwned;
@@ -11,10 +11,23 @@ use serde_json::Value;
 use crate::support::Env;
 
 /// Parses `v` into `T` and back: nothing is lost or added on the way.
-fn round_trip<T: DeserializeOwned + serde::Serialize>(v: &Value) -> T {
+pub fn round_trip<T: DeserializeOwned + serde::Serialize>(v: &Value) -> T {
     let parsed: T = serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("{e}: {v}"));
     assert_eq!(&serde_json::to_value(&parsed).expect("serializes"), v);
     parsed
+}
+
+#[test]
+fn init_json_is_the_config_written() {
+    let env = Env::local();
+    let init: InitSummary = round_trip(&env.json(&["init", "--pack-size", "8MiB"]));
+    assert_eq!(init.repository, env.repo);
+    assert_eq!(init.config.pack_size, 8 << 20);
+    let written: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(std::path::Path::new(&env.repo).join("config")).expect("config"),
+    )
+    .expect("JSON");
+    assert_eq!(serde_json::to_value(&init.config).expect("value"), written);
 }
 
 #[test]

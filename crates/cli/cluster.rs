@@ -6,12 +6,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use cairn_cluster::{
-    ApiKey, ClusterBackupOptions, ClusterRestoreOptions, QdrantTarget, SnapshotMethod,
+    ApiKey, ClusterBackupOptions, ClusterRestoreOptions, QdrantTarget, Rename, SnapshotMethod,
 };
 use cairn_engine::{
     BackupOptions, ClusterRecord, CollectionRecord, Repository, ShardStatus, SnapshotInfo,
 };
-use serde_json::{json, Value};
 
 use crate::global::GlobalArgs;
 use crate::progress::Bar;
@@ -113,21 +112,27 @@ pub struct ClusterRestoreArgs {
 }
 
 impl ClusterRestoreArgs {
-    /// (backed-up name, restored name) pairs.
-    fn renames(&self) -> Vec<(String, String)> {
+    /// The collections asked for, each with the name to restore it as.
+    fn renames(&self) -> Vec<Rename> {
         self.collections
             .iter()
-            .map(|c| match c.split_once(':') {
-                Some((from, to)) if !to.is_empty() => (from.to_string(), to.to_string()),
-                Some((from, _)) => (from.to_string(), from.to_string()),
-                None => (c.clone(), c.clone()),
+            .map(|c| {
+                let (from, to) = match c.split_once(':') {
+                    Some((from, to)) if !to.is_empty() => (from, to),
+                    Some((from, _)) => (from, from),
+                    None => (c.as_str(), c.as_str()),
+                };
+                Rename {
+                    backed_up: from.to_string(),
+                    restore_as: to.to_string(),
+                }
             })
             .collect()
     }
 
     /// The backed-up names asked for.
     pub fn collection_names(&self) -> Vec<String> {
-        self.renames().into_iter().map(|(from, _)| from).collect()
+        self.renames().into_iter().map(|r| r.backed_up).collect()
     }
 }
 
@@ -157,17 +162,7 @@ pub async fn backup(
     let t = &s.backup.totals;
     let r = &s.record;
     if g.json {
-        println!(
-            "{}",
-            json!({
-                "snapshot": s.backup.id.to_hex(), "dry_run": opts_dry_run, "requests": t.requests,
-                "source": r.source, "qdrant_version": r.version,
-                "partial": r.partial, "files": t.files, "bytes": t.bytes, "chunks": t.chunks,
-                "new_chunks": t.new_chunks, "new_bytes": t.new_bytes, "new_stored_bytes": t.new_stored_bytes,
-                "new_packs": t.new_packs, "seconds": secs, "collections": r.collections,
-                "aliases": r.aliases, "nodes": r.nodes,
-            })
-        );
+        println!("{}", serde_json::to_string(&s)?);
         return Ok(());
     }
     println!(
@@ -234,7 +229,7 @@ pub async fn restore(
     info: &SnapshotInfo,
     a: &ClusterRestoreArgs,
 ) -> Result<()> {
-    if a.renames().iter().any(|(from, _)| from.is_empty()) {
+    if a.renames().iter().any(|r| r.backed_up.is_empty()) {
         bail!(cairn_engine::Error::InvalidArgument(
             "--collection needs a name (NAME or NAME:NEWNAME)".into()
         ));
@@ -254,33 +249,7 @@ pub async fn restore(
         .with_context(|| format!("restoring snapshot {} into Qdrant", info.id.short()))?;
     let secs = started.elapsed().as_secs_f64();
     if g.json {
-        let collections: Vec<Value> = s
-            .collections
-            .iter()
-            .map(|c| {
-                json!({
-                    "source": c.source, "name": c.name, "created": c.created, "points": c.points,
-                    "expected_points": [c.expected.0, c.expected.1],
-                    "shards": c.shards.iter().map(|sh| json!({
-                        "shard_id": sh.shard_id, "target_shard_id": sh.target_shard_id,
-                        "shard_key": sh.shard_key, "node": sh.node, "bytes": sh.bytes,
-                        "seconds": sh.seconds, "points": sh.points,
-                        "expected_points": [sh.expected.0, sh.expected.1], "replicas": sh.replicas,
-                    })).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
-        println!(
-            "{}",
-            json!({
-                "snapshot": info.id.to_hex(), "backup_version": s.backup_version,
-                "target_version": s.target_version, "nodes": s.nodes, "collections": collections,
-                "aliases": s.aliases.iter().map(|(a, c)| json!({"alias": a, "collection": c})).collect::<Vec<_>>(),
-                "aliases_skipped": s.aliases_skipped,
-                "swapped_alias": s.swapped.as_ref().map(|(a, from, to)| json!({"alias": a, "from": from, "to": to})),
-                "cleaned_files": s.cleaned, "seconds": secs, "verified": true,
-            })
-        );
+        println!("{}", serde_json::to_string(&s)?);
         return Ok(());
     }
     println!(
@@ -314,18 +283,20 @@ pub async fn restore(
             c.shards.len()
         );
     }
-    for (alias, c) in &s.aliases {
-        println!("alias {alias} -> {c}");
+    for a in &s.aliases {
+        println!("alias {} -> {}", a.alias, a.collection);
     }
     for alias in &s.aliases_skipped {
         println!(
             "alias {alias} left as it is: it points at another collection (--force re-points it)"
         );
     }
-    if let Some((alias, from, to)) = &s.swapped {
+    if let Some(sw) = &s.swapped {
         println!(
-            "alias {alias} swapped atomically: {} -> {to}",
-            from.as_deref().unwrap_or("(unset)")
+            "alias {} swapped atomically: {} -> {}",
+            sw.alias,
+            sw.from.as_deref().unwrap_or("(unset)"),
+            sw.to
         );
     }
     println!(

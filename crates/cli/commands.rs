@@ -9,7 +9,6 @@ use cairn_engine::{
     BackupOptions, BackupSource, ChunkSizes, ChunkerParams, Compression, InitOptions, MemberSizes,
     Repository, RestoreOptions, SnapshotFilter,
 };
-use serde_json::json;
 
 use crate::global::{exit, GlobalArgs};
 use crate::progress::Bar;
@@ -268,10 +267,11 @@ pub async fn init(g: &GlobalArgs, a: InitArgs) -> Result<()> {
     let repo = Repository::init(store, opts, &cache_root(g)).await?;
     let c = repo.config();
     if g.json {
-        println!(
-            "{}",
-            json!({ "repository": loc, "id": c.id.to_hex(), "version": c.version, "chunker": c.chunker, "compression": c.compression, "pack_size": c.pack_size })
-        );
+        let summary = cairn_engine::InitSummary {
+            repository: loc.to_string(),
+            config: c.clone(),
+        };
+        println!("{}", serde_json::to_string(&summary)?);
     } else {
         let vectors = c.chunker.members.vectors.map_or(String::new(), |v| {
             format!(

@@ -86,13 +86,64 @@ impl ClusterBackupOptions {
     }
 }
 
-/// The result of a cluster backup.
-#[derive(Debug, Clone)]
+/// The result of a cluster backup. `backup --qdrant --json` prints it as
+/// the backup's summary (totals at the top level) with the record's
+/// fields beside it, its version as `qdrant_version`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(into = "SummaryJson", from = "SummaryJson")]
 pub struct ClusterBackupSummary {
     /// The snapshot written.
     pub backup: BackupSummary,
     /// Its cluster record.
     pub record: ClusterRecord,
+}
+
+/// [`ClusterBackupSummary`] as JSON.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SummaryJson {
+    #[serde(flatten)]
+    backup: BackupSummary,
+    source: String,
+    qdrant_version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    commit: Option<String>,
+    partial: bool,
+    nodes: Vec<NodeRecord>,
+    aliases: Vec<AliasRecord>,
+    collections: Vec<CollectionRecord>,
+}
+
+impl From<ClusterBackupSummary> for SummaryJson {
+    fn from(s: ClusterBackupSummary) -> Self {
+        let r = s.record;
+        Self {
+            backup: s.backup,
+            source: r.source,
+            qdrant_version: r.version,
+            commit: r.commit,
+            partial: r.partial,
+            nodes: r.nodes,
+            aliases: r.aliases,
+            collections: r.collections,
+        }
+    }
+}
+
+impl From<SummaryJson> for ClusterBackupSummary {
+    fn from(j: SummaryJson) -> Self {
+        Self {
+            backup: j.backup,
+            record: ClusterRecord {
+                source: j.source,
+                version: j.qdrant_version,
+                commit: j.commit,
+                nodes: j.nodes,
+                partial: j.partial,
+                aliases: j.aliases,
+                collections: j.collections,
+            },
+        }
+    }
 }
 
 /// The source key of a cluster backup: the URLs given, sorted, and the

@@ -19,7 +19,8 @@ pub mod topology;
 pub use backup::{backup, ClusterBackupOptions, ClusterBackupSummary, SnapshotMethod};
 pub use error::{Error, Remedy, Result};
 pub use restore::{
-    restore, ClusterRestoreOptions, ClusterRestoreSummary, RestoredCollection, RestoredShard,
+    restore, ClusterRestoreOptions, ClusterRestoreSummary, PointRange, Rename, RestoredCollection,
+    RestoredShard, SwappedAlias,
 };
 pub use topology::QdrantTarget;
 

@@ -25,9 +25,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cairn_model::{ClusterRecord, CollectionRecord, FileEntry, ShardRecord};
+use cairn_model::{
+    AliasRecord, ClusterRecord, CollectionRecord, FileEntry, ShardRecord, SnapshotId,
+};
 use cairn_qdrant::{CollectionParams, SnapshotPriority, Version};
 use futures::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
@@ -47,9 +50,9 @@ const UPLOAD_PREFIX: &str = "cairn-restore-";
 pub struct ClusterRestoreOptions {
     /// The cluster to restore into.
     pub target: QdrantTarget,
-    /// Collections to restore as (backed-up name, name to restore as);
-    /// empty: every collection of the backup under its own name.
-    pub collections: Vec<(String, String)>,
+    /// Collections to restore, and the name to restore each as; empty:
+    /// every collection of the backup under its own name.
+    pub collections: Vec<Rename>,
     /// Replication factor of the created collections (default: the backup's).
     pub replication_factor: Option<u32>,
     /// Restore despite a version mismatch or an incompatible existing
@@ -81,8 +84,66 @@ impl ClusterRestoreOptions {
     }
 }
 
+/// A backed-up collection and the name to restore it as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rename {
+    /// Its name in the backup.
+    pub backed_up: String,
+    /// The name to restore it as (the same to keep it).
+    pub restore_as: String,
+}
+
+/// A points count known within bounds: a shard read while writes arrived
+/// was counted before and after reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PointRange {
+    /// The lower bound.
+    pub min: u64,
+    /// The upper bound (equal to `min` without writes meanwhile).
+    pub max: u64,
+}
+
+impl PointRange {
+    /// True when `n` is within the bounds.
+    #[must_use]
+    pub fn contains(self, n: u64) -> bool {
+        (self.min..=self.max).contains(&n)
+    }
+}
+
+impl From<(u64, u64)> for PointRange {
+    fn from((min, max): (u64, u64)) -> Self {
+        Self { min, max }
+    }
+}
+
+impl std::fmt::Display for PointRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.min == self.max {
+            write!(f, "{}", self.min)
+        } else {
+            write!(
+                f,
+                "{} to {} (writes arrived while it was read)",
+                self.min, self.max
+            )
+        }
+    }
+}
+
+/// An alias pointed at a restored collection in one atomic operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwappedAlias {
+    /// The alias.
+    pub alias: String,
+    /// The collection it pointed at before, if any.
+    pub from: Option<String>,
+    /// The restored collection it points at now.
+    pub to: String,
+}
+
 /// One restored shard.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RestoredShard {
     /// Shard id in the backup.
     pub shard_id: u32,
@@ -96,8 +157,9 @@ pub struct RestoredShard {
     pub bytes: u64,
     /// Upload time.
     pub seconds: f64,
-    /// Points the backup holds (before, after reading; equal without writes meanwhile).
-    pub expected: (u64, u64),
+    /// Points the backup holds.
+    #[serde(rename = "expected_points")]
+    pub expected: PointRange,
     /// Points in the restored replicas (each Active replica agrees).
     pub points: u64,
     /// Active replicas.
@@ -105,7 +167,7 @@ pub struct RestoredShard {
 }
 
 /// One restored collection.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RestoredCollection {
     /// Name in the backup.
     pub source: String,
@@ -116,14 +178,18 @@ pub struct RestoredCollection {
     /// Exact points count after the restore.
     pub points: u64,
     /// The backup's count range (sum over shards).
-    pub expected: (u64, u64),
+    #[serde(rename = "expected_points")]
+    pub expected: PointRange,
     /// Its shards.
     pub shards: Vec<RestoredShard>,
 }
 
-/// What a restore into Qdrant did.
-#[derive(Debug, Clone)]
+/// What a restore into Qdrant did (`restore --to-qdrant --json` prints
+/// exactly this).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClusterRestoreSummary {
+    /// The snapshot restored.
+    pub snapshot: SnapshotId,
     /// Qdrant version of the backup.
     pub backup_version: String,
     /// Qdrant version of the target.
@@ -132,14 +198,21 @@ pub struct ClusterRestoreSummary {
     pub nodes: usize,
     /// Collections restored.
     pub collections: Vec<RestoredCollection>,
-    /// Aliases created or re-pointed: (alias, collection).
-    pub aliases: Vec<(String, String)>,
+    /// Aliases created or re-pointed.
+    pub aliases: Vec<AliasRecord>,
     /// Aliases of the backup left alone because they point elsewhere now.
     pub aliases_skipped: Vec<String>,
-    /// The swapped alias: (alias, previous collection, new collection).
-    pub swapped: Option<(String, Option<String>, String)>,
+    /// The alias swapped (`swap_alias`).
+    #[serde(rename = "swapped_alias")]
+    pub swapped: Option<SwappedAlias>,
     /// Snapshot files deleted from the nodes afterwards.
+    #[serde(rename = "cleaned_files")]
     pub cleaned: usize,
+    /// Wall time of the restore.
+    pub seconds: f64,
+    /// Every collection's counts were verified (a restore that returns at
+    /// all has verified them; kept in the JSON for scripts).
+    pub verified: bool,
 }
 
 /// Why a server's version does not fit a backup's, and whether a forced
@@ -290,6 +363,7 @@ pub async fn restore(
     ropts: &ClusterRestoreOptions,
     progress: Arc<dyn Progress>,
 ) -> Result<ClusterRestoreSummary> {
+    let clock = Instant::now();
     let record = info.snapshot.qdrant.as_ref().ok_or_else(|| {
         Error::refused(format!(
             "snapshot {} is a backup of files, not of a Qdrant cluster; restore it to a directory",
@@ -383,6 +457,7 @@ pub async fn restore(
         .sum();
     progress.start("restore", Some(total));
     let mut summary = ClusterRestoreSummary {
+        snapshot: info.id,
         backup_version: record.version.clone(),
         target_version,
         nodes: cluster.nodes.len(),
@@ -391,6 +466,8 @@ pub async fn restore(
         aliases_skipped: Vec::new(),
         swapped: None,
         cleaned: 0,
+        seconds: 0.0,
+        verified: true,
     };
     // One reader for every upload: requests in flight are bounded across
     // them, and each file's window shrinks with the parallelism.
@@ -441,7 +518,10 @@ pub async fn restore(
                 actions.push(
                     json!({ "create_alias": { "alias_name": a.alias, "collection_name": to } }),
                 );
-                summary.aliases.push((a.alias.clone(), to.to_string()));
+                summary.aliases.push(AliasRecord {
+                    alias: a.alias.clone(),
+                    collection: to.to_string(),
+                });
             }
         }
     }
@@ -463,8 +543,13 @@ pub async fn restore(
             "alias {alias} now points at {to} (was {})",
             previous.as_deref().unwrap_or("unset")
         ));
-        summary.swapped = Some((alias.clone(), previous, to));
+        summary.swapped = Some(SwappedAlias {
+            alias: alias.clone(),
+            from: previous,
+            to,
+        });
     }
+    summary.seconds = clock.elapsed().as_secs_f64();
     Ok(summary)
 }
 
@@ -582,14 +667,19 @@ async fn restore_collection(
     };
     let _ = placement;
     let points = any.count_exact(name).await?;
-    let expected = rec.shards.iter().fold((0, 0), |acc, s| {
-        let (lo, hi) = s.points_range().unwrap_or((0, u64::MAX / 1024));
-        (acc.0 + lo, acc.1 + hi)
-    });
-    if points < expected.0 || points > expected.1 {
+    let expected = rec
+        .shards
+        .iter()
+        .fold(PointRange { min: 0, max: 0 }, |acc, s| {
+            let (lo, hi) = s.points_range().unwrap_or((0, u64::MAX / 1024));
+            PointRange {
+                min: acc.min + lo,
+                max: acc.max + hi,
+            }
+        });
+    if !expected.contains(points) {
         return Err(Error::Verification(format!(
-            "collection {name} holds {points} points; the backup holds {}",
-            range(expected)
+            "collection {name} holds {points} points; the backup holds {expected}"
         )));
     }
     let mut restored = Vec::new();
@@ -607,7 +697,7 @@ async fn restore_collection(
             node: cluster.nodes[node].url(),
             bytes,
             seconds: secs,
-            expected: s.points_range().unwrap_or((pts, pts)),
+            expected: s.points_range().unwrap_or((pts, pts)).into(),
             points: pts,
             replicas,
         });
@@ -683,14 +773,6 @@ async fn upload_shard(
     }
 }
 
-fn range((lo, hi): (u64, u64)) -> String {
-    if lo == hi {
-        lo.to_string()
-    } else {
-        format!("{lo} to {hi} (writes arrived while it was read)")
-    }
-}
-
 fn params_of(rec: &CollectionRecord) -> Result<CollectionParams> {
     serde_json::from_value(rec.config.get("params").cloned().unwrap_or(Value::Null)).map_err(|e| {
         EngineError::Malformed {
@@ -704,7 +786,7 @@ fn params_of(rec: &CollectionRecord) -> Result<CollectionParams> {
 /// The collections to restore and the names to restore them as.
 fn select_collections<'a>(
     record: &'a ClusterRecord,
-    wanted: &[(String, String)],
+    wanted: &[Rename],
     swap_alias: Option<&str>,
     info: &SnapshotInfo,
 ) -> Result<Vec<(&'a CollectionRecord, String)>> {
@@ -714,7 +796,11 @@ fn select_collections<'a>(
             out.push((c, c.name.clone()));
         }
     } else {
-        for (from, to) in wanted {
+        for Rename {
+            backed_up: from,
+            restore_as: to,
+        } in wanted
+        {
             let c = record
                 .collections
                 .iter()
@@ -760,7 +846,7 @@ fn select_collections<'a>(
             )
             .into());
         }
-        if out[0].1 == out[0].0.name && wanted.iter().all(|(f, t)| f == t) {
+        if out[0].1 == out[0].0.name && wanted.iter().all(|r| r.backed_up == r.restore_as) {
             // No new name given: restore beside the old one.
             out[0].1 = format!("{}-{}", out[0].0.name, info.id.short());
         }
@@ -894,7 +980,7 @@ fn verify_counts(
             if let Some(bad) = counts.iter().find(|&&c| c < lo || c > hi) {
                 return Err(format!(
                     "shard {target} holds {bad} points; the backup holds {}",
-                    range((lo, hi))
+                    PointRange::from((lo, hi))
                 ));
             }
         }

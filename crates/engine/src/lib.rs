@@ -42,7 +42,7 @@ pub use commands::snapshots::{ClusterSummary, CollectionSummary, SnapshotKind, S
 pub use commands::stats::RepoStats;
 pub use error::{Error, Result};
 pub use progress::{NoProgress, Progress};
-pub use repository::{InitOptions, Repository, SnapshotFilter, SnapshotInfo};
+pub use repository::{InitOptions, InitSummary, Repository, SnapshotFilter, SnapshotInfo};
 pub use retention::RetentionPolicy;
 pub use services::damage::{CheckReport, DamagedFile, Problem, ProblemKind, ReadData};
 pub use services::ingest::{BackupOptions, BackupSummary, LOCAL_UPLOADS, OBJECT_STORE_UPLOADS};

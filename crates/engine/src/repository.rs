@@ -47,6 +47,18 @@ impl Default for InitOptions {
     }
 }
 
+/// What `init` created (`init --json` prints exactly this): the location and
+/// the config written there.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct InitSummary {
+    /// The repository location.
+    pub repository: String,
+    /// The config (format version, id, chunker, compression, pack size,
+    /// creation time).
+    #[serde(flatten)]
+    pub config: RepoConfig,
+}
+
 /// A snapshot's id and manifest.
 #[derive(Debug, Clone)]
 pub struct SnapshotInfo {
