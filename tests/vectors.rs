@@ -77,7 +77,7 @@ async fn write_repository(dir: &Path, cache: &Path, threads: usize, block: usize
             .expect("run");
         let snapshot = Snapshot {
             version: repo.config().version,
-            time: time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            time,
             host: "vectors".into(),
             tags: vec![format!("night{night}")],
             source: vec!["shard-0.snapshot".into()],

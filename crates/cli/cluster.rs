@@ -213,14 +213,8 @@ pub async fn backup(
     Ok(())
 }
 
-fn seconds_between(a: &str, b: &str) -> f64 {
-    match (
-        chrono::DateTime::parse_from_rfc3339(a),
-        chrono::DateTime::parse_from_rfc3339(b),
-    ) {
-        (Ok(a), Ok(b)) => (b - a).num_milliseconds() as f64 / 1000.0,
-        _ => 0.0,
-    }
+fn seconds_between(a: &cairn_engine::Time, b: &cairn_engine::Time) -> f64 {
+    (*b - *a).num_milliseconds() as f64 / 1000.0
 }
 
 pub async fn restore(

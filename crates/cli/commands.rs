@@ -452,7 +452,7 @@ pub async fn snapshots(g: &GlobalArgs, a: SnapshotsArgs) -> Result<()> {
         println!(
             "{:<10} {:<27} {:<16} {:<30} {:>10} {:>10}  {}{tags}",
             i.id.short(),
-            s.time,
+            crate::size::time(&s.time),
             s.host,
             content,
             human(s.totals.bytes),

@@ -78,7 +78,7 @@ pub async fn forget(g: &GlobalArgs, a: ForgetArgs) -> Result<()> {
                     "remove"
                 },
                 i.id.short(),
-                i.time,
+                crate::size::time(&i.time),
                 i.reasons.join(", ")
             );
         }

@@ -97,7 +97,7 @@ pub fn csv(r: &Report) -> String {
         out.push_str(&format!(
             "{},{},\"{}\",{},{},{},{:.3},{:.3},{},{},{},{},{}\n",
             b.id,
-            b.time,
+            crate::size::time(&b.time),
             b.source.replace('"', "\"\""),
             b.logical_bytes,
             b.new_bytes,
@@ -158,7 +158,7 @@ fn print_tables(r: &Report, class: &str) {
     for b in &r.backups {
         println!(
             "{:<27} {:<10} {:>11} {:>11} {:>11} {:>7} {:>7} {:>6}  {}",
-            b.time,
+            crate::size::time(&b.time),
             &b.id[..8],
             human(b.logical_bytes),
             human(b.new_bytes),
@@ -484,7 +484,7 @@ pub fn html(r: &Report, class: &str) -> String {
     body.push_str(&format!(
         "<h1>Cairn cost report</h1><p class=\"sub\">{} &middot; generated {} &middot; prices: {}</p>",
         esc(&r.repository),
-        esc(&r.generated),
+        esc(&r.generated.to_rfc3339()),
         esc(class)
     ));
     let latest_cost = r
@@ -563,7 +563,7 @@ pub fn html(r: &Report, class: &str) -> String {
                     (name, COLORS[i.min(7)], a.new_stored_bytes as f64)
                 })
                 .collect();
-            (b.time.get(..16).unwrap_or(&b.time).to_string(), segs)
+            (b.time.format("%Y-%m-%dT%H:%M").to_string(), segs)
         })
         .collect();
     body.push_str("<h2>What each backup added</h2><p>Stored bytes each backup added, by collection (cluster backups) or file. The first backup stores everything; later ones only what changed.</p>");
@@ -621,7 +621,7 @@ pub fn html(r: &Report, class: &str) -> String {
     for b in &r.backups {
         body.push_str(&format!(
             "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&b.time),
+            esc(&crate::size::time(&b.time)),
             esc(&b.id[..8]),
             esc(&b.source),
             esc(&human(b.logical_bytes)),

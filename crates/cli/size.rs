@@ -47,6 +47,11 @@ pub fn added(t: &cairn_engine::SnapshotTotals) -> String {
     )
 }
 
+/// A record's time as the repository writes it: `2026-11-25T04:00:00.000000Z`.
+pub fn time(t: &cairn_engine::Time) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

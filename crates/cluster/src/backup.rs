@@ -617,8 +617,8 @@ pub async fn backup(
                     .sha256
                     .clone()
                     .filter(|_| status == ShardStatus::Complete),
-                started: outcome.started.map(|t| t.to_rfc3339()),
-                finished: outcome.finished.map(|t| t.to_rfc3339()),
+                started: outcome.started,
+                finished: outcome.finished,
                 attempts: outcome.attempts,
                 error: outcome.error.clone(),
             });
@@ -659,7 +659,7 @@ pub async fn backup(
         // The repository's version: manifests did not change in
         // version 2, so older readers of a version 1 repository can read them.
         version: repo.config().version,
-        time: started.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        time: started,
         host,
         tags,
         source: copts.target.urls.clone(),

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cairn_model::Lease;
+use cairn_model::{Lease, LeaseKind};
 use cairn_store::keys;
 use chrono::{DateTime, Utc};
 
@@ -71,9 +71,8 @@ impl FoundLease {
     pub(crate) fn started(&self) -> DateTime<Utc> {
         self.lease
             .as_ref()
-            .and_then(|l| l.started.as_deref())
-            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-            .map_or(self.last_modified, |t| t.with_timezone(&Utc))
+            .and_then(|l| l.started)
+            .unwrap_or(self.last_modified)
     }
 
     /// True while valid at storage time `now`. An unreadable lease counts
@@ -105,13 +104,17 @@ impl FoundLease {
 impl Repository {
     /// Takes a new lease of `kind`. With `name`, the lease has that fixed name
     /// and is created only if absent (or stale: an expired one is replaced).
-    pub(crate) async fn acquire_lease(&self, kind: &str, name: Option<&str>) -> Result<HeldLease> {
+    pub(crate) async fn acquire_lease(
+        &self,
+        kind: LeaseKind,
+        name: Option<&str>,
+    ) -> Result<HeldLease> {
         let duration = self.lease_duration;
         let fixed = name.is_some();
         let name = name.map_or_else(|| hex::encode(rand::random::<[u8; 16]>()), str::to_string);
         let key = keys::lock(&name);
         let mut body = Lease {
-            kind: kind.to_string(),
+            kind,
             host: crate::services::host::hostname(),
             pid: std::process::id(),
             started: None,
@@ -141,7 +144,7 @@ impl Repository {
         }
         let written = Arc::new(Mutex::new(Instant::now()));
         let started = self.store.modified(&key).await?;
-        body.started = Some(started.to_rfc3339());
+        body.started = Some(started);
         self.store.put_replace(&key, encode(&body)).await?;
         let lapsed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let refresher = {

@@ -50,7 +50,8 @@ pub use services::ingest::{BackupOptions, BackupSummary, LOCAL_UPLOADS, OBJECT_S
 pub use cairn_cost::PriceTable;
 pub use cairn_model::{
     ChunkSizes, ChunkerParams, ClusterRecord, CollectionRecord, Compression, MemberSizes,
-    RepoConfig, ShardRecord, ShardStatus, Snapshot, SnapshotId, SnapshotTotals, FORMAT_VERSION,
+    RepoConfig, ShardRecord, ShardStatus, Snapshot, SnapshotId, SnapshotTotals, Time,
+    FORMAT_VERSION,
 };
 pub use cairn_store::{Error as StoreError, RepoStore};
 

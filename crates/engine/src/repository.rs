@@ -187,7 +187,7 @@ impl Repository {
             chunker: opts.chunker,
             compression: opts.compression,
             pack_size: opts.pack_size,
-            created: opts.created.unwrap_or_else(chrono::Utc::now).to_rfc3339(),
+            created: opts.created.unwrap_or_else(chrono::Utc::now),
         };
         let json = serde_json::to_vec_pretty(&config).expect("invariant: config serializes");
         match store.put_new(keys::CONFIG, Bytes::from(json)).await {
@@ -508,7 +508,13 @@ impl Repository {
                     sources: newest
                         .iter()
                         .map(|(k, i)| {
-                            format!("  {k}  (latest {} at {})", i.id.short(), i.snapshot.time)
+                            format!(
+                                "  {k}  (latest {} at {})",
+                                i.id.short(),
+                                i.snapshot
+                                    .time
+                                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+                            )
                         })
                         .collect::<Vec<_>>()
                         .join("\n"),

@@ -137,12 +137,20 @@ pub struct ShardRecord {
     /// sha256 (hex) of the bytes read: the `checksum` a restore uploads with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
-    /// When reading began (RFC 3339).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub started: Option<String>,
-    /// When reading ended (RFC 3339).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished: Option<String>,
+    /// When reading began.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::time::offset::option"
+    )]
+    pub started: Option<crate::Time>,
+    /// When reading ended.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::time::offset::option"
+    )]
+    pub finished: Option<crate::Time>,
     /// Attempts made (a broken stream is read again from the start).
     #[serde(default)]
     pub attempts: u32,

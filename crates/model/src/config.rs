@@ -260,6 +260,7 @@ pub struct RepoConfig {
     pub compression: Compression,
     /// Target pack size in bytes.
     pub pack_size: u64,
-    /// When the repository was created (RFC 3339).
-    pub created: String,
+    /// When the repository was created (written `2026-11-25T04:00:00+00:00`).
+    #[serde(with = "crate::time::offset")]
+    pub created: crate::Time,
 }

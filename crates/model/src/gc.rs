@@ -9,18 +9,46 @@ use crate::{PackId, SnapshotId};
 /// within `lease_secs` of the object's last write.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
-    /// `backup` or `prune`.
-    pub kind: String,
+    /// What the writer is doing.
+    pub kind: LeaseKind,
     /// Host of the process.
     pub host: String,
     /// Its process id.
     pub pid: u32,
-    /// The storage's time of the lease's first write (RFC 3339), once known;
-    /// before that, the first write is the current version.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub started: Option<String>,
+    /// The storage's time of the lease's first write, once known; before
+    /// that, the first write is the current version.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::time::offset::option::serialize",
+        deserialize_with = "crate::time::offset::option::deserialize_lenient"
+    )]
+    pub started: Option<crate::Time>,
     /// Seconds the lease is valid after each write.
     pub lease_secs: u64,
+}
+
+/// What a lease's writer is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LeaseKind {
+    /// A backup: it may deduplicate against any pack it saw.
+    Backup,
+    /// A prune (one at a time, `locks/prune`).
+    Prune,
+    /// A kind written by a newer release; treated like a backup.
+    #[serde(other)]
+    Other,
+}
+
+impl std::fmt::Display for LeaseKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Backup => "backup",
+            Self::Prune => "prune",
+            Self::Other => "other",
+        })
+    }
 }
 
 /// A prune's plan: what it condemned, to be deleted once no backup that

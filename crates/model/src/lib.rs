@@ -10,6 +10,7 @@ mod gc;
 mod id;
 mod index;
 mod snapshot;
+pub mod time;
 
 pub use cluster::{
     shard_file, shard_of, AliasRecord, ClusterRecord, CollectionRecord, NodeRecord, ReplicaRecord,
@@ -19,7 +20,7 @@ pub use config::{
     ChunkSizes, ChunkerParams, Compression, MemberSizes, RepoConfig, DEFAULT_VECTOR_AVG,
     FORMAT_VERSION, PACK_SIZES, ZSTD_LEVELS,
 };
-pub use gc::{GcPlan, Lease};
+pub use gc::{GcPlan, Lease, LeaseKind};
 pub use id::{ChunkId, IdParseError, PackId, RepoId, SnapshotId};
 pub use index::{
     Codec, IndexEntry, IndexFile, IndexGroup, PackLocation, INDEX_ENTRY_LEN, MAX_BLOB_LEN,
@@ -27,6 +28,7 @@ pub use index::{
 pub use snapshot::{
     ends_chunk_list, FileEntry, Requests, Snapshot, SnapshotTotals, INLINE_CHUNKS, MAX_LIST_CHUNKS,
 };
+pub use time::Time;
 
 /// Errors raised while decoding repository files.
 #[derive(Debug, thiserror::Error)]

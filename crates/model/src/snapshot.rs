@@ -99,8 +99,9 @@ pub struct SnapshotTotals {
 pub struct Snapshot {
     /// Repository format version the manifest was written with.
     pub version: u32,
-    /// When the backup started (RFC 3339, UTC).
-    pub time: String,
+    /// When the backup started (written `2026-11-25T04:00:00.000000Z`).
+    #[serde(with = "crate::time::micros")]
+    pub time: crate::Time,
     /// Host that ran the backup.
     pub host: String,
     /// Free-form tags.

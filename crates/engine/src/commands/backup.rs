@@ -131,7 +131,7 @@ impl Repository {
             // The repository's version: manifests did not change in
             // version 2, so older readers of a version 1 repository can read them.
             version: self.config.version,
-            time: started.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            time: started,
             host,
             tags,
             source,

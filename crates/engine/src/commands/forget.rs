@@ -61,7 +61,8 @@ pub struct ForgetItem {
     /// The snapshot.
     pub id: SnapshotId,
     /// When it was taken.
-    pub time: String,
+    #[serde(with = "cairn_model::time::micros")]
+    pub time: cairn_model::Time,
     /// Kept or removed.
     pub action: Action,
     /// The rules that keep it, or why it is removed.
@@ -133,7 +134,7 @@ impl Repository {
                     .or_default()
                     .push(ForgetItem {
                         id: info.id,
-                        time: info.snapshot.time.clone(),
+                        time: info.snapshot.time,
                         action: Action::Remove,
                         reasons: vec!["named".into()],
                     });
@@ -157,9 +158,7 @@ impl Repository {
                 let candidates: Vec<Candidate> = infos
                     .iter()
                     .map(|i| Candidate {
-                        time: chrono::DateTime::parse_from_rfc3339(&i.snapshot.time)
-                            .map(|t| t.with_timezone(&chrono::Utc))
-                            .unwrap_or_default(),
+                        time: i.snapshot.time,
                         tags: i.snapshot.tags.clone(),
                         complete: i.snapshot.qdrant.as_ref().is_none_or(|r| !r.partial),
                     })
@@ -170,7 +169,7 @@ impl Repository {
                     .zip(reasons)
                     .map(|(i, r)| ForgetItem {
                         id: i.id,
-                        time: i.snapshot.time.clone(),
+                        time: i.snapshot.time,
                         action: if r.is_empty() {
                             Action::Remove
                         } else {

@@ -198,7 +198,10 @@ impl Repository {
         let lock = if opts.dry_run {
             None
         } else {
-            Some(self.acquire_lease("prune", Some("prune")).await?)
+            Some(
+                self.acquire_lease(cairn_model::LeaseKind::Prune, Some("prune"))
+                    .await?,
+            )
         };
         let result = self.prune_locked(opts, &*progress).await;
         if let Some(l) = lock {
@@ -472,7 +475,11 @@ impl Repository {
             .leases()
             .await?
             .into_iter()
-            .filter(|l| l.lease.as_ref().is_none_or(|x| x.kind == "backup"))
+            .filter(|l| {
+                l.lease
+                    .as_ref()
+                    .is_none_or(|x| x.kind != cairn_model::LeaseKind::Prune)
+            })
             .filter(|l| l.is_live(now) && l.started() <= written)
             .map(|l| l.describe())
             .collect();

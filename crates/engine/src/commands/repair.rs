@@ -65,7 +65,9 @@ impl Repository {
     /// # Errors
     /// [`crate::Error::Busy`] while a prune runs; storage errors.
     pub async fn repair_index(&self, progress: Arc<dyn Progress>) -> Result<RepairIndexSummary> {
-        let lock = self.acquire_lease("prune", Some("prune")).await?;
+        let lock = self
+            .acquire_lease(cairn_model::LeaseKind::Prune, Some("prune"))
+            .await?;
         let r = self.repair_index_locked(&*progress).await;
         lock.release().await;
         r

@@ -121,7 +121,8 @@ pub struct BackupRow {
     /// Snapshot id.
     pub id: String,
     /// When.
-    pub time: String,
+    #[serde(with = "cairn_model::time::micros")]
+    pub time: cairn_model::Time,
     /// Its source.
     pub source: String,
     /// Logical bytes (the files' sizes).
@@ -147,10 +148,12 @@ pub struct SourceRow {
     pub source: String,
     /// Its backups.
     pub backups: usize,
-    /// The first and the latest.
-    pub first: String,
+    /// The first.
+    #[serde(with = "cairn_model::time::micros")]
+    pub first: cairn_model::Time,
     /// The latest.
-    pub last: String,
+    #[serde(with = "cairn_model::time::micros")]
+    pub last: cairn_model::Time,
     /// Logical bytes of the latest backup.
     pub latest_logical_bytes: u64,
     /// Stored bytes its backups added.
@@ -288,7 +291,8 @@ pub struct RestorePart {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     /// When it was made.
-    pub generated: String,
+    #[serde(with = "cairn_model::time::offset")]
+    pub generated: cairn_model::Time,
     /// The repository's location.
     pub repository: String,
     /// The repository as listed.
@@ -320,9 +324,7 @@ fn ratio(a: u64, b: u64) -> f64 {
 }
 
 fn time_of(info: &SnapshotInfo) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(&info.snapshot.time)
-        .map(|t| t.with_timezone(&Utc))
-        .unwrap_or_default()
+    info.snapshot.time
 }
 
 /// Describes a policy ("keep daily 7, weekly 4").
@@ -470,7 +472,7 @@ impl Repository {
             let t = &s.totals;
             backups.push(BackupRow {
                 id: info.id.to_hex(),
-                time: s.time.clone(),
+                time: s.time,
                 source: s.source_key(),
                 logical_bytes: t.bytes,
                 new_bytes: t.new_bytes,
@@ -488,13 +490,13 @@ impl Repository {
                 .or_insert_with(|| SourceRow {
                     source: b.source.clone(),
                     backups: 0,
-                    first: b.time.clone(),
-                    last: b.time.clone(),
+                    first: b.time,
+                    last: b.time,
                     latest_logical_bytes: 0,
                     added_stored_bytes: 0,
                 });
             row.backups += 1;
-            row.last.clone_from(&b.time);
+            row.last = b.time;
             row.latest_logical_bytes = b.logical_bytes;
             row.added_stored_bytes += b.new_stored_bytes;
         }
@@ -673,7 +675,7 @@ impl Repository {
         });
 
         Ok(Report {
-            generated: started.to_rfc3339(),
+            generated: started,
             repository: self.location().to_string(),
             totals,
             backups,

@@ -49,8 +49,9 @@ pub struct ClusterSummary {
 pub struct SnapshotRow {
     /// The snapshot.
     pub id: SnapshotId,
-    /// When the backup started (RFC 3339).
-    pub time: String,
+    /// When the backup started.
+    #[serde(with = "cairn_model::time::micros")]
+    pub time: cairn_model::Time,
     /// The host that ran it.
     pub host: String,
     /// Its tags.
@@ -78,7 +79,7 @@ impl From<&SnapshotInfo> for SnapshotRow {
         let s = &i.snapshot;
         Self {
             id: i.id,
-            time: s.time.clone(),
+            time: s.time,
             host: s.host.clone(),
             tags: s.tags.clone(),
             source: s.source_key(),

@@ -732,7 +732,10 @@ impl Repository {
         let lease = if opts.dry_run {
             None
         } else {
-            Some(repo.acquire_lease("backup", None).await?)
+            Some(
+                repo.acquire_lease(cairn_model::LeaseKind::Backup, None)
+                    .await?,
+            )
         };
         let run = async {
             let index = repo.chunk_index().await?;
