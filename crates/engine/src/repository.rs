@@ -7,7 +7,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use cairn_index::ChunkIndex;
 use cairn_model::{
-    ChunkerParams, Compression, IndexFile, RepoConfig, RepoId, Snapshot, SnapshotId, FORMAT_VERSION,
+    ChunkerParams, Compression, IndexFile, IndexId, RepoConfig, RepoId, Snapshot, SnapshotId,
+    FORMAT_VERSION,
 };
 use cairn_store::{keys, RepoStore};
 use futures::StreamExt;
@@ -277,6 +278,28 @@ impl Repository {
         self.cache_root.join(self.config.id.to_hex())
     }
 
+    /// The index files listed, by id, with their sizes. An object under
+    /// `index/` whose name is not an id is a stray: it is named in a warning
+    /// and skipped (`check` reports it).
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub(crate) async fn list_index(&self) -> Result<Vec<(IndexId, u64)>> {
+        Ok(self
+            .store
+            .list(keys::INDEX_DIR)
+            .await?
+            .into_iter()
+            .filter_map(|l| match l.name.parse::<IndexId>() {
+                Ok(id) => Some((id, l.size)),
+                Err(_) => {
+                    tracing::warn!(object = %format!("{}/{}", keys::INDEX_DIR, l.name), "skipping an object that is not an index file");
+                    None
+                }
+            })
+            .collect())
+    }
+
     /// Opens the local chunk index and brings it up to date with the
     /// repository's index files: new files are ingested; if files it had seen
     /// are gone (or the cache is unusable) it is rebuilt from scratch.
@@ -285,24 +308,18 @@ impl Repository {
     /// Storage, RocksDB or malformed index files.
     pub async fn chunk_index(&self) -> Result<Arc<ChunkIndex>> {
         let dir = self.cache_dir();
-        let listed_sizes: Vec<(String, u64)> = self
-            .store
-            .list(keys::INDEX_DIR)
-            .await?
-            .into_iter()
-            .map(|l| (l.name, l.size))
-            .collect();
-        let listed: HashSet<String> = listed_sizes.iter().map(|(n, _)| n.clone()).collect();
+        let listed_sizes = self.list_index().await?;
+        let listed: HashSet<IndexId> = listed_sizes.iter().map(|(n, _)| *n).collect();
         // A slot of its own, or wait: see cairn_index's crate docs.
         let idx = tokio::task::spawn_blocking(move || ChunkIndex::open_shared(&dir))
             .await
             .expect("invariant: index open does not panic")?;
         let idx = Arc::new(idx);
         let seen = idx.ingested_files()?;
-        let missing: Vec<(String, u64)> = listed_sizes
+        let missing: Vec<(IndexId, u64)> = listed_sizes
             .iter()
             .filter(|(n, _)| !seen.contains(n))
-            .cloned()
+            .copied()
             .collect();
         if !missing.is_empty() {
             tracing::info!(
@@ -314,7 +331,7 @@ impl Repository {
         // Files the cache knows that are gone: fine when a prune superseded
         // them (what is still needed came with the files that replaced them);
         // anything else means the cache may hold stale locations: rebuild.
-        let gone: Vec<String> = seen.difference(&listed).cloned().collect();
+        let gone: Vec<IndexId> = seen.difference(&listed).copied().collect();
         if gone.is_empty() {
             return Ok(idx);
         }
@@ -335,9 +352,9 @@ impl Repository {
     async fn ingest_index_files(
         &self,
         idx: &Arc<ChunkIndex>,
-        files: Vec<(String, u64)>,
+        files: Vec<(IndexId, u64)>,
     ) -> Result<()> {
-        let fetched: Vec<(String, Result<IndexFile>)> = futures::stream::iter(files)
+        let fetched: Vec<(IndexId, Result<IndexFile>)> = futures::stream::iter(files)
             .map(|(name, size)| async move {
                 if size > MAX_INDEX_FILE {
                     let e = malformed(
@@ -372,9 +389,9 @@ impl Repository {
                 Err(e) => return Err(e),
             }
         }
-        let mut superseded: HashSet<String> = idx.superseded_files()?;
+        let mut superseded: HashSet<IndexId> = idx.superseded_files()?;
         for (_, f) in &good {
-            superseded.extend(f.supersedes.iter().cloned());
+            superseded.extend(f.supersedes.iter().copied());
         }
         good.sort_by_key(|(n, _)| !superseded.contains(n));
         let idx = Arc::clone(idx);

@@ -22,7 +22,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use cairn_model::{ChunkId, IndexGroup, PackId, PackLocation};
+use cairn_model::{ChunkId, IndexGroup, IndexId, PackId, PackLocation};
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, DB};
 
 /// Bumped whenever the on-disk layout of this cache changes; a mismatch wipes it.
@@ -348,7 +348,7 @@ impl ChunkIndex {
     ///
     /// # Errors
     /// RocksDB failures.
-    pub fn ingest(&self, index_file: &str, groups: &[IndexGroup]) -> Result<()> {
+    pub fn ingest(&self, index_file: &IndexId, groups: &[IndexGroup]) -> Result<()> {
         self.ingest_superseding(index_file, &[], groups)
     }
 
@@ -356,21 +356,16 @@ impl ChunkIndex {
     /// others: their names are recorded with it.
     ///
     /// # Errors
-    /// RocksDB failures; a name that is not 64 hex digits.
+    /// RocksDB failures.
     pub fn ingest_superseding(
         &self,
-        index_file: &str,
-        supersedes: &[String],
+        index_file: &IndexId,
+        supersedes: &[IndexId],
         groups: &[IndexGroup],
     ) -> Result<()> {
         let mut names = Vec::with_capacity(supersedes.len() * 32);
         for n in supersedes {
-            let mut raw = [0u8; 32];
-            hex::decode_to_slice(n, &mut raw).map_err(|_| Error::Corrupt {
-                path: self.path.clone(),
-                reason: format!("superseded index file name {n:?}"),
-            })?;
-            names.extend_from_slice(&raw);
+            names.extend_from_slice(&n.0);
         }
         let mut batch = WriteBatch::default();
         let chunks = self.cf(CF_CHUNKS);
@@ -384,7 +379,7 @@ impl ChunkIndex {
                 g.pack_length.to_le_bytes(),
             );
         }
-        batch.put_cf(self.cf(CF_FILES), index_file.as_bytes(), names);
+        batch.put_cf(self.cf(CF_FILES), index_file.to_hex().as_bytes(), names);
         self.db.write(batch).map_err(|e| self.db_err(e))
     }
 
@@ -392,14 +387,17 @@ impl ChunkIndex {
     ///
     /// # Errors
     /// RocksDB failures.
-    pub fn superseded_files(&self) -> Result<HashSet<String>> {
+    pub fn superseded_files(&self) -> Result<HashSet<IndexId>> {
         let mut out = HashSet::new();
         for item in self
             .db
             .iterator_cf(self.cf(CF_FILES), rocksdb::IteratorMode::Start)
         {
             let (_, v) = item.map_err(|e| self.db_err(e))?;
-            out.extend(v.chunks_exact(32).map(hex::encode));
+            out.extend(
+                v.chunks_exact(32)
+                    .map(|c| IndexId(c.try_into().expect("invariant: 32 bytes"))),
+            );
         }
         Ok(out)
     }
@@ -409,10 +407,10 @@ impl ChunkIndex {
     ///
     /// # Errors
     /// RocksDB failures.
-    pub fn forget_files(&self, names: &[String]) -> Result<()> {
+    pub fn forget_files(&self, names: &[IndexId]) -> Result<()> {
         let mut batch = WriteBatch::default();
         for n in names {
-            batch.delete_cf(self.cf(CF_FILES), n.as_bytes());
+            batch.delete_cf(self.cf(CF_FILES), n.to_hex().as_bytes());
         }
         self.db.write(batch).map_err(|e| self.db_err(e))
     }
@@ -421,14 +419,21 @@ impl ChunkIndex {
     ///
     /// # Errors
     /// RocksDB failures.
-    pub fn ingested_files(&self) -> Result<HashSet<String>> {
+    pub fn ingested_files(&self) -> Result<HashSet<IndexId>> {
         let mut out = HashSet::new();
         for item in self
             .db
             .iterator_cf(self.cf(CF_FILES), rocksdb::IteratorMode::Start)
         {
             let (k, _) = item.map_err(|e| self.db_err(e))?;
-            out.insert(String::from_utf8_lossy(&k).into_owned());
+            let id = std::str::from_utf8(&k)
+                .ok()
+                .and_then(|k| k.parse().ok())
+                .ok_or_else(|| Error::Corrupt {
+                    path: self.path.clone(),
+                    reason: format!("ingested index file name {}", String::from_utf8_lossy(&k)),
+                })?;
+            out.insert(id);
         }
         Ok(out)
     }
@@ -498,6 +503,11 @@ impl ChunkIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The id of test index file `n`.
+    fn file(n: u8) -> IndexId {
+        IndexId([n; 32])
+    }
     use cairn_model::{Codec, IndexEntry};
 
     fn group(n: u8) -> IndexGroup {
@@ -522,7 +532,7 @@ mod tests {
         let path = dir.path().join("idx");
         {
             let idx = ChunkIndex::open(&path).expect("opens");
-            idx.ingest("f1", &[group(1)]).expect("ingests");
+            idx.ingest(&file(1), &[group(1)]).expect("ingests");
             let hits = idx
                 .get_many(&[
                     ChunkId::of(&[1, 0]),
@@ -538,7 +548,7 @@ mod tests {
         assert!(idx.get(&ChunkId::of(&[1, 1])).expect("looks up").is_some());
         assert_eq!(
             idx.ingested_files().expect("lists"),
-            HashSet::from(["f1".to_string()])
+            HashSet::from([file(1)])
         );
     }
 
@@ -546,11 +556,11 @@ mod tests {
     fn concurrent_openers_get_their_own_slots_and_nothing_is_wiped() {
         let dir = tempfile::tempdir().expect("tempdir");
         let a = ChunkIndex::open_shared(dir.path()).expect("opens slot 0");
-        a.ingest("f1", &[group(1)]).expect("ingests");
+        a.ingest(&file(1), &[group(1)]).expect("ingests");
         let b = ChunkIndex::open_shared(dir.path()).expect("opens slot 1");
         assert_ne!(a.path(), b.path());
         assert!(b.ingested_files().expect("lists").is_empty());
-        b.ingest("f2", &[group(2)]).expect("ingests");
+        b.ingest(&file(2), &[group(2)]).expect("ingests");
         drop(a);
         drop(b);
         let again = ChunkIndex::open_shared(dir.path()).expect("slot 0 is free again");
@@ -573,7 +583,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         // Opened without the slot protocol, as a foreign process would.
         let foreign = ChunkIndex::open(&slot_path(dir.path(), 0)).expect("opens");
-        foreign.ingest("f1", &[group(1)]).expect("ingests");
+        foreign.ingest(&file(1), &[group(1)]).expect("ingests");
         let err = ChunkIndex::open_shared(dir.path()).expect_err("busy");
         assert!(matches!(err, Error::Busy { .. }), "{err}");
         assert!(foreign
@@ -582,14 +592,15 @@ mod tests {
             .is_some());
         drop(foreign);
         let idx = ChunkIndex::open_shared(dir.path()).expect("opens");
-        assert!(idx.ingested_files().expect("lists").contains("f1"));
+        assert!(idx.ingested_files().expect("lists").contains(&file(1)));
     }
 
     #[test]
     fn forgotten_packs_lose_their_chunks() {
         let dir = tempfile::tempdir().expect("tempdir");
         let idx = ChunkIndex::open(&dir.path().join("idx")).expect("opens");
-        idx.ingest("f1", &[group(1), group(2)]).expect("ingests");
+        idx.ingest(&file(1), &[group(1), group(2)])
+            .expect("ingests");
         assert_eq!(idx.packs().expect("packs").len(), 2);
         let gone = HashSet::from([PackId::of(&[1])]);
         assert_eq!(idx.forget_packs(&gone).expect("forgets"), 3);

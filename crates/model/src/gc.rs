@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{PackId, SnapshotId};
+use crate::{IndexId, PackId, SnapshotId};
 
 /// A lease held by a running writer: valid while the storage's clock is
 /// within `lease_secs` of the object's last write.
@@ -60,7 +60,7 @@ pub struct GcPlan {
     /// Packs no snapshot known to the prune needs (or repacked elsewhere).
     pub condemned_packs: Vec<PackId>,
     /// Index files replaced by the prune's own.
-    pub superseded_index: Vec<String>,
+    pub superseded_index: Vec<IndexId>,
     /// Every snapshot the prune saw; others are newer and may still use a
     /// condemned pack.
     pub snapshots: Vec<SnapshotId>,

@@ -104,6 +104,10 @@ define_id!(
     /// Random identifier chosen at `init`; names the local cache.
     RepoId
 );
+define_id!(
+    /// BLAKE3 of a whole index file: its name under `index/`.
+    IndexId
+);
 
 #[cfg(test)]
 mod tests {

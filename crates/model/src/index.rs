@@ -1,7 +1,7 @@
 //! Where chunks live: the binary entry shared by pack trailers, index files
 //! and the local chunk index.
 
-use crate::{ChunkId, Error, PackId, Result};
+use crate::{ChunkId, Error, IndexId, PackId, Result};
 
 /// How a blob's bytes are stored. Discriminants are on-disk values and are
 /// never reused.
@@ -179,7 +179,7 @@ pub struct IndexGroup {
 pub struct IndexFile {
     /// Index files (names) this one replaces: every entry of theirs that is
     /// still needed is in this file or in another file that is not superseded.
-    pub supersedes: Vec<String>,
+    pub supersedes: Vec<IndexId>,
     /// One group per pack.
     pub groups: Vec<IndexGroup>,
 }
@@ -203,11 +203,8 @@ impl IndexFile {
                     .expect("invariant: < 4G files")
                     .to_le_bytes(),
             );
-            for name in &self.supersedes {
-                let mut raw = [0u8; 32];
-                hex::decode_to_slice(name, &mut raw)
-                    .expect("invariant: index file names are 64 hex digits");
-                out.extend_from_slice(&raw);
+            for id in &self.supersedes {
+                out.extend_from_slice(&id.0);
             }
         }
         out.extend_from_slice(
@@ -265,7 +262,9 @@ impl IndexFile {
         if version == INDEX_VERSION_SUPERSEDING {
             let n = u32::from_le_bytes(take(&mut pos, 4)?.try_into().expect("invariant: 4 bytes"));
             for _ in 0..n {
-                supersedes.push(hex::encode(take(&mut pos, 32)?));
+                supersedes.push(IndexId(
+                    take(&mut pos, 32)?.try_into().expect("invariant: 32 bytes"),
+                ));
             }
         }
         let count = u32::from_le_bytes(take(&mut pos, 4)?.try_into().expect("invariant: 4 bytes"));
@@ -321,7 +320,7 @@ mod tests {
             "nothing superseded: version 1"
         );
         let superseding = IndexFile {
-            supersedes: vec!["ab".repeat(32), "cd".repeat(32)],
+            supersedes: vec![IndexId([0xab; 32]), IndexId([0xcd; 32])],
             ..f.clone()
         };
         let encoded = superseding.encode();

@@ -21,7 +21,7 @@ pub use config::{
     FORMAT_VERSION, PACK_SIZES, ZSTD_LEVELS,
 };
 pub use gc::{GcPlan, Lease, LeaseKind};
-pub use id::{ChunkId, IdParseError, PackId, RepoId, SnapshotId};
+pub use id::{ChunkId, IdParseError, IndexId, PackId, RepoId, SnapshotId};
 pub use index::{
     Codec, IndexEntry, IndexFile, IndexGroup, PackLocation, INDEX_ENTRY_LEN, MAX_BLOB_LEN,
 };

@@ -166,7 +166,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The kinds of file in a repository and their key prefixes.
 pub mod keys {
-    use cairn_model::{PackId, SnapshotId};
+    use cairn_model::{IndexId, PackId, SnapshotId};
 
     /// The repository config.
     pub const CONFIG: &str = "config";
@@ -202,8 +202,8 @@ pub mod keys {
 
     /// Key of an index file.
     #[must_use]
-    pub fn index(name: &str) -> String {
-        format!("{INDEX_DIR}/{name}")
+    pub fn index(id: &IndexId) -> String {
+        format!("{INDEX_DIR}/{}", id.to_hex())
     }
 
     /// Key of a snapshot manifest.

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cairn_model::{ChunkId, GcPlan, IndexFile, IndexGroup, PackId, SnapshotId};
+use cairn_model::{ChunkId, GcPlan, IndexFile, IndexGroup, IndexId, PackId, SnapshotId};
 use cairn_pack::PackWriter;
 use cairn_store::keys;
 use chrono::{DateTime, Utc};
@@ -320,11 +320,11 @@ impl Repository {
                     .copied(),
             )
             .collect();
-        let superseded: Vec<String> = view
+        let superseded: Vec<IndexId> = view
             .files
             .iter()
             .filter(|(_, f)| f.groups.iter().any(|g| gone.contains(&g.pack)))
-            .map(|(n, _)| n.clone())
+            .map(|(n, _)| *n)
             .collect();
         // Kept blobs are read with one plan (neighbours in one request), in
         // pack order, so the new packs do not depend on request timing.
@@ -430,7 +430,7 @@ impl Repository {
             };
             first = false;
             let bytes = file.encode();
-            let name = blake3::hash(&bytes).to_hex().to_string();
+            let name = IndexId::of(&bytes);
             self.store
                 .put_content_addressed(&keys::index(&name), Bytes::from(bytes))
                 .await?;
@@ -533,7 +533,7 @@ impl Repository {
                     .collect(),
             };
             let bytes = file.encode();
-            let n = blake3::hash(&bytes).to_hex().to_string();
+            let n = IndexId::of(&bytes);
             self.store
                 .put_content_addressed(&keys::index(&n), Bytes::from(bytes))
                 .await?;

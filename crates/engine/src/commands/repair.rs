@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use cairn_model::{IndexFile, IndexGroup, PackId, SnapshotId};
+use cairn_model::{IndexFile, IndexGroup, IndexId, PackId, SnapshotId};
 use cairn_store::keys;
 use futures::{StreamExt, TryStreamExt};
 
@@ -75,12 +75,11 @@ impl Repository {
 
     async fn repair_index_locked(&self, progress: &dyn Progress) -> Result<RepairIndexSummary> {
         let mut s = RepairIndexSummary::default();
-        let old: Vec<String> = self
-            .store
-            .list(keys::INDEX_DIR)
+        let old: Vec<IndexId> = self
+            .list_index()
             .await?
             .into_iter()
-            .map(|l| l.name)
+            .map(|(id, _)| id)
             .collect();
         let packs: Vec<(PackId, u64)> = self.pack_sizes().await?.into_iter().collect();
         progress.start("repair index", Some(packs.len() as u64));
@@ -121,7 +120,7 @@ impl Repository {
                 groups: batch,
             };
             let bytes = file.encode();
-            let name = blake3::hash(&bytes).to_hex().to_string();
+            let name = IndexId::of(&bytes);
             self.store
                 .put_content_addressed(&keys::index(&name), Bytes::from(bytes))
                 .await?;

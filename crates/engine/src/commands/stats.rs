@@ -67,13 +67,13 @@ impl Repository {
         let packs = self.store.list(keys::PACK_DIR).await?;
         s.packs = packs.len() as u64;
         s.pack_bytes = packs.iter().map(|l| l.size).sum();
-        let index_files = self.store.list(keys::INDEX_DIR).await?;
-        s.index_bytes = index_files.iter().map(|l| l.size).sum();
+        let index_files = self.list_index().await?;
+        s.index_bytes = index_files.iter().map(|(_, size)| size).sum();
         let files: Vec<IndexFile> = futures::stream::iter(index_files)
-            .map(|l| async move {
-                let b = self.store.get(&keys::index(&l.name)).await?;
+            .map(|(id, _)| async move {
+                let b = self.store.get(&keys::index(&id)).await?;
                 IndexFile::decode(&b).map_err(|e| Error::Malformed {
-                    what: format!("index file {}", l.name),
+                    what: format!("index file {id}"),
                     reason: e.to_string(),
                 })
             })

@@ -115,13 +115,16 @@ impl Repository {
         // Damaged index files were skipped by index_view: count them here.
         let listed_index = self.store.list(keys::INDEX_DIR).await?;
         for l in &listed_index {
-            if !view.files.contains_key(&l.name) {
-                r.errors.push(Problem {
-                    kind: ProblemKind::IndexUnreadable,
-                    object: keys::index(&l.name),
-                    detail: "cannot be read (run cairn repair index)".into(),
-                });
-            }
+            let detail = match l.name.parse::<cairn_model::IndexId>() {
+                Ok(id) if view.files.contains_key(&id) => continue,
+                Ok(_) => "cannot be read (run cairn repair index)",
+                Err(_) => "is not named by an index file id (a stray object)",
+            };
+            r.errors.push(Problem {
+                kind: ProblemKind::IndexUnreadable,
+                object: format!("{}/{}", keys::INDEX_DIR, l.name),
+                detail: detail.into(),
+            });
         }
         let present: HashMap<PackId, u64> = self.pack_sizes().await?.into_iter().collect();
         let condemned = self.condemned_packs().await?;

@@ -40,8 +40,8 @@ use bytes::Bytes;
 use cairn_chunk::{Block, BlockReader, Chunker, MemberKind};
 use cairn_index::ChunkIndex;
 use cairn_model::{
-    ends_chunk_list, ChunkId, FileEntry, IndexFile, IndexGroup, PackId, RepoConfig, Requests,
-    Snapshot, SnapshotId, SnapshotTotals, INLINE_CHUNKS,
+    ends_chunk_list, ChunkId, FileEntry, IndexFile, IndexGroup, IndexId, PackId, RepoConfig,
+    Requests, Snapshot, SnapshotId, SnapshotTotals, INLINE_CHUNKS,
 };
 use cairn_pack::PackWriter;
 use cairn_store::{keys, RepoStore};
@@ -440,7 +440,7 @@ impl Reader<'_, '_> {
 }
 
 /// An upload's index file name and group, and the pack's buffer for reuse.
-type Uploaded = Result<(String, IndexGroup, Vec<u8>)>;
+type Uploaded = Result<(IndexId, IndexGroup, Vec<u8>)>;
 
 struct Packer<'a> {
     repo: &'a Repository,
@@ -689,7 +689,7 @@ pub(crate) fn estimated_requests(pack_sizes: &[u64], local: bool) -> Requests {
 pub(crate) async fn store_pack(
     store: &RepoStore,
     pack: cairn_pack::FinishedPack,
-) -> Result<(String, IndexGroup, Vec<u8>)> {
+) -> Result<(IndexId, IndexGroup, Vec<u8>)> {
     let group = IndexGroup {
         pack: pack.id,
         pack_length: pack.bytes.len() as u64,
@@ -700,7 +700,7 @@ pub(crate) async fn store_pack(
         groups: vec![group],
     };
     let encoded = file.encode();
-    let name = blake3::hash(&encoded).to_hex().to_string();
+    let name = IndexId::of(&encoded);
     let bytes = Bytes::from(pack.bytes);
     store
         .put_content_addressed(&keys::pack(&pack.id), bytes.clone())

@@ -866,7 +866,7 @@ mod tests {
         let known = id(7);
         index
             .ingest(
-                "f",
+                &cairn_model::IndexId([1; 32]),
                 &[IndexGroup {
                     pack: PackId([3; 32]),
                     pack_length: 1000,

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use cairn_model::{ChunkId, GcPlan, IndexEntry, IndexFile, IndexGroup, PackId};
+use cairn_model::{ChunkId, GcPlan, IndexEntry, IndexFile, IndexGroup, IndexId, PackId};
 use cairn_store::keys;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -14,7 +14,7 @@ use crate::{Error, Repository, Result};
 /// All readable index files: where each chunk is, what each pack holds.
 #[derive(Debug, Default)]
 pub(crate) struct IndexView {
-    pub(crate) files: BTreeMap<String, IndexFile>,
+    pub(crate) files: BTreeMap<IndexId, IndexFile>,
     /// Chunk → every (pack, entry) that holds it.
     pub(crate) locations: HashMap<ChunkId, Vec<(PackId, IndexEntry)>>,
     /// Pack → its group.
@@ -22,7 +22,7 @@ pub(crate) struct IndexView {
 }
 
 impl IndexView {
-    fn add(&mut self, name: String, file: IndexFile) {
+    fn add(&mut self, name: IndexId, file: IndexFile) {
         for g in &file.groups {
             for e in &g.entries {
                 let locs = self.locations.entry(e.id).or_default();
@@ -67,18 +67,18 @@ impl Repository {
 
     /// Reads every index file (damaged ones are named and skipped).
     pub(crate) async fn index_view(&self) -> Result<IndexView> {
-        let listed = self.store.list(keys::INDEX_DIR).await?;
-        let loaded: Vec<(String, Result<IndexFile>)> = futures::stream::iter(listed)
-            .map(|l| async move {
+        let listed = self.list_index().await?;
+        let loaded: Vec<(IndexId, Result<IndexFile>)> = futures::stream::iter(listed)
+            .map(|(id, _)| async move {
                 let r = async {
-                    let b = self.store.get(&keys::index(&l.name)).await?;
+                    let b = self.store.get(&keys::index(&id)).await?;
                     IndexFile::decode(&b).map_err(|e| Error::Malformed {
-                        what: format!("index file {}", l.name),
+                        what: format!("index file {id}"),
                         reason: e.to_string(),
                     })
                 }
                 .await;
-                (l.name, r)
+                (id, r)
             })
             .buffer_unordered(16)
             .collect()
