@@ -32,7 +32,7 @@ use cairn_engine::{
     Result as EngineResult,
 };
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// How shard snapshots are read from the nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

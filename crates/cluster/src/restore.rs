@@ -39,7 +39,7 @@ use crate::topology::{Cluster, QdrantTarget};
 use cairn_engine::seams::{FileStreamer, Sink};
 use cairn_engine::{Error as EngineError, Progress, Repository, SnapshotInfo};
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// Prefix of the snapshot file names uploads use, so that leftovers can be
 /// found and deleted.

@@ -21,7 +21,7 @@ use cairn_qdrant::{
 
 use cairn_engine::Error as EngineError;
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// How to reach a cluster.
 #[derive(Debug, Clone)]

@@ -16,7 +16,8 @@ use cairn_model::{Lease, LeaseKind};
 use cairn_store::keys;
 use chrono::{DateTime, Utc};
 
-use crate::{Error, Repository, Result};
+use crate::error::{Error, Result};
+use crate::repository::Repository;
 
 pub use crate::repository::DEFAULT_LEASE;
 
@@ -115,7 +116,7 @@ impl Repository {
         let key = keys::lock(&name);
         let mut body = Lease {
             kind,
-            host: crate::services::host::hostname(),
+            host: crate::host::hostname(),
             pid: std::process::id(),
             started: None,
             lease_secs: duration.as_secs().max(1),

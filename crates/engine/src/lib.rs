@@ -18,6 +18,7 @@
 
 mod commands;
 mod error;
+mod host;
 mod lease;
 mod progress;
 pub mod read;
@@ -29,15 +30,13 @@ pub use commands::backup::BackupSource;
 pub use commands::forget::{
     Action as ForgetAction, ForgetGroup, ForgetItem, ForgetOptions, ForgetSummary, GroupBy,
 };
-pub use commands::prune::{
-    Deferred, PruneOptions, PrunePlanSummary, PruneSummary, SweepReport, UnlockSummary,
-};
+pub use commands::prune::PruneOptions;
 pub use commands::repair::{RepairIndexSummary, RepairSnapshotsSummary, Repaired};
 pub use commands::report::{
     describe_policy, Added, BackupRow, ClassCost, ClassProjection, ClassRestore, Expiring, Growth,
     ProjectionPoint, Report, ReportOptions, RestoreCost, ShardAdded, SourceRow, Totals,
 };
-pub use commands::restore::{RestoreOptions, RestoreSummary};
+pub use commands::restore::RestoreOptions;
 pub use commands::snapshots::{ClusterSummary, CollectionSummary, SnapshotKind, SnapshotRow};
 pub use commands::stats::RepoStats;
 pub use error::{Error, Result};
@@ -45,7 +44,9 @@ pub use progress::{NoProgress, Progress};
 pub use repository::{InitOptions, InitSummary, Repository, SnapshotFilter, SnapshotInfo};
 pub use retention::RetentionPolicy;
 pub use services::damage::{CheckReport, DamagedFile, Problem, ProblemKind, ReadData};
+pub use services::gc::{Deferred, PrunePlanSummary, PruneSummary, SweepReport, UnlockSummary};
 pub use services::ingest::{BackupOptions, BackupSummary, LOCAL_UPLOADS, OBJECT_STORE_UPLOADS};
+pub use services::materialize::RestoreSummary;
 
 pub use cairn_cost::PriceTable;
 pub use cairn_model::{
@@ -60,7 +61,7 @@ pub use cairn_store::{Error as StoreError, RepoStore};
 /// and can be opened again, the ingest run and the commit of its snapshot
 /// (carrying the front end's own source record), and restore sinks.
 pub mod seams {
-    pub use crate::services::host::hostname;
+    pub use crate::host::hostname;
     pub use crate::services::ingest::{
         Commit, Input, InputOutcome, InputSource, RunResult, RunShape, Stop, StreamInput,
     };

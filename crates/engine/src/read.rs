@@ -21,7 +21,8 @@ use cairn_model::{ChunkId, Codec, PackId, PackLocation};
 use cairn_store::keys;
 use futures::StreamExt;
 
-use crate::{Error, Repository};
+use crate::error::Error;
+use crate::repository::Repository;
 
 /// How large and how wasteful a request may be.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -795,76 +796,6 @@ pub(crate) type ChunkLists =
 /// The ids a chunk list's bytes hold; `None` when they end in a partial id.
 pub(crate) fn list_ids(raw: &[u8]) -> Option<Vec<ChunkId>> {
     (raw.len() % 32 == 0).then(|| raw.chunks_exact(32).map(ChunkId::from_slice).collect())
-}
-
-impl Repository {
-    /// Reads those of the chunk lists `lists` (located by `view`) that `out`
-    /// does not hold yet into it, many to a request. A list whose first
-    /// copy is unusable is read again from its other copies, one by one.
-    pub(crate) async fn read_lists(
-        &self,
-        view: &crate::services::view::IndexView,
-        lists: impl IntoIterator<Item = ChunkId>,
-        out: &mut ChunkLists,
-    ) {
-        let mut wanted = Vec::new();
-        for id in lists {
-            if out.contains_key(&id) {
-                continue;
-            }
-            match view.locations.get(&id).and_then(|l| l.first()) {
-                Some((pack, e)) => {
-                    wanted.push((*pack, Blob::from(e)));
-                    out.insert(id, Err(String::new()));
-                }
-                None => {
-                    out.insert(
-                        id,
-                        Err(format!("chunk list {} is in no index file", id.short())),
-                    );
-                }
-            }
-        }
-        let reader = self.reader(None);
-        let plan = plan(wanted, &reader.limits);
-        let parsed: Vec<Vec<(ChunkId, std::result::Result<Vec<ChunkId>, String>)>> = self
-            .fetch(
-                plan.reads,
-                &reader,
-                Arc::new(|f: Fetched| {
-                    f.read
-                        .blobs
-                        .iter()
-                        .enumerate()
-                        .map(|(i, b)| {
-                            let ids = match f.blob(i) {
-                                Ok(raw) => list_ids(raw).ok_or_else(|| {
-                                    format!("chunk list {} has a partial id", b.id.short())
-                                }),
-                                Err(fault) => Err(format!("pack {}: {fault}", f.read.pack.short())),
-                            };
-                            (b.id, ids)
-                        })
-                        .collect()
-                }),
-            )
-            .collect()
-            .await;
-        for (id, ids) in parsed.into_iter().flatten() {
-            let ids = match ids {
-                Ok(ids) => Ok(ids),
-                // Another copy may be sound.
-                Err(first) => match view.locations.get(&id).map(Vec::len) {
-                    Some(n) if n > 1 => self.read_blob(view, &id).await.and_then(|raw| {
-                        list_ids(&raw)
-                            .ok_or_else(|| format!("chunk list {} has a partial id", id.short()))
-                    }),
-                    _ => Err(first),
-                },
-            };
-            out.insert(id, ids);
-        }
-    }
 }
 
 /// The error a restore reports for a faulted blob.

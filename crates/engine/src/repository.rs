@@ -13,7 +13,7 @@ use cairn_model::{
 use cairn_store::{keys, RepoStore};
 use futures::StreamExt;
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// How long a lease (a running writer's marker, see [`crate::lease`]) lasts
 /// unless renewed.

@@ -8,9 +8,11 @@ use std::sync::Arc;
 
 use cairn_model::Snapshot;
 
-use crate::services::host::hostname;
+use crate::error::{Error, Result};
+use crate::host::hostname;
+use crate::progress::Progress;
+use crate::repository::Repository;
 use crate::services::ingest::{BackupOptions, BackupSummary, Input, InputSource, RunShape};
-use crate::{Error, Progress, Repository, Result};
 
 /// What to back up.
 #[derive(Debug, Clone)]

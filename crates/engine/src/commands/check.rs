@@ -3,8 +3,10 @@
 
 use std::sync::Arc;
 
+use crate::error::Result;
+use crate::progress::Progress;
+use crate::repository::Repository;
 use crate::services::damage::{CheckReport, ReadData};
-use crate::{Progress, Repository, Result};
 
 impl Repository {
     /// Checks the repository: every index file decodes; every pack an index

@@ -3,7 +3,9 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::{Error, Repository, RestoreSummary, Result, SnapshotInfo};
+use crate::error::{Error, Result};
+use crate::repository::{Repository, SnapshotInfo};
+use crate::services::materialize::RestoreSummary;
 
 impl Repository {
     /// Writes one file of a snapshot to `out` (e.g. stdout).
@@ -42,7 +44,7 @@ impl Repository {
                 &index,
                 out,
                 &reader,
-                &crate::NoProgress,
+                &crate::progress::NoProgress,
                 Path::new("<stdout>"),
             )
             .await?;

@@ -8,8 +8,10 @@ use cairn_model::SnapshotId;
 use cairn_store::keys;
 use futures::{StreamExt, TryStreamExt};
 
+use crate::error::{Error, Result};
+use crate::repository::{Repository, SnapshotInfo};
 use crate::retention::{apply, Candidate, RetentionPolicy};
-use crate::{Error, Repository, Result, SnapshotInfo};
+use crate::services::gc::PruneSummary;
 
 /// How snapshots are grouped before a policy is applied.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -91,7 +93,7 @@ pub struct ForgetSummary {
     /// Nothing was deleted.
     pub dry_run: bool,
     /// The prune that followed (`forget --prune`), if any.
-    pub prune: Option<crate::PruneSummary>,
+    pub prune: Option<PruneSummary>,
 }
 
 fn group_key(info: &SnapshotInfo, by: GroupBy) -> String {

@@ -29,10 +29,13 @@ use cairn_store::keys;
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 
+use crate::error::{Error, Result};
+use crate::progress::Progress;
 use crate::read::{self, Blob, BlobFault, ChunkLists, Fetched};
+use crate::repository::{Repository, SnapshotInfo};
+use crate::services::gc::{Deferred, PrunePlanSummary, PruneSummary, SweepReport, UnlockSummary};
 use crate::services::ingest::store_pack;
 use crate::services::view::IndexView;
-use crate::{Error, Progress, Repository, Result, SnapshotInfo};
 
 /// Settings of a prune.
 #[derive(Debug, Clone)]
@@ -53,85 +56,6 @@ impl Default for PruneOptions {
             grace: Duration::ZERO,
         }
     }
-}
-
-/// What a mark found and decided.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct PrunePlanSummary {
-    /// Snapshots read.
-    pub snapshots: usize,
-    /// Packs in the repository (not counting those earlier plans condemned).
-    pub packs: usize,
-    /// Bytes in them.
-    pub pack_bytes: u64,
-    /// Bytes of blobs some snapshot needs.
-    pub live_bytes: u64,
-    /// Packs condemned because nothing needs them (or no index names them).
-    pub packs_unused: usize,
-    /// Packs repacked (their live blobs copied, then condemned).
-    pub packs_repacked: usize,
-    /// Bytes that the condemned packs take.
-    pub bytes_to_delete: u64,
-    /// Bytes read to repack.
-    pub bytes_to_download: u64,
-    /// Bytes written by repacking (packs and index files).
-    pub bytes_to_upload: u64,
-    /// Storage requests the prune makes: reads, writes, deletes.
-    pub requests: u64,
-    /// Index files superseded.
-    pub index_superseded: usize,
-    /// Snapshot files whose chunks are not all in the repository.
-    pub damaged: Vec<String>,
-    /// The plan written (not in a dry run, not when there is nothing to do).
-    pub plan: Option<String>,
-}
-
-/// What a sweep did to one plan.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct SweepReport {
-    /// The plan.
-    pub plan: String,
-    /// Packs deleted.
-    pub packs_deleted: usize,
-    /// Their bytes.
-    pub bytes_deleted: u64,
-    /// Condemned packs a newer snapshot needs, kept.
-    pub packs_spared: usize,
-    /// Index files deleted.
-    pub index_deleted: usize,
-}
-
-/// What `unlock` did (`unlock --json` prints exactly this).
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct UnlockSummary {
-    /// Lapsed leases deleted, described.
-    pub removed: Vec<String>,
-    /// Live leases left alone, described.
-    pub live: Vec<String>,
-}
-
-/// A plan left for a later prune.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Deferred {
-    /// The plan.
-    pub plan: String,
-    /// Why it was not swept yet.
-    pub why: String,
-}
-
-/// What a prune did (`prune --json` prints exactly this; the mark's fields
-/// at the top level).
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct PruneSummary {
-    /// The mark.
-    #[serde(flatten)]
-    pub mark: PrunePlanSummary,
-    /// Plans swept.
-    pub swept: Vec<SweepReport>,
-    /// Plans left for a later prune, and why.
-    pub deferred: Vec<Deferred>,
-    /// Nothing was changed.
-    pub dry_run: bool,
 }
 
 /// The packs (and blobs) a set of snapshots needs.
@@ -437,7 +361,7 @@ impl Repository {
         }
 
         let plan = GcPlan {
-            host: crate::services::host::hostname(),
+            host: crate::host::hostname(),
             condemned_packs: condemned.into_iter().chain(repack).collect(),
             superseded_index: superseded,
             snapshots: snapshots.iter().map(|i| i.id).collect(),

@@ -21,8 +21,10 @@ use cairn_model::{IndexFile, IndexGroup, IndexId, PackId, SnapshotId};
 use cairn_store::keys;
 use futures::{StreamExt, TryStreamExt};
 
+use crate::error::Result;
+use crate::progress::Progress;
+use crate::repository::Repository;
 use crate::services::damage::ReadData;
-use crate::{Progress, Repository, Result};
 
 /// What `repair_index` did (`repair index --json` prints exactly this).
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
@@ -45,7 +47,7 @@ pub struct Repaired {
     /// The salvaged one (not written in a dry run).
     pub to: Option<SnapshotId>,
     /// Files marked damaged, and why.
-    pub damaged: Vec<crate::DamagedFile>,
+    pub damaged: Vec<crate::services::damage::DamagedFile>,
 }
 
 /// What `repair_snapshots` did (`repair snapshots --json` prints exactly this).

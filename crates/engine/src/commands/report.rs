@@ -30,11 +30,12 @@ use cairn_store::keys;
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
+use crate::error::Result;
 use crate::read::ChunkLists;
+use crate::repository::{Repository, SnapshotInfo};
 use crate::retention::{apply, Candidate, RetentionPolicy};
 use crate::services::materialize::{file_reads, ReadTally};
 use crate::services::view::IndexView;
-use crate::{Repository, Result, SnapshotInfo};
 
 /// Settings of a report.
 #[derive(Debug, Clone)]

@@ -7,8 +7,10 @@ use std::sync::Arc;
 
 use cairn_model::FileEntry;
 
-use crate::services::materialize::ReadTally;
-use crate::{Error, Progress, Repository, Result, SnapshotInfo};
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use crate::repository::{Repository, SnapshotInfo};
+use crate::services::materialize::RestoreSummary;
 
 /// Restore settings.
 #[derive(Debug, Clone)]
@@ -31,36 +33,6 @@ impl Default for RestoreOptions {
             concurrency: None,
             sync: true,
         }
-    }
-}
-
-/// What a restore wrote, and what it read to do so (`restore --json`
-/// prints exactly this).
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct RestoreSummary {
-    /// The snapshot restored (hex id).
-    pub snapshot: String,
-    /// Where to (a directory, or `-` for standard output).
-    pub target: String,
-    /// Files written.
-    pub files: u64,
-    /// Bytes written.
-    pub bytes: u64,
-    /// Ranged reads of packs (chunk lists included).
-    pub requests: u64,
-    /// Bytes those reads returned.
-    pub bytes_read: u64,
-    /// Of those, bytes no restored file needed (gaps bridged to save requests).
-    pub over_read: u64,
-    /// Wall time.
-    pub seconds: f64,
-}
-
-impl RestoreSummary {
-    pub(crate) fn add_reads(&mut self, r: &ReadTally) {
-        self.requests += r.requests;
-        self.bytes_read += r.fetched;
-        self.over_read += r.fetched - r.needed;
     }
 }
 

@@ -2,7 +2,7 @@
 
 use cairn_model::{AliasRecord, SnapshotId};
 
-use crate::SnapshotInfo;
+use crate::repository::SnapshotInfo;
 
 /// What a snapshot backed up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

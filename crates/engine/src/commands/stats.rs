@@ -5,7 +5,8 @@ use cairn_store::keys;
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
-use crate::{Error, Repository, Result};
+use crate::error::{Error, Result};
+use crate::repository::Repository;
 
 /// Sizes and ratios for a whole repository.
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]

@@ -15,8 +15,10 @@ use cairn_model::{ChunkId, PackId};
 use cairn_store::keys;
 use futures::StreamExt;
 
+use crate::error::Result;
+use crate::progress::Progress;
 use crate::read::{decode_spans, Blob, ChunkLists};
-use crate::{Progress, Repository, Result};
+use crate::repository::Repository;
 
 /// Which packs a check reads whole.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -49,8 +49,10 @@ use rayon::prelude::*;
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 
+use crate::error::{Error, Result};
+use crate::progress::Progress;
 use crate::repository::compress_json;
-use crate::{Error, Progress, Repository, Result};
+use crate::repository::Repository;
 
 /// Bounds on the bytes per piece when a block's boundaries are found in
 /// parallel. A block is split into one piece per worker thread, within these

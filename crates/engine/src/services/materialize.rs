@@ -19,8 +19,10 @@ use cairn_model::{ChunkId, FileEntry, PackId, PackLocation};
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 
+use crate::error::{Error, Result};
+use crate::progress::Progress;
 use crate::read::{self, Blob, BlobFault, Blocking, Fetched, ReadPlan, Reader};
-use crate::{Error, Progress, Repository, Result, SnapshotInfo};
+use crate::repository::{Repository, SnapshotInfo};
 
 /// The smallest window a reader shared by parallel files uses.
 pub(crate) const MIN_WINDOW: u64 = 8 * 1024 * 1024;
@@ -277,6 +279,36 @@ fn check_size(info: &SnapshotInfo, file: &FileEntry, got: u64) -> Result<()> {
             file.size
         ),
     })
+}
+
+/// What a restore wrote, and what it read to do so (`restore --json`
+/// prints exactly this).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct RestoreSummary {
+    /// The snapshot restored (hex id).
+    pub snapshot: String,
+    /// Where to (a directory, or `-` for standard output).
+    pub target: String,
+    /// Files written.
+    pub files: u64,
+    /// Bytes written.
+    pub bytes: u64,
+    /// Ranged reads of packs (chunk lists included).
+    pub requests: u64,
+    /// Bytes those reads returned.
+    pub bytes_read: u64,
+    /// Of those, bytes no restored file needed (gaps bridged to save requests).
+    pub over_read: u64,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+impl RestoreSummary {
+    pub(crate) fn add_reads(&mut self, r: &ReadTally) {
+        self.requests += r.requests;
+        self.bytes_read += r.fetched;
+        self.over_read += r.fetched - r.needed;
+    }
 }
 
 /// A destination for restored bytes, driven from a blocking thread: any

@@ -1,0 +1,81 @@
+//! What garbage collection did: the result types a prune returns, which a
+//! forget that prunes afterwards carries too, and `unlock`'s.
+
+/// What a mark found and decided.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct PrunePlanSummary {
+    /// Snapshots read.
+    pub snapshots: usize,
+    /// Packs in the repository (not counting those earlier plans condemned).
+    pub packs: usize,
+    /// Bytes in them.
+    pub pack_bytes: u64,
+    /// Bytes of blobs some snapshot needs.
+    pub live_bytes: u64,
+    /// Packs condemned because nothing needs them (or no index names them).
+    pub packs_unused: usize,
+    /// Packs repacked (their live blobs copied, then condemned).
+    pub packs_repacked: usize,
+    /// Bytes that the condemned packs take.
+    pub bytes_to_delete: u64,
+    /// Bytes read to repack.
+    pub bytes_to_download: u64,
+    /// Bytes written by repacking (packs and index files).
+    pub bytes_to_upload: u64,
+    /// Storage requests the prune makes: reads, writes, deletes.
+    pub requests: u64,
+    /// Index files superseded.
+    pub index_superseded: usize,
+    /// Snapshot files whose chunks are not all in the repository.
+    pub damaged: Vec<String>,
+    /// The plan written (not in a dry run, not when there is nothing to do).
+    pub plan: Option<String>,
+}
+
+/// What a sweep did to one plan.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct SweepReport {
+    /// The plan.
+    pub plan: String,
+    /// Packs deleted.
+    pub packs_deleted: usize,
+    /// Their bytes.
+    pub bytes_deleted: u64,
+    /// Condemned packs a newer snapshot needs, kept.
+    pub packs_spared: usize,
+    /// Index files deleted.
+    pub index_deleted: usize,
+}
+
+/// What `unlock` did (`unlock --json` prints exactly this).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct UnlockSummary {
+    /// Lapsed leases deleted, described.
+    pub removed: Vec<String>,
+    /// Live leases left alone, described.
+    pub live: Vec<String>,
+}
+
+/// A plan left for a later prune.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Deferred {
+    /// The plan.
+    pub plan: String,
+    /// Why it was not swept yet.
+    pub why: String,
+}
+
+/// What a prune did (`prune --json` prints exactly this; the mark's fields
+/// at the top level).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct PruneSummary {
+    /// The mark.
+    #[serde(flatten)]
+    pub mark: PrunePlanSummary,
+    /// Plans swept.
+    pub swept: Vec<SweepReport>,
+    /// Plans left for a later prune, and why.
+    pub deferred: Vec<Deferred>,
+    /// Nothing was changed.
+    pub dry_run: bool,
+}
