@@ -3,7 +3,8 @@
 
 use cairn_engine::{
     BackupSummary, CheckReport, ForgetSummary, InitSummary, PruneSummary, RepairIndexSummary,
-    RepairSnapshotsSummary, RepoStats, RestoreSummary, SnapshotKind, SnapshotRow,
+    RepairSnapshotsSummary, RepoStats, Report, RestoreSummary, SnapshotKind, SnapshotRow,
+    UnlockSummary,
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -72,6 +73,10 @@ fn json_output_parses_back_into_the_result_types() {
     assert_eq!(check.snapshots, 2);
     assert!(check.packs_read > 0);
 
+    let report: Report = round_trip(&env.json(&["report"]));
+    assert_eq!(report.backups.len(), 2);
+    assert!(report.backups.iter().any(|b| b.logical_bytes == 3_000_000));
+
     let forget: ForgetSummary = round_trip(&env.json(&["forget", "--keep-last", "1", "--prune"]));
     assert_eq!(forget.removed.len(), 1);
     let prune = forget.prune.expect("--prune ran a prune");
@@ -87,4 +92,10 @@ fn json_output_parses_back_into_the_result_types() {
     let snaps: RepairSnapshotsSummary =
         round_trip(&env.json(&["repair", "snapshots", "--dry-run"]));
     assert!(snaps.dry_run && snaps.repaired.is_empty(), "{snaps:?}");
+
+    let unlock: UnlockSummary = round_trip(&env.json(&["unlock"]));
+    assert!(
+        unlock.removed.is_empty() && unlock.live.is_empty(),
+        "{unlock:?}"
+    );
 }

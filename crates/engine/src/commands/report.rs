@@ -70,7 +70,7 @@ impl Default for ReportOptions {
 }
 
 /// What one collection (or file) of a backup added.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Added {
     /// Collection name, or file path for backups of files.
     pub name: String,
@@ -79,12 +79,12 @@ pub struct Added {
     /// Stored bytes added.
     pub new_stored_bytes: u64,
     /// Per shard (cluster backups).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shards: Vec<ShardAdded>,
 }
 
 /// What one shard of a cluster backup added.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct ShardAdded {
     /// The shard.
     pub shard_id: u32,
@@ -95,7 +95,7 @@ pub struct ShardAdded {
 }
 
 /// A month of keeping the backups in one storage class, three ways.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct ClassProjection {
     /// The storage class.
     pub class: String,
@@ -108,7 +108,7 @@ pub struct ClassProjection {
 }
 
 /// Restoring from one storage class.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct ClassRestore {
     /// The storage class.
     pub class: String,
@@ -117,7 +117,7 @@ pub struct ClassRestore {
 }
 
 /// One backup.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct BackupRow {
     /// Snapshot id.
     pub id: String,
@@ -143,7 +143,7 @@ pub struct BackupRow {
 }
 
 /// One source's backups, summed.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct SourceRow {
     /// The source.
     pub source: String,
@@ -162,7 +162,7 @@ pub struct SourceRow {
 }
 
 /// Object counts and bytes by kind.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct Objects {
     /// Objects.
     pub count: u64,
@@ -171,7 +171,7 @@ pub struct Objects {
 }
 
 /// The repository as listed.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct Totals {
     /// By kind: packs, index, snapshots, other (config, leases, plans).
     pub objects: BTreeMap<String, Objects>,
@@ -186,7 +186,7 @@ pub struct Totals {
 }
 
 /// What the policy would remove and free.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Expiring {
     /// Snapshots the policy removes.
     pub snapshots: usize,
@@ -195,7 +195,7 @@ pub struct Expiring {
 }
 
 /// Observed growth.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Growth {
     /// Backups in the report.
     pub backups: usize,
@@ -214,7 +214,7 @@ pub struct Growth {
 }
 
 /// A monthly cost.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct ClassCost {
     /// Class id.
     pub class: String,
@@ -233,7 +233,7 @@ pub struct ClassCost {
 }
 
 /// Storage and cost after some days.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct ProjectionPoint {
     /// Days from now.
     pub days: u32,
@@ -252,7 +252,7 @@ pub struct ProjectionPoint {
 }
 
 /// Restoring the latest backup.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct RestoreCost {
     /// The snapshot.
     pub snapshot: String,
@@ -278,7 +278,7 @@ pub struct RestoreCost {
 }
 
 /// What restoring one collection (or file) reads.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct RestorePart {
     /// Collection name, or file path.
     pub name: String,
@@ -289,7 +289,7 @@ pub struct RestorePart {
 }
 
 /// The report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Report {
     /// When it was made.
     #[serde(with = "cairn_model::time::offset")]
