@@ -2,10 +2,12 @@
 //! else seeded pseudo-random bytes of the same size.
 
 pub fn snapshot_bytes() -> (String, Vec<u8>) {
-    let p = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/qdrant-churn/day0/collection-node0.snapshot"
-    );
+    // Cargo sets it at run time; the compile-time value is a fallback.
+    let p = std::path::PathBuf::from(
+        std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string()),
+    )
+    .join("../shared/fixtures/qdrant-churn/day0/collection-node0.snapshot");
     match std::fs::read(p) {
         Ok(b) => ("qdrant-churn day0".into(), b),
         Err(_) => {

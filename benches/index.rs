@@ -26,7 +26,11 @@ fn index(c: &mut Criterion) {
                 })
                 .collect(),
         };
-        idx.ingest(&format!("f{p}"), &[group]).expect("ingest");
+        idx.ingest(
+            &cairn_model::IndexId::of(format!("f{p}").as_bytes()),
+            &[group],
+        )
+        .expect("ingest");
     }
     let present: Vec<ChunkId> = ids.iter().step_by(97).take(1024).copied().collect();
     let absent: Vec<ChunkId> = (0..1024u32)

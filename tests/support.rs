@@ -12,7 +12,11 @@ pub fn cairn_bin() -> &'static str {
 }
 
 pub fn project_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    // Cargo sets it when it runs a test; the compile-time value is only a
+    // fallback (a binary reused from a build in another checkout of the
+    // same target dir would point there).
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
 }
 
 /// The repository's own small fixtures.

@@ -168,11 +168,11 @@ fn golden_boundaries() {
             format!("{n}:{}", id.short())
         })
         .collect();
-    let golden = concat!(env!("CARGO_MANIFEST_DIR"), "/src/golden_boundaries.txt");
+    let golden = manifest_dir().join("src/golden_boundaries.txt");
     if std::env::var_os("CAIRN_BLESS_GOLDEN").is_some() {
-        std::fs::write(golden, pinned.join("\n") + "\n").expect("write golden file");
+        std::fs::write(&golden, pinned.join("\n") + "\n").expect("write golden file");
     }
-    let expected = std::fs::read_to_string(golden).expect("golden file");
+    let expected = std::fs::read_to_string(&golden).expect("golden file");
     assert_eq!(
         pinned.join("\n"),
         expected.trim_end(),
@@ -190,12 +190,18 @@ fn tar_aware_lens(data: &[u8], params: ChunkerParams, block: usize) -> Vec<usize
     reader_lens(data, params, block, true)
 }
 
+/// This crate's directory: cargo sets it when it runs a test (the
+/// compile-time value would be stale in a binary reused from a build in
+/// another checkout of the same target dir).
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(
+        || std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+        std::path::PathBuf::from,
+    )
+}
+
 fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(format!(
-        "{}/../../tests/fixtures/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .expect("fixture")
+    std::fs::read(manifest_dir().join("../../tests/fixtures").join(name)).expect("fixture")
 }
 
 #[test]

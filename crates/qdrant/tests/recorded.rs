@@ -14,7 +14,9 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn recordings(name: &str) -> Option<Vec<Value>> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    // Cargo sets it at run time; the compile-time value is a fallback.
+    let p = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
         .join("../../../shared/fixtures/qdrant-api")
         .join(name);
     match std::fs::read(&p) {

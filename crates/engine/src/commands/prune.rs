@@ -247,7 +247,7 @@ impl Repository {
         let superseded: Vec<IndexId> = view
             .files
             .iter()
-            .filter(|(_, f)| f.groups.iter().any(|g| gone.contains(&g.pack)))
+            .filter(|(_, packs)| packs.iter().any(|p| gone.contains(p)))
             .map(|(n, _)| *n)
             .collect();
         // Kept blobs are read with one plan (neighbours in one request), in
@@ -332,9 +332,9 @@ impl Repository {
         let mut groups: Vec<IndexGroup> = Vec::new();
         let mut seen_packs = HashSet::new();
         for name in &superseded {
-            for g in &view.files[name].groups {
-                if !gone.contains(&g.pack) && seen_packs.insert(g.pack) {
-                    groups.push(g.clone());
+            for pack in &view.files[name] {
+                if !gone.contains(pack) && seen_packs.insert(*pack) {
+                    groups.push(view.packs[pack].clone());
                 }
             }
         }

@@ -17,7 +17,9 @@ use crate::repository::Repository;
 /// All readable index files: where each chunk is, what each pack holds.
 #[derive(Debug, Default)]
 pub(crate) struct IndexView {
-    pub(crate) files: BTreeMap<IndexId, IndexFile>,
+    /// Index file → the packs it names (their groups are in `packs`: one
+    /// copy of each entry, not one per file that names it).
+    pub(crate) files: BTreeMap<IndexId, Vec<PackId>>,
     /// Chunk → every (pack, entry) that holds it.
     pub(crate) locations: HashMap<ChunkId, Vec<(PackId, IndexEntry)>>,
     /// Pack → its group.
@@ -26,16 +28,20 @@ pub(crate) struct IndexView {
 
 impl IndexView {
     fn add(&mut self, name: IndexId, file: IndexFile) {
-        for g in &file.groups {
+        let mut named = Vec::with_capacity(file.groups.len());
+        for g in file.groups {
             for e in &g.entries {
                 let locs = self.locations.entry(e.id).or_default();
                 if !locs.iter().any(|(p, _)| *p == g.pack) {
                     locs.push((g.pack, *e));
                 }
             }
-            self.packs.entry(g.pack).or_insert_with(|| g.clone());
+            named.push(g.pack);
+            // A pack named by two files has the same entries in both
+            // (they are its trailer's): the first copy stands for both.
+            self.packs.entry(g.pack).or_insert(g);
         }
-        self.files.insert(name, file);
+        self.files.insert(name, named);
     }
 }
 
