@@ -2,7 +2,8 @@ use serde_json::{json, Value};
 use sha2::Digest;
 
 use crate::qdrant_server::{
-    block, client, create, fingerprint, jwt, qdrant_1_17, upsert, wait_green, Faults, Proxy, Qdrant,
+    block, client, create, fingerprint, jwt, qdrant_1_17, upsert, wait_settled, Faults, Proxy,
+    Qdrant,
 };
 use crate::support::{files_under, Env};
 
@@ -401,14 +402,14 @@ fn second_nights_backup_adds_a_fraction_of_the_first() {
     body["optimizers_config"] = json!({ "indexing_threshold": 100 });
     create(url, None, "docs", body);
     upsert(url, None, "docs", 0..6000, DIM, 1, None);
-    wait_green(url, "docs");
+    wait_settled(&src.urls, "docs");
     let env = Env::local();
     env.init(&[]);
     let first = env.json(&["backup", "--qdrant", &src.url_list()]);
     // A night of writes: 1 % new points, 1 % rewritten.
     upsert(url, None, "docs", 6000..6060, DIM, 11, None);
     upsert(url, None, "docs", 0..60, DIM, 12, None);
-    wait_green(url, "docs");
+    wait_settled(&src.urls, "docs");
     // A dry run streams every shard and writes nothing.
     let listing = || crate::support::files_under(std::path::Path::new(&env.repo));
     let before = listing();

@@ -240,16 +240,25 @@ pub fn jwt(key: &str, claims: &Value) -> String {
     format!("{body}.{}", b64(&mac))
 }
 
-/// Waits until the collection is green (optimizers done).
-pub fn wait_green(url: &str, collection: &str) {
-    let c = client(url, None);
-    for _ in 0..600 {
-        if block(c.collection_info(collection)).expect("info").status == "green" {
-            return;
+/// Waits until the collection is settled on every node: green, and the
+/// same segment count twice half a second apart (Qdrant reports green
+/// between a write and the optimization it triggers, and each node reports
+/// only the replicas it holds).
+pub fn wait_settled(urls: &[String], collection: &str) {
+    for url in urls {
+        let c = client(url, None);
+        let mut last = None;
+        for i in 0..600 {
+            let info = block(c.collection_info(collection)).expect("info");
+            let now = (info.status == "green").then_some(info.segments_count);
+            if now.is_some() && now == last {
+                break;
+            }
+            last = now;
+            assert!(i < 599, "collection {collection} did not settle on {url}");
+            std::thread::sleep(std::time::Duration::from_millis(500));
         }
-        std::thread::sleep(std::time::Duration::from_millis(200));
     }
-    panic!("collection {collection} did not become green");
 }
 
 /// Runs a future of the client on a private runtime.
