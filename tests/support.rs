@@ -56,9 +56,36 @@ pub fn spawn_piped(cmd: &mut Command) -> Child {
         .expect("spawn cairn")
 }
 
+/// A server process started by a test, killed when dropped.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Sends an empty-bodied `PUT path` with `headers` to the server at
+/// `endpoint` over a fresh connection and returns the whole answer (the
+/// test servers' bucket and container creation).
+fn http_put(endpoint: &str, path: &str, headers: &[(&str, &str)]) -> String {
+    let addr = endpoint.trim_start_matches("http://");
+    let mut request = format!("PUT {path} HTTP/1.1\r\nHost: {addr}\r\n");
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("Content-Length: 0\r\nConnection: close\r\n\r\n");
+    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    s.write_all(request.as_bytes()).expect("send");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read");
+    resp
+}
+
 /// A moto S3 server on a free loopback port, killed on drop.
 pub struct Moto {
-    child: Child,
+    _child: KillOnDrop,
     pub endpoint: String,
 }
 
@@ -82,18 +109,14 @@ impl Moto {
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", server.display()));
         wait_for_port(port, "moto");
         Self {
-            child,
+            _child: KillOnDrop(child),
             endpoint: format!("http://127.0.0.1:{port}"),
         }
     }
 
     /// Creates a bucket with a plain HTTP PUT (moto accepts unsigned requests).
     pub fn create_bucket(&self, name: &str) {
-        let addr = self.endpoint.trim_start_matches("http://");
-        let mut s = TcpStream::connect(addr).expect("connect to moto");
-        write!(s, "PUT /{name} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").expect("send");
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).expect("read");
+        let resp = http_put(&self.endpoint, &format!("/{name}"), &[]);
         assert!(
             resp.starts_with("HTTP/1.1 200"),
             "bucket creation failed: {resp}"
@@ -101,17 +124,10 @@ impl Moto {
     }
 }
 
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// An Azurite blob server (Azure's storage emulator, from npm) on a free
 /// loopback port with its data in a temp dir, killed on drop.
 pub struct Azurite {
-    child: Child,
+    _child: KillOnDrop,
     pub endpoint: String,
     _data: TempDir,
 }
@@ -145,7 +161,7 @@ impl Azurite {
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", server.display()));
         wait_for_port(port, "Azurite");
         Self {
-            child,
+            _child: KillOnDrop(child),
             endpoint: format!("http://127.0.0.1:{port}"),
             _data: data,
         }
@@ -179,29 +195,22 @@ impl Azurite {
         .expect("any key length");
         mac.update(to_sign.as_bytes());
         let sig = b64.encode(mac.finalize().into_bytes());
-        let addr = self.endpoint.trim_start_matches("http://");
-        let mut s = TcpStream::connect(addr).expect("connect to Azurite");
-        write!(
-            s,
-            "PUT /{AZURITE_ACCOUNT}/{name}?restype=container HTTP/1.1\r\nHost: {addr}\r\n\
-             x-ms-date: {date}\r\nx-ms-version: {version}\r\n\
-             Authorization: SharedKey {AZURITE_ACCOUNT}:{sig}\r\n\
-             Content-Length: 0\r\nConnection: close\r\n\r\n"
-        )
-        .expect("send");
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).expect("read");
+        let resp = http_put(
+            &self.endpoint,
+            &format!("/{AZURITE_ACCOUNT}/{name}?restype=container"),
+            &[
+                ("x-ms-date", &date),
+                ("x-ms-version", version),
+                (
+                    "Authorization",
+                    &format!("SharedKey {AZURITE_ACCOUNT}:{sig}"),
+                ),
+            ],
+        );
         assert!(
             resp.starts_with("HTTP/1.1 201"),
             "container creation failed: {resp}"
         );
-    }
-}
-
-impl Drop for Azurite {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -210,8 +219,8 @@ impl Drop for Azurite {
 /// uploads it accepts; reads, lists and deletes are the emulator's own.
 /// Both on free loopback ports, killed on drop.
 pub struct FakeGcs {
-    emulator: Child,
-    proxy: Child,
+    _proxy: KillOnDrop,
+    _emulator: KillOnDrop,
     dir: TempDir,
 }
 
@@ -356,8 +365,8 @@ impl FakeGcs {
         )
         .expect("service account file");
         Self {
-            emulator,
-            proxy,
+            _proxy: KillOnDrop(proxy),
+            _emulator: KillOnDrop(emulator),
             dir,
         }
     }
@@ -372,15 +381,6 @@ impl FakeGcs {
                 .display()
                 .to_string(),
         )]
-    }
-}
-
-impl Drop for FakeGcs {
-    fn drop(&mut self) {
-        for c in [&mut self.proxy, &mut self.emulator] {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
 
