@@ -59,6 +59,7 @@ pub async fn run_prune(
         max_unused: t.max_unused,
         dry_run,
         grace: t.grace,
+        ..PruneOptions::default()
     };
     let bar = Arc::new(Bar::new(g));
     Ok(repo.prune(&opts, bar).await?)

@@ -217,11 +217,15 @@ async fn run(seed: u64, steps: usize) {
             });
         } else if op < 9 {
             let max_unused = [0.0, 0.1, 0.5][rng.random_range(0..3)];
-            label = format!("step {step}: prune, max unused {max_unused}");
+            // A tiny sort buffer puts the mark's records in many runs on
+            // disk; the default keeps these small repositories in memory.
+            let sort_buffer = [64, 4096, PruneOptions::default().sort_buffer][rng.random_range(0..3)];
+            label = format!("step {step}: prune, max unused {max_unused}, sort buffer {sort_buffer}");
             let r = repo
                 .prune(
                     &PruneOptions {
                         max_unused,
+                        sort_buffer,
                         ..PruneOptions::default()
                     },
                     Arc::new(NoProgress),

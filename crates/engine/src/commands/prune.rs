@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cairn_model::{ChunkId, GcPlan, IndexFile, IndexGroup, IndexId, PackId, SnapshotId};
+use cairn_model::{ChunkId, GcPlan, IndexFile, IndexId, PackId, SnapshotId};
 use cairn_pack::PackWriter;
 use cairn_store::keys;
 use chrono::{DateTime, Utc};
@@ -31,11 +31,11 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::error::{Error, Result};
 use crate::progress::Progress;
-use crate::read::{self, Blob, BlobFault, ChunkLists, Fetched};
+use crate::read::{self, Blob, BlobFault, Fetched};
 use crate::repository::{Repository, SnapshotInfo};
 use crate::services::gc::{Deferred, PrunePlanSummary, PruneSummary, SweepReport, UnlockSummary};
 use crate::services::ingest::store_pack;
-use crate::services::view::IndexView;
+use crate::services::mark::{Bits, IndexBatch, IndexScan, Needed};
 
 /// Settings of a prune.
 #[derive(Debug, Clone)]
@@ -46,6 +46,10 @@ pub struct PruneOptions {
     pub dry_run: bool,
     /// A plan is swept only when at least this old (storage time).
     pub grace: Duration,
+    /// Bytes of records the mark sorts in memory before it writes a sorted
+    /// run to local disk (the cache directory); memory stays about this
+    /// plus one bit per index entry, whatever the repository's size.
+    pub sort_buffer: usize,
 }
 
 impl Default for PruneOptions {
@@ -54,60 +58,79 @@ impl Default for PruneOptions {
             max_unused: 0.1,
             dry_run: false,
             grace: Duration::ZERO,
+            sort_buffer: crate::services::mark::DEFAULT_SORT_BUFFER,
         }
     }
-}
-
-/// The packs (and blobs) a set of snapshots needs.
-#[derive(Debug, Default)]
-struct Needs {
-    chunks: HashSet<ChunkId>,
-    /// "snapshot X, file Y: why" for every file that cannot be restored.
-    damaged: Vec<String>,
 }
 
 impl Repository {
-    /// The chunks (and chunk lists) `snapshots` need; reads chunk lists.
-    async fn needs(&self, snapshots: &[SnapshotInfo], view: &IndexView) -> Result<Needs> {
-        let mut needs = Needs::default();
-        let mut lists_read = ChunkLists::new();
-        for info in snapshots {
-            // This snapshot's lists not read yet, many to a request.
-            let lists = info
-                .snapshot
-                .files
-                .iter()
-                .flat_map(|f| f.chunk_lists.iter().copied());
-            self.read_lists(view, lists, &mut lists_read).await;
-            for file in &info.snapshot.files {
-                let mut problem = None;
-                for list in &file.chunk_lists {
-                    needs.chunks.insert(*list);
-                    match &lists_read[list] {
-                        Ok(ids) => needs.chunks.extend(ids.iter().copied()),
-                        Err(why) => problem = Some(why.clone()),
-                    }
-                }
-                needs.chunks.extend(file.chunks.iter().copied());
-                if problem.is_none() {
-                    if let Some(c) = file.chunks.iter().find(|c| !view.locations.contains_key(c)) {
-                        problem = Some(format!("chunk {c} is in no index file"));
-                    }
-                }
-                // A file a repair marked damaged is known to be incomplete:
-                // what of it can be read stays, and it blocks nothing.
-                if let (Some(why), None) = (problem, &file.damaged) {
-                    needs.damaged.push(format!(
-                        "snapshot {}, file {}: {why}",
-                        info.id.short(),
-                        file.path
-                    ));
-                }
-            }
-        }
-        Ok(needs)
+    /// A scratch directory for prune's sorted runs, in the local cache.
+    fn scratch(&self) -> Result<tempfile::TempDir> {
+        let dir = self.cache_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
+        tempfile::Builder::new()
+            .prefix("prune-")
+            .tempdir_in(&dir)
+            .map_err(|e| Error::io("creating a scratch directory in", &dir, e))
     }
 
+    /// Scans the index and reads what `snapshots` need, ready to be joined.
+    async fn scan_needs(
+        &self,
+        snapshots: &[SnapshotInfo],
+        opts: &PruneOptions,
+        tmp: &std::path::Path,
+    ) -> Result<(IndexScan, Needed)> {
+        let lists: HashSet<ChunkId> = snapshots
+            .iter()
+            .flat_map(|i| i.snapshot.files.iter())
+            .flat_map(|f| f.chunk_lists.iter().copied())
+            .collect();
+        let scan = self.scan_index(&lists, tmp, opts.sort_buffer).await?;
+        drop(lists);
+        let needed = self
+            .needed(snapshots, &scan.lists, tmp, opts.sort_buffer)
+            .await?;
+        Ok((scan, needed))
+    }
+}
+
+/// "snapshot X, file Y: why" for every file of `snapshots` that cannot be
+/// restored: a chunk list unreadable, or an inline chunk in no index file.
+fn damaged_files(
+    snapshots: &[SnapshotInfo],
+    unreadable: &HashMap<ChunkId, String>,
+    missing: &HashSet<ChunkId>,
+) -> Vec<String> {
+    let mut damaged = Vec::new();
+    for info in snapshots {
+        for file in &info.snapshot.files {
+            let mut problem = None;
+            for list in &file.chunk_lists {
+                if let Some(why) = unreadable.get(list) {
+                    problem = Some(why.clone());
+                }
+            }
+            if problem.is_none() {
+                if let Some(c) = file.chunks.iter().find(|c| missing.contains(c)) {
+                    problem = Some(format!("chunk {c} is in no index file"));
+                }
+            }
+            // A file a repair marked damaged is known to be incomplete:
+            // what of it can be read stays, and it blocks nothing.
+            if let (Some(why), None) = (problem, &file.damaged) {
+                damaged.push(format!(
+                    "snapshot {}, file {}: {why}",
+                    info.id.short(),
+                    file.path
+                ));
+            }
+        }
+    }
+    damaged
+}
+
+impl Repository {
     /// Removes data no snapshot needs (see the module docs).
     ///
     /// # Errors
@@ -175,25 +198,42 @@ impl Repository {
         let already: HashSet<PackId> = self.condemned_packs().await?;
         let snapshots = self.snapshots().await?;
         s.snapshots = snapshots.len();
-        let view = self.index_view().await?;
-        let needs = self.needs(&snapshots, &view).await?;
-        s.damaged.clone_from(&needs.damaged);
         let present: HashMap<PackId, u64> = self.pack_sizes().await?.into_iter().collect();
+        let tmp = self.scratch()?;
+        let (mut scan, mut needed) = self.scan_needs(&snapshots, opts, tmp.path()).await?;
         // Each needed chunk is kept in one place: its first location in a
-        // pack that stays, in pack id order.
-        let mut keep_at: HashMap<ChunkId, PackId> = HashMap::new();
-        for id in &needs.chunks {
-            if let Some(locs) = view.locations.get(id) {
-                let best = locs
-                    .iter()
-                    .map(|(p, _)| *p)
-                    .filter(|p| present.contains_key(p) && !already.contains(p))
-                    .min();
-                if let Some(p) = best {
-                    keep_at.insert(*id, p);
+        // pack that stays, in pack id order. `keep` has a bit per index
+        // entry: set where a needed chunk is kept.
+        let mut keep = Bits::new(scan.total_entries);
+        let mut live = vec![0u64; scan.packs.len()];
+        let mut missing: HashSet<ChunkId> = HashSet::new();
+        scan.join(&mut needed, |packs, id, places| {
+            s.chunks_needed += 1;
+            if places.is_empty() {
+                missing.insert(id);
+                return;
+            }
+            let best = places
+                .iter()
+                .map(|p| p.pack)
+                .filter(|&o| {
+                    let pack = &packs[o as usize].id;
+                    present.contains_key(pack) && !already.contains(pack)
+                })
+                .min_by_key(|&o| packs[o as usize].id);
+            if let Some(b) = best {
+                for p in places.iter().filter(|p| p.pack == b) {
+                    keep.set(packs[b as usize].first_bit + u64::from(p.entry));
+                    live[b as usize] += u64::from(p.length);
                 }
             }
-        }
+        })?;
+        s.index_entries = scan.total_entries;
+        s.scratch_bytes = scan.spilled + needed.spilled;
+        let damaged = damaged_files(&snapshots, &needed.unreadable_lists, &missing);
+        drop((needed, missing));
+        s.damaged.clone_from(&damaged);
+
         let mut condemned: Vec<PackId> = Vec::new();
         let mut repack: Vec<PackId> = Vec::new();
         let mut pack_ids: Vec<&PackId> = present.keys().collect();
@@ -205,21 +245,16 @@ impl Repository {
             let size = present[pack];
             s.packs += 1;
             s.pack_bytes += size;
-            let Some(group) = view.packs.get(pack) else {
+            let Some(&o) = scan.ordinal.get(pack) else {
                 condemned.push(*pack); // no index file names it
                 s.packs_unused += 1;
                 s.bytes_to_delete += size;
                 continue;
             };
-            let live: u64 = group
-                .entries
-                .iter()
-                .filter(|e| keep_at.get(&e.id) == Some(pack))
-                .map(|e| u64::from(e.length))
-                .sum();
             // Unused: blob bytes no snapshot needs here (headers and
             // trailers are not waste; a pack of needed blobs is not repacked).
-            let blobs: u64 = group.entries.iter().map(|e| u64::from(e.length)).sum();
+            let live = live[o as usize];
+            let blobs = scan.packs[o as usize].blob_bytes;
             s.live_bytes += live;
             if live == 0 {
                 condemned.push(*pack);
@@ -238,27 +273,38 @@ impl Repository {
             .chain(&repack)
             .copied()
             .chain(
-                view.packs
-                    .keys()
-                    .filter(|p| !present.contains_key(p))
-                    .copied(),
+                scan.packs
+                    .iter()
+                    .map(|r| r.id)
+                    .filter(|p| !present.contains_key(p)),
             )
             .collect();
-        let superseded: Vec<IndexId> = view
+        let gone_ord: HashSet<u32> = gone.iter().filter_map(|p| scan.ordinal.get(p)).copied().collect();
+        let superseded: Vec<IndexId> = scan
             .files
             .iter()
-            .filter(|(_, packs)| packs.iter().any(|p| gone.contains(p)))
+            .filter(|(_, packs)| packs.iter().any(|p| gone_ord.contains(p)))
             .map(|(n, _)| *n)
             .collect();
         // Kept blobs are read with one plan (neighbours in one request), in
         // pack order, so the new packs do not depend on request timing.
-        let kept = repack.iter().flat_map(|pack| {
-            view.packs[pack]
-                .entries
-                .iter()
-                .filter(|e| keep_at.get(&e.id) == Some(pack))
-                .map(|e| (*pack, Blob::from(e)))
-        });
+        let repack_ord: HashSet<u32> = repack.iter().map(|p| scan.ordinal[p]).collect();
+        let mut kept: Vec<(PackId, Blob)> = Vec::new();
+        let mut done = HashSet::new();
+        let mut files = std::pin::pin!(scan.files_naming(self, &repack_ord));
+        while let Some(file) = files.next().await {
+            for (o, g) in scan.pick(file?, &repack_ord, &mut done) {
+                let first = scan.packs[o as usize].first_bit;
+                kept.extend(
+                    g.entries
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| keep.get(first + *i as u64))
+                        .map(|(_, e)| (g.pack, Blob::from(e))),
+                );
+            }
+        }
+        kept.sort_by_key(|(p, b)| (*p, b.offset));
         let reader = self.reader(None);
         let plan = read::plan(kept, &reader.limits);
         s.index_superseded = superseded.len();
@@ -270,13 +316,13 @@ impl Repository {
         if opts.dry_run || (condemned.is_empty() && repack.is_empty() && superseded.is_empty()) {
             return Ok((s, None));
         }
-        if !needs.damaged.is_empty() {
+        if !damaged.is_empty() {
             // What the damaged files need is not fully known: deleting
             // anything could delete the rest of them.
             return Err(Error::PruneRefused(format!(
                 "{} snapshot file(s) could not be read completely (first: {}); run cairn check, then cairn repair snapshots",
-                needs.damaged.len(),
-                needs.damaged[0]
+                damaged.len(),
+                damaged[0]
             )));
         }
 
@@ -328,37 +374,14 @@ impl Repository {
         }
         progress.finish();
 
-        // Index files naming a pack that goes are replaced by ones without it.
-        let mut groups: Vec<IndexGroup> = Vec::new();
-        let mut seen_packs = HashSet::new();
-        for name in &superseded {
-            for pack in &view.files[name] {
-                if !gone.contains(pack) && seen_packs.insert(*pack) {
-                    groups.push(view.packs[pack].clone());
-                }
-            }
-        }
-        let mut first = true;
-        let mut batches: Vec<Vec<IndexGroup>> = groups.chunks(4096).map(<[_]>::to_vec).collect();
-        if batches.is_empty() && !superseded.is_empty() {
-            batches.push(Vec::new()); // still record what is superseded
-        }
-        for batch in batches {
-            let file = IndexFile {
-                supersedes: if first {
-                    superseded.clone()
-                } else {
-                    Vec::new()
-                },
-                groups: batch,
-            };
-            first = false;
-            let bytes = file.encode();
-            let name = IndexId::of(&bytes);
-            self.store
-                .put_content_addressed(&keys::index(&name), Bytes::from(bytes))
-                .await?;
-        }
+        // Index files naming a pack that goes are replaced by ones without
+        // it, written as they fill; the first records what is superseded.
+        let staying: HashSet<u32> = superseded
+            .iter()
+            .flat_map(|n| scan.files[n].iter().copied())
+            .filter(|o| !gone_ord.contains(o))
+            .collect();
+        self.index_again(&scan, &staying, superseded.clone()).await?;
 
         let plan = GcPlan {
             host: crate::host::hostname(),
@@ -375,6 +398,42 @@ impl Repository {
             .await?;
         s.plan = Some(name.clone());
         Ok((s, Some((name, plan))))
+    }
+
+    /// Writes the groups of `packs` (read again from the index files that
+    /// name them) into new index files, the last superseding `supersedes`.
+    async fn index_again(
+        &self,
+        scan: &IndexScan,
+        packs: &HashSet<u32>,
+        supersedes: Vec<IndexId>,
+    ) -> Result<()> {
+        let mut batch = IndexBatch::new(supersedes);
+        let mut done = HashSet::new();
+        let mut files = std::pin::pin!(scan.files_naming(self, packs));
+        while let Some(file) = files.next().await {
+            let full: Vec<IndexFile> = scan
+                .pick(file?, packs, &mut done)
+                .into_iter()
+                .filter_map(|(_, g)| batch.push(g))
+                .collect();
+            for file in full {
+                self.put_index(&file).await?;
+            }
+        }
+        if let Some(file) = batch.finish() {
+            self.put_index(&file).await?;
+        }
+        Ok(())
+    }
+
+    async fn put_index(&self, file: &IndexFile) -> Result<()> {
+        let bytes = file.encode();
+        let name = IndexId::of(&bytes);
+        self.store
+            .put_content_addressed(&keys::index(&name), Bytes::from(bytes))
+            .await?;
+        Ok(())
     }
 
     /// Sweeps one plan if it is ripe: `Ok(Err(why))` when it is not yet.
@@ -424,22 +483,31 @@ impl Repository {
         let condemned: HashSet<PackId> = plan.condemned_packs.iter().copied().collect();
         let any_plan: HashSet<PackId> = self.condemned_packs().await?;
         let sizes: HashMap<PackId, u64> = self.pack_sizes().await?.into_iter().collect();
-        let view = self.index_view().await?;
-        let needs = self.needs(&newer, &view).await?;
         // A needed chunk whose every existing copy is condemned (by this or
         // another plan) keeps its copies in this plan's packs.
         let mut spared: HashSet<PackId> = HashSet::new();
-        for id in &needs.chunks {
-            let Some(locs) = view.locations.get(id) else {
-                continue;
-            };
-            let existing: Vec<PackId> = locs
-                .iter()
-                .map(|(p, _)| *p)
-                .filter(|p| sizes.contains_key(p))
-                .collect();
-            if !existing.is_empty() && existing.iter().all(|p| any_plan.contains(p)) {
-                spared.extend(existing.into_iter().filter(|p| condemned.contains(p)));
+        if !newer.is_empty() {
+            let tmp = self.scratch()?;
+            let (mut scan, mut needed) = self.scan_needs(&newer, opts, tmp.path()).await?;
+            scan.join(&mut needed, |packs, _, places| {
+                let existing = places
+                    .iter()
+                    .map(|p| packs[p.pack as usize].id)
+                    .filter(|p| sizes.contains_key(p));
+                let mut any = false;
+                let mut all = true;
+                for p in existing.clone() {
+                    any = true;
+                    all &= any_plan.contains(&p);
+                }
+                if any && all {
+                    spared.extend(existing.filter(|p| condemned.contains(p)));
+                }
+            })?;
+            if !spared.is_empty() {
+                // Index them again before the files that named them go.
+                let wanted: HashSet<u32> = spared.iter().map(|p| scan.ordinal[p]).collect();
+                self.index_again(&scan, &wanted, Vec::new()).await?;
             }
         }
         let mut report = SweepReport {
@@ -447,21 +515,6 @@ impl Repository {
             packs_spared: spared.len(),
             ..SweepReport::default()
         };
-        if !spared.is_empty() {
-            // Index them again before the files that named them go.
-            let file = IndexFile {
-                supersedes: Vec::new(),
-                groups: spared
-                    .iter()
-                    .filter_map(|p| view.packs.get(p).cloned())
-                    .collect(),
-            };
-            let bytes = file.encode();
-            let n = IndexId::of(&bytes);
-            self.store
-                .put_content_addressed(&keys::index(&n), Bytes::from(bytes))
-                .await?;
-        }
         progress.note(&format!("sweeping prune plan {name}"));
         // Order matters for a crash: index files go before the packs they name.
         futures::stream::iter(&plan.superseded_index)

@@ -759,7 +759,7 @@ impl Repository {
                 .files
                 .iter()
                 .flat_map(|f| f.chunk_lists.iter().copied());
-            self.read_lists(view, wanted, lists).await;
+            self.read_lists(&view.locations, wanted, lists).await;
             for file in &info.snapshot.files {
                 out.extend(file.chunks.iter().copied());
                 out.extend(file.chunk_lists.iter().copied());
@@ -791,7 +791,7 @@ impl Repository {
             .files
             .iter()
             .flat_map(|f| f.chunk_lists.iter().copied());
-        self.read_lists(view, wanted, &mut lists).await;
+        self.read_lists(&view.locations, wanted, &mut lists).await;
         let mut parts: BTreeMap<String, ReadTally> = BTreeMap::new();
         for file in &info.snapshot.files {
             let part =

@@ -26,6 +26,15 @@ pub struct PrunePlanSummary {
     pub requests: u64,
     /// Index files superseded.
     pub index_superseded: usize,
+    /// Entries in the index files read.
+    #[serde(default)]
+    pub index_entries: u64,
+    /// Distinct chunks (and chunk lists) the snapshots need.
+    #[serde(default)]
+    pub chunks_needed: u64,
+    /// Bytes of sorted runs the mark wrote to local disk (temporary).
+    #[serde(default)]
+    pub scratch_bytes: u64,
     /// Snapshot files whose chunks are not all in the repository.
     pub damaged: Vec<String>,
     /// The plan written (not in a dry run, not when there is nothing to do).

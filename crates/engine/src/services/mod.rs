@@ -17,5 +17,7 @@
 pub(crate) mod damage;
 pub(crate) mod gc;
 pub(crate) mod ingest;
+pub(crate) mod mark;
 pub(crate) mod materialize;
+pub(crate) mod runs;
 pub(crate) mod view;

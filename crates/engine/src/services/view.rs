@@ -14,6 +14,9 @@ use crate::error::{Error, Result};
 use crate::read::{self, list_ids, Blob, ChunkLists, Fetched};
 use crate::repository::Repository;
 
+/// Chunk → every (pack, entry) that holds it.
+pub(crate) type Locations = HashMap<ChunkId, Vec<(PackId, IndexEntry)>>;
+
 /// All readable index files: where each chunk is, what each pack holds.
 #[derive(Debug, Default)]
 pub(crate) struct IndexView {
@@ -21,7 +24,7 @@ pub(crate) struct IndexView {
     /// copy of each entry, not one per file that names it).
     pub(crate) files: BTreeMap<IndexId, Vec<PackId>>,
     /// Chunk → every (pack, entry) that holds it.
-    pub(crate) locations: HashMap<ChunkId, Vec<(PackId, IndexEntry)>>,
+    pub(crate) locations: Locations,
     /// Pack → its group.
     pub(crate) packs: HashMap<PackId, IndexGroup>,
 }
@@ -74,21 +77,20 @@ impl Repository {
             .collect())
     }
 
+    /// Reads and decodes one index file.
+    pub(crate) async fn load_index_file(&self, id: &IndexId) -> Result<IndexFile> {
+        let b = self.store.get(&keys::index(id)).await?;
+        IndexFile::decode(&b).map_err(|e| Error::Malformed {
+            what: format!("index file {id}"),
+            reason: e.to_string(),
+        })
+    }
+
     /// Reads every index file (damaged ones are named and skipped).
     pub(crate) async fn index_view(&self) -> Result<IndexView> {
         let listed = self.list_index().await?;
         let loaded: Vec<(IndexId, Result<IndexFile>)> = futures::stream::iter(listed)
-            .map(|(id, _)| async move {
-                let r = async {
-                    let b = self.store.get(&keys::index(&id)).await?;
-                    IndexFile::decode(&b).map_err(|e| Error::Malformed {
-                        what: format!("index file {id}"),
-                        reason: e.to_string(),
-                    })
-                }
-                .await;
-                (id, r)
-            })
+            .map(|(id, _)| async move { (id, self.load_index_file(&id).await) })
             .buffer_unordered(16)
             .collect()
             .await;
@@ -109,11 +111,10 @@ impl Repository {
     /// Reads one blob, verified, from the first pack that holds it.
     pub(crate) async fn read_blob(
         &self,
-        view: &IndexView,
+        locations: &Locations,
         id: &ChunkId,
     ) -> std::result::Result<Vec<u8>, String> {
-        let locs = view
-            .locations
+        let locs = locations
             .get(id)
             .ok_or_else(|| format!("chunk {id} is in no index file"))?;
         let mut last = String::new();
@@ -135,12 +136,12 @@ impl Repository {
 }
 
 impl Repository {
-    /// Reads those of the chunk lists `lists` (located by `view`) that `out`
+    /// Reads those of the chunk lists `lists` (located by `locations`) that `out`
     /// does not hold yet into it, many to a request. A list whose first
     /// copy is unusable is read again from its other copies, one by one.
     pub(crate) async fn read_lists(
         &self,
-        view: &IndexView,
+        locations: &Locations,
         lists: impl IntoIterator<Item = ChunkId>,
         out: &mut ChunkLists,
     ) {
@@ -149,7 +150,7 @@ impl Repository {
             if out.contains_key(&id) {
                 continue;
             }
-            match view.locations.get(&id).and_then(|l| l.first()) {
+            match locations.get(&id).and_then(|l| l.first()) {
                 Some((pack, e)) => {
                     wanted.push((*pack, Blob::from(e)));
                     out.insert(id, Err(String::new()));
@@ -191,8 +192,8 @@ impl Repository {
             let ids = match ids {
                 Ok(ids) => Ok(ids),
                 // Another copy may be sound.
-                Err(first) => match view.locations.get(&id).map(Vec::len) {
-                    Some(n) if n > 1 => self.read_blob(view, &id).await.and_then(|raw| {
+                Err(first) => match locations.get(&id).map(Vec::len) {
+                    Some(n) if n > 1 => self.read_blob(locations, &id).await.and_then(|raw| {
                         list_ids(&raw)
                             .ok_or_else(|| format!("chunk list {} has a partial id", id.short()))
                     }),

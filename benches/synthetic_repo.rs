@@ -1,0 +1,203 @@
+//! Writes a synthetic repository of any number of chunks into a local
+//! repository made by `cairn init`, for measuring prune's mark at a scale no
+//! real backup on this machine reaches: one index file per pack of 4,096
+//! entries (a version 2 pack: 16 MiB of ~4 KiB chunks), data packs as sparse
+//! files of the right length (never read by a dry-run prune), real chunk
+//! lists in real packs (read and verified by the mark), and one snapshot
+//! that needs every chunk but half of those in every tenth pack (so the
+//! mark finds packs to repack).
+//!
+//! Usage: cargo run --release --example synthetic-repo -- REPO_DIR CHUNKS
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use cairn_model::{
+    ChunkId, Codec, FileEntry, IndexEntry, IndexFile, IndexGroup, IndexId, PackId, Snapshot,
+    SnapshotId, SnapshotTotals, FORMAT_VERSION,
+};
+use cairn_pack::PackWriter;
+
+const ENTRIES_PER_PACK: u64 = 4096;
+const CHUNK: u32 = 4096;
+const LIST_LEN: usize = 1024;
+/// Chunk ids per snapshot file (a large shard snapshot).
+const FILE_CHUNKS: u64 = 4 << 20;
+const LIST_PACK: usize = 16 << 20;
+
+fn id_of(seed: u64, kind: u8) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(&[kind]);
+    h.update(&seed.to_le_bytes());
+    *h.finalize().as_bytes()
+}
+
+fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::create_dir_all(path.parent().expect("a parent"))?;
+    std::fs::File::create(path)?.write_all(bytes)
+}
+
+fn pack_path(repo: &Path, id: &PackId) -> PathBuf {
+    let h = id.to_hex();
+    repo.join("packs").join(&h[..2]).join(&h)
+}
+
+fn index(repo: &Path, group: IndexGroup) -> std::io::Result<()> {
+    let bytes = IndexFile {
+        supersedes: Vec::new(),
+        groups: vec![group],
+    }
+    .encode();
+    write(
+        &repo.join("index").join(IndexId::of(&bytes).to_hex()),
+        &bytes,
+    )
+}
+
+struct Lists {
+    current: Vec<u8>,
+    writer: PackWriter,
+    file_lists: Vec<ChunkId>,
+    files: Vec<FileEntry>,
+    file_chunks: u64,
+}
+
+impl Lists {
+    fn push(&mut self, repo: &Path, id: [u8; 32]) -> std::io::Result<()> {
+        self.current.extend_from_slice(&id);
+        self.file_chunks += 1;
+        if self.current.len() == LIST_LEN * 32 {
+            self.end_list(repo)?;
+        }
+        if self.file_chunks == FILE_CHUNKS {
+            self.end_file(repo)?;
+        }
+        Ok(())
+    }
+
+    fn end_list(&mut self, repo: &Path) -> std::io::Result<()> {
+        if self.current.is_empty() {
+            return Ok(());
+        }
+        let id = ChunkId::of(&self.current);
+        self.writer.push(id, &self.current, None);
+        self.file_lists.push(id);
+        self.current.clear();
+        if self.writer.len() >= LIST_PACK {
+            self.flush_pack(repo)?;
+        }
+        Ok(())
+    }
+
+    fn end_file(&mut self, repo: &Path) -> std::io::Result<()> {
+        self.end_list(repo)?;
+        if self.file_lists.is_empty() {
+            return Ok(());
+        }
+        self.files.push(FileEntry {
+            path: format!("shard-{}.snapshot", self.files.len()),
+            size: self.file_chunks * u64::from(CHUNK),
+            mode: 0o644,
+            mtime: 0,
+            chunks: Vec::new(),
+            chunk_lists: std::mem::take(&mut self.file_lists),
+            new_bytes: 0,
+            new_stored_bytes: 0,
+            damaged: None,
+        });
+        self.file_chunks = 0;
+        Ok(())
+    }
+
+    fn flush_pack(&mut self, repo: &Path) -> std::io::Result<()> {
+        if self.writer.is_empty() {
+            return Ok(());
+        }
+        let pack = std::mem::take(&mut self.writer).finish();
+        write(&pack_path(repo, &pack.id), &pack.bytes)?;
+        index(
+            repo,
+            IndexGroup {
+                pack: pack.id,
+                pack_length: pack.bytes.len() as u64,
+                entries: pack.entries,
+            },
+        )
+    }
+}
+
+fn main() -> std::io::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let (Some(repo), Some(chunks)) = (args.get(1), args.get(2)) else {
+        eprintln!("usage: synthetic-repo REPO_DIR CHUNKS");
+        std::process::exit(2);
+    };
+    let repo = Path::new(repo);
+    let chunks: u64 = chunks.parse().expect("CHUNKS is a number");
+    assert!(repo.join("config").exists(), "run cairn init on {} first", repo.display());
+    let mut lists = Lists {
+        current: Vec::new(),
+        writer: PackWriter::new(),
+        file_lists: Vec::new(),
+        files: Vec::new(),
+        file_chunks: 0,
+    };
+    let packs = chunks.div_ceil(ENTRIES_PER_PACK);
+    let mut needed = 0u64;
+    for p in 0..packs {
+        let n = ENTRIES_PER_PACK.min(chunks - p * ENTRIES_PER_PACK);
+        let pack = PackId(id_of(p, 1));
+        let mut entries = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let id = id_of(p * ENTRIES_PER_PACK + i, 0);
+            entries.push(IndexEntry {
+                id: ChunkId(id),
+                offset: i * u64::from(CHUNK),
+                length: CHUNK,
+                raw_length: CHUNK,
+                codec: Codec::Raw,
+            });
+            if !(p % 10 == 0 && i % 2 == 0) {
+                lists.push(repo, id)?;
+                needed += 1;
+            }
+        }
+        let pack_length = n * u64::from(CHUNK) + n * 49 + 64;
+        let path = pack_path(repo, &pack);
+        std::fs::create_dir_all(path.parent().expect("a parent"))?;
+        std::fs::File::create(&path)?.set_len(pack_length)?;
+        index(
+            repo,
+            IndexGroup {
+                pack,
+                pack_length,
+                entries,
+            },
+        )?;
+    }
+    lists.end_file(repo)?;
+    lists.flush_pack(repo)?;
+    let snapshot = Snapshot {
+        version: FORMAT_VERSION,
+        time: chrono::DateTime::from_timestamp(1_780_000_000, 0).expect("a time"),
+        host: "synthetic".into(),
+        tags: Vec::new(),
+        source: vec!["synthetic".into()],
+        totals: SnapshotTotals {
+            files: lists.files.len() as u64,
+            bytes: needed * u64::from(CHUNK),
+            chunks: needed,
+            ..SnapshotTotals::default()
+        },
+        files: lists.files,
+        qdrant: None,
+    };
+    let json = serde_json::to_vec(&snapshot).expect("serializes");
+    let packed = zstd::bulk::compress(&json, 3)?;
+    write(
+        &repo.join("snapshots").join(SnapshotId::of(&json).to_hex()),
+        &packed,
+    )?;
+    println!("{chunks} chunks in {packs} data packs; {needed} needed");
+    Ok(())
+}
