@@ -37,6 +37,9 @@ use crate::services::gc::{Deferred, PrunePlanSummary, PruneSummary, SweepReport,
 use crate::services::ingest::store_pack;
 use crate::services::mark::{Bits, IndexBatch, IndexScan, Needed};
 
+/// Packs repacked per read plan (at most ~4,096 kept blobs each).
+const REPACK_BATCH: usize = 256;
+
 /// Settings of a prune.
 #[derive(Debug, Clone)]
 pub struct PruneOptions {
@@ -288,27 +291,17 @@ impl Repository {
             .collect();
         // Kept blobs are read with one plan (neighbours in one request), in
         // pack order, so the new packs do not depend on request timing.
-        let repack_ord: HashSet<u32> = repack.iter().map(|p| scan.ordinal[p]).collect();
-        let mut kept: Vec<(PackId, Blob)> = Vec::new();
-        let mut done = HashSet::new();
-        let mut files = std::pin::pin!(scan.files_naming(self, &repack_ord));
-        while let Some(file) = files.next().await {
-            for (o, g) in scan.pick(file?, &repack_ord, &mut done) {
-                let first = scan.packs[o as usize].first_bit;
-                kept.extend(
-                    g.entries
-                        .iter()
-                        .enumerate()
-                        .filter(|(i, _)| keep.get(first + *i as u64))
-                        .map(|(_, e)| (g.pack, Blob::from(e))),
-                );
-            }
-        }
-        kept.sort_by_key(|(p, b)| (*p, b.offset));
+        // Kept blobs are read with one plan per batch of packs (neighbours
+        // in one request), in pack order, so the new packs do not depend on
+        // request timing and memory holds one batch's blobs.
         let reader = self.reader(None);
-        let plan = read::plan(kept, &reader.limits);
+        let mut reads = 0u64;
+        for batch in repack.chunks(REPACK_BATCH) {
+            let kept = self.kept_blobs(&scan, &keep, batch).await?;
+            reads += read::plan(kept, &reader.limits).reads.len() as u64;
+        }
         s.index_superseded = superseded.len();
-        s.requests = plan.reads.len() as u64
+        s.requests = reads
             + (s.bytes_to_upload / self.config.pack_size.max(1) + 1) * 2
             + superseded.len() as u64
             + (condemned.len() + repack.len()) as u64
@@ -332,43 +325,46 @@ impl Repository {
         let avoid: HashSet<PackId> = gone.iter().chain(&already).copied().collect();
         progress.start("repack", Some(s.bytes_to_download));
         let mut writer = PackWriter::new();
-        let mut fetched = self.fetch_ordered(plan.reads, &reader, Arc::new(|f: Fetched| f));
-        while let Some(f) = fetched.next().await {
-            for (i, b) in f.read.blobs.iter().enumerate() {
-                match f.blob(i) {
-                    Ok(raw) => {
-                        let compressed = (b.codec == cairn_model::Codec::Zstd)
-                            .then(|| f.stored(i))
-                            .flatten();
-                        writer.push(b.id, raw, compressed);
+        for batch in repack.chunks(REPACK_BATCH) {
+            let kept = self.kept_blobs(&scan, &keep, batch).await?;
+            let plan = read::plan(kept, &reader.limits);
+            let mut fetched = self.fetch_ordered(plan.reads, &reader, Arc::new(|f: Fetched| f));
+            while let Some(f) = fetched.next().await {
+                for (i, b) in f.read.blobs.iter().enumerate() {
+                    match f.blob(i) {
+                        Ok(raw) => {
+                            let compressed = (b.codec == cairn_model::Codec::Zstd)
+                                .then(|| f.stored(i))
+                                .flatten();
+                            writer.push(b.id, raw, compressed);
+                        }
+                        Err(BlobFault::Unreadable(e)) => {
+                            return Err(Error::Malformed {
+                                what: format!("pack {}", f.read.pack),
+                                reason: format!("cannot be read for repacking: {e}"),
+                            })
+                        }
+                        Err(err) => {
+                            // Never copy damage: the chunk stays where it is.
+                            tracing::warn!(pack = %f.read.pack, chunk = %b.id, error = %err, "not repacking a damaged blob");
+                            s.damaged.push(format!(
+                                "pack {}: chunk {}: {err}",
+                                f.read.pack.short(),
+                                b.id.short()
+                            ));
+                        }
                     }
-                    Err(BlobFault::Unreadable(e)) => {
-                        return Err(Error::Malformed {
-                            what: format!("pack {}", f.read.pack),
-                            reason: format!("cannot be read for repacking: {e}"),
-                        })
-                    }
-                    Err(err) => {
-                        // Never copy damage: the chunk stays where it is.
-                        tracing::warn!(pack = %f.read.pack, chunk = %b.id, error = %err, "not repacking a damaged blob");
-                        s.damaged.push(format!(
-                            "pack {}: chunk {}: {err}",
-                            f.read.pack.short(),
-                            b.id.short()
-                        ));
+                    progress.advance(u64::from(b.length));
+                    if writer.len() as u64 >= self.config.pack_size {
+                        let full = std::mem::take(&mut writer);
+                        store_pack(&self.store, full.finish().avoiding(&avoid)).await?;
                     }
                 }
-                progress.advance(u64::from(b.length));
-                if writer.len() as u64 >= self.config.pack_size {
-                    let full = std::mem::take(&mut writer);
-                    store_pack(&self.store, full.finish().avoiding(&avoid)).await?;
-                }
+                let (a, b) = f.into_buffers();
+                reader.buffers.give(a);
+                reader.buffers.give(b);
             }
-            let (a, b) = f.into_buffers();
-            reader.buffers.give(a);
-            reader.buffers.give(b);
         }
-        drop(fetched);
         if !writer.is_empty() {
             store_pack(&self.store, writer.finish().avoiding(&avoid)).await?;
         }
@@ -398,6 +394,33 @@ impl Repository {
             .await?;
         s.plan = Some(name.clone());
         Ok((s, Some((name, plan))))
+    }
+
+    /// The blobs kept in `packs` (bits set in `keep`), in pack order.
+    async fn kept_blobs(
+        &self,
+        scan: &IndexScan,
+        keep: &Bits,
+        packs: &[PackId],
+    ) -> Result<Vec<(PackId, Blob)>> {
+        let wanted: HashSet<u32> = packs.iter().map(|p| scan.ordinal[p]).collect();
+        let mut kept: Vec<(PackId, Blob)> = Vec::new();
+        let mut done = HashSet::new();
+        let mut files = std::pin::pin!(scan.files_naming(self, &wanted));
+        while let Some(file) = files.next().await {
+            for (o, g) in scan.pick(file?, &wanted, &mut done) {
+                let first = scan.packs[o as usize].first_bit;
+                kept.extend(
+                    g.entries
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| keep.get(first + *i as u64))
+                        .map(|(_, e)| (g.pack, Blob::from(e))),
+                );
+            }
+        }
+        kept.sort_by_key(|(p, b)| (*p, b.offset));
+        Ok(kept)
     }
 
     /// Writes the groups of `packs` (read again from the index files that

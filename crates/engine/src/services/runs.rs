@@ -43,6 +43,11 @@ impl<const N: usize> Sorter<N> {
     /// # Errors
     /// Writing a run to local disk.
     pub(crate) fn push(&mut self, record: [u8; N]) -> io::Result<()> {
+        if self.buf.len() == self.buf.capacity() {
+            // Grow by doubling, but never past the budget.
+            let want = (self.buf.capacity() * 2).max(1024).min(self.cap);
+            self.buf.reserve_exact(want.saturating_sub(self.buf.len()).max(1));
+        }
         self.buf.push(record);
         if self.buf.len() >= self.cap {
             self.spill()?;
