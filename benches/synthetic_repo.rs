@@ -7,7 +7,13 @@
 //! that needs every chunk but half of those in every tenth pack (so the
 //! mark finds packs to repack).
 //!
+//! With `lookups`, times the local chunk-index cache that a command built
+//! from such a repository: random ids it holds and ids it does not, looked
+//! up in batches of 2,048 (a backup's read block of ~4 KiB chunks), and ids
+//! it holds again with the ordered walk a restore uses.
+//!
 //! Usage: cargo run --release --example synthetic-repo -- REPO_DIR CHUNKS
+//!        cargo run --release --example synthetic-repo -- lookups CACHE_DIR CHUNKS [N]
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -126,15 +132,73 @@ impl Lists {
     }
 }
 
+/// A deterministic sequence (splitmix64).
+fn next(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// `lookups CACHE_DIR CHUNKS [N]`: N (default 1 M) present and N absent
+/// ids, in batches, then N more present ones with the restore's ordered
+/// walk ([`cairn_index::ChunkIndex::get_many_present`]), against the
+/// chunk-index cache in CACHE_DIR (a repository's directory under the cache
+/// root, holding `chunk-index`); prints lookups/s.
+fn lookups(args: &[String]) {
+    let (Some(dir), Some(chunks)) = (args.first(), args.get(1)) else {
+        eprintln!("usage: synthetic-repo lookups CACHE_DIR CHUNKS [N]");
+        std::process::exit(2);
+    };
+    let chunks: u64 = chunks.parse().expect("CHUNKS is a number");
+    let n: u64 = args
+        .get(2)
+        .map_or(1 << 20, |n| n.parse().expect("N is a number"));
+    let index = cairn_index::ChunkIndex::open_shared(Path::new(dir)).expect("the cache opens");
+    let mut state = 42;
+    for (what, kind, walk) in [
+        ("present", 0u8, false),
+        ("absent", 2u8, false),
+        ("present-walk", 0u8, true),
+    ] {
+        let ids: Vec<ChunkId> = (0..n)
+            .map(|_| ChunkId(id_of(next(&mut state) % chunks, kind)))
+            .collect();
+        let start = std::time::Instant::now();
+        let mut found = 0u64;
+        for batch in ids.chunks(2048) {
+            let hits = if walk {
+                index.get_many_present(batch)
+            } else {
+                index.get_many(batch)
+            };
+            found += hits.expect("lookup").iter().flatten().count() as u64;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let expected = if kind == 0 { n } else { 0 };
+        assert_eq!(found, expected, "{what} ids found");
+        println!("{what} {:.0}", n as f64 / secs);
+    }
+}
+
 fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("lookups") {
+        lookups(&args[2..]);
+        return Ok(());
+    }
     let (Some(repo), Some(chunks)) = (args.get(1), args.get(2)) else {
         eprintln!("usage: synthetic-repo REPO_DIR CHUNKS");
         std::process::exit(2);
     };
     let repo = Path::new(repo);
     let chunks: u64 = chunks.parse().expect("CHUNKS is a number");
-    assert!(repo.join("config").exists(), "run cairn init on {} first", repo.display());
+    assert!(
+        repo.join("config").exists(),
+        "run cairn init on {} first",
+        repo.display()
+    );
     let mut lists = Lists {
         current: Vec::new(),
         writer: PackWriter::new(),

@@ -219,8 +219,10 @@ async fn run(seed: u64, steps: usize) {
             let max_unused = [0.0, 0.1, 0.5][rng.random_range(0..3)];
             // A tiny sort buffer puts the mark's records in many runs on
             // disk; the default keeps these small repositories in memory.
-            let sort_buffer = [64, 4096, PruneOptions::default().sort_buffer][rng.random_range(0..3)];
-            label = format!("step {step}: prune, max unused {max_unused}, sort buffer {sort_buffer}");
+            let sort_buffer =
+                [64, 4096, PruneOptions::default().sort_buffer][rng.random_range(0..3)];
+            label =
+                format!("step {step}: prune, max unused {max_unused}, sort buffer {sort_buffer}");
             let r = repo
                 .prune(
                     &PruneOptions {

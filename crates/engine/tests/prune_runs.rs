@@ -102,18 +102,40 @@ async fn a_mark_through_sorted_runs_decides_as_one_in_memory() {
         sort_buffer,
         ..PruneOptions::default()
     };
-    let in_memory = repo.prune(&dry(PruneOptions::default().sort_buffer), Arc::new(NoProgress)).await.expect("prune");
-    let on_disk = repo.prune(&dry(64), Arc::new(NoProgress)).await.expect("prune");
-    assert_eq!(in_memory.mark.scratch_bytes, 0, "a small repository is sorted in memory");
+    let in_memory = repo
+        .prune(
+            &dry(PruneOptions::default().sort_buffer),
+            Arc::new(NoProgress),
+        )
+        .await
+        .expect("prune");
+    let on_disk = repo
+        .prune(&dry(64), Arc::new(NoProgress))
+        .await
+        .expect("prune");
+    assert_eq!(
+        in_memory.mark.scratch_bytes, 0,
+        "a small repository is sorted in memory"
+    );
     assert!(
         on_disk.mark.scratch_bytes > 44 * on_disk.mark.index_entries,
         "a 64-byte buffer writes every record to runs: {} bytes for {} entries",
         on_disk.mark.scratch_bytes,
         on_disk.mark.index_entries
     );
-    assert_eq!(mark_without_scratch(&in_memory), mark_without_scratch(&on_disk));
-    assert!(in_memory.mark.packs_repacked + in_memory.mark.packs_unused > 0, "{:?}", in_memory.mark);
-    assert!(in_memory.mark.chunks_needed > 0 && in_memory.mark.index_entries > in_memory.mark.chunks_needed);
+    assert_eq!(
+        mark_without_scratch(&in_memory),
+        mark_without_scratch(&on_disk)
+    );
+    assert!(
+        in_memory.mark.packs_repacked + in_memory.mark.packs_unused > 0,
+        "{:?}",
+        in_memory.mark
+    );
+    assert!(
+        in_memory.mark.chunks_needed > 0
+            && in_memory.mark.index_entries > in_memory.mark.chunks_needed
+    );
 
     // The real prune, through runs: everything kept still restores.
     let done = repo
@@ -126,18 +148,36 @@ async fn a_mark_through_sorted_runs_decides_as_one_in_memory() {
         )
         .await
         .expect("prune");
-    assert!(done.swept.iter().map(|s| s.packs_deleted).sum::<usize>() > 0, "{done:?}");
+    assert!(
+        done.swept.iter().map(|s| s.packs_deleted).sum::<usize>() > 0,
+        "{done:?}"
+    );
     let fresh = tempfile::tempdir().expect("tmp");
     let truth = open(&dir, fresh.path()).await;
     let kept = truth.snapshots().await.expect("list");
     assert_eq!(kept.len(), 3);
     for info in &kept {
         let sink = Sink::default();
-        truth.dump(info, "data", sink.clone()).await.expect("restore");
+        truth
+            .dump(info, "data", sink.clone())
+            .await
+            .expect("restore");
         let got = sink.0.lock().expect("lock").clone();
-        assert!((3..6).any(|v| got == data(v)), "snapshot {} restores other bytes", info.id);
+        assert!(
+            (3..6).any(|v| got == data(v)),
+            "snapshot {} restores other bytes",
+            info.id
+        );
     }
     // Nothing left to do: a second mark finds every pack fully used.
-    let again = repo.prune(&dry(64), Arc::new(NoProgress)).await.expect("prune");
-    assert_eq!(again.mark.packs_repacked + again.mark.packs_unused, 0, "{:?}", again.mark);
+    let again = repo
+        .prune(&dry(64), Arc::new(NoProgress))
+        .await
+        .expect("prune");
+    assert_eq!(
+        again.mark.packs_repacked + again.mark.packs_unused,
+        0,
+        "{:?}",
+        again.mark
+    );
 }

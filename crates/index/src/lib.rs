@@ -33,6 +33,10 @@ const CF_FILES: &str = "files";
 const CF_PACKS: &str = "packs";
 const CF_META: &str = "meta";
 const KEY_SCHEMA: &[u8] = b"schema";
+/// Entries [`ChunkIndex::get_many_present`]'s walk steps over to reach the
+/// next id before it seeks instead; also the share of the index (one
+/// eighth) below which it makes point lookups instead of walking.
+const STEPS_BEFORE_SEEK: usize = 8;
 
 /// Chunk index errors.
 #[derive(Debug, thiserror::Error)]
@@ -335,6 +339,62 @@ impl ChunkIndex {
         Ok(out)
     }
 
+    /// Like [`ChunkIndex::get_many`], for ids expected to be present (a
+    /// restore's, a check's). When the ids are at least an eighth of the
+    /// index (a restore of a recent snapshot), one iterator walks them in
+    /// order, stepping over a few entries to reach the next id: close to one
+    /// ordered scan, several times cheaper a chunk than point lookups. Fewer
+    /// ids are looked up one by one as [`ChunkIndex::get_many`] does: an
+    /// iterator's seek consults every level of the tree, where a point
+    /// lookup's bloom filters skip most of them.
+    ///
+    /// # Errors
+    /// As [`ChunkIndex::get_many`].
+    pub fn get_many_present(&self, ids: &[ChunkId]) -> Result<Vec<Option<PackLocation>>> {
+        let len = self.estimate_len()?;
+        if (ids.len() as u64).saturating_mul(STEPS_BEFORE_SEEK as u64) < len {
+            return self.get_many(ids);
+        }
+        self.walk(ids)
+    }
+
+    /// Looks `ids` up with one iterator walked in id order.
+    fn walk(&self, ids: &[ChunkId]) -> Result<Vec<Option<PackLocation>>> {
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        order.sort_unstable_by_key(|&i| ids[i]);
+        let mut out = vec![None; ids.len()];
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_CHUNKS));
+        let mut started = false;
+        for &i in &order {
+            let want = ids[i].as_bytes().as_slice();
+            let before = |it: &rocksdb::DBRawIteratorWithThreadMode<'_, DB>| {
+                it.valid() && it.key().is_some_and(|k| k < want)
+            };
+            if started {
+                let mut steps = 0;
+                while steps < STEPS_BEFORE_SEEK && before(&it) {
+                    it.next();
+                    steps += 1;
+                }
+                if before(&it) {
+                    it.seek(want);
+                }
+            } else {
+                it.seek(want);
+                started = true;
+            }
+            if it.valid() && it.key() == Some(want) {
+                let v = it.value().expect("invariant: a valid iterator has a value");
+                out[i] = Some(PackLocation::decode(v).map_err(|e| Error::Corrupt {
+                    path: self.path.clone(),
+                    reason: e.to_string(),
+                })?);
+            }
+        }
+        it.status().map_err(|e| self.db_err(e))?;
+        Ok(out)
+    }
+
     /// Looks up one chunk.
     ///
     /// # Errors
@@ -550,6 +610,43 @@ mod tests {
             idx.ingested_files().expect("lists"),
             HashSet::from([file(1)])
         );
+    }
+
+    #[test]
+    fn present_lookups_find_what_point_lookups_find() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let idx = ChunkIndex::open(&dir.path().join("idx")).expect("opens");
+        let groups: Vec<IndexGroup> = (0..200u8).map(group).collect();
+        idx.ingest(&file(1), &groups[..100]).expect("ingests");
+        idx.ingest(&file(2), &groups[100..]).expect("ingests");
+        // Deleted entries (a forgotten pack) must not be found either.
+        idx.forget_packs(&HashSet::from([PackId::of(&[7])]))
+            .expect("forgets");
+        let present: Vec<ChunkId> = groups
+            .iter()
+            .flat_map(|g| g.entries.iter().map(|e| e.id))
+            .collect();
+        let absent: Vec<ChunkId> = (0..300u16).map(|i| ChunkId::of(&i.to_le_bytes())).collect();
+        let cases: Vec<Vec<ChunkId>> = vec![
+            present.clone(),                                        // dense: steps
+            present.iter().step_by(37).copied().collect(),          // sparse: seeks
+            present.iter().chain(&absent).copied().rev().collect(), // mixed
+            absent.clone(),
+            [present[5], present[5], absent[0], present[5]].to_vec(), // repeats
+            Vec::new(),
+        ];
+        for ids in cases {
+            let expected = idx.get_many(&ids).expect("looks up");
+            assert_eq!(
+                idx.walk(&ids).expect("walks"),
+                expected,
+                "{} ids",
+                ids.len()
+            );
+            assert_eq!(idx.get_many_present(&ids).expect("looks up"), expected);
+        }
+        let forgotten = ChunkId::of(&[7, 1]);
+        assert_eq!(idx.walk(&[forgotten]).expect("walks"), vec![None]);
     }
 
     #[test]

@@ -282,7 +282,11 @@ impl Repository {
                     .filter(|p| !present.contains_key(p)),
             )
             .collect();
-        let gone_ord: HashSet<u32> = gone.iter().filter_map(|p| scan.ordinal.get(p)).copied().collect();
+        let gone_ord: HashSet<u32> = gone
+            .iter()
+            .filter_map(|p| scan.ordinal.get(p))
+            .copied()
+            .collect();
         let superseded: Vec<IndexId> = scan
             .files
             .iter()
@@ -377,7 +381,8 @@ impl Repository {
             .flat_map(|n| scan.files[n].iter().copied())
             .filter(|o| !gone_ord.contains(o))
             .collect();
-        self.index_again(&scan, &staying, superseded.clone()).await?;
+        self.index_again(&scan, &staying, superseded.clone())
+            .await?;
 
         let plan = GcPlan {
             host: crate::host::hostname(),

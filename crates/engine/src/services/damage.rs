@@ -273,7 +273,8 @@ impl Repository {
                 .iter()
                 .flat_map(|f| f.chunk_lists.iter().copied())
                 .filter(|l| unusable(l).is_none());
-            self.read_lists(&view.locations, lists, &mut list_cache).await;
+            self.read_lists(&view.locations, lists, &mut list_cache)
+                .await;
             for file in &info.snapshot.files {
                 let mut why = file.chunks.iter().find_map(unusable);
                 for list in &file.chunk_lists {

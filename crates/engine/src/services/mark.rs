@@ -75,7 +75,11 @@ pub(crate) struct Bits(Vec<u64>);
 
 impl Bits {
     pub(crate) fn new(n: u64) -> Self {
-        Self(vec![0; usize::try_from(n.div_ceil(64)).expect("bitset fits in memory")])
+        Self(vec![
+            0;
+            usize::try_from(n.div_ceil(64))
+                .expect("bitset fits in memory")
+        ])
     }
     pub(crate) fn set(&mut self, i: u64) {
         self.0[(i / 64) as usize] |= 1 << (i % 64);
@@ -159,15 +163,15 @@ impl Repository {
             }
             files.insert(name, named);
         }
-        let spilled = sorter.spilled_bytes();
+        let entries = sorter.finish().map_err(io_error(tmp))?;
         Ok(IndexScan {
             packs,
             ordinal,
             files,
             lists: locations,
-            entries: sorter.finish().map_err(io_error(tmp))?,
+            spilled: entries.spilled_bytes(),
+            entries,
             total_entries: total,
-            spilled,
             tmp: tmp.to_path_buf(),
         })
     }
@@ -200,7 +204,8 @@ impl Repository {
         let mut unreadable = HashMap::new();
         let mut out = ChunkLists::new();
         for batch in all_lists.chunks(LIST_BATCH) {
-            self.read_lists(lists, batch.iter().copied(), &mut out).await;
+            self.read_lists(lists, batch.iter().copied(), &mut out)
+                .await;
             for (id, ids) in out.drain() {
                 sorter.push(id.0).map_err(io_error(tmp))?;
                 match ids {
@@ -215,11 +220,11 @@ impl Repository {
                 }
             }
         }
-        let spilled = sorter.spilled_bytes();
+        let ids = sorter.finish().map_err(io_error(tmp))?;
         Ok(Needed {
-            ids: sorter.finish().map_err(io_error(tmp))?,
+            spilled: ids.spilled_bytes(),
+            ids,
             unreadable_lists: unreadable,
-            spilled,
         })
     }
 }
@@ -285,8 +290,7 @@ impl IndexScan {
                 repo.load_index_file(&name).await.map_err(|e| match e {
                     Error::Store(cairn_store::Error::NotFound { .. }) => Error::Malformed {
                         what: format!("index file {name}"),
-                        reason: "deleted while prune was reading the index; run prune again"
-                            .into(),
+                        reason: "deleted while prune was reading the index; run prune again".into(),
                     },
                     e => e,
                 })
@@ -338,7 +342,8 @@ impl IndexBatch {
     /// Adds a group; a file when one is full.
     pub(crate) fn push(&mut self, g: IndexGroup) -> Option<IndexFile> {
         let full = !self.groups.is_empty()
-            && (self.groups.len() >= BATCH_GROUPS || self.entries + g.entries.len() > BATCH_ENTRIES);
+            && (self.groups.len() >= BATCH_GROUPS
+                || self.entries + g.entries.len() > BATCH_ENTRIES);
         let out = full.then(|| self.take(false));
         self.entries += g.entries.len();
         self.groups.push(g);
@@ -406,7 +411,10 @@ mod tests {
 
     #[test]
     fn a_batch_with_no_groups_still_records_what_it_supersedes() {
-        let files: Vec<IndexFile> = IndexBatch::new(vec![IndexId([1; 32])]).finish().into_iter().collect();
+        let files: Vec<IndexFile> = IndexBatch::new(vec![IndexId([1; 32])])
+            .finish()
+            .into_iter()
+            .collect();
         assert_eq!(files.len(), 1);
         assert!(files[0].groups.is_empty());
         assert!(IndexBatch::new(Vec::new()).finish().is_none());

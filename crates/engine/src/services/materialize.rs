@@ -796,7 +796,7 @@ async fn locate(
 ) -> Result<Vec<(ChunkId, PackLocation)>> {
     let (ids, locs) = {
         let index = Arc::clone(index);
-        tokio::task::spawn_blocking(move || index.get_many(&ids).map(|l| (ids, l)))
+        tokio::task::spawn_blocking(move || index.get_many_present(&ids).map(|l| (ids, l)))
             .await
             .expect("invariant: lookup does not panic")?
     };

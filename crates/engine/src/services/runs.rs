@@ -46,18 +46,14 @@ impl<const N: usize> Sorter<N> {
         if self.buf.len() == self.buf.capacity() {
             // Grow by doubling, but never past the budget.
             let want = (self.buf.capacity() * 2).max(1024).min(self.cap);
-            self.buf.reserve_exact(want.saturating_sub(self.buf.len()).max(1));
+            self.buf
+                .reserve_exact(want.saturating_sub(self.buf.len()).max(1));
         }
         self.buf.push(record);
         if self.buf.len() >= self.cap {
             self.spill()?;
         }
         Ok(())
-    }
-
-    /// Bytes written to runs on disk so far.
-    pub(crate) fn spilled_bytes(&self) -> u64 {
-        self.spilled
     }
 
     fn sort_buffer(&mut self) {
@@ -95,6 +91,7 @@ impl<const N: usize> Sorter<N> {
             return Ok(Sorted {
                 dedup: self.dedup,
                 last: None,
+                spilled: 0,
                 source: Source::Memory(records.into_iter()),
             });
         }
@@ -116,6 +113,7 @@ impl<const N: usize> Sorter<N> {
                     let mut w = BufWriter::with_capacity(1 << 20, &mut file);
                     for r in Merge::<N>::new(group, self.dedup)? {
                         w.write_all(&r?)?;
+                        self.spilled += N as u64;
                     }
                     w.flush()?;
                 }
@@ -126,6 +124,7 @@ impl<const N: usize> Sorter<N> {
         Ok(Sorted {
             dedup: self.dedup,
             last: None,
+            spilled: self.spilled,
             source: Source::Disk(Merge::new(std::mem::take(&mut self.runs), self.dedup)?),
         })
     }
@@ -135,7 +134,17 @@ impl<const N: usize> Sorter<N> {
 pub(crate) struct Sorted<const N: usize> {
     dedup: bool,
     last: Option<[u8; N]>,
+    /// Bytes written to local disk in all (runs and merge levels).
+    spilled: u64,
     source: Source<N>,
+}
+
+impl<const N: usize> Sorted<N> {
+    /// Bytes the sort wrote to local disk: every run, the last one and any
+    /// merged in levels included.
+    pub(crate) fn spilled_bytes(&self) -> u64 {
+        self.spilled
+    }
 }
 
 enum Source<const N: usize> {
@@ -276,7 +285,11 @@ mod tests {
             s.push(*r).unwrap();
         }
         assert!(s.runs.len() > FAN_IN, "{} runs", s.runs.len());
-        let out: Vec<_> = s.finish().unwrap().map(Result::unwrap).collect();
+        let sorted = s.finish().unwrap();
+        // Every record written once to a run and once more by the level
+        // that merged the 313 runs into 3.
+        assert_eq!(sorted.spilled_bytes(), 2 * 5000 * 3);
+        let out: Vec<_> = sorted.map(Result::unwrap).collect();
         let mut expected = records;
         expected.sort_unstable();
         assert_eq!(out, expected);
