@@ -34,9 +34,11 @@ const CF_PACKS: &str = "packs";
 const CF_META: &str = "meta";
 const KEY_SCHEMA: &[u8] = b"schema";
 /// Entries [`ChunkIndex::get_many_present`]'s walk steps over to reach the
-/// next id before it seeks instead; also the share of the index (one
-/// eighth) below which it makes point lookups instead of walking.
+/// next id before it seeks instead.
 const STEPS_BEFORE_SEEK: usize = 8;
+/// [`ChunkIndex::get_many_present`] walks batches of at least
+/// 1/`WALK_SHARE` of the index and looks smaller ones up point by point.
+const WALK_SHARE: u64 = 8;
 
 /// Chunk index errors.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +102,13 @@ fn slot_path(dir: &Path, n: usize) -> PathBuf {
     } else {
         dir.join(format!("chunk-index.{n}"))
     }
+}
+
+/// Positions into `ids`, in id order (RocksDB reads sorted keys faster).
+fn id_order(ids: &[ChunkId]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..ids.len()).collect();
+    order.sort_unstable_by_key(|&i| ids[i]);
+    order
 }
 
 fn lock_path(slot: &Path) -> PathBuf {
@@ -317,8 +326,7 @@ impl ChunkIndex {
     /// # Errors
     /// RocksDB failures or malformed values.
     pub fn get_many(&self, ids: &[ChunkId]) -> Result<Vec<Option<PackLocation>>> {
-        let mut order: Vec<usize> = (0..ids.len()).collect();
-        order.sort_unstable_by_key(|&i| ids[i]);
+        let order = id_order(ids);
         let found = self.db.batched_multi_get_cf(
             self.cf(CF_CHUNKS),
             order.iter().map(|&i| ids[i].as_bytes().as_slice()),
@@ -327,16 +335,17 @@ impl ChunkIndex {
         let mut out = vec![None; ids.len()];
         for (&i, r) in order.iter().zip(found) {
             let v = r.map_err(|e| self.db_err(e))?;
-            out[i] = v
-                .map(|b| {
-                    PackLocation::decode(&b).map_err(|e| Error::Corrupt {
-                        path: self.path.clone(),
-                        reason: e.to_string(),
-                    })
-                })
-                .transpose()?;
+            out[i] = v.map(|b| self.location(&b)).transpose()?;
         }
         Ok(out)
+    }
+
+    /// A stored location, decoded.
+    fn location(&self, value: &[u8]) -> Result<PackLocation> {
+        PackLocation::decode(value).map_err(|e| Error::Corrupt {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        })
     }
 
     /// Like [`ChunkIndex::get_many`], for ids expected to be present (a
@@ -351,8 +360,7 @@ impl ChunkIndex {
     /// # Errors
     /// As [`ChunkIndex::get_many`].
     pub fn get_many_present(&self, ids: &[ChunkId]) -> Result<Vec<Option<PackLocation>>> {
-        let len = self.estimate_len()?;
-        if (ids.len() as u64).saturating_mul(STEPS_BEFORE_SEEK as u64) < len {
+        if (ids.len() as u64).saturating_mul(WALK_SHARE) < self.estimate_len()? {
             return self.get_many(ids);
         }
         self.walk(ids)
@@ -360,35 +368,28 @@ impl ChunkIndex {
 
     /// Looks `ids` up with one iterator walked in id order.
     fn walk(&self, ids: &[ChunkId]) -> Result<Vec<Option<PackLocation>>> {
-        let mut order: Vec<usize> = (0..ids.len()).collect();
-        order.sort_unstable_by_key(|&i| ids[i]);
+        let order = id_order(ids);
         let mut out = vec![None; ids.len()];
         let mut it = self.db.raw_iterator_cf(self.cf(CF_CHUNKS));
-        let mut started = false;
+        if let Some(&first) = order.first() {
+            it.seek(ids[first].as_bytes());
+        }
         for &i in &order {
             let want = ids[i].as_bytes().as_slice();
             let before = |it: &rocksdb::DBRawIteratorWithThreadMode<'_, DB>| {
                 it.valid() && it.key().is_some_and(|k| k < want)
             };
-            if started {
-                let mut steps = 0;
-                while steps < STEPS_BEFORE_SEEK && before(&it) {
-                    it.next();
-                    steps += 1;
-                }
-                if before(&it) {
-                    it.seek(want);
-                }
-            } else {
+            let mut steps = 0;
+            while steps < STEPS_BEFORE_SEEK && before(&it) {
+                it.next();
+                steps += 1;
+            }
+            if before(&it) {
                 it.seek(want);
-                started = true;
             }
             if it.valid() && it.key() == Some(want) {
                 let v = it.value().expect("invariant: a valid iterator has a value");
-                out[i] = Some(PackLocation::decode(v).map_err(|e| Error::Corrupt {
-                    path: self.path.clone(),
-                    reason: e.to_string(),
-                })?);
+                out[i] = Some(self.location(v)?);
             }
         }
         it.status().map_err(|e| self.db_err(e))?;

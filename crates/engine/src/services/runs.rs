@@ -113,10 +113,10 @@ impl<const N: usize> Sorter<N> {
                     let mut w = BufWriter::with_capacity(1 << 20, &mut file);
                     for r in Merge::<N>::new(group, self.dedup)? {
                         w.write_all(&r?)?;
-                        self.spilled += N as u64;
                     }
                     w.flush()?;
                 }
+                self.spilled += file.metadata()?.len();
                 file.rewind()?;
                 self.runs.push(file);
             }
