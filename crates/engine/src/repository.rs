@@ -145,6 +145,29 @@ const INDEX_FETCH_CONCURRENCY: usize = 16;
 /// chunk); larger objects under `index/` are reported and skipped.
 const MAX_INDEX_FILE: u64 = 256 * 1024 * 1024;
 
+/// Index entries a cache update keeps decoded at once (about 60 bytes
+/// each); see [`Repository::ingest_index_files`].
+const INGEST_KEEP_ENTRIES: usize = 4 * 1024 * 1024;
+
+/// An index file as read, or `None` when it is to be skipped: damaged or a
+/// stray object (named in a warning; chunks only it located count as
+/// absent: a backup stores them again, a restore that needs them says
+/// which), or gone since it was listed (a prune).
+///
+/// # Errors
+/// Any other failure to read it.
+fn skip_damaged_index(name: IndexId, r: Result<IndexFile>) -> Result<Option<IndexFile>> {
+    match r {
+        Ok(f) => Ok(Some(f)),
+        Err(e @ Error::Malformed { .. }) => {
+            tracing::warn!(object = %keys::index(&name), error = %e, "skipping a damaged index file (cairn repair index rebuilds index files from packs)");
+            Ok(None)
+        }
+        Err(Error::Store(cairn_store::Error::NotFound { .. })) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Largest manifest, compressed or decompressed.
 const MAX_MANIFEST: u64 = 512 * 1024 * 1024;
 
@@ -327,7 +350,8 @@ impl Repository {
                 "updating local chunk index from repository index files"
             );
         }
-        self.ingest_index_files(&idx, missing).await?;
+        self.ingest_index_files(&idx, missing, INGEST_KEEP_ENTRIES)
+            .await?;
         // Files the cache knows that are gone: fine when a prune superseded
         // them (what is still needed came with the files that replaced them);
         // anything else means the cache may hold stale locations: rebuild.
@@ -342,67 +366,78 @@ impl Repository {
         }
         tracing::info!("repository index files were removed; rebuilding the local chunk index");
         idx.clear()?;
-        self.ingest_index_files(&idx, listed_sizes).await?;
+        self.ingest_index_files(&idx, listed_sizes, INGEST_KEEP_ENTRIES)
+            .await?;
         Ok(idx)
     }
 
     /// Fetches and ingests index files: superseded ones first, so that the
     /// locations of the files replacing them win. Damaged files are named
     /// and skipped.
+    ///
+    /// Memory is bounded whatever the repository's size: the files are read
+    /// once to learn what supersedes what, keeping up to `keep` entries
+    /// decoded ([`INGEST_KEEP_ENTRIES`]); files beyond that are read again
+    /// when their turn to be ingested comes (only on a fresh cache of a
+    /// large repository).
     async fn ingest_index_files(
         &self,
         idx: &Arc<ChunkIndex>,
         files: Vec<(IndexId, u64)>,
+        keep: usize,
     ) -> Result<()> {
-        let fetched: Vec<(IndexId, Result<IndexFile>)> = futures::stream::iter(files)
-            .map(|(name, size)| async move {
-                if size > MAX_INDEX_FILE {
-                    let e = malformed(
-                        format!("index file {name}"),
-                        format!("{size} bytes, more than an index file may have"),
-                    );
-                    return (name, Err(e));
-                }
-                let r = async {
-                    let bytes = self.store.get(&keys::index(&name)).await?;
-                    IndexFile::decode(&bytes)
-                        .map_err(|e| malformed(format!("index file {name}"), e))
-                }
-                .await;
-                (name, r)
-            })
-            .buffer_unordered(INDEX_FETCH_CONCURRENCY)
-            .collect()
-            .await;
-        let mut good = Vec::new();
-        for (name, r) in fetched {
-            match r {
-                Ok(f) => good.push((name, f)),
-                // A damaged or stray object: named, and skipped. Chunks only
-                // it located count as absent (a backup stores them again; a
-                // restore that needs them says which).
-                Err(e @ Error::Malformed { .. }) => {
-                    tracing::warn!(object = %keys::index(&name), error = %e, "skipping a damaged index file (cairn repair index rebuilds index files from packs)");
-                }
-                // Gone since it was listed (a prune): nothing to read.
-                Err(Error::Store(cairn_store::Error::NotFound { .. })) => {}
-                Err(e) => return Err(e),
+        let mut fetched = std::pin::pin!(futures::stream::iter(files)
+            .map(
+                |(name, size)| async move { (name, size, self.fetch_index_file(name, size).await) }
+            )
+            .buffer_unordered(INDEX_FETCH_CONCURRENCY));
+        let mut kept = 0usize;
+        let mut good: Vec<(IndexId, u64, Vec<IndexId>, Option<IndexFile>)> = Vec::new();
+        while let Some((name, size, r)) = fetched.next().await {
+            let Some(f) = skip_damaged_index(name, r)? else {
+                continue;
+            };
+            let entries: usize = f.groups.iter().map(|g| g.entries.len()).sum();
+            let supersedes = f.supersedes.clone();
+            let keeps = kept + entries <= keep;
+            if keeps {
+                kept += entries;
             }
+            good.push((name, size, supersedes, keeps.then_some(f)));
         }
         let mut superseded: HashSet<IndexId> = idx.superseded_files()?;
-        for (_, f) in &good {
-            superseded.extend(f.supersedes.iter().copied());
+        for (_, _, s, _) in &good {
+            superseded.extend(s.iter().copied());
         }
-        good.sort_by_key(|(n, _)| !superseded.contains(n));
-        let idx = Arc::clone(idx);
-        tokio::task::spawn_blocking(move || -> Result<()> {
-            for (name, f) in good {
-                idx.ingest_superseding(&name, &f.supersedes, &f.groups)?;
-            }
-            Ok(())
-        })
-        .await
-        .expect("invariant: ingest does not panic")
+        good.sort_by_key(|(n, ..)| !superseded.contains(n));
+        for (name, size, _, f) in good {
+            let f = match f {
+                Some(f) => f,
+                None => match skip_damaged_index(name, self.fetch_index_file(name, size).await)? {
+                    Some(f) => f,
+                    None => continue,
+                },
+            };
+            let idx = Arc::clone(idx);
+            tokio::task::spawn_blocking(move || {
+                idx.ingest_superseding(&name, &f.supersedes, &f.groups)
+            })
+            .await
+            .expect("invariant: ingest does not panic")?;
+        }
+        Ok(())
+    }
+
+    /// Reads and decodes one index file of `size` bytes (as listed).
+    async fn fetch_index_file(&self, name: IndexId, size: u64) -> Result<IndexFile> {
+        if size > MAX_INDEX_FILE {
+            return Err(malformed(
+                format!("index file {name}"),
+                format!("{size} bytes, more than an index file may have"),
+            ));
+        }
+        let bytes = self.store.get(&keys::index(&name)).await?;
+        IndexFile::decode(&bytes).map_err(|e| malformed(format!("index file {name}"), e))
     }
 
     /// Every snapshot, oldest first.
@@ -581,7 +616,78 @@ impl Repository {
 
 #[cfg(test)]
 mod tests {
-    use cairn_model::{Snapshot, SnapshotId};
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use cairn_index::ChunkIndex;
+    use cairn_model::{
+        ChunkId, Codec, IndexEntry, IndexFile, IndexGroup, IndexId, PackId, Snapshot, SnapshotId,
+    };
+    use cairn_store::{keys, RepoStore};
+
+    use super::{InitOptions, Repository};
+
+    /// A file that supersedes another wins on a fresh cache, whichever is
+    /// listed first, both when every file stays decoded and when each is
+    /// read again for its turn (a budget of no entries).
+    #[tokio::test]
+    async fn a_fresh_cache_takes_the_superseding_location_whatever_the_budget() {
+        let (x, y) = (ChunkId([1; 32]), ChunkId([2; 32]));
+        let (old_pack, new_pack) = (PackId([5; 32]), PackId([6; 32]));
+        let entry = |id, offset| IndexEntry {
+            id,
+            offset,
+            length: 10,
+            raw_length: 10,
+            codec: Codec::Raw,
+        };
+        let group = |pack, entries| IndexGroup {
+            pack,
+            pack_length: 100,
+            entries,
+        };
+        for keep in [usize::MAX, 0] {
+            for superseding_first in [false, true] {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let store = RepoStore::open(dir.path().join("repo").to_str().expect("utf8"), true)
+                    .expect("store");
+                let repo = Repository::init(store, InitOptions::default(), &dir.path().join("c"))
+                    .await
+                    .expect("init");
+                let old = IndexFile {
+                    supersedes: Vec::new(),
+                    groups: vec![group(old_pack, vec![entry(x, 16)])],
+                }
+                .encode();
+                let old_name = IndexId::of(&old);
+                let new = IndexFile {
+                    supersedes: vec![old_name],
+                    groups: vec![group(new_pack, vec![entry(x, 32), entry(y, 48)])],
+                }
+                .encode();
+                let new_name = IndexId::of(&new);
+                let mut files = vec![(old_name, old.len() as u64), (new_name, new.len() as u64)];
+                if superseding_first {
+                    files.reverse();
+                }
+                for (name, bytes) in [(old_name, old), (new_name, new)] {
+                    repo.store
+                        .put_content_addressed(&keys::index(&name), Bytes::from(bytes))
+                        .await
+                        .expect("put");
+                }
+                let idx = Arc::new(ChunkIndex::open(&dir.path().join("idx")).expect("index"));
+                repo.ingest_index_files(&idx, files, keep)
+                    .await
+                    .expect("ingest");
+                let case = format!("keep {keep}, superseding first {superseding_first}");
+                let at = |id| idx.get(&id).expect("get").expect(&case);
+                assert_eq!((at(x).pack, at(x).offset), (new_pack, 32), "{case}");
+                assert_eq!((at(y).pack, at(y).offset), (new_pack, 48), "{case}");
+                assert_eq!(idx.ingested_files().expect("files").len(), 2, "{case}");
+            }
+        }
+    }
 
     /// The manifest vector of docs/format.md, "Test vectors": parsed and
     /// written again byte for byte, with the documented id.

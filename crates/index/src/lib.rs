@@ -22,7 +22,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use cairn_model::{ChunkId, IndexGroup, IndexId, PackId, PackLocation};
+use cairn_model::{ChunkId, IndexEntry, IndexGroup, IndexId, PackId, PackLocation};
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, DB};
 
 /// Bumped whenever the on-disk layout of this cache changes; a mismatch wipes it.
@@ -430,10 +430,19 @@ impl ChunkIndex {
         }
         let mut batch = WriteBatch::default();
         let chunks = self.cf(CF_CHUNKS);
+        // Inserted in id order: the memtable's skip list then finds each
+        // insertion point next to the last one instead of searching from
+        // the top. The sort is stable, so of an id named twice the later
+        // location still wins.
+        let mut entries: Vec<(&IndexGroup, &IndexEntry)> = groups
+            .iter()
+            .flat_map(|g| g.entries.iter().map(move |e| (g, e)))
+            .collect();
+        entries.sort_by(|a, b| a.1.id.as_bytes().cmp(b.1.id.as_bytes()));
+        for (g, e) in entries {
+            batch.put_cf(chunks, e.id.as_bytes(), e.locate(g.pack).encode());
+        }
         for g in groups {
-            for e in &g.entries {
-                batch.put_cf(chunks, e.id.as_bytes(), e.locate(g.pack).encode());
-            }
             batch.put_cf(
                 self.cf(CF_PACKS),
                 g.pack.as_bytes(),

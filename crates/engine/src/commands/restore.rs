@@ -117,7 +117,15 @@ impl Repository {
             }
             let out = Arc::new(out);
             let written = self
-                .write_file(info, file, &index, Arc::clone(&out), &reader, &*progress)
+                .write_file(
+                    info,
+                    file,
+                    &index,
+                    Arc::clone(&out),
+                    opts.sync,
+                    &reader,
+                    &*progress,
+                )
                 .await;
             let done = written.and_then(|reads| {
                 summary.add_reads(&reads);

@@ -389,7 +389,10 @@ impl Repository {
     /// Restores one file into `out` (created and sized by the caller) with
     /// positional writes: its chunks are located in batches and planned up
     /// to the reader's horizon of chunks at a time, each request's blobs written at their
-    /// offsets as it arrives. Returns what was read.
+    /// offsets as it arrives. With `writeback`, each finished horizon is
+    /// handed to the device at once (see
+    /// [`cairn_store::durable::start_writeback`]), so the caller's final
+    /// `fsync` waits for the last one only. Returns what was read.
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn write_file(
         &self,
@@ -397,6 +400,7 @@ impl Repository {
         file: &FileEntry,
         index: &Arc<ChunkIndex>,
         out: Arc<std::fs::File>,
+        writeback: bool,
         reader: &Reader,
         progress: &dyn Progress,
     ) -> Result<ReadTally> {
@@ -436,9 +440,17 @@ impl Repository {
         let consume = async {
             let mut base = 0u64;
             while let Some(chunks) = hrx.recv().await {
-                base += self
+                let len = self
                     .write_horizon(&ctx, &chunks?, base, &out, reader, &tally, progress)
                     .await?;
+                if writeback {
+                    // Best effort: the final fsync makes the file durable
+                    // either way.
+                    if let Err(e) = cairn_store::durable::start_writeback(&out, base, len) {
+                        tracing::debug!(file = %ctx.file, error = %e, "early writeback refused");
+                    }
+                }
+                base += len;
             }
             Ok::<u64, Error>(base)
         };
