@@ -22,15 +22,24 @@
 #          bandwidth cap (the machine's own loopback is not slowed; this
 #          kernel has no netem, see the proxy's notes)
 #   s3-cap the same, each direction capped at RATE (default 200mbit)
+#   s3s, s3s-rtt  the same as s3 and s3-rtt with s3s-fs (a Rust S3 server
+#          over a directory, `cargo install s3s-fs@0.14.1 --features
+#          binary`) instead of moto: moto is single-threaded Python and
+#          reads an object whole for every ranged GET, so on two cores its
+#          own CPU bounds what any client can reach; s3s-fs serves ranges
+#          from the file. Skipped with a note when s3s-fs is not installed.
+#
+# For the S3 places the server's CPU seconds during each restore are
+# recorded too (from /proc), so the tables show what the server cost.
 #
 # Prints a Markdown table per place (median, min and max time, peak RSS,
 # requests and bytes read by cairn, bytes read per request, over-read,
 # throughput against the cap) and the verdicts against the targets:
 #   local: version 2 <= 1.15x version 1, and >= 3x faster than restic;
-#   s3, s3-rtt: >= 3x faster than restic; s3-cap: >= 70 % of the cap;
+#   s3, s3-rtt, s3s, s3s-rtt: >= 3x faster than restic; s3-cap: >= 70 % of the cap;
 #   every place: >= 4 MiB per request, over-read <= 10 %.
 #
-# Usage: [NIGHTS=n] [RESTORES=n] [PLACES="local s3 s3-rtt s3-cap"] [RTT_MS=20] [RATE=200mbit]
+# Usage: [NIGHTS=n] [RESTORES=n] [PLACES="local s3 s3-rtt s3-cap s3s s3s-rtt"] [RTT_MS=20] [RATE=200mbit]
 #        [BASELINE=path] benches/restore.sh SERIES_DIR
 #   python3 benches/qdrant-nights.py /tmp/d768 --shape d768 && benches/restore.sh /tmp/d768
 # Needs restic, GNU time and python3 with moto (scripts/test.sh makes .venv).
@@ -43,8 +52,13 @@ for t in restic /usr/bin/time curl; do
   command -v "$t" >/dev/null || { echo "missing $t: apt-get install restic time curl" >&2; exit 1; }
 done
 moto="${CAIRN_MOTO_SERVER:-$PWD/.venv/bin/moto_server}"
-places=${PLACES:-local s3 s3-rtt s3-cap}
-if [[ " $places " == *" s3"* ]] && [ ! -x "$moto" ]; then
+places=${PLACES:-local s3 s3-rtt s3-cap s3s s3s-rtt}
+s3s=$(command -v s3s-fs || true)
+if [[ " $places " == *" s3s"* ]] && [ -z "$s3s" ]; then
+  echo "note: s3s-fs is not installed (cargo install s3s-fs@0.14.1 --features binary); skipping the s3s places" >&2
+  places=$(echo " $places " | sed -e 's/ s3s-rtt / /g' -e 's/ s3s / /g')
+fi
+if [[ " $places " == *" s3 "* || " $places " == *" s3-"* ]] && [ ! -x "$moto" ]; then
   echo "moto is needed for the S3 places: bash scripts/test.sh sets up .venv (or set CAIRN_MOTO_SERVER)" >&2; exit 1
 fi
 build_cairn
@@ -60,9 +74,10 @@ tools=(cairn cairn-v1 restic)
 work="$(mktemp -d "${TMPDIR:-/tmp}/cairn-restore.XXXXXX")"
 moto_pid=""
 proxy_pid=""
+server_pid=""
 stop_servers() {
   for p in $moto_pid $proxy_pid; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-  moto_pid=""; proxy_pid=""
+  moto_pid=""; proxy_pid=""; server_pid=""
 }
 cleanup() {
   stop_servers
@@ -77,17 +92,26 @@ record() { printf "%s\t%s\t%s\t%s\n" "$@" >>"$results"; }
 # free_port: a free loopback port.
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
-# start_s3 [RTT_MS [RATE]]: a fresh moto server on loopback, behind the delay
-# proxy when RTT_MS is given; sets endpoint.
+# start_s3 SERVER [RTT_MS [RATE]]: a fresh S3 server (moto or s3s) on
+# loopback, behind the delay proxy when RTT_MS is given; sets endpoint,
+# server and server_pid.
 start_s3() {
   stop_servers
   local port
   port=$(free_port)
-  "$moto" -H 127.0.0.1 -p "$port" >"$work/moto.log" 2>&1 &
+  server=$1; shift
+  if [ "$server" = s3s ]; then
+    rm -rf "$work/s3s-root"; mkdir -p "$work/s3s-root"
+    "$s3s" --host 127.0.0.1 --port "$port" --access-key "$AWS_ACCESS_KEY_ID" --secret-key "$AWS_SECRET_ACCESS_KEY" \
+      "$work/s3s-root" >"$work/moto.log" 2>&1 &
+  else
+    "$moto" -H 127.0.0.1 -p "$port" >"$work/moto.log" 2>&1 &
+  fi
   moto_pid=$!
+  server_pid=$moto_pid
   endpoint="http://127.0.0.1:$port"
   for _ in $(seq 100); do curl -s -o /dev/null "$endpoint" && break; sleep 0.1; done
-  curl -s -o /dev/null "$endpoint" || { echo "moto did not start" >&2; cat "$work/moto.log" >&2; exit 1; }
+  curl -s -o /dev/null "$endpoint" || { echo "$server did not start" >&2; cat "$work/moto.log" >&2; exit 1; }
   if [ -n "${1:-}" ]; then
     local pport cap=()
     pport=$(free_port)
@@ -103,17 +127,28 @@ start_s3() {
 repo_for() {
   case $1 in
     local) repo="$work/repo-$2"; rrepo="$repo" ;;
-    *) curl -s -H "Expect:" -X PUT "$endpoint/$2" >/dev/null; repo="s3://$2/repo"; rrepo="s3:$endpoint/$2/repo" ;;
+    *) if [ "$server" = s3s ]; then mkdir -p "$work/s3s-root/$2"; else curl -s -H "Expect:" -X PUT "$endpoint/$2" >/dev/null; fi
+       repo="s3://$2/repo"; rrepo="s3:$endpoint/$2/repo" ;;
   esac
 }
 
-# run_timed PLACE TOOL STEP CMD...: wall seconds and peak RSS; stdout kept in $work/out.
+# server_ticks: CPU clock ticks the S3 server has used so far (0 locally).
+server_ticks() {
+  if [ -n "$server_pid" ]; then awk '{print $14 + $15}' "/proc/$server_pid/stat"; else echo 0; fi
+}
+
+# run_timed PLACE TOOL STEP CMD...: wall seconds, peak RSS and the server's
+# CPU seconds; stdout kept in $work/out.
 run_timed() {
-  local place=$1 tool=$2 step=$3; shift 3
+  local place=$1 tool=$2 step=$3 before after; shift 3
+  before=$(server_ticks)
   /usr/bin/time -f "%e %M" -o "$work/time" "$@" >"$work/out" 2>"$work/stderr" || { cat "$work/stderr" >&2; exit 1; }
+  after=$(server_ticks)
   read -r secs rss <"$work/time"
   record "$place" "$tool/$step" time "$secs"
   record "$place" "$tool/$step" rss "$rss"
+  [ -n "$server_pid" ] && record "$place" "$tool/$step" server_cpu "$(python3 -c "print(($after - $before) / $(getconf CLK_TCK))")"
+  return 0
 }
 
 backup_all() {
@@ -164,10 +199,12 @@ for k in ("requests", "bytes_read", "over_read", "bytes"):
 
 for place in $places; do
   case $place in
-    local) ;;
-    s3) start_s3 ;;
-    s3-rtt) start_s3 "$rtt" ;;
-    s3-cap) start_s3 "$rtt" "$rate" ;;
+    local) stop_servers ;;
+    s3) start_s3 moto ;;
+    s3-rtt) start_s3 moto "$rtt" ;;
+    s3-cap) start_s3 moto "$rtt" "$rate" ;;
+    s3s) start_s3 s3s ;;
+    s3s-rtt) start_s3 s3s "$rtt" ;;
     *) echo "unknown place $place" >&2; exit 2 ;;
   esac
   export AWS_ENDPOINT_URL="${endpoint:-}"
@@ -200,10 +237,11 @@ def med(place, key, kind="time"):
     return statistics.median(xs) if xs else None
 for place in places:
     label = {"local": "local disk", "s3": "moto S3 on loopback", "s3-rtt": f"moto S3 behind {rtt} ms RTT",
-             "s3-cap": f"moto S3 behind {rtt} ms RTT and {rate}"}[place]
+             "s3-cap": f"moto S3 behind {rtt} ms RTT and {rate}", "s3s": "s3s-fs on loopback",
+             "s3s-rtt": f"s3s-fs behind {rtt} ms RTT"}[place]
     print(f"### {label}\n")
-    print("| tool | restore (s) | peak RSS (MiB) | requests | read (MiB) | MiB/request | over-read | MiB/s |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| tool | restore (s) | peak RSS (MiB) | requests | read (MiB) | MiB/request | over-read | MiB/s | server CPU (s) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for key in sorted({k for (p, k, kind) in v if p == place and kind == "time"}):
         xs = v[(place, key, "time")]
         t = statistics.median(xs)
@@ -217,6 +255,8 @@ for place in places:
         else:
             cols += ["–"] * 4
         cols.append(f"{mib(size) / t:.0f}")
+        scpu = med(place, key, "server_cpu")
+        cols.append("–" if scpu is None else f"{scpu:.2f}")
         print(f"| {key} | " + " | ".join(cols) + " |")
     print()
     c, c1, r = med(place, "cairn/restore"), med(place, "cairn-v1/restore"), med(place, "restic/restore")
