@@ -17,6 +17,8 @@ mod cluster;
 mod compat;
 /// Many writers: processes sharing a cache, hosts sharing a repository.
 mod concurrency;
+/// `cairn config init` and `cairn config check`.
+mod config;
 /// Damaged repositories: what is named and skipped, what is refused.
 mod damage;
 /// Bad input and faults: each must fail cleanly and leave the repository consistent.

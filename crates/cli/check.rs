@@ -16,34 +16,8 @@ pub struct CheckArgs {
     read_data: bool,
     /// Read and verify part of the packs: a share (10%) or a part (1/5: run
     /// 1/5 to 5/5 on five days to cover everything).
-    #[arg(long, value_name = "SUBSET", value_parser = parse_subset)]
+    #[arg(long, value_name = "SUBSET", value_parser = ReadData::parse_subset)]
     read_data_subset: Option<ReadData>,
-}
-
-fn parse_subset(s: &str) -> Result<ReadData, String> {
-    if let Some((k, n)) = s.split_once('/') {
-        let (k, n): (u32, u32) = (
-            k.trim()
-                .parse()
-                .map_err(|_| format!("{s:?}: expected K/N"))?,
-            n.trim()
-                .parse()
-                .map_err(|_| format!("{s:?}: expected K/N"))?,
-        );
-        if n == 0 || k == 0 || k > n {
-            return Err(format!("{s:?}: K/N needs 1 <= K <= N"));
-        }
-        return Ok(ReadData::Part(k, n));
-    }
-    let share = match s.strip_suffix('%') {
-        Some(p) => p.trim().parse::<f64>().map(|v| v / 100.0),
-        None => s.trim().parse::<f64>(),
-    }
-    .map_err(|_| format!("{s:?}: expected a share (10%) or a part (1/5)"))?;
-    if !(0.0..=1.0).contains(&share) {
-        return Err(format!("{s:?} is not between 0% and 100%"));
-    }
-    Ok(ReadData::Share(share))
 }
 
 pub async fn check(g: &GlobalArgs, a: CheckArgs) -> Result<()> {

@@ -3,6 +3,7 @@
 mod check;
 mod cluster;
 mod commands;
+mod config;
 mod forget;
 mod global;
 mod policy;
@@ -56,6 +57,9 @@ enum Command {
     Stats,
     /// What the backups added and what the repository costs, now and projected.
     Report(report::ReportArgs),
+    /// Check a cairn.toml, or write a starter one.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
 }
 
 fn init_logging(verbose: u8) {
@@ -152,6 +156,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Repair(c) => repair::repair(g, c).await,
         Command::Stats => commands::stats(g).await,
         Command::Report(a) => report::report(g, a).await,
+        Command::Config(c) => config::config(g, c),
     }
 }
 

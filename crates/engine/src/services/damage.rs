@@ -34,6 +34,38 @@ pub enum ReadData {
     Part(u32, u32),
 }
 
+impl ReadData {
+    /// Parses `--read-data-subset`'s value (and a config's
+    /// `read_data_subset`): a share (`10%`, `0.1`) or a part (`1/5`: run
+    /// 1/5 to 5/5 on five days to cover everything).
+    ///
+    /// # Errors
+    /// A message naming the accepted forms.
+    pub fn parse_subset(s: &str) -> Result<Self, String> {
+        if let Some((k, n)) = s.split_once('/') {
+            let part = |v: &str| {
+                v.trim()
+                    .parse::<u32>()
+                    .map_err(|_| format!("{s:?}: expected K/N"))
+            };
+            let (k, n) = (part(k)?, part(n)?);
+            if n == 0 || k == 0 || k > n {
+                return Err(format!("{s:?}: K/N needs 1 <= K <= N"));
+            }
+            return Ok(Self::Part(k, n));
+        }
+        let share = match s.trim().strip_suffix('%') {
+            Some(p) => p.trim().parse::<f64>().map(|v| v / 100.0),
+            None => s.trim().parse::<f64>(),
+        }
+        .map_err(|_| format!("{s:?}: expected a share (10%) or a part (1/5)"))?;
+        if !(0.0..=1.0).contains(&share) {
+            return Err(format!("{s:?} is not between 0% and 100%"));
+        }
+        Ok(Self::Share(share))
+    }
+}
+
 /// What kind of damage a [`Problem`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
