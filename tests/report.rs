@@ -167,6 +167,26 @@ fn html_report_renders_in_a_real_browser() {
     let page = std::fs::read_to_string(&html).expect("html");
     assert_eq!(page.matches("<svg").count(), 4, "four charts");
     assert!(!page.contains("<script") && !page.contains("http://") && !page.contains("https://"));
+    // Each chart's axis: round values from zero, no label twice.
+    for figure in page.split("<figure>").skip(1) {
+        let labels: Vec<&str> = figure
+            .split("text-anchor=\"end\" font-size=\"11\">")
+            .skip(1)
+            .map(|t| t.split("</text>").next().expect("label"))
+            .collect();
+        assert!(labels.len() >= 2, "{figure}");
+        assert!(labels[0] == "0" || labels[0] == "$0", "{labels:?}");
+        let distinct: std::collections::HashSet<&&str> = labels.iter().collect();
+        assert_eq!(distinct.len(), labels.len(), "{labels:?}");
+        for l in &labels[1..] {
+            // At most three significant digits: 0.5 GiB, 250 MiB, $0.015.
+            let digits = l.chars().filter(char::is_ascii_digit).collect::<String>();
+            assert!(
+                digits.trim_start_matches('0').len() <= 3,
+                "{l} in {labels:?}"
+            );
+        }
+    }
 
     let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
         .into_iter()

@@ -1,5 +1,6 @@
 //! The `cairn` command line: parses arguments, calls the engine, prints.
 
+mod axis;
 mod check;
 mod cluster;
 mod commands;

@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use cairn_engine::{PriceTable, Report, ReportOptions};
+use chrono::Datelike;
 
+use crate::axis::Unit;
 use crate::global::GlobalArgs;
 use crate::size::{human, parse_size};
 
@@ -326,35 +328,45 @@ fn chart_start(title: &str, w: f64, h: f64) -> String {
     )
 }
 
-/// Five horizontal grid lines from 0 to `ymax`, labelled, across the plot
-/// from `left` to `width` - 20; `py` maps a value to its SVG y.
+/// Horizontal grid lines at round values from 0 to the top tick, labelled,
+/// across the plot from `left` to `width` - 20; `py` maps a value to its
+/// SVG y.
 fn y_grid(
     svg: &mut String,
     (left, width): (f64, f64),
-    ymax: f64,
+    ticks: &[(f64, String)],
     py: impl Fn(f64) -> f64,
-    y_fmt: fn(f64) -> String,
 ) {
-    for i in 0..=4 {
-        let y = ymax * f64::from(i) / 4.0;
-        let p = py(y);
+    for (y, label) in ticks {
+        let p = py(*y);
         svg.push_str(&format!(
             "<line x1=\"{left}\" x2=\"{}\" y1=\"{p:.1}\" y2=\"{p:.1}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\" font-size=\"11\">{}</text>",
             width - 20.0,
             left - 6.0,
             p + 4.0,
-            esc(&y_fmt(y))
+            esc(label)
         ));
     }
 }
 
+/// A value in a chart's unit, exactly (for tooltips).
+fn fmt_value(unit: Unit, v: f64) -> String {
+    match unit {
+        Unit::Bytes => human(v.max(0.0) as u64),
+        Unit::Usd => usd(v),
+    }
+}
+
+/// The round ticks for values up to `max` and the top one (the plot's
+/// height).
+fn axis(max: f64, unit: Unit) -> (Vec<(f64, String)>, f64) {
+    let t = crate::axis::ticks(max, unit);
+    let top = t.last().map_or(1.0, |x| x.0).max(1e-9);
+    (t, top)
+}
+
 /// A line chart: each series is (label, color, points (x, y)).
-fn line_chart(
-    title: &str,
-    x_label: &str,
-    y_fmt: fn(f64) -> String,
-    series: &[Series<'_>],
-) -> String {
+fn line_chart(title: &str, x_label: &str, unit: Unit, series: &[Series<'_>]) -> String {
     let (w, h, l, b) = (720.0, 300.0, 80.0, 40.0);
     let pts = series.iter().flat_map(|s| s.2.iter());
     let (mut xmax, mut ymax) = (0f64, 0f64);
@@ -368,11 +380,11 @@ fn line_chart(
         xmin = 0.0;
     }
     let xspan = (xmax - xmin).max(1e-9);
-    let ymax = ymax.max(1e-9) * 1.1;
+    let (ticks, ymax) = axis(ymax, unit);
     let sx = |x: f64| l + (x - xmin) / xspan * (w - l - 20.0);
     let sy = |y: f64| h - b - y / ymax * (h - b - 30.0);
     let mut svg = chart_start(title, w, h);
-    y_grid(&mut svg, (l, w), ymax, sy, y_fmt);
+    y_grid(&mut svg, (l, w), &ticks, sy);
     svg.push_str(&format!(
         "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-size=\"12\">{}</text>",
         (l + w) / 2.0,
@@ -394,7 +406,7 @@ fn line_chart(
                 sx(*x),
                 sy(*y),
                 esc(label),
-                esc(&y_fmt(*y))
+                esc(&fmt_value(unit, *y))
             ));
         }
         let ly = 20.0 + 16.0 * i as f64;
@@ -412,20 +424,20 @@ fn line_chart(
 }
 
 /// A bar chart; bars are stacked from (label, color, value) segments.
-fn bar_chart(title: &str, y_fmt: fn(f64) -> String, bars: &[Bar<'_>]) -> String {
+fn bar_chart(title: &str, unit: Unit, bars: &[Bar<'_>]) -> String {
     let (w, h, l, b) = (720.0, 300.0, 80.0, 60.0);
-    let ymax = bars
-        .iter()
-        .map(|(_, segs)| segs.iter().map(|s| s.2).sum::<f64>())
-        .fold(0.0, f64::max)
-        .max(1e-9)
-        * 1.1;
+    let (ticks, ymax) = axis(
+        bars.iter()
+            .map(|(_, segs)| segs.iter().map(|s| s.2).sum::<f64>())
+            .fold(0.0, f64::max),
+        unit,
+    );
     let n = bars.len().max(1) as f64;
     let slot = (w - l - 20.0) / n;
     let bw = (slot * 0.7).max(2.0);
     let sy = |y: f64| y / ymax * (h - b - 20.0);
     let mut svg = chart_start(title, w, h);
-    y_grid(&mut svg, (l, w), ymax, |y| h - b - sy(y), y_fmt);
+    y_grid(&mut svg, (l, w), &ticks, |y| h - b - sy(y));
     let mut legend: Vec<(String, &str)> = Vec::new();
     for (i, (label, segs)) in bars.iter().enumerate() {
         let x = l + slot * i as f64 + (slot - bw) / 2.0;
@@ -437,7 +449,7 @@ fn bar_chart(title: &str, y_fmt: fn(f64) -> String, bars: &[Bar<'_>]) -> String 
                 "<rect x=\"{x:.1}\" y=\"{base:.1}\" width=\"{bw:.1}\" height=\"{hgt:.1}\" fill=\"{color}\"><title>{}, {}: {}</title></rect>",
                 esc(label),
                 esc(name),
-                esc(&y_fmt(*v))
+                esc(&fmt_value(unit, *v))
             ));
             if !legend.iter().any(|(n, _)| n == name) {
                 legend.push((name.clone(), color));
@@ -466,14 +478,6 @@ fn bar_chart(title: &str, y_fmt: fn(f64) -> String, bars: &[Bar<'_>]) -> String 
     }
     svg.push_str("</svg></figure>");
     svg
-}
-
-fn fmt_bytes(v: f64) -> String {
-    human(v.max(0.0) as u64)
-}
-
-fn fmt_usd(v: f64) -> String {
-    usd(v)
 }
 
 /// The report as one self-contained HTML page: inline SVG charts, no
@@ -526,7 +530,7 @@ pub fn html(r: &Report, class: &str) -> String {
     body.push_str(&line_chart(
         "Stored bytes after each backup",
         "backup number",
-        fmt_bytes,
+        Unit::Bytes,
         &[
             (
                 "logical (what the backups hold)".into(),
@@ -546,6 +550,16 @@ pub fn html(r: &Report, class: &str) -> String {
             }
         }
     }
+    // Bar labels: "Dec 2 14:30" when every backup is in one year.
+    let one_year = r
+        .backups
+        .first()
+        .is_some_and(|f| r.backups.iter().all(|b| b.time.year() == f.time.year()));
+    let time_format = if one_year {
+        "%b %-d %H:%M"
+    } else {
+        "%Y-%m-%d %H:%M"
+    };
     let bars: Vec<Bar<'_>> = r
         .backups
         .iter()
@@ -563,11 +577,15 @@ pub fn html(r: &Report, class: &str) -> String {
                     (name, COLORS[i.min(7)], a.new_stored_bytes as f64)
                 })
                 .collect();
-            (b.time.format("%Y-%m-%dT%H:%M").to_string(), segs)
+            (b.time.format(time_format).to_string(), segs)
         })
         .collect();
     body.push_str("<h2>What each backup added</h2><p>Stored bytes each backup added, by collection (cluster backups) or file. The first backup stores everything; later ones only what changed.</p>");
-    body.push_str(&bar_chart("New stored bytes per backup", fmt_bytes, &bars));
+    body.push_str(&bar_chart(
+        "New stored bytes per backup",
+        Unit::Bytes,
+        &bars,
+    ));
 
     // Cost per storage class now.
     let cost_bars: Vec<Bar<'_>> = r
@@ -587,7 +605,7 @@ pub fn html(r: &Report, class: &str) -> String {
     body.push_str("<h2>Monthly cost per storage class</h2><p>What this repository costs a month in each class, at the built-in list prices (or your price file), with requests at the observed backup rate.</p>");
     body.push_str(&bar_chart(
         "Cost per month by storage class",
-        fmt_usd,
+        Unit::Usd,
         &cost_bars,
     ));
 
@@ -608,7 +626,7 @@ pub fn html(r: &Report, class: &str) -> String {
     body.push_str(&line_chart(
         "Stored bytes, days from now",
         "days from now",
-        fmt_bytes,
+        Unit::Bytes,
         &[
             ("full copies".into(), COLORS[3], full),
             ("Qdrant Cloud rule (Azure)".into(), COLORS[1], azure),
