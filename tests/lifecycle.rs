@@ -87,6 +87,37 @@ fn forget_applies_a_policy_per_source() {
     }
 }
 
+/// `--tag` limits a policy to the snapshots carrying the tag (a schedule's
+/// own backups), whatever else the group holds.
+#[test]
+fn forget_with_a_tag_leaves_the_other_snapshots_alone() {
+    let env = Env::local();
+    env.init(&[]);
+    let f = env.path("data");
+    let p = f.to_str().expect("utf8").to_string();
+    let mut tagged = Vec::new();
+    let mut other = Vec::new();
+    for i in 0..3u64 {
+        std::fs::write(&f, random_bytes(50_000, 100 + i)).expect("write");
+        let b = env.json(&["backup", "--tag", "schedule:daily", "--tag", "daily", &p]);
+        tagged.push(b["snapshot"].as_str().expect("id").to_string());
+        let b = env.json(&["backup", &p]);
+        other.push(b["snapshot"].as_str().expect("id").to_string());
+    }
+    env.json(&["forget", "--tag", "schedule:daily", "--keep-last", "1"]);
+    let mut left = ids(&env.json(&["snapshots"]));
+    left.sort();
+    let mut want: Vec<String> = other.iter().chain(tagged.last()).cloned().collect();
+    want.sort();
+    assert_eq!(
+        left, want,
+        "only the tagged snapshots were subject to the policy"
+    );
+    // A tag no snapshot carries: nothing to do, nothing removed.
+    env.json(&["forget", "--tag", "weekly", "--keep-last", "1"]);
+    assert_eq!(ids(&env.json(&["snapshots"])).len(), want.len());
+}
+
 #[test]
 fn forget_by_id_and_refusals() {
     let env = Env::local();

@@ -18,6 +18,9 @@ pub struct ForgetArgs {
     /// Only snapshots of this source.
     #[arg(long, value_name = "SOURCE")]
     source: Option<String>,
+    /// Only snapshots with this tag (repeatable: with every one given).
+    #[arg(long = "tag", value_name = "TAG")]
+    tags: Vec<String>,
     /// Show what would be kept and removed, and by which rule; delete nothing.
     #[arg(long, short = 'n')]
     dry_run: bool,
@@ -51,6 +54,7 @@ pub async fn forget(g: &GlobalArgs, a: ForgetArgs) -> Result<()> {
             Group::None => GroupBy::Nothing,
         },
         source: a.source,
+        tags: a.tags,
         dry_run: a.dry_run,
         allow_empty: a.allow_empty,
     };

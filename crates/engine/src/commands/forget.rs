@@ -38,6 +38,9 @@ pub struct ForgetOptions {
     pub group_by: GroupBy,
     /// Only snapshots of this source.
     pub source: Option<String>,
+    /// Only snapshots that carry every one of these tags (a schedule's
+    /// retention applies to the backups it made: `schedule:NAME`).
+    pub tags: Vec<String>,
     /// Report, delete nothing.
     pub dry_run: bool,
     /// Let a policy remove every snapshot of a group. Without it such a
@@ -148,6 +151,7 @@ impl Repository {
                     .source
                     .as_deref()
                     .is_some_and(|s| s != info.snapshot.source_key())
+                    || !opts.tags.iter().all(|t| info.snapshot.tags.contains(t))
                 {
                     continue;
                 }
