@@ -74,10 +74,9 @@ tools=(cairn cairn-v1 restic)
 work="$(mktemp -d "${TMPDIR:-/tmp}/cairn-restore.XXXXXX")"
 moto_pid=""
 proxy_pid=""
-server_pid=""
 stop_servers() {
   for p in $moto_pid $proxy_pid; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-  moto_pid=""; proxy_pid=""; server_pid=""
+  moto_pid=""; proxy_pid=""
 }
 cleanup() {
   stop_servers
@@ -94,7 +93,7 @@ free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1
 
 # start_s3 SERVER [RTT_MS [RATE]]: a fresh S3 server (moto or s3s) on
 # loopback, behind the delay proxy when RTT_MS is given; sets endpoint,
-# server and server_pid.
+# server and moto_pid (whichever server it is).
 start_s3() {
   stop_servers
   local port
@@ -108,7 +107,6 @@ start_s3() {
     "$moto" -H 127.0.0.1 -p "$port" >"$work/moto.log" 2>&1 &
   fi
   moto_pid=$!
-  server_pid=$moto_pid
   endpoint="http://127.0.0.1:$port"
   for _ in $(seq 100); do curl -s -o /dev/null "$endpoint" && break; sleep 0.1; done
   curl -s -o /dev/null "$endpoint" || { echo "$server did not start" >&2; cat "$work/moto.log" >&2; exit 1; }
@@ -134,7 +132,7 @@ repo_for() {
 
 # server_ticks: CPU clock ticks the S3 server has used so far (0 locally).
 server_ticks() {
-  if [ -n "$server_pid" ]; then awk '{print $14 + $15}' "/proc/$server_pid/stat"; else echo 0; fi
+  if [ -n "$moto_pid" ]; then awk '{print $14 + $15}' "/proc/$moto_pid/stat"; else echo 0; fi
 }
 
 # run_timed PLACE TOOL STEP CMD...: wall seconds, peak RSS and the server's
@@ -147,7 +145,7 @@ run_timed() {
   read -r secs rss <"$work/time"
   record "$place" "$tool/$step" time "$secs"
   record "$place" "$tool/$step" rss "$rss"
-  [ -n "$server_pid" ] && record "$place" "$tool/$step" server_cpu "$(python3 -c "print(($after - $before) / $(getconf CLK_TCK))")"
+  [ -n "$moto_pid" ] && record "$place" "$tool/$step" server_cpu "$(python3 -c "print(($after - $before) / $(getconf CLK_TCK))")"
   return 0
 }
 

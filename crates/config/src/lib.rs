@@ -330,15 +330,10 @@ impl When {
     /// # Errors
     /// A message naming what is wrong with either.
     pub fn parse(pattern: &str, timezone: &str) -> Result<Self, String> {
-        let cron = croner::Cron::from_str(pattern).map_err(|e| {
-            format!(
-                "invalid cron expression {pattern:?}: {e} (five fields: minute hour day month weekday; six with seconds first; or @hourly, @daily, @weekly, @monthly, @yearly)"
-            )
-        })?;
-        let tz = chrono_tz::Tz::from_str(timezone).map_err(|_| {
-            format!("unknown time zone {timezone:?} (an IANA name such as UTC or Europe/Berlin)")
-        })?;
-        Ok(Self { cron, tz })
+        Ok(Self {
+            cron: parse_cron(pattern)?,
+            tz: parse_zone(timezone)?,
+        })
     }
 
     /// The first time it fires strictly after `t`.
@@ -355,6 +350,22 @@ impl When {
     pub fn timezone(&self) -> chrono_tz::Tz {
         self.tz
     }
+}
+
+/// A cron pattern, or a message naming the accepted forms.
+fn parse_cron(pattern: &str) -> Result<croner::Cron, String> {
+    croner::Cron::from_str(pattern).map_err(|e| {
+        format!(
+            "invalid cron expression {pattern:?}: {e} (five fields: minute hour day month weekday; six with seconds first; or @hourly, @daily, @weekly, @monthly, @yearly)"
+        )
+    })
+}
+
+/// An IANA time zone, or a message saying what one looks like.
+fn parse_zone(name: &str) -> Result<chrono_tz::Tz, String> {
+    chrono_tz::Tz::from_str(name).map_err(|_| {
+        format!("unknown time zone {name:?} (an IANA name such as UTC or Europe/Berlin)")
+    })
 }
 
 /// A config with what was found worth a warning (nothing that stops it
@@ -462,21 +473,7 @@ impl Checker<'_> {
     }
 
     fn check(&mut self, c: &Config) {
-        let zone = c.timezone.as_ref();
-        if let Some(tz) = zone {
-            if chrono_tz::Tz::from_str(tz.get_ref()).is_err() {
-                let line = self.at(tz);
-                self.problem(
-                    line,
-                    "timezone",
-                    format!(
-                        "unknown time zone {:?} (an IANA name such as UTC or Europe/Berlin)",
-                        tz.get_ref()
-                    ),
-                );
-            }
-        }
-        let default_zone = zone.map_or("UTC", |z| z.get_ref().as_str());
+        self.check_zone("timezone", c.timezone.as_ref());
         if c.repositories.is_empty() {
             self.problem(
                 Some(1),
@@ -506,7 +503,7 @@ impl Checker<'_> {
             }
             self.check_repository_ref(&key, s.repository.as_ref(), c);
             let tz = s.timezone.as_ref();
-            self.check_when(&key, &s.cron, tz, default_zone);
+            self.check_when(&key, &s.cron, tz);
             match &s.retention {
                 None => {
                     let line = self.header(&key);
@@ -539,11 +536,11 @@ impl Checker<'_> {
         }
         if let Some(p) = &c.prune {
             self.check_repository_ref("prune", p.repository.as_ref(), c);
-            self.check_when("prune", &p.cron, p.timezone.as_ref(), default_zone);
+            self.check_when("prune", &p.cron, p.timezone.as_ref());
         }
         if let Some(k) = &c.check {
             self.check_repository_ref("check", k.repository.as_ref(), c);
-            self.check_when("check", &k.cron, k.timezone.as_ref(), default_zone);
+            self.check_when("check", &k.cron, k.timezone.as_ref());
             if let Some(s) = &k.read_data_subset {
                 if let Err(e) = cairn_engine::ReadData::parse_subset(s.get_ref()) {
                     let line = self.at(s);
@@ -678,35 +675,19 @@ impl Checker<'_> {
         }
     }
 
-    fn check_when(
-        &mut self,
-        key: &str,
-        cron: &Spanned<String>,
-        tz: Option<&Spanned<String>>,
-        default_zone: &str,
-    ) {
-        let zone = tz.map_or(default_zone, |t| t.get_ref().as_str());
-        if let Err(e) = croner::Cron::from_str(cron.get_ref()) {
+    fn check_when(&mut self, key: &str, cron: &Spanned<String>, tz: Option<&Spanned<String>>) {
+        if let Err(e) = parse_cron(cron.get_ref()) {
             let line = self.at(cron);
-            self.problem(
-                line,
-                format!("{key}.cron"),
-                format!(
-                    "invalid cron expression {:?}: {e} (five fields: minute hour day month weekday; six with seconds first; or @hourly, @daily, @weekly, @monthly, @yearly)",
-                    cron.get_ref()
-                ),
-            );
+            self.problem(line, format!("{key}.cron"), e);
         }
+        self.check_zone(&format!("{key}.timezone"), tz);
+    }
+
+    fn check_zone(&mut self, key: &str, tz: Option<&Spanned<String>>) {
         if let Some(t) = tz {
-            if chrono_tz::Tz::from_str(zone).is_err() {
+            if let Err(e) = parse_zone(t.get_ref()) {
                 let line = self.at(t);
-                self.problem(
-                    line,
-                    format!("{key}.timezone"),
-                    format!(
-                        "unknown time zone {zone:?} (an IANA name such as UTC or Europe/Berlin)"
-                    ),
-                );
+                self.problem(line, key, e);
             }
         }
     }

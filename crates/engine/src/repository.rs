@@ -149,25 +149,6 @@ const MAX_INDEX_FILE: u64 = 256 * 1024 * 1024;
 /// each); see [`Repository::ingest_index_files`].
 const INGEST_KEEP_ENTRIES: usize = 4 * 1024 * 1024;
 
-/// An index file as read, or `None` when it is to be skipped: damaged or a
-/// stray object (named in a warning; chunks only it located count as
-/// absent: a backup stores them again, a restore that needs them says
-/// which), or gone since it was listed (a prune).
-///
-/// # Errors
-/// Any other failure to read it.
-fn skip_damaged_index(name: IndexId, r: Result<IndexFile>) -> Result<Option<IndexFile>> {
-    match r {
-        Ok(f) => Ok(Some(f)),
-        Err(e @ Error::Malformed { .. }) => {
-            tracing::warn!(object = %keys::index(&name), error = %e, "skipping a damaged index file (cairn repair index rebuilds index files from packs)");
-            Ok(None)
-        }
-        Err(Error::Store(cairn_store::Error::NotFound { .. })) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
 /// Largest manifest, compressed or decompressed.
 const MAX_MANIFEST: u64 = 512 * 1024 * 1024;
 
@@ -394,7 +375,7 @@ impl Repository {
         let mut kept = 0usize;
         let mut good: Vec<(IndexId, u64, Vec<IndexId>, Option<IndexFile>)> = Vec::new();
         while let Some((name, size, r)) = fetched.next().await {
-            let Some(f) = skip_damaged_index(name, r)? else {
+            let Some(f) = crate::services::view::skip_damaged_index(name, r)? else {
                 continue;
             };
             let entries: usize = f.groups.iter().map(|g| g.entries.len()).sum();
@@ -413,7 +394,10 @@ impl Repository {
         for (name, size, _, f) in good {
             let f = match f {
                 Some(f) => f,
-                None => match skip_damaged_index(name, self.fetch_index_file(name, size).await)? {
+                None => match crate::services::view::skip_damaged_index(
+                    name,
+                    self.fetch_index_file(name, size).await,
+                )? {
                     Some(f) => f,
                     None => continue,
                 },
@@ -436,8 +420,7 @@ impl Repository {
                 format!("{size} bytes, more than an index file may have"),
             ));
         }
-        let bytes = self.store.get(&keys::index(&name)).await?;
-        IndexFile::decode(&bytes).map_err(|e| malformed(format!("index file {name}"), e))
+        self.load_index_file(&name).await
     }
 
     /// Every snapshot, oldest first.

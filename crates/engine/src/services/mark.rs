@@ -14,7 +14,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use cairn_model::{ChunkId, IndexFile, IndexGroup, IndexId, PackId};
-use cairn_store::keys;
 use futures::StreamExt;
 
 use crate::error::{Error, Result};
@@ -122,14 +121,8 @@ impl Repository {
         let mut locations = Locations::new();
         let mut total: u64 = 0;
         while let Some((name, r)) = loaded.next().await {
-            let file = match r {
-                Ok(f) => f,
-                Err(e @ Error::Malformed { .. }) => {
-                    tracing::warn!(object = %keys::index(&name), error = %e, "skipping a damaged index file");
-                    continue;
-                }
-                Err(Error::Store(cairn_store::Error::NotFound { .. })) => continue,
-                Err(e) => return Err(e),
+            let Some(file) = crate::services::view::skip_damaged_index(name, r)? else {
+                continue;
             };
             let mut named = Vec::with_capacity(file.groups.len());
             for g in file.groups {

@@ -48,6 +48,25 @@ impl IndexView {
     }
 }
 
+/// An index file as read, or `None` when it is to be skipped: damaged or a
+/// stray object (named in a warning; chunks only it located count as
+/// absent: a backup stores them again, a restore that needs them says
+/// which), or gone since it was listed (a prune).
+///
+/// # Errors
+/// Any other failure to read it.
+pub(crate) fn skip_damaged_index(name: IndexId, r: Result<IndexFile>) -> Result<Option<IndexFile>> {
+    match r {
+        Ok(f) => Ok(Some(f)),
+        Err(e @ Error::Malformed { .. }) => {
+            tracing::warn!(object = %keys::index(&name), error = %e, "skipping a damaged index file (cairn repair index rebuilds index files from packs)");
+            Ok(None)
+        }
+        Err(Error::Store(cairn_store::Error::NotFound { .. })) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 impl Repository {
     /// Every readable prune plan: name, plan, storage time it was written.
     pub(crate) async fn gc_plans(&self) -> Result<Vec<(String, GcPlan, DateTime<Utc>)>> {
@@ -96,13 +115,8 @@ impl Repository {
             .await;
         let mut view = IndexView::default();
         for (name, r) in loaded {
-            match r {
-                Ok(f) => view.add(name, f),
-                Err(e @ Error::Malformed { .. }) => {
-                    tracing::warn!(object = %keys::index(&name), error = %e, "skipping a damaged index file");
-                }
-                Err(Error::Store(cairn_store::Error::NotFound { .. })) => {}
-                Err(e) => return Err(e),
+            if let Some(f) = skip_damaged_index(name, r)? {
+                view.add(name, f);
             }
         }
         Ok(view)
