@@ -19,6 +19,8 @@ mod compat;
 mod concurrency;
 /// `cairn config init` and `cairn config check`.
 mod config;
+/// `cairn daemon` and `cairn backup --schedule`: schedules, runs, API, metrics, webhooks.
+mod daemon;
 /// Damaged repositories: what is named and skipped, what is refused.
 mod damage;
 /// Bad input and faults: each must fail cleanly and leave the repository consistent.

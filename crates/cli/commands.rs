@@ -45,8 +45,15 @@ pub struct InitArgs {
 #[derive(Debug, clap::Args)]
 pub struct BackupArgs {
     /// Files and directories to back up.
-    #[arg(required_unless_present_any = ["stdin", "qdrant"], conflicts_with_all = ["stdin", "qdrant"])]
+    #[arg(required_unless_present_any = ["stdin", "qdrant", "schedule"], conflicts_with_all = ["stdin", "qdrant", "schedule"])]
     paths: Vec<PathBuf>,
+    /// Run schedule NAME of the config once, as the daemon would (its
+    /// source, tags and retention; recorded in the run history).
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["stdin", "qdrant", "dry_run", "time"])]
+    schedule: Option<String>,
+    /// The config file that defines --schedule.
+    #[arg(long, value_name = "FILE", env = "CAIRN_CONFIG", requires = "schedule")]
+    config: Option<PathBuf>,
     /// Read the data to back up from standard input.
     #[arg(long, requires = "stdin_name")]
     stdin: bool,
@@ -294,7 +301,7 @@ pub async fn init(g: &GlobalArgs, a: InitArgs) -> Result<()> {
 }
 
 /// Sets the returned flag on Ctrl-C or SIGTERM.
-fn cancel_on_signal(cancel: Arc<std::sync::atomic::AtomicBool>) {
+pub fn cancel_on_signal(cancel: Arc<std::sync::atomic::AtomicBool>) {
     tokio::spawn(async move {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -308,6 +315,9 @@ fn cancel_on_signal(cancel: Arc<std::sync::atomic::AtomicBool>) {
 }
 
 pub async fn backup(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
+    if let Some(name) = &a.schedule {
+        return crate::daemon::backup_schedule(g, name, a.config.clone()).await;
+    }
     let repo = open(g).await?;
     let opts = BackupOptions {
         tags: a.tags.clone(),

@@ -5,6 +5,7 @@ mod check;
 mod cluster;
 mod commands;
 mod config;
+mod daemon;
 mod forget;
 mod global;
 mod policy;
@@ -61,6 +62,8 @@ enum Command {
     /// Check a cairn.toml, or write a starter one.
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// Run a cairn.toml's schedules, with an HTTP API, metrics and a dashboard.
+    Daemon(daemon::DaemonArgs),
 }
 
 fn init_logging(verbose: u8) {
@@ -158,6 +161,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stats => commands::stats(g).await,
         Command::Report(a) => report::report(g, a).await,
         Command::Config(c) => config::config(g, c),
+        Command::Daemon(a) => daemon::daemon(g, a).await,
     }
 }
 
@@ -165,17 +169,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 /// (ours and our dependencies') already print their source in their own
 /// message, and the chain would repeat it.
 fn describe(err: &anyhow::Error) -> String {
-    let mut message = String::new();
-    for cause in err.chain() {
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            if !message.is_empty() {
-                message.push_str(": ");
-            }
-            message.push_str(&text);
-        }
-    }
-    message
+    cairn_daemon::jobs::describe(err)
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {

@@ -23,7 +23,7 @@ use std::str::FromStr;
 use cairn_engine::RetentionPolicy;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use toml::Spanned;
+pub use toml::Spanned;
 
 /// The API's address when the config names none: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9410";
@@ -489,6 +489,14 @@ impl Checker<'_> {
         }
         for (name, s) in &c.schedules {
             let key = format!("schedules.{name}");
+            if !cairn_engine::valid_job_name(name) {
+                let line = self.header(&key);
+                self.problem(
+                    line,
+                    key.clone(),
+                    "a schedule's name must be 1 to 64 letters, digits, - and _ (it names the schedule's run records and tag)",
+                );
+            }
             if !c.sources.contains_key(s.source.get_ref()) {
                 let line = self.at(&s.source);
                 self.problem(

@@ -45,14 +45,15 @@ pub use repository::{InitOptions, InitSummary, Repository, SnapshotFilter, Snaps
 pub use retention::RetentionPolicy;
 pub use services::damage::{CheckReport, DamagedFile, Problem, ProblemKind, ReadData};
 pub use services::gc::{Deferred, PrunePlanSummary, PruneSummary, SweepReport, UnlockSummary};
+pub use services::history::{draft as draft_run, Begin, RunHandle, MAX_RUN_LEASE};
 pub use services::ingest::{BackupOptions, BackupSummary, LOCAL_UPLOADS, OBJECT_STORE_UPLOADS};
 pub use services::materialize::RestoreSummary;
 
 pub use cairn_cost::PriceTable;
 pub use cairn_model::{
-    ChunkSizes, ChunkerParams, ClusterRecord, CollectionRecord, Compression, MemberSizes,
-    RepoConfig, ShardRecord, ShardStatus, Snapshot, SnapshotId, SnapshotTotals, Time,
-    FORMAT_VERSION,
+    backup_job, valid_job_name, ChunkSizes, ChunkerParams, ClusterRecord, CollectionRecord,
+    Compression, MemberSizes, RepoConfig, RunRecord, RunState, ShardRecord, ShardStatus, Snapshot,
+    SnapshotId, SnapshotTotals, Time, Trigger, FORMAT_VERSION,
 };
 pub use cairn_store::{Error as StoreError, RepoStore};
 

@@ -429,31 +429,56 @@ impl Repository {
     /// Storage errors or malformed manifests.
     pub async fn snapshots(&self) -> Result<Vec<SnapshotInfo>> {
         let listed = self.store.list(keys::SNAPSHOT_DIR).await?;
-        let loaded: Vec<(String, Result<SnapshotInfo>)> = futures::stream::iter(listed)
-            .map(|l| async move {
-                let r = match l.name.parse::<SnapshotId>() {
-                    Err(_) => Err(malformed(
-                        format!("object {}", keys::snapshot_key(&l.name)),
-                        "not named by a snapshot id",
-                    )),
-                    Ok(_) if l.size > MAX_MANIFEST => Err(malformed(
-                        format!("snapshot {}", l.name),
-                        format!("{} bytes, more than a manifest may have", l.size),
-                    )),
-                    Ok(id) => self.load_snapshot(id).await,
-                };
-                (l.name, r)
-            })
-            .buffer_unordered(INDEX_FETCH_CONCURRENCY)
-            .collect()
-            .await;
+        let mut ids = Vec::with_capacity(listed.len());
+        for l in listed {
+            match l.name.parse::<SnapshotId>() {
+                Err(_) => {
+                    tracing::warn!(object = %keys::snapshot_key(&l.name), "skipping an object under snapshots/ not named by a snapshot id")
+                }
+                Ok(_) if l.size > MAX_MANIFEST => {
+                    tracing::warn!(object = %keys::snapshot_key(&l.name), bytes = l.size, "skipping a snapshot manifest larger than a manifest may be")
+                }
+                Ok(id) => ids.push(id),
+            }
+        }
+        self.load_snapshots(&ids).await
+    }
+
+    /// The ids of the snapshots in the repository (one listing, no
+    /// manifest read).
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
+        Ok(self
+            .store
+            .list(keys::SNAPSHOT_DIR)
+            .await?
+            .into_iter()
+            .filter(|l| l.size <= MAX_MANIFEST)
+            .filter_map(|l| l.name.parse().ok())
+            .collect())
+    }
+
+    /// Loads the manifests of `ids`, oldest first. An unreadable manifest is
+    /// skipped with a warning (one bad object must not hide every good
+    /// snapshot); one forgotten meanwhile is left out.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn load_snapshots(&self, ids: &[SnapshotId]) -> Result<Vec<SnapshotInfo>> {
+        let loaded: Vec<(SnapshotId, Result<SnapshotInfo>)> =
+            futures::stream::iter(ids.iter().copied())
+                .map(|id| async move { (id, self.load_snapshot(id).await) })
+                .buffer_unordered(INDEX_FETCH_CONCURRENCY)
+                .collect()
+                .await;
         let mut out = Vec::new();
-        for (name, r) in loaded {
+        for (id, r) in loaded {
             match r {
                 Ok(info) => out.push(info),
-                // One bad object must not hide every good snapshot.
                 Err(e @ (Error::Malformed { .. } | Error::NewerFormat { .. })) => {
-                    tracing::warn!(object = %keys::snapshot_key(&name), error = %e, "skipping an unreadable snapshot manifest");
+                    tracing::warn!(object = %keys::snapshot(&id), error = %e, "skipping an unreadable snapshot manifest");
                 }
                 Err(Error::Store(cairn_store::Error::NotFound { .. })) => {} // forgotten meanwhile
                 Err(e) => return Err(e),

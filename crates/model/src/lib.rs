@@ -9,6 +9,7 @@ mod config;
 mod gc;
 mod id;
 mod index;
+mod run;
 mod snapshot;
 pub mod time;
 
@@ -25,6 +26,7 @@ pub use id::{ChunkId, IdParseError, IndexId, PackId, RepoId, SnapshotId};
 pub use index::{
     Codec, IndexEntry, IndexFile, IndexGroup, PackLocation, INDEX_ENTRY_LEN, MAX_BLOB_LEN,
 };
+pub use run::{backup_job, parse_run_name, run_name, valid_job_name, RunRecord, RunState, Trigger};
 pub use snapshot::{
     ends_chunk_list, FileEntry, Requests, Snapshot, SnapshotTotals, INLINE_CHUNKS, MAX_LIST_CHUNKS,
 };

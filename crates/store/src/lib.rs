@@ -180,11 +180,25 @@ pub mod keys {
     pub const LOCK_DIR: &str = "locks";
     /// Directory of prune plans.
     pub const GC_DIR: &str = "gc";
+    /// Directory of run records, one directory per job.
+    pub const RUN_DIR: &str = "runs";
 
     /// Key of a lease.
     #[must_use]
     pub fn lock(name: &str) -> String {
         format!("{LOCK_DIR}/{name}")
+    }
+
+    /// Directory of one job's run records.
+    #[must_use]
+    pub fn runs(job: &str) -> String {
+        format!("{RUN_DIR}/{job}")
+    }
+
+    /// Key of a run record.
+    #[must_use]
+    pub fn run(job: &str, name: &str) -> String {
+        format!("{RUN_DIR}/{job}/{name}")
     }
 
     /// Key of a prune plan.

@@ -7,7 +7,9 @@
 //! - [`materialize`]: a snapshot file's bytes, read by plan, written in
 //!   place or streamed to a sink, and the restore plans `report` estimates;
 //! - [`damage`]: which snapshot files cannot be restored, and why;
-//! - [`gc`]: what a prune did (its results, also carried by forget).
+//! - [`gc`]: what a prune did (its results, also carried by forget);
+//! - [`history`]: run records of scheduled work, and one run per job at a
+//!   time.
 //!
 //! This host's identity ([`crate::host`]), leases ([`crate::lease`]), reads
 //! by plan ([`crate::read`]) and the repository itself
@@ -16,6 +18,7 @@
 
 pub(crate) mod damage;
 pub(crate) mod gc;
+pub(crate) mod history;
 pub(crate) mod ingest;
 pub(crate) mod mark;
 pub(crate) mod materialize;
