@@ -147,8 +147,29 @@ pub fn http(
         body.len()
     ));
     s.write_all(req.as_bytes()).expect("send");
+    // Read until the body is whole (some servers keep the connection open).
     let mut resp = Vec::new();
-    s.read_to_end(&mut resp).expect("read");
+    let mut chunk = [0u8; 16384];
+    loop {
+        let n = s.read(&mut chunk).expect("read");
+        if n == 0 {
+            break;
+        }
+        resp.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&resp);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let head = head.to_ascii_lowercase();
+            let len = head.lines().find_map(|l| {
+                l.strip_prefix("content-length:")
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+            });
+            if len.is_some_and(|len| body.len() >= len)
+                || (head.contains("transfer-encoding: chunked") && body.ends_with("0\r\n\r\n"))
+            {
+                break;
+            }
+        }
+    }
     let resp = String::from_utf8_lossy(&resp).into_owned();
     let status: u16 = resp
         .split_whitespace()

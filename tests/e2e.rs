@@ -23,6 +23,8 @@ mod config;
 mod daemon;
 /// Damaged repositories: what is named and skipped, what is refused.
 mod damage;
+/// The dashboard in headless Chromium against a daemon and live Qdrant nodes.
+mod dashboard;
 /// Bad input and faults: each must fail cleanly and leave the repository consistent.
 mod faults;
 /// The backup/restore suite and the storage contract against a GCS emulator.
