@@ -473,3 +473,34 @@ async fn metrics(State(s): State<Arc<Shared>>) -> ApiResult<Response> {
     let text = crate::metrics::render(&s).await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every route the router serves is in the checked-in OpenAPI document,
+    /// and the document names no route that does not exist.
+    #[test]
+    fn the_openapi_document_matches_the_routes() {
+        let doc: serde_json::Value = serde_json::from_str(super::OPENAPI).expect("valid JSON");
+        let mut documented: Vec<String> = doc["paths"]
+            .as_object()
+            .expect("paths")
+            .keys()
+            .cloned()
+            .collect();
+        documented.sort();
+        let source = include_str!("api.rs");
+        let mut served: Vec<String> = source
+            .split(".route(")
+            .skip(1)
+            .filter_map(|rest| {
+                let rest = rest.trim_start();
+                let rest = rest.strip_prefix('"')?;
+                Some(rest[..rest.find('"')?].to_string())
+            })
+            .filter(|p| p.starts_with('/'))
+            .collect();
+        served.sort();
+        served.dedup();
+        assert_eq!(served, documented);
+    }
+}
