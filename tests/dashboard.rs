@@ -137,8 +137,12 @@ impl Browser {
     /// Waits until `expr` is truthy.
     fn wait(&mut self, what: &str, expr: &str, limit: Duration) {
         let t = Instant::now();
+        // Right after a navigation the old document may still answer: an
+        // expression that throws there counts as "not yet".
+        let guarded =
+            format!("(() => {{ try {{ return !!({expr}); }} catch (e) {{ return false; }} }})()");
         loop {
-            let v = self.eval(expr);
+            let v = self.eval(&guarded);
             if v.as_bool() == Some(true) {
                 return;
             }
