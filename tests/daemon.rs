@@ -701,7 +701,12 @@ fn the_api_needs_its_token_and_never_prints_it() {
     assert_eq!(st, 400, "{body}");
     assert!(body.contains("no source named \\\"nope\\\""), "{body}");
     let log = d.log.clone();
-    assert!(d.terminate(Duration::from_secs(30)).success());
+    let st = d.terminate(Duration::from_secs(30));
+    assert!(
+        st.success(),
+        "SIGTERM: {st:?}; log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
     let d_log = std::fs::read_to_string(log).expect("log");
     assert!(
         d_log.contains("daemon started"),

@@ -205,15 +205,6 @@ fn load(path: &std::path::Path) -> Result<Arc<cairn_config::Config>> {
     Ok(Arc::new(loaded.config))
 }
 
-/// Resolves when SIGTERM or SIGINT arrives.
-async fn terminated() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        Some(()) = async { match term.as_mut() { Some(t) => t.recv().await, None => std::future::pending().await } } => {}
-    }
-}
-
 /// Runs the daemon until SIGTERM or SIGINT: the schedules, and the API on
 /// `listen`. Prints `listening on ADDR` on stdout once it accepts.
 ///
@@ -255,6 +246,12 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         reload,
         next: Arc::default(),
     });
+    // Signal handlers before anything is announced, kept for the daemon's
+    // life, so no SIGTERM falls between two waits.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot handle SIGTERM")?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("cannot handle SIGINT")?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
@@ -282,7 +279,8 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
     let mut tasks = scheduler::spawn(&runner, &gen_rx, &shared.next);
     loop {
         tokio::select! {
-            () = terminated() => break,
+            _ = term.recv() => break,
+            _ = int.recv() => break,
             r = reloads.changed() => {
                 if r.is_err() { break; }
                 match load(&opts.config) {
