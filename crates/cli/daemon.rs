@@ -9,7 +9,7 @@ use cairn_daemon::{DaemonOptions, Outcome, Runner};
 use cairn_engine::{RunState, Trigger};
 
 use crate::global::{exit, GlobalArgs, Reported};
-use crate::repo::cache_root;
+use crate::repo::{cache_root, lease_override};
 use crate::size::human;
 
 #[derive(Debug, clap::Args)]
@@ -25,19 +25,12 @@ pub struct DaemonArgs {
     stop_timeout: u64,
 }
 
-fn lease() -> Option<Duration> {
-    std::env::var("CAIRN_LEASE_SECONDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map(Duration::from_secs)
-}
-
 pub async fn daemon(g: &GlobalArgs, a: DaemonArgs) -> Result<()> {
     cairn_daemon::run(DaemonOptions {
         config: a.config,
         listen: a.listen,
         cache_root: cache_root(g),
-        lease: lease(),
+        lease: lease_override(),
         stop_timeout: Duration::from_secs(a.stop_timeout),
     })
     .await
@@ -70,7 +63,7 @@ pub async fn backup_schedule(g: &GlobalArgs, name: &str, config: Option<PathBuf>
     let runner = std::sync::Arc::new(Runner::new(
         std::sync::Arc::new(loaded.config),
         cache_root(g),
-        lease(),
+        lease_override(),
     ));
     crate::commands::cancel_on_signal(runner.cancel.clone());
     let outcome = runner

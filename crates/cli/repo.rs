@@ -31,14 +31,17 @@ pub async fn open(g: &GlobalArgs) -> Result<Repository> {
     let loc = location(g)?;
     let store = cairn_engine::RepoStore::open(loc, false).map_err(cairn_engine::Error::from)?;
     let repo = Repository::open(store, &cache_root(g)).await?;
-    // Lease length (docs/format.md); shorter only for tests and special setups.
-    Ok(
-        match std::env::var("CAIRN_LEASE_SECONDS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-        {
-            Some(secs) => repo.with_lease_duration(std::time::Duration::from_secs(secs)),
-            None => repo,
-        },
-    )
+    Ok(match lease_override() {
+        Some(d) => repo.with_lease_duration(d),
+        None => repo,
+    })
+}
+
+/// The lease length `CAIRN_LEASE_SECONDS` sets (docs/format.md); shorter
+/// only for tests and special setups.
+pub fn lease_override() -> Option<std::time::Duration> {
+    std::env::var("CAIRN_LEASE_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(std::time::Duration::from_secs)
 }

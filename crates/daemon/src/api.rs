@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 
 use crate::jobs::{describe, Runner};
 use crate::schedules;
-use crate::Shared;
+use crate::{lock, Shared};
 
 /// The OpenAPI document (checked in; a test keeps it and the routes in step).
 pub const OPENAPI: &str = include_str!("../openapi.json");
@@ -438,10 +438,6 @@ async fn start_restore(
         }
     });
     Ok((StatusCode::ACCEPTED, Json(json!({ "id": rid }))))
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 async fn list_restores(State(s): State<Arc<Shared>>) -> Json<Value> {

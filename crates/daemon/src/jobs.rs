@@ -12,7 +12,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use cairn_config::Config;
 use cairn_engine::{
     backup_job, draft_run, BackupOptions, BackupSource, Begin, ForgetOptions, Progress,
-    PruneOptions, ReadData, Repository, RunRecord, RunState, Time, Trigger,
+    PruneOptions, ReadData, Repository, RunHandle, RunRecord, RunState, Time, Trigger,
 };
 
 use crate::webhook::Notifier;
@@ -164,11 +164,7 @@ impl Runner {
     ///
     /// # Errors
     /// The repository cannot be opened or listed.
-    pub async fn last_scheduled(
-        &self,
-        schedule: &Option<String>,
-        job: &str,
-    ) -> Result<Option<Time>> {
+    pub async fn last_scheduled(&self, schedule: Option<&str>, job: &str) -> Result<Option<Time>> {
         let repo = match schedule {
             Some(s) => self.repository_of(s).await?,
             None => self.maintenance_repository(None).await?,
@@ -205,17 +201,9 @@ impl Runner {
         draft.source = Some(sched.source.get_ref().clone());
         draft.reason = note;
         draft.attempt = attempt;
-        let handle = match repo.begin_run(draft).await? {
-            Begin::Started(h) => h,
-            Begin::Busy { skipped, .. } => {
-                tracing::info!(
-                    schedule = name,
-                    reason = skipped.reason.as_deref().unwrap_or(""),
-                    "skipped"
-                );
-                return Ok(Outcome::Skipped(skipped));
-            }
-            Begin::AlreadyDone(_) => return Ok(Outcome::AlreadyDone),
+        let handle = match start(&repo, draft).await? {
+            Ok(h) => h,
+            Err(other) => return Ok(other),
         };
         let seq = handle.record().seq;
         tracing::info!(schedule = name, run = seq, ?trigger, "backup started");
@@ -277,17 +265,7 @@ impl Runner {
                 (RunState::Failed, Some(why))
             }
         };
-        let rec = handle.finish(state, reason).await?;
-        tracing::info!(
-            schedule = name,
-            run = rec.seq,
-            state = rec.state.as_str(),
-            seconds = rec.seconds,
-            reason = rec.reason.as_deref().unwrap_or(""),
-            "backup finished"
-        );
-        self.notifier.run_finished(&rec).await;
-        Ok(Outcome::Ran(rec))
+        self.end(handle, state, reason).await
     }
 
     async fn backup(
@@ -375,13 +353,9 @@ impl Runner {
             .as_ref()
             .and_then(|p| p.repository.as_ref().map(|r| r.get_ref().clone()));
         let repo = self.maintenance_repository(named.as_deref()).await?;
-        let handle = match repo
-            .begin_run(draft_run(PRUNE_JOB, trigger, scheduled_for))
-            .await?
-        {
-            Begin::Started(h) => h,
-            Begin::Busy { skipped, .. } => return Ok(Outcome::Skipped(skipped)),
-            Begin::AlreadyDone(_) => return Ok(Outcome::AlreadyDone),
+        let handle = match start(&repo, draft_run(PRUNE_JOB, trigger, scheduled_for)).await? {
+            Ok(h) => h,
+            Err(other) => return Ok(other),
         };
         let result = repo
             .prune(&PruneOptions::default(), Arc::new(cairn_engine::NoProgress))
@@ -394,9 +368,7 @@ impl Runner {
             }
             Err(e) => (RunState::Failed, Some(describe(&e.into()))),
         };
-        let rec = handle.finish(state, reason).await?;
-        self.notifier.run_finished(&rec).await;
-        Ok(Outcome::Ran(rec))
+        self.end(handle, state, reason).await
     }
 
     /// Runs the check schedule once (the next part of the data, when it
@@ -412,13 +384,9 @@ impl Runner {
         let job = self.config.check.as_ref();
         let named = job.and_then(|p| p.repository.as_ref().map(|r| r.get_ref().clone()));
         let repo = self.maintenance_repository(named.as_deref()).await?;
-        let handle = match repo
-            .begin_run(draft_run(CHECK_JOB, trigger, scheduled_for))
-            .await?
-        {
-            Begin::Started(h) => h,
-            Begin::Busy { skipped, .. } => return Ok(Outcome::Skipped(skipped)),
-            Begin::AlreadyDone(_) => return Ok(Outcome::AlreadyDone),
+        let handle = match start(&repo, draft_run(CHECK_JOB, trigger, scheduled_for)).await? {
+            Ok(h) => h,
+            Err(other) => return Ok(other),
         };
         let seq = handle.record().seq;
         let read = match job.and_then(|j| j.read_data_subset.as_ref()) {
@@ -463,10 +431,47 @@ impl Runner {
             }
             Err(e) => (RunState::Failed, Some(describe(&e.into()))),
         };
+        self.end(handle, state, reason).await
+    }
+}
+
+impl Runner {
+    /// Stores a run's final record, logs it and notifies the webhooks.
+    async fn end(
+        &self,
+        handle: RunHandle,
+        state: RunState,
+        reason: Option<String>,
+    ) -> Result<Outcome> {
         let rec = handle.finish(state, reason).await?;
+        tracing::info!(
+            job = %rec.job,
+            run = rec.seq,
+            state = rec.state.as_str(),
+            seconds = rec.seconds,
+            reason = rec.reason.as_deref().unwrap_or(""),
+            "run finished"
+        );
         self.notifier.run_finished(&rec).await;
         Ok(Outcome::Ran(rec))
     }
+}
+
+/// Starts the run `draft` describes: its handle, or what happened instead
+/// (skipped because another run is in progress, or already served).
+async fn start(repo: &Repository, draft: RunRecord) -> Result<Result<RunHandle, Outcome>> {
+    Ok(match repo.begin_run(draft).await? {
+        Begin::Started(h) => Ok(h),
+        Begin::Busy { skipped, .. } => {
+            tracing::info!(
+                job = %skipped.job,
+                reason = skipped.reason.as_deref().unwrap_or(""),
+                "skipped"
+            );
+            Err(Outcome::Skipped(skipped))
+        }
+        Begin::AlreadyDone(_) => Err(Outcome::AlreadyDone),
+    })
 }
 
 /// What a backup saved.

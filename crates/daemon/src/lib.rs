@@ -114,7 +114,8 @@ where
     tokio::task::spawn_blocking(move || handle.block_on(make()))
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// Locks `m`, also after a panic elsewhere held it.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -283,22 +284,17 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
             _ = int.recv() => break,
             r = reloads.changed() => {
                 if r.is_err() { break; }
-                match load(&opts.config) {
-                    Ok(c) => {
-                        let _ = gen_stop.send(true);
-                        let new = Arc::new(Runner::new(c, opts.cache_root.clone(), opts.lease));
-                        *shared.runner.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::clone(&new);
-                        (gen_stop, gen_rx) = watch::channel(false);
-                        tasks.extend(scheduler::spawn(&new, &gen_rx, &shared.next));
-                        tracing::info!("config reloaded");
-                    }
-                    Err(e) => tracing::error!(error = %jobs::describe(&e), "config edit not loaded"),
-                }
+                // The edit installed the new config's runner; its schedules
+                // replace the old ones (a run in progress finishes first).
+                let _ = gen_stop.send(true);
+                (gen_stop, gen_rx) = watch::channel(false);
+                tasks.extend(scheduler::spawn(&shared.runner(), &gen_rx, &shared.next));
+                tracing::info!("config reloaded");
             }
         }
     }
     tracing::warn!("stopping: runs in progress finish their uploads and stop");
-    shared.runner().cancel.store(true, Ordering::Relaxed);
+    // One flag, shared by every runner an edit made.
     runner.cancel.store(true, Ordering::Relaxed);
     let _ = gen_stop.send(true);
     let _ = stop_tx.send(true);

@@ -204,7 +204,7 @@ pub async fn render(s: &Shared) -> Result<String> {
             );
         }
     }
-    for (name, _) in &config.repositories {
+    for name in config.repositories.keys() {
         let repo = runner.repository(name).await?;
         let snaps = s.snapshots(name, &repo).await?;
         let labels = format!("repository=\"{}\"", esc(name));

@@ -14,6 +14,7 @@ use chrono::Utc;
 use tokio::sync::watch;
 
 use crate::jobs::{Outcome, Runner, CHECK_JOB, PRUNE_JOB};
+use crate::lock;
 
 /// Waits before the retries of a failed run: 30 s, 2 min, 8 min (each
 /// only while it ends before the next fire time).
@@ -32,6 +33,15 @@ enum Kind {
 }
 
 impl Kind {
+    /// The backup schedule it runs (`None`: prune or check, whose history is
+    /// in the maintenance repository).
+    fn schedule(&self) -> Option<&str> {
+        match self {
+            Self::Backup(n) => Some(n),
+            Self::Prune | Self::Check => None,
+        }
+    }
+
     fn job(&self) -> String {
         match self {
             Self::Backup(n) => backup_job(n),
@@ -137,7 +147,7 @@ fn task(
     crate::spawn_run(move || async move {
         let job = kind.job();
         // Catch up once on fire times missed while no daemon ran.
-        match runner.last_scheduled(&kind_repo(&kind), &job).await {
+        match runner.last_scheduled(kind.schedule(), &job).await {
             Ok(Some(last)) => {
                 let (n, latest) = missed(&when, last, Utc::now());
                 if let (true, Some(at)) = (n > 0, latest) {
@@ -190,18 +200,6 @@ fn task(
         }
         lock(&next).remove(&job);
     })
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// The repository a job's history is in (`None`: the maintenance one).
-fn kind_repo(kind: &Kind) -> Option<String> {
-    match kind {
-        Kind::Backup(n) => Some(n.clone()),
-        Kind::Prune | Kind::Check => None,
-    }
 }
 
 async fn run_with_retries(

@@ -4,8 +4,6 @@
 //! `cairn config check` would check it, and only then replaces the file
 //! (a temporary file renamed over it); the daemon then loads it again.
 
-use std::sync::atomic::Ordering;
-
 use anyhow::Result;
 use cairn_engine::{backup_job, describe_policy, RunState};
 use serde::Deserialize;
@@ -179,28 +177,27 @@ pub fn write(s: &Shared, name: &str, edit: Option<&Edit>, create: bool) -> Resul
         }
     }
     let new = doc.to_string();
-    if let Err(problems) = cairn_config::parse(&new) {
+    let loaded = cairn_config::parse(&new).map_err(|problems| {
         let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
-        return Err(format!(
+        format!(
             "the edit would make the config invalid: {}",
             list.join("; ")
-        ));
-    }
+        )
+    })?;
     let tmp = path.with_extension("toml.new");
     std::fs::write(&tmp, &new).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, path).map_err(|e| format!("cannot replace {}: {e}", path.display()))?;
+    // Handlers see the edit at once; the daemon then restarts the
+    // schedules. Every runner shares the daemon's stop flag.
+    let mut runner = crate::Runner::new(
+        std::sync::Arc::new(loaded.config),
+        s.cache_root.clone(),
+        s.lease,
+    );
+    runner.cancel = std::sync::Arc::clone(&s.runner().cancel);
+    *s.runner
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = std::sync::Arc::new(runner);
     s.reload.send_modify(|n| *n += 1);
-    // The handlers see the edit at once, not only after the reload.
-    if let Ok(loaded) = cairn_config::load(path) {
-        let runner = std::sync::Arc::new(crate::Runner::new(
-            std::sync::Arc::new(loaded.config),
-            s.cache_root.clone(),
-            s.lease,
-        ));
-        runner.cancel.store(false, Ordering::Relaxed);
-        *s.runner
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = runner;
-    }
     Ok(())
 }

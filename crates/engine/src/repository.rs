@@ -428,6 +428,17 @@ impl Repository {
     /// # Errors
     /// Storage errors or malformed manifests.
     pub async fn snapshots(&self) -> Result<Vec<SnapshotInfo>> {
+        let ids = self.snapshot_ids().await?;
+        self.load_snapshots(&ids).await
+    }
+
+    /// The ids of the snapshots in the repository (one listing, no
+    /// manifest read). An object under `snapshots/` not named by an id, or
+    /// larger than a manifest may be, is named in a warning and skipped.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
         let listed = self.store.list(keys::SNAPSHOT_DIR).await?;
         let mut ids = Vec::with_capacity(listed.len());
         for l in listed {
@@ -441,23 +452,7 @@ impl Repository {
                 Ok(id) => ids.push(id),
             }
         }
-        self.load_snapshots(&ids).await
-    }
-
-    /// The ids of the snapshots in the repository (one listing, no
-    /// manifest read).
-    ///
-    /// # Errors
-    /// Storage errors.
-    pub async fn snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
-        Ok(self
-            .store
-            .list(keys::SNAPSHOT_DIR)
-            .await?
-            .into_iter()
-            .filter(|l| l.size <= MAX_MANIFEST)
-            .filter_map(|l| l.name.parse().ok())
-            .collect())
+        Ok(ids)
     }
 
     /// Loads the manifests of `ids`, oldest first. An unreadable manifest is
