@@ -291,7 +291,7 @@ fn the_dashboard_backs_up_restores_and_deletes_in_a_real_browser() {
     // The cost chart: one bar, round axis ticks.
     b.wait(
         "the cost chart",
-        "document.querySelectorAll('#cost svg rect').length === 1",
+        "document.querySelectorAll('#cost svg rect.bar').length === 1",
         Duration::from_secs(30),
     );
     let ticks = b.eval("[...document.querySelectorAll('#cost svg text')].map(t => t.textContent).filter(t => /^[0-9.]+ (B|KiB|MiB|GiB)$/.test(t))");

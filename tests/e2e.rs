@@ -25,6 +25,8 @@ mod daemon;
 mod damage;
 /// The dashboard in headless Chromium against a daemon and live Qdrant nodes.
 mod dashboard;
+/// The Dockerfile and the Kubernetes manifests, against the real binary.
+mod packaging;
 /// Bad input and faults: each must fail cleanly and leave the repository consistent.
 mod faults;
 /// The backup/restore suite and the storage contract against a GCS emulator.

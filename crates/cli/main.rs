@@ -1,6 +1,5 @@
 //! The `cairn` command line: parses arguments, calls the engine, prints.
 
-mod axis;
 mod check;
 mod cluster;
 mod commands;

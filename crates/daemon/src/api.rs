@@ -457,11 +457,18 @@ async fn get_restore(
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no restore {id:?}")))
 }
 
+/// How many of the latest backups the dashboard's cost chart shows.
+const COST_CHART_BACKUPS: usize = 30;
+
 async fn cost(State(s): State<Arc<Shared>>, Query(q): Query<RepoQuery>) -> ApiResult<Json<Value>> {
     let (name, repo) = one_repository(&s, q.repository.as_deref()).await?;
-    let report = repo.report(&cairn_engine::ReportOptions::default()).await?;
+    let mut report = repo.report(&cairn_engine::ReportOptions::default()).await?;
     let mut v = json!(report);
     v["repository_name"] = json!(name);
+    // The dashboard's chart is the report's own, over the latest backups.
+    let skip = report.backups.len().saturating_sub(COST_CHART_BACKUPS);
+    report.backups.drain(..skip);
+    v["charts"] = json!({ "added": cairn_report::added_chart(&report) });
     Ok(Json(v))
 }
 
