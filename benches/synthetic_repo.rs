@@ -12,8 +12,14 @@
 //! up in batches of 2,048 (a backup's read block of ~4 KiB chunks), and ids
 //! it holds again with the ordered walk a restore uses.
 //!
+//! With `clone`, copies the one backup a local repository holds into N
+//! backups an hour apart (each its own manifest naming the same chunk
+//! lists, as a repository that has kept years of nightly backups of a
+//! quiet source), for measuring what lists and shows backups.
+//!
 //! Usage: cargo run --release --example synthetic-repo -- REPO_DIR CHUNKS
 //!        cargo run --release --example synthetic-repo -- lookups CACHE_DIR CHUNKS [N]
+//!        cargo run --release --example synthetic-repo -- clone REPO_DIR N
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -182,11 +188,39 @@ fn lookups(args: &[String]) {
     }
 }
 
+/// Copies the repository's one backup into `N` backups an hour apart.
+fn clone(args: &[String]) -> std::io::Result<()> {
+    let (Some(repo), Some(n)) = (args.first(), args.get(1)) else {
+        eprintln!("usage: synthetic-repo clone REPO_DIR N");
+        std::process::exit(2);
+    };
+    let repo = Path::new(repo);
+    let n: u64 = n.parse().expect("N is a number");
+    let dir = repo.join("snapshots");
+    let mut entries = std::fs::read_dir(&dir)?.collect::<Result<Vec<_>, _>>()?;
+    assert_eq!(entries.len(), 1, "clone wants a repository holding exactly one backup");
+    let packed = std::fs::read(entries.remove(0).path())?;
+    let json = zstd::stream::decode_all(&packed[..])?;
+    let original: Snapshot = serde_json::from_slice(&json).expect("a snapshot manifest");
+    for i in 1..n {
+        let mut s = original.clone();
+        s.time -= chrono::Duration::hours(i64::try_from(i).expect("fits"));
+        let json = serde_json::to_vec(&s).expect("serializes");
+        let packed = zstd::bulk::compress(&json, 3)?;
+        write(&dir.join(SnapshotId::of(&json).to_hex()), &packed)?;
+    }
+    println!("{n} backups in {}", repo.display());
+    Ok(())
+}
+
 fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("lookups") {
         lookups(&args[2..]);
         return Ok(());
+    }
+    if args.get(1).map(String::as_str) == Some("clone") {
+        return clone(&args[2..]);
     }
     let (Some(repo), Some(chunks)) = (args.get(1), args.get(2)) else {
         eprintln!("usage: synthetic-repo REPO_DIR CHUNKS");

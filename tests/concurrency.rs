@@ -152,3 +152,103 @@ fn hosts_write_one_local_repository_at_once() {
 fn hosts_write_one_s3_repository_at_once() {
     hosts_write_one_repository_at_once(&Env::s3());
 }
+
+/// A restore that has located its chunks, stopped (SIGSTOP) before it reads
+/// its second file, while `forget` and `prune` repack and condemn every pack
+/// that file's data is in: the prune's sweep waits for the restore's
+/// reader lease (it says so), the restore, continued, finishes with every
+/// byte right, and the next prune, with the restore gone, sweeps. The
+/// overlap is proven, not hoped for: the test checks that the second file
+/// was not begun when the restore stopped (and tries again otherwise).
+#[test]
+fn a_restore_survives_a_prune_that_repacks_what_it_reads() {
+    let env = Env::local();
+    env.init(&[]);
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("a-kept")).expect("mkdir");
+    std::fs::create_dir_all(src.join("z-gone")).expect("mkdir");
+    let a1 = random_bytes(24 << 20, 1);
+    let a2 = random_bytes(4 << 20, 2);
+    std::fs::write(src.join("a-kept/a1"), &a1).expect("write");
+    std::fs::write(src.join("a-kept/a2"), &a2).expect("write");
+    std::fs::write(src.join("z-gone/b"), random_bytes(24 << 20, 3)).expect("write");
+    // One backup of everything (a1, a2 and b share packs), one of a1 and a2.
+    let first = env.backup(&[&src]);
+    let second = env.backup(&[&src.join("a-kept")]);
+    let first = first["snapshot"].as_str().expect("id").to_string();
+    let second = second["snapshot"].as_str().expect("id").to_string();
+
+    let mut caught = None;
+    for attempt in 0..20 {
+        let out = env.path(&format!("out{attempt}"));
+        let mut child = env
+            .cmd()
+            .args(["-q", "restore", &second])
+            .arg(&out)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("restore");
+        let pid = libc::pid_t::try_from(child.id()).expect("pid");
+        // Stop it while it writes a1 (its partial file exists).
+        let partial = out.join("a-kept/.a1.cairn-partial");
+        let t = std::time::Instant::now();
+        while !partial.exists() && t.elapsed() < std::time::Duration::from_secs(60) {
+            if child.try_wait().expect("wait").is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+                #[allow(unsafe_code)]
+        let stopped = unsafe { libc::kill(pid, libc::SIGSTOP) } == 0;
+        let begun_a2 = out.join("a-kept/a2").exists() || out.join("a-kept/.a2.cairn-partial").exists();
+        if stopped && child.try_wait().expect("wait").is_none() && partial.exists() && !begun_a2 {
+            caught = Some((child, pid, out));
+            break;
+        }
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(pid, libc::SIGCONT);
+        }
+        let _ = child.wait();
+    }
+    let (child, pid, out) = caught.expect("never stopped a restore before its second file in 20 tries");
+
+    // The prune repacks a1 and a2 away from b and condemns the old packs.
+    env.json(&["forget", &first]);
+    let p = env.json(&["prune", "--max-unused", "0%"]);
+    assert!(
+        p["packs_repacked"].as_u64().unwrap_or(0) > 0,
+        "the prune repacked nothing: {p:#}"
+    );
+    let deferred = p["deferred"].as_array().expect("deferred");
+    assert!(
+        !deferred.is_empty() && deferred[0]["why"].as_str().is_some_and(|w| w.contains("reader")),
+        "the sweep did not wait for the restore's lease: {p:#}"
+    );
+    assert!(p["swept"].as_array().is_some_and(Vec::is_empty), "{p:#}");
+
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::kill(pid, libc::SIGCONT);
+    }
+    let done = child.wait_with_output().expect("wait");
+    assert!(
+        done.status.success(),
+        "the restore failed after a prune: {}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert!(std::fs::read(out.join("a-kept/a1")).expect("a1") == a1, "a1 differs");
+    assert!(std::fs::read(out.join("a-kept/a2")).expect("a2") == a2, "a2 differs");
+
+    // With the restore gone, the next prune sweeps the plan.
+    let p = env.json(&["prune", "--max-unused", "0%"]);
+    assert!(
+        p["swept"].as_array().is_some_and(|s| !s.is_empty()) && p["deferred"].as_array().is_some_and(Vec::is_empty),
+        "{p:#}"
+    );
+    env.run(&["check", "--read-data"]);
+    let again = env.path("again");
+    env.run(&["restore", &second, again.to_str().expect("utf-8")]);
+    assert!(std::fs::read(again.join("a-kept/a2")).expect("a2") == a2);
+}

@@ -5,187 +5,17 @@
 //! writes), check it, delete the backup. Screenshots are saved and checked
 //! non-blank.
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
-use base64::Engine as _;
 use serde_json::{json, Value};
-use tungstenite::{Message, WebSocket};
 
+use crate::browser::Browser;
 use crate::daemon::{http, Daemon};
 use crate::qdrant_server::{create, fingerprint, upsert, Qdrant};
 
 const DIM: usize = 16;
-
-/// A headless Chromium and a DevTools connection to its page.
-struct Browser {
-    child: Child,
-    ws: WebSocket<TcpStream>,
-    id: u64,
-    _profile: tempfile::TempDir,
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Browser {
-    fn start() -> Self {
-        let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .expect("the dashboard test needs Chromium: run scripts/test.sh (it installs it) or apt-get install chromium");
-        let profile = tempfile::TempDir::new().expect("profile");
-        let mut child = Command::new(chromium)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--window-size=1366,900",
-                "--remote-debugging-port=0",
-                "--remote-allow-origins=*",
-            ])
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .arg("about:blank")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start chromium");
-        let stderr = child.stderr.take().expect("stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        let port = loop {
-            let line = lines
-                .next()
-                .expect("chromium exited before it listened")
-                .expect("read");
-            if let Some(rest) = line.split("DevTools listening on ws://").nth(1) {
-                let hostport = rest.split('/').next().expect("host:port");
-                break hostport.to_string();
-            }
-        };
-        // Keep draining its log so it never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        let targets: Value =
-            serde_json::from_str(&http(&port, "GET", "/json/list", None, None).1).expect("targets");
-        let page = targets
-            .as_array()
-            .expect("list")
-            .iter()
-            .find(|t| t["type"] == "page")
-            .expect("a page target");
-        let url = page["webSocketDebuggerUrl"].as_str().expect("ws url");
-        let path = url.splitn(4, '/').nth(3).expect("path");
-        let stream = TcpStream::connect(&port).expect("connect devtools");
-        let (ws, _) =
-            tungstenite::client(format!("ws://{port}/{path}"), stream).expect("websocket");
-        let mut b = Self {
-            child,
-            ws,
-            id: 0,
-            _profile: profile,
-        };
-        b.call("Page.enable", json!({}));
-        b.call("Runtime.enable", json!({}));
-        b
-    }
-
-    fn call(&mut self, method: &str, params: Value) -> Value {
-        self.id += 1;
-        let id = self.id;
-        self.ws
-            .send(Message::text(
-                json!({ "id": id, "method": method, "params": params }).to_string(),
-            ))
-            .expect("send");
-        loop {
-            let msg = self.ws.read().expect("read devtools");
-            let Message::Text(t) = msg else { continue };
-            let v: Value = serde_json::from_str(&t).expect("json");
-            if v["method"] == "Runtime.exceptionThrown" {
-                panic!("page error: {v:#}");
-            }
-            if v["method"] == "Runtime.consoleAPICalled" && v["params"]["type"] == "error" {
-                panic!("console error: {v:#}");
-            }
-            if v["id"] == id {
-                assert!(v.get("error").is_none(), "{method}: {v:#}");
-                return v["result"].clone();
-            }
-        }
-    }
-
-    /// Evaluates `expr` in the page (awaiting a promise) and returns its value.
-    fn eval(&mut self, expr: &str) -> Value {
-        let r = self.call(
-            "Runtime.evaluate",
-            json!({ "expression": expr, "awaitPromise": true, "returnByValue": true }),
-        );
-        assert!(r.get("exceptionDetails").is_none(), "{expr}: {r:#}");
-        r["result"]["value"].clone()
-    }
-
-    /// Waits until `expr` is truthy.
-    fn wait(&mut self, what: &str, expr: &str, limit: Duration) {
-        let t = Instant::now();
-        // Right after a navigation the old document may still answer: an
-        // expression that throws there counts as "not yet".
-        let guarded =
-            format!("(() => {{ try {{ return !!({expr}); }} catch (e) {{ return false; }} }})()");
-        loop {
-            let v = self.eval(&guarded);
-            if v.as_bool() == Some(true) {
-                return;
-            }
-            if t.elapsed() > limit {
-                let text = self.eval("document.body.innerText");
-                panic!(
-                    "timed out waiting for {what}; the page says:\n{}",
-                    text.as_str().unwrap_or("")
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Saves a screenshot and checks it shows something.
-    fn screenshot(&mut self, name: &str) -> PathBuf {
-        let r = self.call("Page.captureScreenshot", json!({ "format": "png" }));
-        let png = base64::engine::general_purpose::STANDARD
-            .decode(r["data"].as_str().expect("data"))
-            .expect("base64");
-        let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("dashboard-{name}.png"));
-        std::fs::write(&path, &png).expect("save screenshot");
-        let mut reader = png::Decoder::new(std::io::Cursor::new(png))
-            .read_info()
-            .expect("png");
-        let mut buf = vec![0; reader.output_buffer_size()];
-        let info = reader.next_frame(&mut buf).expect("frame");
-        let px = info.color_type.samples();
-        let pixels = &buf[..info.buffer_size()];
-        let inked = pixels
-            .chunks(px)
-            .filter(|p| p[..3].iter().any(|&c| c < 200))
-            .count();
-        let total = pixels.len() / px;
-        assert!(
-            inked * 200 > total,
-            "{} is blank ({inked} of {total} pixels inked)",
-            path.display()
-        );
-        eprintln!("screenshot {}", path.display());
-        path
-    }
-}
 
 fn js(s: &str) -> String {
     serde_json::to_string(s).expect("json string")
@@ -194,6 +24,7 @@ fn js(s: &str) -> String {
 #[test]
 fn the_dashboard_backs_up_restores_and_deletes_in_a_real_browser() {
     let test = "the_dashboard_backs_up_restores_and_deletes_in_a_real_browser";
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR"));
     let Some(src) = Qdrant::start(test, 1, None) else {
         return;
     };
@@ -310,7 +141,7 @@ fn the_dashboard_backs_up_restores_and_deletes_in_a_real_browser() {
             "tick {t} is not round: {ticks:?}"
         );
     }
-    b.screenshot("1-backed-up");
+    b.screenshot(shots, "dashboard-1-backed-up");
 
     // Restore the collection under a new name into a fresh node.
     b.eval("document.querySelector('#backups [data-action=\"restore\"]').click(); true");
@@ -331,7 +162,7 @@ fn the_dashboard_backs_up_restores_and_deletes_in_a_real_browser() {
         confirm.contains("docs_restored") && confirm.contains(&dst.urls[0]),
         "the confirmation names what it writes: {confirm}"
     );
-    b.screenshot("2-confirm-restore");
+    b.screenshot(shots, "dashboard-2-confirm-restore");
     b.eval("document.getElementById('rd-go').click(); true");
     b.wait(
         "the restore to finish",
@@ -347,7 +178,7 @@ fn the_dashboard_backs_up_restores_and_deletes_in_a_real_browser() {
         fingerprint(&dst.urls[0], None, "docs_restored", DIM, None),
         original
     );
-    b.screenshot("3-restored");
+    b.screenshot(shots, "dashboard-3-restored");
 
     // Delete the backup, through its confirmation.
     b.eval("document.querySelector('#backups [data-action=\"delete\"]').click(); true");
@@ -364,7 +195,7 @@ fn the_dashboard_backs_up_restores_and_deletes_in_a_real_browser() {
         "document.querySelectorAll('#backups tr').length === 0",
         Duration::from_secs(20),
     );
-    b.screenshot("4-deleted");
+    b.screenshot(shots, "dashboard-4-deleted");
     let (st, body) = http(&d.addr, "GET", "/api/v1/backups", Some(token), None);
     assert_eq!((st, body.as_str()), (200, "[]"));
 }

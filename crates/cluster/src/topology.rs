@@ -12,7 +12,7 @@
 //! this way are reported; their shards are read from other replicas.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cairn_qdrant::{
@@ -356,50 +356,29 @@ impl Placement {
     }
 }
 
-/// A shared read rate limit (token bucket that may go into debt): each read
-/// takes its bytes, and the reader sleeps until the bucket is back to zero.
+/// A shared read rate limit (a token bucket that may go into debt): each
+/// read takes its bytes, and the reader sleeps until the debt is paid.
 #[derive(Debug)]
-pub(crate) struct RateLimiter {
-    bytes_per_sec: f64,
-    burst: f64,
-    state: Mutex<(f64, Instant)>,
-}
+pub(crate) struct RateLimiter(cairn_engine::TokenBucket);
 
 impl RateLimiter {
     pub(crate) fn new(bytes_per_sec: u64) -> Arc<Self> {
-        let rate = bytes_per_sec.max(1) as f64;
-        Arc::new(Self {
-            bytes_per_sec: rate,
-            burst: (rate / 10.0).max(64.0 * 1024.0),
-            state: Mutex::new((0.0, Instant::now())),
-        })
+        Arc::new(Self(cairn_engine::TokenBucket::new(bytes_per_sec)))
     }
 
     /// Most bytes to hand out per read, so that no single sleep is long
     /// (about 50 ms of the rate).
     pub(crate) fn max_read(&self) -> usize {
-        ((self.bytes_per_sec / 20.0) as usize).max(4096)
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let n = (self.0.rate() / 20.0) as usize;
+        n.max(4096)
     }
 
     /// Accounts for `n` bytes read; sleeps as long as the rate requires.
     pub(crate) fn take(&self, n: usize) {
-        let wait = {
-            let mut s = self
-                .state
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let now = Instant::now();
-            let refill = now.duration_since(s.1).as_secs_f64() * self.bytes_per_sec;
-            s.0 = (s.0 + refill).min(self.burst) - n as f64;
-            s.1 = now;
-            if s.0 < 0.0 {
-                -s.0 / self.bytes_per_sec
-            } else {
-                0.0
-            }
-        };
-        if wait > 0.0 {
-            std::thread::sleep(Duration::from_secs_f64(wait));
+        let wait = self.0.take(n);
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
         }
     }
 }

@@ -277,27 +277,52 @@ async fn one_repository(
     Ok((name, repo))
 }
 
+#[derive(Debug, Deserialize)]
+struct BackupsQuery {
+    repository: Option<String>,
+    /// At most this many, newest first (default: all).
+    limit: Option<usize>,
+    /// After skipping this many of the newest.
+    #[serde(default)]
+    offset: usize,
+}
+
+/// Backups, newest first; `X-Total-Count` says how many there are in all
+/// when `limit` or `offset` cuts the list.
 async fn list_backups(
     State(s): State<Arc<Shared>>,
-    Query(q): Query<RepoQuery>,
-) -> ApiResult<Json<Value>> {
+    Query(q): Query<BackupsQuery>,
+) -> ApiResult<Response> {
     let runner = s.runner();
-    let mut rows: Vec<Value> = Vec::new();
+    let mut rows = Vec::new();
     for name in repositories(&runner, q.repository.as_deref())? {
         let repo = runner.repository(&name).await?;
-        for info in s.snapshots(&name, &repo).await? {
-            let mut v = json!(SnapshotRow::from(&*info));
-            v["repository"] = json!(name);
-            v["schedule"] = json!(info
-                .snapshot
-                .tags
-                .iter()
-                .find_map(|t| t.strip_prefix("schedule:")));
-            rows.push(v);
-        }
+        rows.extend(s.snapshots(&name, &repo).await?);
     }
-    rows.sort_by(|a, b| b["time"].as_str().cmp(&a["time"].as_str()));
-    Ok(Json(json!(rows)))
+    rows.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| b.json.cmp(&a.json)));
+    let total = rows.len();
+    let page = rows
+        .iter()
+        .skip(q.offset)
+        .take(q.limit.unwrap_or(usize::MAX));
+    // The rows are serialized once, when their manifest is first read.
+    let mut body = String::with_capacity(2 + page.clone().map(|r| r.json.len() + 1).sum::<usize>());
+    body.push('[');
+    for (i, r) in page.enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(&r.json);
+    }
+    body.push(']');
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/json".to_string()),
+            (header::HeaderName::from_static("x-total-count"), total.to_string()),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 async fn get_backup(
@@ -469,6 +494,8 @@ async fn cost(State(s): State<Arc<Shared>>, Query(q): Query<RepoQuery>) -> ApiRe
     let skip = report.backups.len().saturating_sub(COST_CHART_BACKUPS);
     report.backups.drain(..skip);
     v["charts"] = json!({ "added": cairn_report::added_chart(&report) });
+    drop(report);
+    crate::release_memory();
     Ok(Json(v))
 }
 

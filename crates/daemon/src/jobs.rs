@@ -116,7 +116,17 @@ impl Runner {
             .get(name)
             .ok_or_else(|| anyhow!("no repository named {name:?} in the config"))?;
         let loc = def.location.get_ref();
-        let store = cairn_engine::RepoStore::open(loc, false).map_err(cairn_engine::Error::from)?;
+        let mut store =
+            cairn_engine::RepoStore::open(loc, false).map_err(cairn_engine::Error::from)?;
+        // `[limits] upload` holds every write to the repository to the rate
+        // (packs, index files, manifests, run records).
+        if let Some(rate) = &self.config.limits.upload {
+            if let Ok(rate) = cairn_config::parse_rate(rate.get_ref()) {
+                store = cairn_engine::RepoStore::from_backend(Arc::new(
+                    cairn_store::throttled::ThrottledBackend::new(store.backend(), rate),
+                ));
+            }
+        }
         let cache = def
             .cache_dir
             .clone()
@@ -453,6 +463,7 @@ impl Runner {
             "run finished"
         );
         self.notifier.run_finished(&rec).await;
+        crate::release_memory();
         Ok(Outcome::Ran(rec))
     }
 }

@@ -119,6 +119,50 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Hands memory freed after a run or a large listing back to the system:
+/// the daemon idles most of the time, and the allocator (tuned by the CLI
+/// for throughput) would otherwise keep the peak of the last run.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+pub(crate) fn release_memory() {
+    // SAFETY: malloc_trim only returns free pages of the allocator's own
+    // heaps to the kernel; it takes the allocator's locks and is safe to
+    // call from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub(crate) fn release_memory() {}
+
+/// One backup as the API lists it.
+pub(crate) struct Listed {
+    /// When it started.
+    pub(crate) time: Time,
+    /// What it added to the repository, as stored.
+    pub(crate) new_stored_bytes: u64,
+    /// Its row in `GET /api/v1/backups`, serialized.
+    pub(crate) json: Box<str>,
+}
+
+impl Listed {
+    fn new(repository: &str, info: &SnapshotInfo) -> Self {
+        let mut v = json!(cairn_engine::SnapshotRow::from(info));
+        v["repository"] = json!(repository);
+        v["schedule"] = json!(info
+            .snapshot
+            .tags
+            .iter()
+            .find_map(|t| t.strip_prefix("schedule:")));
+        Self {
+            time: info.snapshot.time,
+            new_stored_bytes: info.snapshot.totals.new_stored_bytes,
+            json: v.to_string().into_boxed_str(),
+        }
+    }
+}
+
 /// What the API's handlers share.
 pub struct Shared {
     runner: RwLock<Arc<Runner>>,
@@ -129,9 +173,9 @@ pub struct Shared {
     started: Instant,
     restores: Mutex<HashMap<String, RestoreJob>>,
     restore_seq: AtomicU64,
-    /// Manifests read so far, by repository: listing backups reads only
-    /// the new ones.
-    manifests: Mutex<HashMap<String, HashMap<SnapshotId, Arc<SnapshotInfo>>>>,
+    /// Backups read so far, by repository, as the API lists them: listing
+    /// reads only new manifests, and keeps a row, not the manifest.
+    manifests: Mutex<HashMap<String, HashMap<SnapshotId, Arc<Listed>>>>,
     /// Asks the daemon to load the config again (after an edit).
     reload: watch::Sender<u64>,
     /// Next fire times.
@@ -149,9 +193,9 @@ impl Shared {
         )
     }
 
-    /// Every snapshot of repository `name`, newest last; manifests already
+    /// Every backup of repository `name`, in no order; manifests already
     /// read are not read again.
-    async fn snapshots(&self, name: &str, repo: &Repository) -> Result<Vec<Arc<SnapshotInfo>>> {
+    async fn snapshots(&self, name: &str, repo: &Repository) -> Result<Vec<Arc<Listed>>> {
         let ids = repo.snapshot_ids().await?;
         let missing: Vec<SnapshotId> = {
             let cache = lock(&self.manifests);
@@ -161,16 +205,26 @@ impl Shared {
                 .copied()
                 .collect()
         };
-        let loaded = repo.load_snapshots(&missing).await?;
+        // In batches, so that only a batch of whole manifests is in memory
+        // at once: the cache keeps rows.
+        for batch in missing.chunks(256) {
+            let loaded = repo.load_snapshots(batch).await?;
+            let mut cache = lock(&self.manifests);
+            let entry = cache.entry(name.to_string()).or_default();
+            for info in &loaded {
+                entry.insert(info.id, Arc::new(Listed::new(name, info)));
+            }
+        }
+        if !missing.is_empty() {
+            release_memory();
+        }
         let mut cache = lock(&self.manifests);
         let entry = cache.entry(name.to_string()).or_default();
-        for info in loaded {
-            entry.insert(info.id, Arc::new(info));
+        if entry.len() != ids.len() {
+            let ids: std::collections::HashSet<&SnapshotId> = ids.iter().collect();
+            entry.retain(|id, _| ids.contains(id));
         }
-        entry.retain(|id, _| ids.contains(id));
-        let mut out: Vec<Arc<SnapshotInfo>> = entry.values().cloned().collect();
-        out.sort_by_key(|i| i.snapshot.time);
-        Ok(out)
+        Ok(entry.values().cloned().collect())
     }
 
     fn forget_cached(&self, id: &SnapshotId) {

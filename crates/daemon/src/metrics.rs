@@ -215,7 +215,7 @@ pub async fn render(s: &Shared) -> Result<String> {
         // Stored bytes: the sum of what each backup added (manifests carry it).
         let stored: u64 = snaps
             .iter()
-            .map(|i| i.snapshot.totals.new_stored_bytes)
+            .map(|i| i.new_stored_bytes)
             .sum();
         push(
             "cairn_repository_stored_bytes",

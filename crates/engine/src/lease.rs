@@ -102,7 +102,37 @@ impl FoundLease {
     }
 }
 
+/// A reader's lease (restore, `dump`, `check --read-data`): while it is
+/// held, a prune's sweep waits before deleting any pack, so the pack
+/// locations the reader looked up stay valid. Released on
+/// [`ReadLease::release`] or, if dropped, in the background.
+#[derive(Debug)]
+pub struct ReadLease(Option<HeldLease>);
+
+impl ReadLease {
+    /// Stops renewing and deletes the lease.
+    pub async fn release(self) {
+        if let Some(l) = self.0 {
+            l.release().await;
+        }
+    }
+}
+
 impl Repository {
+    /// Takes a reader's lease before the reader looks up any pack. When
+    /// the repository cannot take it (read-only credentials), the reader
+    /// goes on without, saying that a prune running meanwhile could delete
+    /// a pack it reads.
+    pub async fn read_lease(&self) -> ReadLease {
+        match self.acquire_lease(LeaseKind::Reader, None).await {
+            Ok(l) => ReadLease(Some(l)),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading without a lease (cannot write one under locks/): a prune that sweeps meanwhile may delete packs this command reads");
+                ReadLease(None)
+            }
+        }
+    }
+
     /// Takes a new lease of `kind`. With `name`, the lease has that fixed name
     /// and is created only if absent (or stale: an expired one is replaced).
     pub(crate) async fn acquire_lease(

@@ -40,6 +40,7 @@ pub use commands::restore::RestoreOptions;
 pub use commands::snapshots::{ClusterSummary, CollectionSummary, SnapshotKind, SnapshotRow};
 pub use commands::stats::RepoStats;
 pub use error::{Error, Result};
+pub use lease::ReadLease;
 pub use progress::{NoProgress, Progress};
 pub use repository::{InitOptions, InitSummary, Repository, SnapshotFilter, SnapshotInfo};
 pub use retention::RetentionPolicy;
@@ -55,6 +56,7 @@ pub use cairn_model::{
     Compression, MemberSizes, RepoConfig, RunRecord, RunState, ShardRecord, ShardStatus, Snapshot,
     SnapshotId, SnapshotTotals, Time, Trigger, FORMAT_VERSION,
 };
+pub use cairn_store::throttled::TokenBucket;
 pub use cairn_store::{Error as StoreError, RepoStore};
 
 /// The seams a front end above the engine builds on (the cluster crate's

@@ -36,6 +36,9 @@ pub enum LeaseKind {
     Backup,
     /// A prune (one at a time, `locks/prune`).
     Prune,
+    /// A reader of packs (a restore, `dump`, `check --read-data`): a sweep
+    /// waits for it as for a backup, so no pack it located goes away.
+    Reader,
     /// A kind written by a newer release; treated like a backup.
     #[serde(other)]
     Other,
@@ -46,6 +49,7 @@ impl std::fmt::Display for LeaseKind {
         f.write_str(match self {
             Self::Backup => "backup",
             Self::Prune => "prune",
+            Self::Reader => "reader",
             Self::Other => "other",
         })
     }

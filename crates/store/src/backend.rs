@@ -357,9 +357,10 @@ fn pread_range(path: &FsPath, range: Range<u64>, mut buf: Vec<u8>) -> std::io::R
     Ok(buf)
 }
 
-/// A repository in a local directory. Reads, listings and deletes go through
-/// object_store's local file system; writes are durable (see the crate docs)
-/// and ranged reads go straight into the caller's buffer.
+/// A repository in a local directory. Reads and deletes go through
+/// object_store's local file system; listings walk the directory; writes
+/// are durable (see the crate docs) and ranged reads go straight into the
+/// caller's buffer.
 #[derive(Debug, Clone)]
 pub struct LocalBackend {
     fs: ObjectStoreBackend,
@@ -516,7 +517,57 @@ impl Backend for LocalBackend {
         self.fs.delete(key).await
     }
 
+    /// A walk of the directory with `read_dir` on a blocking thread (the
+    /// same listing as `object_store`'s local store, several times faster
+    /// on directories of many thousands of files).
     async fn list(&self, dir: &str) -> Result<Vec<Listed>> {
-        self.fs.list(dir).await
+        let root = self.file(dir);
+        let this = self.clone();
+        let key = dir.to_string();
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            let mut stack = vec![root];
+            while let Some(d) = stack.pop() {
+                let entries = match std::fs::read_dir(&d) {
+                    Ok(e) => e,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(this.io_err(&key, e)),
+                };
+                for entry in entries {
+                    let entry = entry.map_err(|e| this.io_err(&key, e))?;
+                    let name = entry.file_name();
+                    let Some(name) = name.to_str() else { continue };
+                    // Local writes stage under hidden names.
+                    if name.starts_with('.') || name.contains('#') {
+                        continue;
+                    }
+                    let meta = match entry.metadata() {
+                        Ok(m) => m,
+                        // Removed between the listing and the stat.
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(this.io_err(&key, e)),
+                    };
+                    if meta.is_dir() {
+                        stack.push(entry.path());
+                    } else if meta.is_file() {
+                        out.push(Listed {
+                            name: name.to_string(),
+                            size: meta.len(),
+                            last_modified: meta
+                                .modified()
+                                .map(chrono::DateTime::<chrono::Utc>::from)
+                                .map_err(|e| this.io_err(&key, e))?,
+                        });
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| Error::Io {
+            location: self.fs.location.clone(),
+            key: dir.to_string(),
+            source: std::io::Error::other(e),
+        })?
     }
 }

@@ -37,6 +37,7 @@ pub mod durable;
 #[cfg(any(test, feature = "test-util"))]
 pub mod faulty;
 pub mod http;
+pub mod throttled;
 
 pub use backend::{
     Backend, LocalBackend, ObjectInfo, ObjectStoreBackend, WriteMode, MULTIPART_THRESHOLD,

@@ -18,6 +18,11 @@ impl Repository {
     /// # Errors
     /// Storage errors that stop the check itself; damage is in the report.
     pub async fn check(&self, read: ReadData, progress: Arc<dyn Progress>) -> Result<CheckReport> {
-        self.inspect(read, progress).await
+        // A sweep during the check would delete packs it has listed and
+        // report them missing: the check holds a reader's lease.
+        let lease = self.read_lease().await;
+        let report = self.inspect(read, progress).await;
+        lease.release().await;
+        report
     }
 }

@@ -35,10 +35,11 @@ impl Repository {
                 reason: format!("marked damaged by a repair: {why}"),
             });
         }
-        let index = self.chunk_index().await?;
-        let reader = self.reader(None);
-        let (mut out, reads) = self
-            .stream_file(
+        let lease = self.read_lease().await;
+        let streamed = async {
+            let index = self.chunk_index().await?;
+            let reader = self.reader(None);
+            self.stream_file(
                 info,
                 file,
                 &index,
@@ -47,7 +48,11 @@ impl Repository {
                 &crate::progress::NoProgress,
                 Path::new("<stdout>"),
             )
-            .await?;
+            .await
+        }
+        .await;
+        lease.release().await;
+        let (mut out, reads) = streamed?;
         out.flush()
             .map_err(|e| Error::io("cannot write", "<stdout>", e))?;
         let mut summary = RestoreSummary {

@@ -80,6 +80,19 @@ impl Repository {
         opts: &RestoreOptions,
         progress: Arc<dyn Progress>,
     ) -> Result<RestoreSummary> {
+        let lease = self.read_lease().await;
+        let restored = self.restore_under_lease(info, target, opts, progress).await;
+        lease.release().await;
+        restored
+    }
+
+    async fn restore_under_lease(
+        &self,
+        info: &SnapshotInfo,
+        target: &Path,
+        opts: &RestoreOptions,
+        progress: Arc<dyn Progress>,
+    ) -> Result<RestoreSummary> {
         let clock = std::time::Instant::now();
         let files = select(info, opts.filter.as_deref())?;
         let index = self.chunk_index().await?;

@@ -329,6 +329,9 @@ pub struct FileStreamer {
     repo: Repository,
     index: Arc<ChunkIndex>,
     reader: Reader,
+    /// Held while the streamer lives (released in the background when
+    /// the last clone is dropped).
+    _lease: Arc<crate::lease::ReadLease>,
 }
 
 impl Repository {
@@ -338,6 +341,7 @@ impl Repository {
     /// # Errors
     /// Storage and index errors bringing the chunk-index cache up to date.
     pub async fn file_streamer(&self, parallel: usize) -> Result<FileStreamer> {
+        let lease = Arc::new(self.read_lease().await);
         let index = self.chunk_index().await?;
         let mut reader = self.reader(None);
         reader.window = (reader.window / parallel.max(1) as u64).max(MIN_WINDOW);
@@ -345,6 +349,7 @@ impl Repository {
             repo: self.clone(),
             index,
             reader,
+            _lease: lease,
         })
     }
 }
