@@ -227,6 +227,29 @@ fn per_collection_restore_with_rename_and_refusals() {
     assert_eq!(r["collections"][0]["name"], "docs_copy", "{r}");
     assert_eq!(fingerprint(url, None, "docs_copy", DIM, None), docs);
 
+    // Into an existing, compatible collection without the backup's payload
+    // index: restored, and the index added.
+    create(url, None, "compat", docs_body(2, 1));
+    assert!(block(client(url, None).collection_info("compat"))
+        .expect("info")
+        .payload_schema
+        .is_empty());
+    env.json(&[
+        "restore",
+        "latest",
+        "--to-qdrant",
+        url,
+        "--collection",
+        "docs:compat",
+    ]);
+    assert_eq!(fingerprint(url, None, "compat", DIM, None), docs);
+    let compat = block(client(url, None).collection_info("compat")).expect("info");
+    assert!(
+        compat.payload_schema.contains_key("category"),
+        "the backup's payload index was not added: {:?}",
+        compat.payload_schema
+    );
+
     // Into an existing collection with another vector config: refused, unchanged.
     let (code, err) = env.fail(&[
         "restore",
@@ -450,6 +473,60 @@ fn second_nights_backup_adds_a_fraction_of_the_first() {
     assert_eq!(
         fingerprint(&dst.urls[0], None, "docs", DIM, None),
         fingerprint(url, None, "docs", DIM, None)
+    );
+}
+
+/// A node that accepts a shard upload and then hangs (reads nothing,
+/// answers nothing) fails the restore after `--stall-timeout`, naming the
+/// upload, instead of hanging it. The test waits at most two minutes for
+/// the restore to end by itself.
+#[test]
+fn a_node_that_hangs_on_an_upload_fails_the_restore_instead_of_hanging_it() {
+    let test = "a_node_that_hangs_on_an_upload_fails_the_restore_instead_of_hanging_it";
+    let Some(src) = Qdrant::start(test, 1, None) else {
+        return;
+    };
+    fill_docs(&src.urls[0], None, 1, 1, 800);
+    let env = Env::local();
+    env.init(&[]);
+    env.json(&["backup", "--qdrant", &src.urls[0]]);
+    let dst = Qdrant::start(test, 1, None).expect("binary present");
+    let hung = Proxy::start(
+        &dst.urls[0],
+        Faults {
+            hang: Some("/snapshots/upload".into()),
+            ..Faults::default()
+        },
+    );
+    let mut child = env
+        .cmd()
+        .args(["-q", "restore", "latest", "--to-qdrant", &hung.url, "--stall-timeout", "2"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("restore");
+    let t = std::time::Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if t.elapsed() > std::time::Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("the restore still hangs after two minutes on a node that never answers its upload");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the restore succeeded into a hung node: {err}");
+    assert!(
+        err.contains("uploading a snapshot of collection docs") && err.contains("no answer for"),
+        "the error does not name the stalled upload: {err}"
+    );
+    assert!(
+        hung.seen
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|l| l.contains("/snapshots/upload")),
+        "the upload never reached the node"
     );
 }
 

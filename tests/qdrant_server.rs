@@ -368,6 +368,9 @@ pub struct Faults {
     pub cut_times: usize,
     /// Answer 503 to the first `fail_5xx` requests whose path contains this.
     pub fail_5xx: Option<(String, usize)>,
+    /// Requests whose path contains this are accepted and then neither read
+    /// nor answered (a node that hangs), for up to a minute.
+    pub hang: Option<String>,
 }
 
 /// A proxy in front of a real node: forwards every request as it is (one
@@ -429,6 +432,11 @@ fn serve(
                 write!(client, "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len())?;
                 return Ok(());
             }
+        }
+        if f.hang.as_ref().is_some_and(|p| path.contains(p.as_str())) {
+            drop(f);
+            std::thread::sleep(std::time::Duration::from_secs(60));
+            return Ok(());
         }
         if let Some((p, n)) = &mut f.fail_5xx {
             if path.contains(p.as_str()) && *n > 0 {

@@ -107,6 +107,16 @@ pub struct ClusterRestoreArgs {
         requires = "to_qdrant"
     )]
     wait_timeout: u64,
+    /// Seconds an upload to a node may make no progress before it fails
+    /// (a node that accepts the upload and then hangs); with the whole
+    /// shard sent, the node also gets a second per 50 MiB to load it.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 300,
+        requires = "to_qdrant"
+    )]
+    stall_timeout: u64,
     #[command(flatten)]
     key: ApiKeyArg,
 }
@@ -236,6 +246,7 @@ pub async fn restore(
     ropts.swap_alias.clone_from(&a.swap_alias);
     ropts.parallel = a.parallel;
     ropts.wait_timeout = Duration::from_secs(a.wait_timeout);
+    ropts.stall_timeout = Duration::from_secs(a.stall_timeout.max(1));
     let started = Instant::now();
     let bar = Arc::new(Bar::new(g));
     let s = cairn_cluster::restore(&repo, info, &ropts, bar)

@@ -65,6 +65,10 @@ pub struct ClusterRestoreOptions {
     pub parallel: usize,
     /// How long to wait for every replica to become Active.
     pub wait_timeout: Duration,
+    /// An upload to a node that takes no byte for this long (or, with the
+    /// whole snapshot sent, answers nothing for this long plus a second per
+    /// 50 MiB) fails instead of hanging the restore.
+    pub stall_timeout: Duration,
 }
 
 impl ClusterRestoreOptions {
@@ -80,6 +84,7 @@ impl ClusterRestoreOptions {
             swap_alias: None,
             parallel: 2,
             wait_timeout: Duration::from_secs(600),
+            stall_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -570,25 +575,44 @@ async fn restore_collection(
         any.delete_collection(name).await?;
     }
     let created = !plan.exists || plan.recreate;
-    if created {
+    // An existing collection keeps its payload indexes; the backup's that
+    // it lacks are added, so queries filtered on them stay indexed.
+    let have: std::collections::BTreeSet<String> = if created {
         let body = create_body(&rec.config, ropts.replication_factor)?;
         any.create_collection(name, &body).await?;
         if params.is_custom_sharding() {
             create_shard_keys(cluster, name, rec, ropts.replication_factor).await?;
         }
-        for (field, schema) in &rec.payload_schema {
-            let schema: cairn_qdrant::PayloadIndexInfo = serde_json::from_value(schema.clone())
-                .map_err(|e| EngineError::Malformed {
-                    what: format!("payload schema of {field} in collection {}", rec.name),
-                    reason: e.to_string(),
-                })?;
-            any.create_payload_index(name, field, &schema.field_schema())
-                .await?;
+        std::collections::BTreeSet::new()
+    } else {
+        any.collection_info(name)
+            .await?
+            .payload_schema
+            .into_keys()
+            .collect()
+    };
+    let mut added = 0usize;
+    for (field, schema) in &rec.payload_schema {
+        if have.contains(field) {
+            continue;
         }
+        let schema: cairn_qdrant::PayloadIndexInfo = serde_json::from_value(schema.clone())
+            .map_err(|e| EngineError::Malformed {
+                what: format!("payload schema of {field} in collection {}", rec.name),
+                reason: e.to_string(),
+            })?;
+        any.create_payload_index(name, field, &schema.field_schema())
+            .await?;
+        added += 1;
+    }
+    if created {
         progress.note(&format!(
-            "created collection {name}: {} shard(s), {} payload index(es)",
+            "created collection {name}: {} shard(s), {added} payload index(es)",
             rec.shards.len(),
-            rec.payload_schema.len()
+        ));
+    } else if added > 0 {
+        progress.note(&format!(
+            "collection {name} exists: added {added} payload index(es) the backup has"
         ));
     }
 
@@ -637,7 +661,16 @@ async fn restore_collection(
         .map(|(shard, target_id, node, file)| async move {
             let t = Instant::now();
             upload_shard(
-                info, cluster, node, name, shard, target_id, file, streamer, progress,
+                info,
+                cluster,
+                node,
+                name,
+                shard,
+                target_id,
+                file,
+                streamer,
+                progress,
+                ropts.stall_timeout,
             )
             .await?;
             let secs = t.elapsed().as_secs_f64();
@@ -728,6 +761,7 @@ async fn upload_shard(
     file: &FileEntry,
     streamer: &FileStreamer,
     progress: &dyn Progress,
+    stall: Duration,
 ) -> Result<()> {
     let client = &cluster.nodes[node].client;
     let (tx, rx) = mpsc::channel::<Bytes>(4);
@@ -755,6 +789,7 @@ async fn upload_shard(
         file.size,
         SnapshotPriority::Snapshot,
         shard.sha256.as_deref(),
+        stall,
     );
     let (fed, uploaded) = tokio::join!(feed, upload);
     match (fed, uploaded) {

@@ -23,6 +23,7 @@ mod types;
 
 use std::fmt;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -689,8 +690,15 @@ impl Client {
     /// comes; `length` must be its exact size. `checksum` is the sha256 of
     /// the whole body, which the node verifies.
     ///
+    /// A node that takes no byte of the body for `stall`, or that has the
+    /// whole body and does not answer within `stall` plus a second per
+    /// 50 MiB (its time to recover the shard), fails the upload with
+    /// [`ErrorKind::Timeout`]: a node that accepts the connection and then
+    /// hangs does not hang the restore.
+    ///
     /// # Errors
-    /// As [`Client::version`]; a checksum mismatch (400); a body stream error.
+    /// As [`Client::version`]; a checksum mismatch (400); a body stream error;
+    /// a stalled upload.
     #[allow(clippy::too_many_arguments)]
     pub async fn upload_shard_snapshot<S, E>(
         &self,
@@ -701,6 +709,7 @@ impl Client {
         length: u64,
         priority: SnapshotPriority,
         checksum: Option<&str>,
+        stall: Duration,
     ) -> Result<()>
     where
         S: Stream<Item = std::result::Result<Bytes, E>> + Send + 'static,
@@ -716,6 +725,13 @@ impl Client {
             path.push_str("&checksum=");
             path.push_str(c);
         }
+        // What the request has taken of the body so far, for the watchdog.
+        let taken = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = Arc::clone(&taken);
+        let body = body.map_ok(move |b| {
+            counter.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            b
+        });
         let part = reqwest::multipart::Part::stream_with_length(
             reqwest::Body::wrap_stream(body.map_err(Into::into)),
             length,
@@ -726,12 +742,31 @@ impl Client {
             .map_err(|e| self.err(&op, ErrorKind::Transport(e.to_string())))?;
         let form = reqwest::multipart::Form::new().part("snapshot", part);
         // Sent once: a body stream cannot be replayed.
-        let resp = self
-            .request(Method::POST, &path)
-            .multipart(form)
-            .send()
-            .await
-            .map_err(|e| self.transport(&op, &e))?;
+        let send = self.request(Method::POST, &path).multipart(form).send();
+        tokio::pin!(send);
+        let (mut seen, mut since) = (0u64, tokio::time::Instant::now());
+        let tick = stall.min(Duration::from_secs(1));
+        let resp = loop {
+            tokio::select! {
+                r = &mut send => break r.map_err(|e| self.transport(&op, &e))?,
+                () = tokio::time::sleep(tick) => {
+                    let now = taken.load(std::sync::atomic::Ordering::Relaxed);
+                    if now != seen {
+                        (seen, since) = (now, tokio::time::Instant::now());
+                        continue;
+                    }
+                    let limit = if now >= length {
+                        stall + Duration::from_secs(length / (50 << 20))
+                    } else {
+                        stall
+                    };
+                    if since.elapsed() >= limit {
+                        tracing::warn!(node = %self.node(), collection, shard, sent = now, of = length, "the upload made no progress for {limit:?}; giving up on it");
+                        return Err(self.err(&op, ErrorKind::Timeout(limit)));
+                    }
+                }
+            }
+        };
         if !resp.status().is_success() {
             return Err(self.status_error(&op, resp).await);
         }
