@@ -374,8 +374,13 @@ impl Repository {
             .buffer_unordered(INDEX_FETCH_CONCURRENCY));
         let mut kept = 0usize;
         let mut good: Vec<(IndexId, u64, Vec<IndexId>, Option<IndexFile>)> = Vec::new();
+        let mut damaged: Vec<IndexId> = Vec::new();
         while let Some((name, size, r)) = fetched.next().await {
+            let malformed = matches!(r, Err(Error::Malformed { .. }));
             let Some(f) = crate::services::view::skip_damaged_index(name, r)? else {
+                if malformed {
+                    damaged.push(name);
+                }
                 continue;
             };
             let entries: usize = f.groups.iter().map(|g| g.entries.len()).sum();
@@ -408,6 +413,79 @@ impl Repository {
             })
             .await
             .expect("invariant: ingest does not panic")?;
+        }
+        if !damaged.is_empty() {
+            self.cover_from_trailers(idx, &damaged).await?;
+        }
+        Ok(())
+    }
+
+    /// What damaged index files covered, from the packs themselves: every
+    /// pack no readable index file names has its trailer read and its
+    /// entries ingested, under the damaged files' names (so later commands
+    /// do not read them again). The repository is not changed; the warning
+    /// says to run `cairn repair index`, which rewrites the index files.
+    async fn cover_from_trailers(&self, idx: &Arc<ChunkIndex>, damaged: &[IndexId]) -> Result<()> {
+        let listed: Vec<(IndexId, u64)> = self
+            .list_index()
+            .await?
+            .into_iter()
+            .filter(|(n, _)| !damaged.contains(n))
+            .collect();
+        let files: Vec<Result<IndexFile>> = futures::stream::iter(listed)
+            .map(|(name, size)| async move { self.fetch_index_file(name, size).await })
+            .buffer_unordered(INDEX_FETCH_CONCURRENCY)
+            .collect()
+            .await;
+        let mut named: HashSet<cairn_model::PackId> = HashSet::new();
+        for f in files.into_iter().flatten() {
+            named.extend(f.groups.iter().map(|g| g.pack));
+        }
+        let uncovered: Vec<(cairn_model::PackId, u64)> = self
+            .pack_sizes()
+            .await?
+            .into_iter()
+            .filter(|(p, _)| !named.contains(p))
+            .collect();
+        let read: Vec<(cairn_model::PackId, std::result::Result<cairn_model::IndexGroup, String>)> =
+            futures::stream::iter(uncovered)
+                .map(|(pack, size)| async move {
+                    let r = self
+                        .read_pack_trailer(&pack, size)
+                        .await
+                        .map(|entries| cairn_model::IndexGroup {
+                            pack,
+                            pack_length: size,
+                            entries,
+                        });
+                    (pack, r)
+                })
+                .buffer_unordered(INDEX_FETCH_CONCURRENCY)
+                .collect()
+                .await;
+        let mut groups = Vec::new();
+        for (pack, r) in read {
+            match r {
+                Ok(g) => groups.push(g),
+                Err(why) => {
+                    tracing::warn!(pack = %keys::pack(&pack), reason = %why, "a pack no index file names has no readable trailer either");
+                }
+            }
+        }
+        let chunks: usize = groups.iter().map(|g| g.entries.len()).sum();
+        tracing::warn!(
+            damaged = %damaged.iter().map(|d| keys::index(d)).collect::<Vec<_>>().join(", "),
+            packs = groups.len(),
+            chunks,
+            "damaged index files: the chunks of the packs no readable index file names were read from the packs' trailers; run `cairn repair index` to rewrite the index files"
+        );
+        for (i, name) in damaged.iter().enumerate() {
+            let idx = Arc::clone(idx);
+            let name = *name;
+            let g = if i == 0 { std::mem::take(&mut groups) } else { Vec::new() };
+            tokio::task::spawn_blocking(move || idx.ingest_superseding(&name, &[], &g))
+                .await
+                .expect("invariant: ingest does not panic")?;
         }
         Ok(())
     }
