@@ -62,7 +62,17 @@ fn main() {
             "the dashboard says {total:?}, not {expected} backups"
         );
     }
-    println!("dashboard first contentful paint, median (ms)\t{:.0}", median(fcp));
-    println!("dashboard backups table filled, median (ms)\t{:.0}", median(filled));
-    println!("dashboard rows shown / total\t{} / {}", shown[2], shown[3].as_str().unwrap_or(""));
+    println!(
+        "dashboard first contentful paint, median (ms)\t{:.0}",
+        median(fcp)
+    );
+    println!(
+        "dashboard backups table filled, median (ms)\t{:.0}",
+        median(filled)
+    );
+    println!(
+        "dashboard rows shown / total\t{} / {}",
+        shown[2],
+        shown[3].as_str().unwrap_or("")
+    );
 }

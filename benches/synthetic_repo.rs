@@ -198,7 +198,11 @@ fn clone(args: &[String]) -> std::io::Result<()> {
     let n: u64 = n.parse().expect("N is a number");
     let dir = repo.join("snapshots");
     let mut entries = std::fs::read_dir(&dir)?.collect::<Result<Vec<_>, _>>()?;
-    assert_eq!(entries.len(), 1, "clone wants a repository holding exactly one backup");
+    assert_eq!(
+        entries.len(),
+        1,
+        "clone wants a repository holding exactly one backup"
+    );
     let packed = std::fs::read(entries.remove(0).path())?;
     let json = zstd::stream::decode_all(&packed[..])?;
     let original: Snapshot = serde_json::from_slice(&json).expect("a snapshot manifest");

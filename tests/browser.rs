@@ -104,8 +104,7 @@ impl Browser {
         };
         // Keep draining its log so it never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        let targets: Value =
-            serde_json::from_str(&get(&port, "/json/list")).expect("targets");
+        let targets: Value = serde_json::from_str(&get(&port, "/json/list")).expect("targets");
         let page = targets
             .as_array()
             .expect("list")
@@ -216,4 +215,3 @@ impl Browser {
         path
     }
 }
-

@@ -500,7 +500,15 @@ fn a_node_that_hangs_on_an_upload_fails_the_restore_instead_of_hanging_it() {
     );
     let mut child = env
         .cmd()
-        .args(["-q", "restore", "latest", "--to-qdrant", &hung.url, "--stall-timeout", "2"])
+        .args([
+            "-q",
+            "restore",
+            "latest",
+            "--to-qdrant",
+            &hung.url,
+            "--stall-timeout",
+            "2",
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -509,13 +517,18 @@ fn a_node_that_hangs_on_an_upload_fails_the_restore_instead_of_hanging_it() {
     while child.try_wait().expect("wait").is_none() {
         if t.elapsed() > std::time::Duration::from_secs(120) {
             let _ = child.kill();
-            panic!("the restore still hangs after two minutes on a node that never answers its upload");
+            panic!(
+                "the restore still hangs after two minutes on a node that never answers its upload"
+            );
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     let out = child.wait_with_output().expect("wait");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "the restore succeeded into a hung node: {err}");
+    assert!(
+        !out.status.success(),
+        "the restore succeeded into a hung node: {err}"
+    );
     assert!(
         err.contains("uploading a snapshot of collection docs") && err.contains("no answer for"),
         "the error does not name the stalled upload: {err}"

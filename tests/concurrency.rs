@@ -199,9 +199,10 @@ fn a_restore_survives_a_prune_that_repacks_what_it_reads() {
             }
             std::thread::sleep(std::time::Duration::from_micros(200));
         }
-                #[allow(unsafe_code)]
+        #[allow(unsafe_code)]
         let stopped = unsafe { libc::kill(pid, libc::SIGSTOP) } == 0;
-        let begun_a2 = out.join("a-kept/a2").exists() || out.join("a-kept/.a2.cairn-partial").exists();
+        let begun_a2 =
+            out.join("a-kept/a2").exists() || out.join("a-kept/.a2.cairn-partial").exists();
         if stopped && child.try_wait().expect("wait").is_none() && partial.exists() && !begun_a2 {
             caught = Some((child, pid, out));
             break;
@@ -212,7 +213,8 @@ fn a_restore_survives_a_prune_that_repacks_what_it_reads() {
         }
         let _ = child.wait();
     }
-    let (child, pid, out) = caught.expect("never stopped a restore before its second file in 20 tries");
+    let (child, pid, out) =
+        caught.expect("never stopped a restore before its second file in 20 tries");
 
     // The prune repacks a1 and a2 away from b and condemns the old packs.
     env.json(&["forget", &first]);
@@ -223,7 +225,10 @@ fn a_restore_survives_a_prune_that_repacks_what_it_reads() {
     );
     let deferred = p["deferred"].as_array().expect("deferred");
     assert!(
-        !deferred.is_empty() && deferred[0]["why"].as_str().is_some_and(|w| w.contains("reader")),
+        !deferred.is_empty()
+            && deferred[0]["why"]
+                .as_str()
+                .is_some_and(|w| w.contains("reader")),
         "the sweep did not wait for the restore's lease: {p:#}"
     );
     assert!(p["swept"].as_array().is_some_and(Vec::is_empty), "{p:#}");
@@ -238,13 +243,20 @@ fn a_restore_survives_a_prune_that_repacks_what_it_reads() {
         "the restore failed after a prune: {}",
         String::from_utf8_lossy(&done.stderr)
     );
-    assert!(std::fs::read(out.join("a-kept/a1")).expect("a1") == a1, "a1 differs");
-    assert!(std::fs::read(out.join("a-kept/a2")).expect("a2") == a2, "a2 differs");
+    assert!(
+        std::fs::read(out.join("a-kept/a1")).expect("a1") == a1,
+        "a1 differs"
+    );
+    assert!(
+        std::fs::read(out.join("a-kept/a2")).expect("a2") == a2,
+        "a2 differs"
+    );
 
     // With the restore gone, the next prune sweeps the plan.
     let p = env.json(&["prune", "--max-unused", "0%"]);
     assert!(
-        p["swept"].as_array().is_some_and(|s| !s.is_empty()) && p["deferred"].as_array().is_some_and(Vec::is_empty),
+        p["swept"].as_array().is_some_and(|s| !s.is_empty())
+            && p["deferred"].as_array().is_some_and(Vec::is_empty),
         "{p:#}"
     );
     env.run(&["check", "--read-data"]);

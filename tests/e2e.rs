@@ -11,6 +11,8 @@ mod support;
 mod azure;
 /// Incremental behaviour: what each backup adds.
 mod backup;
+/// Headless Chromium over DevTools.
+mod browser;
 /// Live Qdrant clusters: backup, restore into fresh clusters, faults.
 mod cluster;
 /// Repositories written by the previous release, read and written by this one.
@@ -23,12 +25,8 @@ mod config;
 mod daemon;
 /// Damaged repositories: what is named and skipped, what is refused.
 mod damage;
-/// Headless Chromium over DevTools.
-mod browser;
 /// The dashboard in headless Chromium against a daemon and live Qdrant nodes.
 mod dashboard;
-/// The Dockerfile and the Kubernetes manifests, against the real binary.
-mod packaging;
 /// Bad input and faults: each must fail cleanly and leave the repository consistent.
 mod faults;
 /// The backup/restore suite and the storage contract against a GCS emulator.
@@ -37,6 +35,8 @@ mod gcs;
 mod json;
 /// Retention: forget by policy and by id.
 mod lifecycle;
+/// The Dockerfile and the Kubernetes manifests, against the real binary.
+mod packaging;
 /// Cost reports: totals against the store, prices, CSV, HTML in a browser.
 mod report;
 /// Byte-identical round trips of real Qdrant snapshots.

@@ -190,10 +190,16 @@ fn the_kubernetes_manifests_parse_and_name_only_what_exists() {
             .unwrap_or_default();
         for (vname, vol) in &volumes {
             if let Some(cm) = vol["configMap"]["name"].as_str() {
-                assert!(config_maps.contains(cm), "{file}: volume {vname} names ConfigMap {cm}, not defined");
+                assert!(
+                    config_maps.contains(cm),
+                    "{file}: volume {vname} names ConfigMap {cm}, not defined"
+                );
             }
             if let Some(c) = vol["persistentVolumeClaim"]["claimName"].as_str() {
-                assert!(claims.contains(c), "{file}: volume {vname} names claim {c}, not defined");
+                assert!(
+                    claims.contains(c),
+                    "{file}: volume {vname} names claim {c}, not defined"
+                );
             }
         }
         let containers = spec["containers"].as_array().expect("containers");
@@ -206,7 +212,10 @@ fn the_kubernetes_manifests_parse_and_name_only_what_exists() {
             );
             for m in c["volumeMounts"].as_array().into_iter().flatten() {
                 let vname = m["name"].as_str().expect("mount name");
-                assert!(volumes.contains_key(vname), "{file}: {cname} mounts undefined volume {vname}");
+                assert!(
+                    volumes.contains_key(vname),
+                    "{file}: {cname} mounts undefined volume {vname}"
+                );
             }
             for e in c["env"].as_array().into_iter().flatten() {
                 let ename = e["name"].as_str().expect("env name");
@@ -240,7 +249,11 @@ fn the_kubernetes_manifests_parse_and_name_only_what_exists() {
                 String::from_utf8_lossy(&out.stderr)
             );
             for flag in args.iter().filter(|a| a.starts_with("--")) {
-                assert!(help.contains(flag.as_str()), "{file}: {flag} is not in the help of `cairn {}`", args.join(" "));
+                assert!(
+                    help.contains(flag.as_str()),
+                    "{file}: {flag} is not in the help of `cairn {}`",
+                    args.join(" ")
+                );
             }
             let value_of = |flag: &str| {
                 args.iter()
@@ -250,15 +263,24 @@ fn the_kubernetes_manifests_parse_and_name_only_what_exists() {
             };
             // The config path is where the ConfigMap is mounted.
             if let Some(path) = value_of("--config") {
-                let dir = Path::new(&path).parent().expect("dir").to_str().expect("utf-8");
+                let dir = Path::new(&path)
+                    .parent()
+                    .expect("dir")
+                    .to_str()
+                    .expect("utf-8");
                 let mount = c["volumeMounts"]
                     .as_array()
                     .into_iter()
                     .flatten()
                     .find(|m| m["mountPath"].as_str() == Some(dir))
-                    .unwrap_or_else(|| panic!("{file}: {cname} reads {path}, but nothing is mounted at {dir}"));
+                    .unwrap_or_else(|| {
+                        panic!("{file}: {cname} reads {path}, but nothing is mounted at {dir}")
+                    });
                 let vol = volumes[mount["name"].as_str().expect("name")];
-                assert!(vol["configMap"].is_object(), "{file}: {dir} is not the ConfigMap");
+                assert!(
+                    vol["configMap"].is_object(),
+                    "{file}: {dir} is not the ConfigMap"
+                );
             }
             // The schedule the CronJob runs is in the configuration.
             if let Some(s) = value_of("--schedule") {
@@ -273,7 +295,11 @@ fn the_kubernetes_manifests_parse_and_name_only_what_exists() {
                     assert_eq!(p, "/healthz", "{file}: {cname}'s {probe}");
                     let port = c[probe]["httpGet"]["port"].as_str().expect("named port");
                     assert!(
-                        c["ports"].as_array().into_iter().flatten().any(|x| x["name"] == port),
+                        c["ports"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .any(|x| x["name"] == port),
                         "{file}: {probe} port {port} is not a container port"
                     );
                 }
@@ -295,13 +321,21 @@ fn the_kubernetes_manifests_parse_and_name_only_what_exists() {
         .as_object()
         .expect("pod labels");
     for (k, val) in service.1["spec"]["selector"].as_object().expect("selector") {
-        assert_eq!(labels.get(k), Some(val), "the Service selects {k}={val}, not on the daemon's pods");
+        assert_eq!(
+            labels.get(k),
+            Some(val),
+            "the Service selects {k}={val}, not on the daemon's pods"
+        );
     }
     let ports = &deploy.1["spec"]["template"]["spec"]["containers"][0]["ports"];
     for p in service.1["spec"]["ports"].as_array().expect("ports") {
         let target = &p["targetPort"];
         assert!(
-            ports.as_array().expect("ports").iter().any(|x| &x["name"] == target || &x["containerPort"] == target),
+            ports
+                .as_array()
+                .expect("ports")
+                .iter()
+                .any(|x| &x["name"] == target || &x["containerPort"] == target),
             "the Service targets port {target}, which the daemon does not expose"
         );
     }
@@ -312,9 +346,18 @@ fn the_kubernetes_manifests_parse_and_name_only_what_exists() {
         .position(|a| a == "--listen")
         .map(|i| args[i + 1].clone())
         .expect("--listen");
-    let port: u64 = listen.rsplit(':').next().expect("port").parse().expect("a port");
+    let port: u64 = listen
+        .rsplit(':')
+        .next()
+        .expect("port")
+        .parse()
+        .expect("a port");
     assert!(
-        ports.as_array().expect("ports").iter().any(|x| x["containerPort"] == port),
+        ports
+            .as_array()
+            .expect("ports")
+            .iter()
+            .any(|x| x["containerPort"] == port),
         "the daemon listens on {listen}, which the container does not expose"
     );
 }
@@ -331,7 +374,11 @@ fn the_image_build_steps_run_here() {
         .lines()
         .filter(|l| l.starts_with("FROM "))
         .collect();
-    assert_eq!(froms.len(), 2, "a build stage and a runtime stage: {froms:?}");
+    assert_eq!(
+        froms.len(),
+        2,
+        "a build stage and a runtime stage: {froms:?}"
+    );
     assert!(froms[0].contains(" AS build"), "{froms:?}");
     assert!(
         dockerfile.contains("deploy/docker/build.sh /out")
@@ -360,7 +407,10 @@ fn the_image_build_steps_run_here() {
     let built = out_dir.path().join("cairn");
     let size = std::fs::metadata(&built).expect("stripped binary").len();
     let original = std::fs::metadata(cairn_bin()).expect("binary").len();
-    assert!(size < original, "stripping did not shrink the binary: {size} >= {original}");
+    assert!(
+        size < original,
+        "stripping did not shrink the binary: {size} >= {original}"
+    );
     let v = Command::new(&built)
         .arg("--version")
         .output()

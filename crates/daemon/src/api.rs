@@ -297,7 +297,7 @@ async fn list_backups(
     let mut rows = Vec::new();
     for name in repositories(&runner, q.repository.as_deref())? {
         let repo = runner.repository(&name).await?;
-        rows.extend(s.snapshots(&name, &repo).await?);
+        rows.extend(s.listed(&name, &repo).await?);
     }
     rows.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| b.json.cmp(&a.json)));
     let total = rows.len();
@@ -318,7 +318,10 @@ async fn list_backups(
     Ok((
         [
             (header::CONTENT_TYPE, "application/json".to_string()),
-            (header::HeaderName::from_static("x-total-count"), total.to_string()),
+            (
+                header::HeaderName::from_static("x-total-count"),
+                total.to_string(),
+            ),
         ],
         body,
     )

@@ -195,7 +195,7 @@ impl Shared {
 
     /// Every backup of repository `name`, in no order; manifests already
     /// read are not read again.
-    async fn snapshots(&self, name: &str, repo: &Repository) -> Result<Vec<Arc<Listed>>> {
+    async fn listed(&self, name: &str, repo: &Repository) -> Result<Vec<Arc<Listed>>> {
         let ids = repo.snapshot_ids().await?;
         let missing: Vec<SnapshotId> = {
             let cache = lock(&self.manifests);

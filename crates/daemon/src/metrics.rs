@@ -206,17 +206,14 @@ pub async fn render(s: &Shared) -> Result<String> {
     }
     for name in config.repositories.keys() {
         let repo = runner.repository(name).await?;
-        let snaps = s.snapshots(name, &repo).await?;
+        let snaps = s.listed(name, &repo).await?;
         let labels = format!("repository=\"{}\"", esc(name));
         push(
             "cairn_repository_snapshots",
             format!("cairn_repository_snapshots{{{labels}}} {}", snaps.len()),
         );
         // Stored bytes: the sum of what each backup added (manifests carry it).
-        let stored: u64 = snaps
-            .iter()
-            .map(|i| i.new_stored_bytes)
-            .sum();
+        let stored: u64 = snaps.iter().map(|i| i.new_stored_bytes).sum();
         push(
             "cairn_repository_stored_bytes",
             format!("cairn_repository_stored_bytes{{{labels}}} {stored}"),

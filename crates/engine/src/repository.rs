@@ -447,22 +447,9 @@ impl Repository {
             .into_iter()
             .filter(|(p, _)| !named.contains(p))
             .collect();
-        let read: Vec<(cairn_model::PackId, std::result::Result<cairn_model::IndexGroup, String>)> =
-            futures::stream::iter(uncovered)
-                .map(|(pack, size)| async move {
-                    let r = self
-                        .read_pack_trailer(&pack, size)
-                        .await
-                        .map(|entries| cairn_model::IndexGroup {
-                            pack,
-                            pack_length: size,
-                            entries,
-                        });
-                    (pack, r)
-                })
-                .buffer_unordered(INDEX_FETCH_CONCURRENCY)
-                .collect()
-                .await;
+        let read = self
+            .read_trailers(uncovered, &crate::progress::NoProgress)
+            .await;
         let mut groups = Vec::new();
         for (pack, r) in read {
             match r {
@@ -482,7 +469,11 @@ impl Repository {
         for (i, name) in damaged.iter().enumerate() {
             let idx = Arc::clone(idx);
             let name = *name;
-            let g = if i == 0 { std::mem::take(&mut groups) } else { Vec::new() };
+            let g = if i == 0 {
+                std::mem::take(&mut groups)
+            } else {
+                Vec::new()
+            };
             tokio::task::spawn_blocking(move || idx.ingest_superseding(&name, &[], &g))
                 .await
                 .expect("invariant: ingest does not panic")?;

@@ -36,7 +36,6 @@ pub fn usd(v: f64) -> String {
     }
 }
 
-
 /// Escapes text for HTML.
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -249,7 +248,6 @@ pub fn stored_chart(r: &Report) -> String {
             ("stored by cairn".into(), COLORS[0], stored),
         ],
     )
-
 }
 
 /// The bar chart of the stored bytes each backup added, stacked by
@@ -295,12 +293,7 @@ pub fn added_chart(r: &Report) -> String {
             (b.time.format(time_format).to_string(), segs)
         })
         .collect();
-    bar_chart(
-        "New stored bytes per backup",
-        Unit::Bytes,
-        &bars,
-    )
-
+    bar_chart("New stored bytes per backup", Unit::Bytes, &bars)
 }
 
 /// The report as one self-contained HTML page: inline SVG charts, no

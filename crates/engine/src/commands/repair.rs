@@ -85,23 +85,7 @@ impl Repository {
             .collect();
         let packs: Vec<(PackId, u64)> = self.pack_sizes().await?.into_iter().collect();
         progress.start("repair index", Some(packs.len() as u64));
-        let read: Vec<(PackId, std::result::Result<IndexGroup, String>)> =
-            futures::stream::iter(packs)
-                .map(|(pack, size)| async move {
-                    let r = self
-                        .read_pack_trailer(&pack, size)
-                        .await
-                        .map(|entries| IndexGroup {
-                            pack,
-                            pack_length: size,
-                            entries,
-                        });
-                    progress.advance(1);
-                    (pack, r)
-                })
-                .buffer_unordered(16)
-                .collect()
-                .await;
+        let read = self.read_trailers(packs, progress).await;
         progress.finish();
         let mut groups = Vec::new();
         for (pack, r) in read {

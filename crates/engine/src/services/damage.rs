@@ -364,8 +364,33 @@ impl Repository {
         Ok(())
     }
 
+    /// The index group of each of `packs` (id, length), from its trailer,
+    /// or why the trailer could not be read; 16 packs at once, one step of
+    /// `progress` each.
+    pub(crate) async fn read_trailers(
+        &self,
+        packs: Vec<(PackId, u64)>,
+        progress: &dyn Progress,
+    ) -> Vec<(PackId, std::result::Result<cairn_model::IndexGroup, String>)> {
+        futures::stream::iter(packs)
+            .map(|(pack, size)| async move {
+                let r = self.read_pack_trailer(&pack, size).await.map(|entries| {
+                    cairn_model::IndexGroup {
+                        pack,
+                        pack_length: size,
+                        entries,
+                    }
+                });
+                progress.advance(1);
+                (pack, r)
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await
+    }
+
     /// A pack's trailer, by two ranged reads.
-    pub(crate) async fn read_pack_trailer(
+    async fn read_pack_trailer(
         &self,
         pack: &PackId,
         size: u64,
