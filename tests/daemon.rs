@@ -37,6 +37,7 @@ impl Daemon {
             .arg(config)
             .args(["--listen", listen, "--stop-timeout", "20"])
             .env("CAIRN_CACHE_DIR", dir.join(format!("cache-{n}")))
+            .env("CAIRN_PASSWORD", crate::support::TEST_PASSWORD)
             .env_remove("CAIRN_API_TOKEN")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).expect("log file"));
@@ -236,6 +237,8 @@ impl Setup {
             .args(["--repo"])
             .arg(&repo)
             .args(["init", "--quiet"])
+            .args(crate::support::CHEAP_KDF)
+            .env("CAIRN_PASSWORD", crate::support::TEST_PASSWORD)
             .env("CAIRN_CACHE_DIR", dir.path().join("cache-init"))
             .output()
             .expect("init");
@@ -268,6 +271,7 @@ impl Setup {
             .arg(&self.repo)
             .args(args)
             .env("CAIRN_CACHE_DIR", self.dir.path().join("cache-cli"))
+            .env("CAIRN_PASSWORD", crate::support::TEST_PASSWORD)
             .output()
             .expect("run cairn")
     }
@@ -529,6 +533,7 @@ fn a_run_killed_mid_way_is_recorded_failed_and_the_next_run_succeeds() {
         .args(["--json", "backup", "--schedule", "big", "--config"])
         .arg(&s.config)
         .env("CAIRN_CACHE_DIR", s.dir.path().join("cache-cli"))
+        .env("CAIRN_PASSWORD", crate::support::TEST_PASSWORD)
         .output()
         .expect("backup --schedule");
     assert!(

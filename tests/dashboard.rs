@@ -45,6 +45,8 @@ fn the_dashboard_backs_up_restores_and_deletes_in_a_real_browser() {
         .arg("--repo")
         .arg(&repo)
         .args(["init", "--quiet"])
+        .args(crate::support::CHEAP_KDF)
+        .env("CAIRN_PASSWORD", crate::support::TEST_PASSWORD)
         .env("CAIRN_CACHE_DIR", dir.path().join("cache-init"))
         .output()
         .expect("init");

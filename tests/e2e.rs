@@ -27,6 +27,8 @@ mod daemon;
 mod damage;
 /// The dashboard in headless Chromium against a daemon and live Qdrant nodes.
 mod dashboard;
+/// Encrypted repositories: hidden content, passwords, keys.
+mod encryption;
 /// Bad input and faults: each must fail cleanly and leave the repository consistent.
 mod faults;
 /// The backup/restore suite and the storage contract against a GCS emulator.

@@ -418,18 +418,31 @@ fn prunes_while_backups_run_lose_nothing() {
     check_clean(&env);
 }
 
-/// Prunes killed (SIGKILL) at random moments, each with fresh garbage to
-/// collect: every kept snapshot restores after each kill, and a final prune
-/// leaves a repository that checks clean.
+/// Prunes killed (SIGKILL) at chosen steps — after their second write,
+/// their first new index file or plan, and after deleting an index file,
+/// packs or the plan —
+/// each with fresh garbage to collect: every kept snapshot restores after
+/// each kill, and a final prune leaves a repository that checks clean. The
+/// kill points are crash points (`CAIRN_CRASH_AFTER`, the process kills
+/// itself right after that request lands), so every round is stopped
+/// exactly there, on any machine.
 #[test]
-fn prunes_killed_at_random_points_lose_nothing() {
+fn prunes_killed_at_each_step_lose_nothing() {
+    use std::os::unix::process::ExitStatusExt;
     let env = Env::local();
     env.init(&["--avg-chunk-size", "16KiB", "--pack-size", "1MiB"]);
     let mut made: Vec<(String, Vec<u8>)> = Vec::new();
-    let mut seed = 12345u64;
+    let points = [
+        "any:2",
+        "put:index/:1",
+        "put:gc/:1",
+        "delete:index/:1",
+        "delete:packs/:1",
+        "delete:packs/:2",
+        "delete:packs/:3",
+        "delete:gc/:1",
+    ];
     let mut kills = Vec::new();
-    // A whole prune with a round's garbage to collect, measured in round 1.
-    let mut full = std::time::Duration::ZERO;
     for round in 0..10u64 {
         for i in 0..2 {
             let data = day(round * 2 + i);
@@ -441,43 +454,37 @@ fn prunes_killed_at_random_points_lose_nothing() {
         }
         env.json(&["forget", "--keep-last", "2"]);
         let kept = ids(&env.json(&["snapshots"]));
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        // A point within a whole prune's run time (process start included).
-        let delay = full.mul_f64(0.05 + 0.9 * ((seed >> 11) as f64 / (1u64 << 53) as f64));
-        let t = std::time::Instant::now();
-        let mut c = env
-            .cmd()
-            .env("CAIRN_LEASE_SECONDS", "1")
+        let point = round.checked_sub(2).map(|r| points[r as usize]);
+        let mut cmd = env.cmd();
+        cmd.env("CAIRN_LEASE_SECONDS", "1")
             .args(["prune", "--max-unused", "0%"])
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn");
-        if round <= 1 {
-            assert!(c.wait().expect("prune").success());
-            full = t.elapsed();
-        } else {
-            std::thread::sleep(delay);
-            let finished = c.try_wait().expect("status").is_some();
-            let _ = c.kill(); // SIGKILL
-            let _ = c.wait();
-            kills.push((delay, finished));
+            .stderr(std::process::Stdio::piped());
+        if let Some(p) = point {
+            cmd.env("CAIRN_CRASH_AFTER", p);
+        }
+        let out = cmd.output().expect("prune");
+        match point {
+            None => assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Some(p) => kills.push((p, out.status.signal() == Some(libc::SIGKILL))),
         }
         for id in &kept {
             let (_, data) = made.iter().find(|(m, _)| m == id).expect("made");
             assert!(
                 dump_fresh(&env, id, "d") == *data,
-                "round {round} ({delay:?}): {id}"
+                "round {round} ({point:?}): {id}"
             );
         }
         std::thread::sleep(std::time::Duration::from_millis(1100)); // the prune lease lapses
     }
-    eprintln!("a whole prune: {full:?}; kills (delay, prune had finished): {kills:?}");
+    eprintln!("kills (crash point, prune was killed there): {kills:?}");
     assert!(
-        kills.iter().filter(|(_, f)| !f).count() >= 2,
-        "prunes were killed mid-way: {kills:?}"
+        kills.iter().all(|(_, killed)| *killed),
+        "a prune finished before its crash point: {kills:?}"
     );
     let out = env
         .cmd()

@@ -10,6 +10,19 @@ pub fn own_fixtures_round_trip(env: &Env) {
     let out = env.path("out");
     env.run(&["restore", "latest", out.to_str().expect("utf8")]);
     assert_same_tree(&own_fixtures(), &out.join("fixtures"));
+    // The repository is encrypted (the default): every stored chunk
+    // verifies, and another password opens nothing.
+    let check = env.json(&["check", "--read-data"]);
+    assert_eq!(check["clean"], true, "{check}");
+    let out = env
+        .cmd()
+        .env("CAIRN_PASSWORD", "not the password")
+        .args(["snapshots"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("wrong password"), "{err}");
 }
 
 /// Restores with an empty cache directory: only the repository location is needed.
@@ -55,6 +68,7 @@ fn repository_from_environment_variable() {
         let mut c = std::process::Command::new(crate::support::cairn_bin());
         c.env("CAIRN_REPOSITORY", &env.repo)
             .env("CAIRN_CACHE_DIR", env.cache.path())
+            .env("CAIRN_PASSWORD", crate::support::TEST_PASSWORD)
             .args(args);
         let out = c.output().expect("run");
         assert!(

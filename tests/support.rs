@@ -384,6 +384,14 @@ impl FakeGcs {
     }
 }
 
+/// The password of the tests' repositories (every command gets it in
+/// CAIRN_PASSWORD; unencrypted repositories ignore it).
+pub const TEST_PASSWORD: &str = "test password, not a secret";
+
+/// `init` arguments that make a repository's key cheap to open (8 MiB,
+/// one pass): tests run hundreds of commands.
+pub const CHEAP_KDF: [&str; 4] = ["--kdf-memory", "8MiB", "--kdf-iterations", "1"];
+
 /// A repository (local, S3, Azure or GCS), its own cache dir and a scratch dir.
 pub struct Env {
     pub repo: String,
@@ -461,6 +469,7 @@ impl Env {
         let mut c = Command::new(cairn_bin());
         c.arg("--repo").arg(repo);
         c.env("CAIRN_CACHE_DIR", self.cache.path());
+        c.env("CAIRN_PASSWORD", TEST_PASSWORD);
         c.env_remove("CAIRN_REPOSITORY");
         for (k, v) in &self.envs {
             c.env(k, v);
@@ -515,8 +524,13 @@ impl Env {
         out
     }
 
+    /// `cairn init`: encrypted (the default) with a cheap key, unless
+    /// `extra` says `--no-encryption`.
     pub fn init(&self, extra: &[&str]) {
         let mut args = vec!["init"];
+        if !extra.contains(&"--no-encryption") {
+            args.extend_from_slice(&CHEAP_KDF);
+        }
         args.extend_from_slice(extra);
         self.run(&args);
     }

@@ -40,6 +40,13 @@ pub struct InitArgs {
     /// zstd level for chunk data (0 stores everything raw).
     #[arg(long, default_value_t = Compression::default().zstd_level, allow_negative_numbers = true)]
     compression_level: i32,
+    /// Store data unencrypted (for buckets whose own encryption is all that
+    /// is wanted). By default a repository is encrypted with a password
+    /// from CAIRN_PASSWORD, --password-file or --password-command.
+    #[arg(long)]
+    no_encryption: bool,
+    #[command(flatten)]
+    kdf: crate::key::KdfArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -210,9 +217,12 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         }
         if let Some(e) = engine_error(cause) {
             return match e {
-                E::NotARepository { .. } | E::NewerFormat { .. } | E::AlreadyInitialized { .. } => {
-                    exit::REPOSITORY
-                }
+                E::NotARepository { .. }
+                | E::NewerFormat { .. }
+                | E::AlreadyInitialized { .. }
+                | E::PasswordRequired { .. }
+                | E::WrongPassword { .. } => exit::REPOSITORY,
+                E::Store(cairn_engine::StoreError::Undecryptable { .. }) => exit::INTEGRITY,
                 E::Corrupt { .. } | E::MissingChunk { .. } | E::Malformed { .. } => exit::INTEGRITY,
                 E::PacksVanished { .. } | E::PruneRefused(_) => exit::INTEGRITY,
                 E::Busy(_) => exit::BUSY,
@@ -268,6 +278,20 @@ pub async fn init(g: &GlobalArgs, a: InitArgs) -> Result<()> {
             ..Compression::default()
         },
         pack_size: a.pack_size,
+        encryption: if a.no_encryption {
+            None
+        } else {
+            let Some(password) = crate::repo::password(g)? else {
+                anyhow::bail!(cairn_engine::Error::InvalidArgument(
+                    "cairn init encrypts the repository: give it a password with CAIRN_PASSWORD, --password-file FILE or --password-command CMD (or --no-encryption to rely on the storage's own encryption)".into()
+                ));
+            };
+            Some(cairn_engine::NewKey {
+                password,
+                kdf: a.kdf.params()?,
+                label: "first key".into(),
+            })
+        },
         ..InitOptions::default()
     };
     let store = cairn_engine::RepoStore::open(loc, true).map_err(cairn_engine::Error::from)?;
@@ -287,7 +311,8 @@ pub async fn init(g: &GlobalArgs, a: InitArgs) -> Result<()> {
             )
         });
         println!(
-            "created repository {} at {loc} (format version {}; chunks {}/{}/{} bytes{vectors}, zstd level {}, packs {})",
+            "created {} repository {} at {loc} (format version {}; chunks {}/{}/{} bytes{vectors}, zstd level {}, packs {})",
+            if c.encryption.is_some() { "encrypted" } else { "unencrypted" },
             c.id.short(),
             c.version,
             c.chunker.min_size,

@@ -32,6 +32,7 @@ pub async fn daemon(g: &GlobalArgs, a: DaemonArgs) -> Result<()> {
         cache_root: cache_root(g),
         lease: lease_override(),
         stop_timeout: Duration::from_secs(a.stop_timeout),
+        password: crate::repo::password(g)?,
     })
     .await
 }
@@ -60,11 +61,14 @@ pub async fn backup_schedule(g: &GlobalArgs, name: &str, config: Option<PathBuf>
                 .join(", ")
         )));
     }
-    let runner = std::sync::Arc::new(Runner::new(
-        std::sync::Arc::new(loaded.config),
-        cache_root(g),
-        lease_override(),
-    ));
+    let runner = std::sync::Arc::new(
+        Runner::new(
+            std::sync::Arc::new(loaded.config),
+            cache_root(g),
+            lease_override(),
+        )
+        .with_password(crate::repo::password(g)?),
+    );
     crate::commands::cancel_on_signal(runner.cancel.clone());
     let outcome = runner
         .run_schedule(name, Trigger::Cli, None, 1, None)

@@ -27,6 +27,20 @@ pub struct GlobalArgs {
     /// More log output (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Read the repository password from the first line of FILE (default:
+    /// the CAIRN_PASSWORD environment variable).
+    #[arg(long, global = true, value_name = "FILE", env = "CAIRN_PASSWORD_FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Run CMD (with sh -c) and use the first line it prints as the
+    /// repository password.
+    #[arg(
+        long,
+        global = true,
+        value_name = "CMD",
+        env = "CAIRN_PASSWORD_COMMAND",
+        conflicts_with = "password_file"
+    )]
+    pub password_command: Option<String>,
 }
 
 /// Exit codes (documented in docs/cli.md).

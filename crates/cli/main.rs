@@ -7,6 +7,7 @@ mod config;
 mod daemon;
 mod forget;
 mod global;
+mod key;
 mod policy;
 mod progress;
 mod prune;
@@ -49,6 +50,9 @@ enum Command {
     Prune(prune::PruneArgs),
     /// Remove lapsed leases of crashed processes.
     Unlock,
+    /// Manage the keys (passwords) of an encrypted repository.
+    #[command(subcommand)]
+    Key(key::KeyCommand),
     /// Verify the repository's structure (and, with --read-data, every chunk).
     Check(check::CheckArgs),
     /// Rebuild index files from packs, or salvage damaged snapshots.
@@ -164,6 +168,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Forget(a) => forget::forget(g, a).await,
         Command::Prune(a) => prune::prune(g, a).await,
         Command::Unlock => prune::unlock(g).await,
+        Command::Key(c) => key::key(g, c).await,
         Command::Check(a) => check::check(g, a).await,
         Command::Repair(c) => repair::repair(g, c).await,
         Command::Stats => commands::stats(g).await,

@@ -40,6 +40,54 @@ const CHUNK_START: u8 = 1;
 const CHUNK_END: u8 = 2;
 const PARENT: u8 = 4;
 const ROOT: u8 = 8;
+/// Domain flag of the keyed mode.
+const KEYED_HASH: u8 = 16;
+
+/// The hash mode: its key words and flag (the IV and no flag for the plain
+/// hash), and the key itself for inputs hashed one by one.
+#[derive(Clone, Copy)]
+struct Mode {
+    key: [u32; 8],
+    flag: u8,
+    bytes: Option<[u8; 32]>,
+}
+
+impl Mode {
+    fn new(key: Option<&[u8; 32]>) -> Self {
+        match key {
+            None => Self {
+                key: IV,
+                flag: 0,
+                bytes: None,
+            },
+            Some(k) => {
+                let mut words = [0u32; 8];
+                for (w, b) in words.iter_mut().zip(k.chunks_exact(4)) {
+                    *w = u32::from_le_bytes(b.try_into().expect("4 bytes"));
+                }
+                Self {
+                    key: words,
+                    flag: KEYED_HASH,
+                    bytes: Some(*k),
+                }
+            }
+        }
+    }
+
+    fn hash(&self, b: &[u8]) -> Hash {
+        match &self.bytes {
+            None => blake3::hash(b),
+            Some(k) => blake3::keyed_hash(k, b),
+        }
+    }
+
+    fn hasher(&self) -> Hasher {
+        match &self.bytes {
+            None => Hasher::new(),
+            Some(k) => Hasher::new_keyed(k),
+        }
+    }
+}
 
 /// Inputs up to this length are worth batching; longer ones fill the lanes
 /// on their own and go to `blake3::hash`.
@@ -51,6 +99,14 @@ type ShortChunks<'a> = BTreeMap<(usize, u64, bool), Vec<(usize, &'a [u8])>>;
 /// `blake3::hash` of every input, in order.
 #[must_use]
 pub fn hash_many(inputs: &[&[u8]]) -> Vec<Hash> {
+    hash_many_keyed(inputs, None)
+}
+
+/// `blake3::keyed_hash` with `key` (or `blake3::hash` without) of every
+/// input, in order.
+#[must_use]
+pub fn hash_many_keyed(inputs: &[&[u8]], key: Option<&[u8; 32]>) -> Vec<Hash> {
+    let mode = Mode::new(key);
     let platform = Platform::detect();
     // Chaining values of each input's 1 KiB chunks; inputs of one chunk are
     // their own root and get their hash in `single`.
@@ -100,10 +156,10 @@ pub fn hash_many(inputs: &[&[u8]]) -> Vec<Hash> {
         let out = &mut out[..32 * full.len()];
         platform.hash_many(
             &full,
-            &IV,
+            &mode.key,
             k as u64,
             IncrementCounter::No,
-            0,
+            mode.flag,
             CHUNK_START,
             CHUNK_END,
             out,
@@ -115,22 +171,23 @@ pub fn hash_many(inputs: &[&[u8]]) -> Vec<Hash> {
     for ((len, counter, root), group) in short {
         let flags_end = if root { CHUNK_END | ROOT } else { CHUNK_END };
         let parts: Vec<&[u8]> = group.iter().map(|&(_, b)| b).collect();
-        let outs = hash_equal_chunks(platform, &parts, counter, flags_end).unwrap_or_else(|| {
-            // Lengths that are not whole 64-byte blocks: one lane each.
-            parts
-                .iter()
-                .map(|b| {
-                    if root {
-                        *blake3::hash(b).as_bytes()
-                    } else {
-                        Hasher::new()
-                            .set_input_offset(counter * CHUNK_LEN as u64)
-                            .update(b)
-                            .finalize_non_root()
-                    }
-                })
-                .collect()
-        });
+        let outs =
+            hash_equal_chunks(platform, mode, &parts, counter, flags_end).unwrap_or_else(|| {
+                // Lengths that are not whole 64-byte blocks: one lane each.
+                parts
+                    .iter()
+                    .map(|b| {
+                        if root {
+                            *mode.hash(b).as_bytes()
+                        } else {
+                            mode.hasher()
+                                .set_input_offset(counter * CHUNK_LEN as u64)
+                                .update(b)
+                                .finalize_non_root()
+                        }
+                    })
+                    .collect()
+            });
         debug_assert!(len <= CHUNK_LEN);
         for (&(n, _), cv) in group.iter().zip(outs) {
             if root {
@@ -140,7 +197,7 @@ pub fn hash_many(inputs: &[&[u8]]) -> Vec<Hash> {
             }
         }
     }
-    merge_levels(platform, &mut cvs);
+    merge_levels(platform, mode, &mut cvs);
     // The roots, side by side too: a root is its two children compressed
     // as a parent with the ROOT flag, and a 32-byte hash is the first half
     // of that output, which is what `hash_many` returns.
@@ -153,10 +210,10 @@ pub fn hash_many(inputs: &[&[u8]]) -> Vec<Hash> {
     let mut out = vec![0u8; 32 * refs.len()];
     platform.hash_many(
         &refs,
-        &IV,
+        &mode.key,
         0,
         IncrementCounter::No,
-        PARENT | ROOT,
+        PARENT | ROOT | mode.flag,
         0,
         0,
         &mut out,
@@ -182,12 +239,14 @@ pub fn hash_many(inputs: &[&[u8]]) -> Vec<Hash> {
 /// when the length is not a whole number (1 to 16) of 64-byte blocks.
 fn hash_equal_chunks(
     platform: Platform,
+    mode: Mode,
     parts: &[&[u8]],
     counter: u64,
     flags_end: u8,
 ) -> Option<Vec<[u8; 32]>> {
     fn run<const N: usize>(
         platform: Platform,
+        mode: Mode,
         parts: &[&[u8]],
         counter: u64,
         flags_end: u8,
@@ -199,10 +258,10 @@ fn hash_equal_chunks(
         let mut out = vec![0u8; 32 * refs.len()];
         platform.hash_many(
             &refs,
-            &IV,
+            &mode.key,
             counter,
             IncrementCounter::No,
-            0,
+            mode.flag,
             CHUNK_START,
             flags_end,
             &mut out,
@@ -213,22 +272,22 @@ fn hash_equal_chunks(
     }
     let len = parts.first()?.len();
     Some(match len {
-        64 => run::<64>(platform, parts, counter, flags_end),
-        128 => run::<128>(platform, parts, counter, flags_end),
-        192 => run::<192>(platform, parts, counter, flags_end),
-        256 => run::<256>(platform, parts, counter, flags_end),
-        320 => run::<320>(platform, parts, counter, flags_end),
-        384 => run::<384>(platform, parts, counter, flags_end),
-        448 => run::<448>(platform, parts, counter, flags_end),
-        512 => run::<512>(platform, parts, counter, flags_end),
-        576 => run::<576>(platform, parts, counter, flags_end),
-        640 => run::<640>(platform, parts, counter, flags_end),
-        704 => run::<704>(platform, parts, counter, flags_end),
-        768 => run::<768>(platform, parts, counter, flags_end),
-        832 => run::<832>(platform, parts, counter, flags_end),
-        896 => run::<896>(platform, parts, counter, flags_end),
-        960 => run::<960>(platform, parts, counter, flags_end),
-        1024 => run::<1024>(platform, parts, counter, flags_end),
+        64 => run::<64>(platform, mode, parts, counter, flags_end),
+        128 => run::<128>(platform, mode, parts, counter, flags_end),
+        192 => run::<192>(platform, mode, parts, counter, flags_end),
+        256 => run::<256>(platform, mode, parts, counter, flags_end),
+        320 => run::<320>(platform, mode, parts, counter, flags_end),
+        384 => run::<384>(platform, mode, parts, counter, flags_end),
+        448 => run::<448>(platform, mode, parts, counter, flags_end),
+        512 => run::<512>(platform, mode, parts, counter, flags_end),
+        576 => run::<576>(platform, mode, parts, counter, flags_end),
+        640 => run::<640>(platform, mode, parts, counter, flags_end),
+        704 => run::<704>(platform, mode, parts, counter, flags_end),
+        768 => run::<768>(platform, mode, parts, counter, flags_end),
+        832 => run::<832>(platform, mode, parts, counter, flags_end),
+        896 => run::<896>(platform, mode, parts, counter, flags_end),
+        960 => run::<960>(platform, mode, parts, counter, flags_end),
+        1024 => run::<1024>(platform, mode, parts, counter, flags_end),
         _ => return None,
     })
 }
@@ -246,7 +305,7 @@ fn parent_block(left: &ChainingValue, right: &ChainingValue) -> [u8; 64] {
 /// moves up as it is, which builds BLAKE3's tree (the left subtree holds the
 /// largest power of two of chunks that leaves some for the right). The
 /// parents of one level, over all inputs, are compressed side by side.
-fn merge_levels(platform: Platform, cvs: &mut [Vec<ChainingValue>]) {
+fn merge_levels(platform: Platform, mode: Mode, cvs: &mut [Vec<ChainingValue>]) {
     let mut blocks: Vec<[u8; 64]> = Vec::new();
     let mut out: Vec<u8> = Vec::new();
     loop {
@@ -259,7 +318,16 @@ fn merge_levels(platform: Platform, cvs: &mut [Vec<ChainingValue>]) {
         }
         let refs: Vec<&[u8; 64]> = blocks.iter().collect();
         out.resize(32 * refs.len(), 0);
-        platform.hash_many(&refs, &IV, 0, IncrementCounter::No, PARENT, 0, 0, &mut out);
+        platform.hash_many(
+            &refs,
+            &mode.key,
+            0,
+            IncrementCounter::No,
+            PARENT | mode.flag,
+            0,
+            0,
+            &mut out,
+        );
         let mut parents = out.chunks_exact(32);
         for cv in cvs.iter_mut().filter(|c| c.len() > 2) {
             let odd = (cv.len() % 2 == 1).then(|| cv[cv.len() - 1]);
@@ -309,6 +377,16 @@ mod tests {
         for (input, h) in inputs.iter().zip(got) {
             assert_eq!(h, blake3::hash(input), "length {}", input.len());
         }
+        let key = [0xA5u8; 32];
+        let got = hash_many_keyed(&inputs, Some(&key));
+        for (input, h) in inputs.iter().zip(got) {
+            assert_eq!(
+                h,
+                blake3::keyed_hash(&key, input),
+                "keyed, length {}",
+                input.len()
+            );
+        }
     }
 
     /// `hash_many` over pseudo-random inputs of `lens` equals `blake3::hash`.
@@ -327,6 +405,17 @@ mod tests {
         prop_assert_eq!(got.len(), inputs.len());
         for (input, h) in inputs.iter().zip(got) {
             prop_assert_eq!(h, blake3::hash(input), "length {}", input.len());
+        }
+        // The keyed mode (encrypted repositories) equals blake3::keyed_hash.
+        let key: [u8; 32] = std::array::from_fn(|i| (seed as u8).wrapping_add(i as u8 * 7));
+        let got = hash_many_keyed(&inputs, Some(&key));
+        for (input, h) in inputs.iter().zip(got) {
+            prop_assert_eq!(
+                h,
+                blake3::keyed_hash(&key, input),
+                "keyed, length {}",
+                input.len()
+            );
         }
         Ok(())
     }

@@ -16,7 +16,7 @@ pub mod batch;
 mod tar;
 pub use tar::{record_size, Member, MemberKind, TarScanner};
 
-use cairn_model::{ChunkId, ChunkSizes, ChunkerParams};
+use cairn_model::{ChunkHasher, ChunkId, ChunkSizes, ChunkerParams};
 use fastcdc::v2020::{self, MASKS};
 use rayon::prelude::*;
 
@@ -153,7 +153,7 @@ impl Block {
 
 /// BLAKE3 ids of the chunks of `data` ending at `ends`, on the current rayon
 /// pool. Runs of small chunks are hashed side by side ([`batch`]).
-fn par_ids(data: &[u8], ends: &[usize]) -> Vec<ChunkId> {
+fn par_ids(h: ChunkHasher, data: &[u8], ends: &[usize]) -> Vec<ChunkId> {
     /// Bytes per task: enough to fill the SIMD lanes and amortise a task.
     const GROUP_BYTES: usize = 512 << 10;
     let mut groups = Vec::new();
@@ -173,14 +173,14 @@ fn par_ids(data: &[u8], ends: &[usize]) -> Vec<ChunkId> {
                 .map(chunk)
                 .filter(|c| c.len() <= batch::BATCH_MAX_LEN)
                 .collect();
-            let mut small = batch::hash_many(&small).into_iter();
+            let mut small = batch::hash_many_keyed(&small, h.key()).into_iter();
             range
                 .map(|i| {
                     let c = chunk(i);
                     if c.len() <= batch::BATCH_MAX_LEN {
                         ChunkId(*small.next().expect("one digest per small chunk").as_bytes())
                     } else {
-                        ChunkId::of(c)
+                        h.id(c)
                     }
                 })
                 .collect()
@@ -266,6 +266,8 @@ pub struct BlockReader<R> {
     piece: usize,
     pool: Option<Arc<rayon::ThreadPool>>,
     hashed: bool,
+    /// How ids are computed (keyed in encrypted repositories).
+    id_hasher: ChunkHasher,
     /// Bytes after the last cut, to lead the next block.
     carry: Vec<u8>,
     /// The next block's bytes already read, after `headroom` spare bytes
@@ -290,6 +292,7 @@ impl<R: Read> BlockReader<R> {
             piece: 0,
             pool: None,
             hashed: false,
+            id_hasher: ChunkHasher::PLAIN,
             carry: Vec::new(),
             ahead: None,
             eof: false,
@@ -327,6 +330,13 @@ impl<R: Read> BlockReader<R> {
     #[must_use]
     pub fn hashed(mut self, on: bool) -> Self {
         self.hashed = on;
+        self
+    }
+
+    /// Computes ids with `h` (keyed BLAKE3 in an encrypted repository).
+    #[must_use]
+    pub fn id_hasher(mut self, h: ChunkHasher) -> Self {
+        self.id_hasher = h;
         self
     }
 
@@ -424,11 +434,11 @@ impl<R: Read> BlockReader<R> {
         regions.push((region_start, data.len(), self.eof, cutter));
         region_kinds.push((data.len(), member.map_or(MemberKind::Other, |m| m.kind)));
 
-        let (piece, hashed) = (self.piece, self.hashed);
+        let (piece, hashed, h) = (self.piece, self.hashed, self.id_hasher);
         let (ends, ids) = if piece == 0 {
             let ends = cut_regions(0, data, &regions);
             let ids = if hashed {
-                ends_to_ids(data, &ends)
+                ends_to_ids(h, data, &ends)
             } else {
                 Vec::new()
             };
@@ -444,7 +454,7 @@ impl<R: Read> BlockReader<R> {
                 s.spawn(move |_| {
                     let ends = cut_regions(piece, data, regions);
                     let ids = if hashed {
-                        par_ids(data, &ends)
+                        par_ids(h, data, &ends)
                     } else {
                         Vec::new()
                     };
@@ -528,11 +538,11 @@ fn fill(reader: &mut impl Read, buf: &mut Vec<u8>, limit: usize, eof: &mut bool)
     Ok(())
 }
 
-fn ends_to_ids(data: &[u8], ends: &[usize]) -> Vec<ChunkId> {
+fn ends_to_ids(h: ChunkHasher, data: &[u8], ends: &[usize]) -> Vec<ChunkId> {
     let mut start = 0;
     ends.iter()
         .map(|&e| {
-            let id = ChunkId::of(&data[start..e]);
+            let id = h.id(&data[start..e]);
             start = e;
             id
         })

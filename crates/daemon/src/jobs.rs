@@ -57,6 +57,8 @@ pub struct Runner {
     cache_root: PathBuf,
     repos: tokio::sync::Mutex<HashMap<String, Repository>>,
     lease: Option<Duration>,
+    /// The password of encrypted repositories.
+    password: Option<cairn_crypto::Password>,
     /// Set on SIGTERM: a backup in progress finishes its uploads and stops.
     pub cancel: Arc<AtomicBool>,
     notifier: Notifier,
@@ -90,9 +92,17 @@ impl Runner {
             cache_root,
             repos: tokio::sync::Mutex::new(HashMap::new()),
             lease,
+            password: None,
             cancel: Arc::new(AtomicBool::new(false)),
             notifier,
         }
+    }
+
+    /// Opens encrypted repositories with `password`.
+    #[must_use]
+    pub fn with_password(mut self, password: Option<cairn_crypto::Password>) -> Self {
+        self.password = password;
+        self
     }
 
     /// The config.
@@ -131,7 +141,7 @@ impl Runner {
             .cache_dir
             .clone()
             .unwrap_or_else(|| self.cache_root.clone());
-        let mut repo = Repository::open(store, &cache)
+        let mut repo = Repository::open_with(store, &cache, self.password.as_ref())
             .await
             .with_context(|| format!("opening repository {name} ({loc})"))?;
         if let Some(d) = self.lease {

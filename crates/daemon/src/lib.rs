@@ -44,6 +44,8 @@ pub struct DaemonOptions {
     pub lease: Option<Duration>,
     /// Longest a SIGTERM waits for the run in progress.
     pub stop_timeout: Duration,
+    /// The password of encrypted repositories.
+    pub password: Option<cairn_crypto::Password>,
 }
 
 /// An in-progress or finished restore started from the API.
@@ -169,6 +171,7 @@ pub struct Shared {
     config_path: PathBuf,
     cache_root: PathBuf,
     lease: Option<Duration>,
+    password: Option<cairn_crypto::Password>,
     token: Option<String>,
     started: Instant,
     restores: Mutex<HashMap<String, RestoreJob>>,
@@ -282,17 +285,17 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
             "refusing to listen on {addr} without an API token: set CAIRN_API_TOKEN or [api] token_file, or listen on 127.0.0.1"
         );
     }
-    let runner = Arc::new(Runner::new(
-        Arc::clone(&config),
-        opts.cache_root.clone(),
-        opts.lease,
-    ));
+    let runner = Arc::new(
+        Runner::new(Arc::clone(&config), opts.cache_root.clone(), opts.lease)
+            .with_password(opts.password.clone()),
+    );
     let (reload, mut reloads) = watch::channel(0u64);
     let shared = Arc::new(Shared {
         runner: RwLock::new(Arc::clone(&runner)),
         config_path: opts.config.clone(),
         cache_root: opts.cache_root.clone(),
         lease: opts.lease,
+        password: opts.password.clone(),
         token,
         started: Instant::now(),
         restores: Mutex::new(HashMap::new()),

@@ -193,7 +193,8 @@ pub fn write(s: &Shared, name: &str, edit: Option<&Edit>, create: bool) -> Resul
         std::sync::Arc::new(loaded.config),
         s.cache_root.clone(),
         s.lease,
-    );
+    )
+    .with_password(s.password.clone());
     runner.cancel = std::sync::Arc::clone(&s.runner().cancel);
     *s.runner
         .write()

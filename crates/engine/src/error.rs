@@ -27,6 +27,22 @@ pub enum Error {
         /// Newest version this build reads.
         supported: u32,
     },
+    /// The repository is encrypted and no password was given.
+    #[error("{location} is encrypted: give its password with CAIRN_PASSWORD, --password-file or --password-command")]
+    PasswordRequired {
+        /// The repository.
+        location: String,
+    },
+    /// No key object of the repository opens with the password given.
+    #[error("wrong password for {location}: no key of the repository opens with it")]
+    WrongPassword {
+        /// The repository.
+        location: String,
+    },
+    /// A key operation that cannot be done (the last key, an unknown key,
+    /// a repository without encryption).
+    #[error("{0}")]
+    Key(String),
     /// A repository file could not be decoded.
     #[error("{what} is malformed: {reason}")]
     Malformed {

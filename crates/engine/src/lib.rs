@@ -42,7 +42,9 @@ pub use commands::stats::RepoStats;
 pub use error::{Error, Result};
 pub use lease::ReadLease;
 pub use progress::{NoProgress, Progress};
-pub use repository::{InitOptions, InitSummary, Repository, SnapshotFilter, SnapshotInfo};
+pub use repository::{
+    InitOptions, InitSummary, KeyInfo, NewKey, Repository, SnapshotFilter, SnapshotInfo,
+};
 pub use retention::RetentionPolicy;
 pub use services::damage::{CheckReport, DamagedFile, Problem, ProblemKind, ReadData};
 pub use services::gc::{Deferred, PrunePlanSummary, PruneSummary, SweepReport, UnlockSummary};

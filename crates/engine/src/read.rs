@@ -17,7 +17,8 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use cairn_model::{ChunkId, Codec, PackId, PackLocation};
+use cairn_model::{ChunkHasher, ChunkId, Codec, PackId, PackLocation};
+use cairn_pack::Sealing;
 use cairn_store::keys;
 use futures::StreamExt;
 
@@ -421,9 +422,20 @@ impl std::ops::Deref for Stored {
 /// Decodes and verifies every blob of `read` from `stored` (the bytes of
 /// `read.range`): raw blobs stay where they are, compressed ones are
 /// decompressed into `decoded`; all are hashed, the small ones together.
-fn decode(read: PackRead, stored: impl Into<Stored>, mut decoded: Vec<u8>) -> Fetched {
+fn decode(
+    sealing: &Sealing,
+    read: PackRead,
+    stored: impl Into<Stored>,
+    mut decoded: Vec<u8>,
+) -> Fetched {
     let stored = stored.into();
-    let spans = decode_spans(&stored, read.range.start, &read.blobs, &mut decoded);
+    let spans = decode_spans(
+        sealing,
+        &stored,
+        read.range.start,
+        &read.blobs,
+        &mut decoded,
+    );
     Fetched {
         read,
         stored,
@@ -436,6 +448,7 @@ fn decode(read: PackRead, stored: impl Into<Stored>, mut decoded: Vec<u8>) -> Fe
 /// `stored`, which holds the pack's bytes from offset `base`), each
 /// verified against its id, or why a blob is unusable.
 pub(crate) fn decode_spans(
+    sealing: &Sealing,
     stored: &[u8],
     base: u64,
     blobs: &[Blob],
@@ -445,11 +458,12 @@ pub(crate) fn decode_spans(
     decoded.reserve(
         blobs
             .iter()
-            .filter(|b| b.codec != Codec::Raw)
+            .filter(|b| b.codec != Codec::Raw || sealing.is_sealed())
             .map(|b| b.raw_length as usize)
             .sum(),
     );
     let mut spans = Vec::with_capacity(blobs.len());
+    let mut scratch = Vec::new();
     for b in blobs {
         let Some(blob) = b
             .offset
@@ -465,6 +479,32 @@ pub(crate) fn decode_spans(
             continue;
         };
         let (from, blob) = blob;
+        if sealing.is_sealed() {
+            // Opened first; then every blob's bytes are in `decoded`.
+            spans.push(match sealing.open_blob(blob, b.id, &mut scratch) {
+                Err(e) => Err(BlobFault::Bad(e.to_string())),
+                Ok(plain) => match b.codec {
+                    Codec::Raw if plain.len() == b.raw_length as usize => {
+                        let at = decoded.len();
+                        decoded.extend_from_slice(plain);
+                        Ok((true, at..decoded.len()))
+                    }
+                    Codec::Raw => Err(BlobFault::Bad(format!(
+                        "chunk {}: {} bytes, expected {}",
+                        b.id,
+                        plain.len(),
+                        b.raw_length
+                    ))),
+                    Codec::Zstd => {
+                        let at = decoded.len();
+                        cairn_pack::decompress_into(plain, b.raw_length, decoded)
+                            .map(|()| (true, at..decoded.len()))
+                            .map_err(|e| BlobFault::Bad(format!("chunk {}: {e}", b.id)))
+                    }
+                },
+            });
+            continue;
+        }
         spans.push(match b.codec {
             Codec::Raw if b.length == b.raw_length => Ok((false, from..from + blob.len())),
             Codec::Raw => Err(BlobFault::Bad(format!(
@@ -491,7 +531,7 @@ pub(crate) fn decode_spans(
         .collect();
     let bad: Vec<usize> = slices
         .iter()
-        .zip(hash_all(slices.iter().map(|(_, s)| *s)))
+        .zip(hash_all(sealing.ids(), slices.iter().map(|(_, s)| *s)))
         .filter(|((i, _), h)| h != blobs[*i].id.as_bytes())
         .map(|((i, _), _)| *i)
         .collect();
@@ -507,14 +547,14 @@ pub(crate) fn decode_spans(
 /// The BLAKE3 digest of every input, in order: inputs of up to
 /// [`cairn_chunk::batch::BATCH_MAX_LEN`] together, side by side in SIMD
 /// lanes, longer ones alone.
-fn hash_all<'a>(inputs: impl Iterator<Item = &'a [u8]>) -> Vec<[u8; 32]> {
+fn hash_all<'a>(ids: ChunkHasher, inputs: impl Iterator<Item = &'a [u8]>) -> Vec<[u8; 32]> {
     let inputs: Vec<&[u8]> = inputs.collect();
     let small: Vec<&[u8]> = inputs
         .iter()
         .copied()
         .filter(|i| i.len() <= cairn_chunk::batch::BATCH_MAX_LEN)
         .collect();
-    let mut small = cairn_chunk::batch::hash_many(&small).into_iter();
+    let mut small = cairn_chunk::batch::hash_many_keyed(&small, ids.key()).into_iter();
     inputs
         .iter()
         .map(|i| {
@@ -524,7 +564,7 @@ fn hash_all<'a>(inputs: impl Iterator<Item = &'a [u8]>) -> Vec<[u8; 32]> {
                     .expect("invariant: one digest per small input")
                     .as_bytes()
             } else {
-                *blake3::hash(i).as_bytes()
+                *ids.hash(i).as_bytes()
             }
         })
         .collect()
@@ -680,6 +720,7 @@ impl Repository {
             return Blocking::Unsupported(reads, state);
         }
         let store = self.store.clone();
+        let sealing = self.sealing.clone();
         let buffers = Arc::clone(&reader.buffers);
         tokio::task::spawn_blocking(move || {
             let mut state = state;
@@ -700,7 +741,7 @@ impl Repository {
                     return Blocking::Unsupported(rest, state);
                 };
                 first = false;
-                let f = fetched(read, got, buffers.take());
+                let f = fetched(&sealing, read, got, buffers.take());
                 let r = then(&mut state, &f);
                 let (a, b) = f.into_buffers();
                 buffers.give(a);
@@ -736,13 +777,14 @@ impl Repository {
         let read = if self.store.is_local() {
             // Read, decode and hand over on one blocking thread.
             let store = self.store.clone();
+            let sealing = self.sealing.clone();
             let buffers = Arc::clone(&reader.buffers);
             let then = Arc::clone(&then);
             let key = key.clone();
             let done = tokio::task::spawn_blocking(move || {
                 let len = usize::try_from(read.len()).expect("invariant: a request fits in memory");
                 match store.get_range_blocking(&key, read.range.clone(), buffers.take_len(len)) {
-                    Some(got) => Ok(then(fetched(read, got, buffers.take()))),
+                    Some(got) => Ok(then(fetched(&sealing, read, got, buffers.take()))),
                     None => Err(read),
                 }
             })
@@ -758,7 +800,8 @@ impl Repository {
         let got = self.store.get_range(&key, read.range.clone()).await;
         drop(permit);
         let spare = reader.buffers.take();
-        let done = tokio::task::spawn_blocking(move || then(fetched(read, got, spare)))
+        let sealing = self.sealing.clone();
+        let done = tokio::task::spawn_blocking(move || then(fetched(&sealing, read, got, spare)))
             .await
             .expect("invariant: decoding does not panic");
         // The request's bytes count until it is decoded and handed over.
@@ -777,12 +820,13 @@ pub(crate) enum Blocking<S, E> {
 
 /// A request as read: decoded, or every blob faulted with why it failed.
 fn fetched<B: Into<Stored>>(
+    sealing: &Sealing,
     read: PackRead,
     got: cairn_store::Result<B>,
     spare: Vec<u8>,
 ) -> Fetched {
     match got {
-        Ok(stored) => decode(read, stored, spare),
+        Ok(stored) => decode(sealing, read, stored, spare),
         Err(cairn_store::Error::NotFound { .. }) => Fetched::failed(read, &BlobFault::MissingPack),
         Err(cairn_store::Error::OutOfRange { .. }) => Fetched::failed(read, &BlobFault::ShortPack),
         Err(e) => Fetched::failed(read, &BlobFault::Unreadable(e.to_string())),
@@ -967,7 +1011,7 @@ mod tests {
                 },
             ],
         };
-        let f = decode(read, stored, Vec::new());
+        let f = decode(&Sealing::plain(), read, stored, Vec::new());
         assert_eq!(f.blob(0).expect("a"), &raw_a[..]);
         assert_eq!(f.blob(1).expect("b"), &raw_b[..]);
         assert!(matches!(f.blob(2), Err(BlobFault::Bad(_))));
@@ -1003,7 +1047,7 @@ mod tests {
                 },
             ],
         };
-        let f = decode(read, a.clone(), Vec::new());
+        let f = decode(&Sealing::plain(), read, a.clone(), Vec::new());
         assert_eq!(f.blob(0).expect("whole"), &a[..]);
         assert_eq!(f.blob(1).err(), Some(&BlobFault::ShortPack));
     }

@@ -34,6 +34,21 @@ pub struct InitOptions {
     pub id: Option<[u8; 32]>,
     /// The creation time recorded in the config; now when `None`.
     pub created: Option<chrono::DateTime<chrono::Utc>>,
+    /// Encrypt the repository, with a first key that this password opens;
+    /// `None` leaves it unencrypted.
+    pub encryption: Option<NewKey>,
+}
+
+/// A key to add to an encrypted repository: the password that will open
+/// it, its Argon2id cost, and a label.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    /// The password.
+    pub password: cairn_crypto::Password,
+    /// Argon2id cost.
+    pub kdf: cairn_crypto::KdfParams,
+    /// A label to tell keys apart (`key list`).
+    pub label: String,
 }
 
 impl Default for InitOptions {
@@ -44,6 +59,7 @@ impl Default for InitOptions {
             pack_size: 32 * 1024 * 1024,
             id: None,
             created: None,
+            encryption: None,
         }
     }
 }
@@ -137,6 +153,11 @@ pub struct Repository {
     cache_root: PathBuf,
     /// How long this process's leases are valid after each renewal.
     pub(crate) lease_duration: std::time::Duration,
+    /// How blobs are sealed and chunks named (plain when unencrypted).
+    pub(crate) sealing: cairn_pack::Sealing,
+    /// The master key and the name of the key object that opened it
+    /// (encrypted repositories).
+    unlocked: Option<Arc<(cairn_crypto::MasterKey, String)>>,
 }
 
 const INDEX_FETCH_CONCURRENCY: usize = 16;
@@ -156,6 +177,96 @@ pub(crate) fn compress_json<T: serde::Serialize>(value: &T) -> (Vec<u8>, Vec<u8>
     let json = serde_json::to_vec(value).expect("invariant: manifest types serialize");
     let packed = zstd::bulk::compress(&json, 3).expect("invariant: in-memory zstd cannot fail");
     (json, packed)
+}
+
+/// One key object, as `key list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct KeyInfo {
+    /// Its name under `keys/`.
+    pub name: String,
+    /// Its label.
+    pub label: String,
+    /// The host that added it.
+    pub host: String,
+    /// When it was added.
+    pub created: String,
+    /// True for the key this process opened the repository with.
+    pub current: bool,
+}
+
+fn not_encrypted(location: &str) -> Error {
+    Error::Key(format!(
+        "{location} is not encrypted: it has no keys (its data is protected only by the storage's own encryption)"
+    ))
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Wraps `master` under `new` and writes it as a new key object; its name.
+async fn write_key(
+    store: &RepoStore,
+    master: &cairn_crypto::MasterKey,
+    new: &NewKey,
+) -> Result<String> {
+    let (master, new) = (master.clone(), new.clone());
+    let file = tokio::task::spawn_blocking(move || {
+        cairn_crypto::KeyFile::wrap(&master, &new.password, new.kdf, &hostname(), &new.label)
+    })
+    .await
+    .expect("invariant: key wrapping does not panic")
+    .map_err(|e| Error::Key(e.to_string()))?;
+    let name = hex::encode(rand::random::<[u8; 16]>());
+    store
+        .put_new(&keys::key(&name), Bytes::from(file.to_json()))
+        .await?;
+    Ok(name)
+}
+
+/// The master key the first key object that `password` opens holds, and
+/// that object's name.
+async fn unlock(
+    store: &RepoStore,
+    password: &cairn_crypto::Password,
+) -> Result<(cairn_crypto::MasterKey, String)> {
+    let listed = store.list(keys::KEY_DIR).await?;
+    if listed.is_empty() {
+        return Err(malformed(
+            "keys/",
+            "an encrypted repository without any key object",
+        ));
+    }
+    for l in listed {
+        let bytes = store.get(&keys::key(&l.name)).await?;
+        let file = match cairn_crypto::KeyFile::parse(&bytes) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(key = %l.name, error = %e, "skipping a key object that does not parse");
+                continue;
+            }
+        };
+        let pw = password.clone();
+        let opened = tokio::task::spawn_blocking(move || file.unwrap(&pw))
+            .await
+            .expect("invariant: key unwrapping does not panic");
+        match opened {
+            Ok(master) => return Ok((master, l.name)),
+            Err(cairn_crypto::Error::WrongPassword) => {}
+            Err(e) => tracing::warn!(key = %l.name, error = %e, "skipping a key object"),
+        }
+    }
+    Err(Error::WrongPassword {
+        location: store.location().to_string(),
+    })
 }
 
 fn malformed(what: impl Into<String>, reason: impl ToString) -> Error {
@@ -187,25 +298,72 @@ impl Repository {
         }
         let seed: [u8; 32] = opts.id.unwrap_or_else(rand::random);
         let config = RepoConfig {
-            version: opts.chunker.format_version(),
+            version: if opts.encryption.is_some() {
+                cairn_model::ENCRYPTED_VERSION
+            } else {
+                opts.chunker.format_version()
+            },
             id: RepoId(seed),
             chunker: opts.chunker,
             compression: opts.compression,
             pack_size: opts.pack_size,
             created: opts.created.unwrap_or_else(chrono::Utc::now),
+            encryption: opts
+                .encryption
+                .is_some()
+                .then(cairn_model::Encryption::default),
+        };
+        // The first key goes in before the config: a repository is one once
+        // its config exists, and an encrypted one must then be openable.
+        let unlocked = match &opts.encryption {
+            None => None,
+            Some(k) => {
+                let master = cairn_crypto::MasterKey::generate();
+                let name = write_key(&store, &master, k).await?;
+                Some(Arc::new((master, name)))
+            }
         };
         let json = serde_json::to_vec_pretty(&config).expect("invariant: config serializes");
         match store.put_new(keys::CONFIG, Bytes::from(json)).await {
-            Err(cairn_store::Error::AlreadyExists { .. }) => Err(Error::AlreadyInitialized {
-                location: store.location().to_string(),
-            }),
+            Err(cairn_store::Error::AlreadyExists { .. }) => {
+                if let Some(u) = &unlocked {
+                    let _ = store.delete(&keys::key(&u.1)).await;
+                }
+                Err(Error::AlreadyInitialized {
+                    location: store.location().to_string(),
+                })
+            }
             Err(e) => Err(e.into()),
-            Ok(()) => Ok(Self {
-                store,
-                config,
-                cache_root: cache_root.to_path_buf(),
-                lease_duration: DEFAULT_LEASE,
-            }),
+            Ok(()) => Ok(Self::with_keys(store, config, cache_root, unlocked)),
+        }
+    }
+
+    fn with_keys(
+        store: RepoStore,
+        config: RepoConfig,
+        cache_root: &Path,
+        unlocked: Option<Arc<(cairn_crypto::MasterKey, String)>>,
+    ) -> Self {
+        let (store, sealing) = match &unlocked {
+            None => (store, cairn_pack::Sealing::plain()),
+            Some(u) => {
+                let keys = Arc::new(cairn_crypto::Keys::new(&u.0));
+                (
+                    RepoStore::from_backend(Arc::new(cairn_store::sealed::SealedBackend::new(
+                        store.backend(),
+                        Arc::clone(&keys),
+                    ))),
+                    cairn_pack::Sealing::with_keys(keys),
+                )
+            }
+        };
+        Self {
+            store,
+            config,
+            cache_root: cache_root.to_path_buf(),
+            lease_duration: DEFAULT_LEASE,
+            sealing,
+            unlocked,
         }
     }
 
@@ -214,6 +372,20 @@ impl Repository {
     /// # Errors
     /// [`Error::NotARepository`], [`Error::NewerFormat`], a malformed config, storage errors.
     pub async fn open(store: RepoStore, cache_root: &Path) -> Result<Self> {
+        Self::open_with(store, cache_root, None).await
+    }
+
+    /// Opens an existing repository; an encrypted one with `password`.
+    ///
+    /// # Errors
+    /// As [`Repository::open`]; [`Error::PasswordRequired`] for an encrypted
+    /// repository without a password, [`Error::WrongPassword`] when no key
+    /// opens with it.
+    pub async fn open_with(
+        store: RepoStore,
+        cache_root: &Path,
+        password: Option<&cairn_crypto::Password>,
+    ) -> Result<Self> {
         let raw = match store.get(keys::CONFIG).await {
             Ok(b) => b,
             Err(cairn_store::Error::NotFound { .. }) => {
@@ -248,12 +420,111 @@ impl Repository {
                 ),
             ));
         }
-        Ok(Self {
-            store,
-            config,
-            cache_root: cache_root.to_path_buf(),
-            lease_duration: DEFAULT_LEASE,
-        })
+        let unlocked = match (&config.encryption, password) {
+            (None, _) => None,
+            (Some(_), None) => {
+                return Err(Error::PasswordRequired {
+                    location: store.location().to_string(),
+                })
+            }
+            (Some(_), Some(pw)) => Some(Arc::new(unlock(&store, pw).await?)),
+        };
+        Ok(Self::with_keys(store, config, cache_root, unlocked))
+    }
+
+    /// True when the repository is encrypted.
+    #[must_use]
+    pub fn is_encrypted(&self) -> bool {
+        self.unlocked.is_some()
+    }
+
+    /// The key objects (`key list`): name, label, host, creation time, and
+    /// whether it is the one that opened the repository.
+    ///
+    /// # Errors
+    /// [`Error::Key`] for a repository without encryption; storage errors.
+    pub async fn keys(&self) -> Result<Vec<KeyInfo>> {
+        let Some(u) = &self.unlocked else {
+            return Err(not_encrypted(self.location()));
+        };
+        let mut out = Vec::new();
+        for l in self.store.list(keys::KEY_DIR).await? {
+            let bytes = self.store.get(&keys::key(&l.name)).await?;
+            match cairn_crypto::KeyFile::parse(&bytes) {
+                Ok(k) => out.push(KeyInfo {
+                    current: l.name == u.1,
+                    name: l.name,
+                    label: k.label,
+                    host: k.host,
+                    created: k.created,
+                }),
+                Err(e) => {
+                    tracing::warn!(key = %l.name, error = %e, "skipping a key object that does not parse")
+                }
+            }
+        }
+        out.sort_by(|a, b| a.created.cmp(&b.created).then(a.name.cmp(&b.name)));
+        Ok(out)
+    }
+
+    /// Adds a key that `new` opens; returns its name.
+    ///
+    /// # Errors
+    /// [`Error::Key`] for a repository without encryption; storage errors.
+    pub async fn add_key(&self, new: &NewKey) -> Result<String> {
+        let Some(u) = &self.unlocked else {
+            return Err(not_encrypted(self.location()));
+        };
+        write_key(&self.store, &u.0, new).await
+    }
+
+    /// Removes the key object `name` (a unique prefix of it will do). The
+    /// key that opened the repository is kept: remove it with another.
+    ///
+    /// # Errors
+    /// [`Error::Key`] for an unknown or ambiguous name, the current key, or
+    /// a repository without encryption; storage errors.
+    pub async fn remove_key(&self, name: &str) -> Result<String> {
+        let Some(u) = &self.unlocked else {
+            return Err(not_encrypted(self.location()));
+        };
+        let all = self.store.list(keys::KEY_DIR).await?;
+        let matching: Vec<&str> = all
+            .iter()
+            .map(|l| l.name.as_str())
+            .filter(|n| n.starts_with(name))
+            .collect();
+        let full = match matching.as_slice() {
+            [one] => (*one).to_string(),
+            [] => return Err(Error::Key(format!("no key {name} in {}", self.location()))),
+            _ => {
+                return Err(Error::Key(format!(
+                    "{name} matches more than one key; give more digits"
+                )))
+            }
+        };
+        if full == u.1 {
+            return Err(Error::Key(format!(
+                "key {full} is the one this command opened the repository with; open it with another key's password to remove this one (or use key passwd)"
+            )));
+        }
+        self.store.delete(&keys::key(&full)).await?;
+        Ok(full)
+    }
+
+    /// Replaces the key that opened the repository with one that `new`
+    /// opens (`key passwd`): the new key is written first, then the old one
+    /// deleted. Returns (old name, new name).
+    ///
+    /// # Errors
+    /// As [`Repository::add_key`].
+    pub async fn change_password(&self, new: &NewKey) -> Result<(String, String)> {
+        let Some(u) = &self.unlocked else {
+            return Err(not_encrypted(self.location()));
+        };
+        let name = write_key(&self.store, &u.0, new).await?;
+        self.store.delete(&keys::key(&u.1)).await?;
+        Ok((u.1.clone(), name))
     }
 
     /// Sets how long this process's leases (the markers of running backups

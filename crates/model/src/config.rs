@@ -7,7 +7,30 @@ use crate::RepoId;
 /// The repository format this build writes and the newest it reads.
 /// Version 2 added per-kind chunk sizes for tar members
 /// ([`ChunkerParams::members`]); everything else reads as in version 1.
-pub const FORMAT_VERSION: u32 = 2;
+/// Version 3 is an encrypted repository ([`RepoConfig::encryption`]).
+pub const FORMAT_VERSION: u32 = 3;
+
+/// The format version of encrypted repositories.
+pub const ENCRYPTED_VERSION: u32 = 3;
+
+/// How an encrypted repository is encrypted (`config.encryption`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Encryption {
+    /// `"xchacha20-poly1305"`: the AEAD of every sealed object and blob.
+    pub cipher: String,
+    /// `"blake3-keyed"`: chunk ids are BLAKE3 keyed with the id key.
+    pub chunk_ids: String,
+}
+
+impl Default for Encryption {
+    fn default() -> Self {
+        Self {
+            cipher: "xchacha20-poly1305".into(),
+            chunk_ids: "blake3-keyed".into(),
+        }
+    }
+}
 
 /// Average chunk size for vector storage data in new repositories.
 pub const DEFAULT_VECTOR_AVG: u32 = 4096;
@@ -236,6 +259,25 @@ impl RepoConfig {
     pub fn validate(&self) -> Result<(), String> {
         self.chunker.validate()?;
         self.compression.validate()?;
+        if let Some(e) = &self.encryption {
+            if *e != Encryption::default() {
+                return Err(format!(
+                    "encryption {}/{} is not one this release knows (xchacha20-poly1305/blake3-keyed)",
+                    e.cipher, e.chunk_ids
+                ));
+            }
+            if self.version < ENCRYPTED_VERSION {
+                return Err(format!(
+                    "version {} cannot be encrypted (format version {ENCRYPTED_VERSION})",
+                    self.version
+                ));
+            }
+        } else if self.version >= ENCRYPTED_VERSION {
+            return Err(format!(
+                "version {} needs an encryption field",
+                self.version
+            ));
+        }
         if !PACK_SIZES.contains(&self.pack_size) {
             return Err(format!(
                 "pack size {} is outside 1 MiB..=1 GiB",
@@ -263,4 +305,8 @@ pub struct RepoConfig {
     /// When the repository was created (written `2026-11-25T04:00:00+00:00`).
     #[serde(with = "crate::time::offset")]
     pub created: crate::Time,
+    /// Present in an encrypted repository (version 3): its data is sealed
+    /// with a master key that `keys/` objects wrap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
 }

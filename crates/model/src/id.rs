@@ -109,6 +109,54 @@ define_id!(
     IndexId
 );
 
+/// How chunk ids are computed: plain BLAKE3, or, in an encrypted
+/// repository, BLAKE3 keyed with the repository's id key, so that a stored
+/// id says nothing about the content to anyone without the key.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChunkHasher(Option<[u8; 32]>);
+
+impl fmt::Debug for ChunkHasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "ChunkHasher(keyed)"
+        } else {
+            "ChunkHasher(plain)"
+        })
+    }
+}
+
+impl ChunkHasher {
+    /// Plain BLAKE3 (unencrypted repositories).
+    pub const PLAIN: Self = Self(None);
+
+    /// BLAKE3 keyed with `key`.
+    #[must_use]
+    pub fn keyed(key: [u8; 32]) -> Self {
+        Self(Some(key))
+    }
+
+    /// The key, when keyed.
+    #[must_use]
+    pub fn key(&self) -> Option<&[u8; 32]> {
+        self.0.as_ref()
+    }
+
+    /// The id of a chunk (or chunk-list blob) holding `data`.
+    #[must_use]
+    pub fn id(&self, data: &[u8]) -> ChunkId {
+        ChunkId(*self.hash(data).as_bytes())
+    }
+
+    /// The digest of `data` in this mode.
+    #[must_use]
+    pub fn hash(&self, data: &[u8]) -> blake3::Hash {
+        match &self.0 {
+            None => blake3::hash(data),
+            Some(k) => blake3::keyed_hash(k, data),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

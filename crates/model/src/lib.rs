@@ -18,11 +18,11 @@ pub use cluster::{
     ShardRecord, ShardStatus,
 };
 pub use config::{
-    ChunkSizes, ChunkerParams, Compression, MemberSizes, RepoConfig, DEFAULT_VECTOR_AVG,
-    FORMAT_VERSION, PACK_SIZES, ZSTD_LEVELS,
+    ChunkSizes, ChunkerParams, Compression, Encryption, MemberSizes, RepoConfig,
+    DEFAULT_VECTOR_AVG, ENCRYPTED_VERSION, FORMAT_VERSION, PACK_SIZES, ZSTD_LEVELS,
 };
 pub use gc::{GcPlan, Lease, LeaseKind};
-pub use id::{ChunkId, IdParseError, IndexId, PackId, RepoId, SnapshotId};
+pub use id::{ChunkHasher, ChunkId, IdParseError, IndexId, PackId, RepoId, SnapshotId};
 pub use index::{
     Codec, IndexEntry, IndexFile, IndexGroup, PackLocation, INDEX_ENTRY_LEN, MAX_BLOB_LEN,
 };

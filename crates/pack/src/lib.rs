@@ -14,15 +14,109 @@
 //!
 //! A pack's id is the BLAKE3 of the whole file. Blobs are verified on read:
 //! a decoded chunk must hash to its id.
+//!
+//! In an encrypted repository packs are version 2: every blob's stored
+//! bytes and the trailer (as a whole) are sealed ([`Sealing`]), so a pack
+//! reveals only its blobs' sealed lengths; chunk ids are keyed BLAKE3.
 
-use cairn_model::{ChunkId, Codec, Compression, IndexEntry, PackId, INDEX_ENTRY_LEN};
+use std::sync::Arc;
+
+use cairn_crypto::{Keys, Kind, OVERHEAD};
+use cairn_model::{ChunkHasher, ChunkId, Codec, Compression, IndexEntry, PackId, INDEX_ENTRY_LEN};
 
 /// Pack header magic.
 pub const PACK_MAGIC: &[u8; 8] = b"CAIRNPAK";
 /// Pack footer magic.
 pub const PACK_END: &[u8; 8] = b"CAIRNEND";
-/// Pack layout version.
+/// Pack layout version (plain).
 pub const PACK_VERSION: u16 = 1;
+/// Pack layout version of sealed packs (encrypted repositories).
+pub const PACK_VERSION_SEALED: u16 = 2;
+
+/// How a repository seals blobs and names chunks: plainly, or with its
+/// keys (sealed blobs and trailers, keyed chunk ids).
+#[derive(Debug, Clone, Default)]
+pub struct Sealing {
+    keys: Option<Arc<Keys>>,
+    ids: ChunkHasher,
+}
+
+impl Sealing {
+    /// No encryption: plain BLAKE3 ids, nothing sealed.
+    #[must_use]
+    pub fn plain() -> Self {
+        Self::default()
+    }
+
+    /// Sealed with `keys`, ids keyed with its id key.
+    #[must_use]
+    pub fn with_keys(keys: Arc<Keys>) -> Self {
+        let ids = ChunkHasher::keyed(*keys.id_key());
+        Self {
+            keys: Some(keys),
+            ids,
+        }
+    }
+
+    /// The keys, when encrypted.
+    #[must_use]
+    pub fn keys(&self) -> Option<&Arc<Keys>> {
+        self.keys.as_ref()
+    }
+
+    /// True when blobs are sealed.
+    #[must_use]
+    pub fn is_sealed(&self) -> bool {
+        self.keys.is_some()
+    }
+
+    /// How chunk ids are computed.
+    #[must_use]
+    pub fn ids(&self) -> ChunkHasher {
+        self.ids
+    }
+
+    /// The pack version this repository writes and reads.
+    #[must_use]
+    pub fn pack_version(&self) -> u16 {
+        if self.is_sealed() {
+            PACK_VERSION_SEALED
+        } else {
+            PACK_VERSION
+        }
+    }
+
+    /// The bytes a blob holds once opened: `stored` itself when nothing is
+    /// sealed, else opened into `scratch` (emptied first).
+    ///
+    /// # Errors
+    /// [`Error::BadChunk`] (with `id`) when the blob does not authenticate.
+    pub fn open_blob<'a>(
+        &self,
+        stored: &'a [u8],
+        id: ChunkId,
+        scratch: &'a mut Vec<u8>,
+    ) -> Result<&'a [u8]> {
+        match &self.keys {
+            None => Ok(stored),
+            Some(k) => {
+                scratch.clear();
+                k.open_into(stored, Kind::Blob, scratch)
+                    .map_err(|e| Error::BadChunk {
+                        id,
+                        reason: e.to_string(),
+                    })?;
+                Ok(scratch)
+            }
+        }
+    }
+
+    /// Bytes a trailer of `n` entries takes in a pack.
+    #[must_use]
+    pub fn trailer_len(&self, n: u32) -> u64 {
+        u64::from(n) * INDEX_ENTRY_LEN as u64 + if self.is_sealed() { OVERHEAD as u64 } else { 0 }
+    }
+}
 /// Header length.
 pub const HEADER_LEN: usize = 16;
 /// Footer length.
@@ -129,13 +223,14 @@ pub fn compress(raw: &[u8], c: Compression) -> Option<Vec<u8>> {
 /// [`Error::BadChunk`] when decompression fails, the length is wrong or the
 /// hash does not match.
 pub fn decode_blob(
+    sealing: &Sealing,
     stored: &[u8],
     entry_id: ChunkId,
     codec: Codec,
     raw_length: u32,
 ) -> Result<Vec<u8>> {
     let mut out = Vec::new();
-    decode_blob_into(stored, entry_id, codec, raw_length, &mut out)?;
+    decode_blob_into(sealing, stored, entry_id, codec, raw_length, &mut out)?;
     Ok(out)
 }
 
@@ -143,7 +238,12 @@ pub fn decode_blob(
 ///
 /// # Errors
 /// [`Error::BadChunk`] when the length or the hash is wrong.
-pub fn verify_raw(stored: &[u8], entry_id: ChunkId, raw_length: u32) -> Result<()> {
+pub fn verify_raw(
+    ids: ChunkHasher,
+    stored: &[u8],
+    entry_id: ChunkId,
+    raw_length: u32,
+) -> Result<()> {
     let bad = |reason: String| Error::BadChunk {
         id: entry_id,
         reason,
@@ -154,7 +254,7 @@ pub fn verify_raw(stored: &[u8], entry_id: ChunkId, raw_length: u32) -> Result<(
             stored.len()
         )));
     }
-    if ChunkId::of(stored) != entry_id {
+    if ids.id(stored) != entry_id {
         return Err(bad("content does not match its id".into()));
     }
     Ok(())
@@ -213,6 +313,7 @@ pub fn decompress_into(stored: &[u8], raw_length: u32, out: &mut Vec<u8>) -> Res
 /// # Errors
 /// As [`decode_blob`].
 pub fn decode_blob_into(
+    sealing: &Sealing,
     stored: &[u8],
     entry_id: ChunkId,
     codec: Codec,
@@ -223,10 +324,12 @@ pub fn decode_blob_into(
         id: entry_id,
         reason,
     };
+    let mut scratch = Vec::new();
+    let stored = sealing.open_blob(stored, entry_id, &mut scratch)?;
     let start = out.len();
     match codec {
         Codec::Raw => {
-            verify_raw(stored, entry_id, raw_length)?;
+            verify_raw(sealing.ids(), stored, entry_id, raw_length)?;
             out.extend_from_slice(stored);
             return Ok(());
         }
@@ -235,7 +338,7 @@ pub fn decode_blob_into(
             other => other,
         })?,
     }
-    if ChunkId::of(&out[start..]) != entry_id {
+    if sealing.ids().id(&out[start..]) != entry_id {
         out.truncate(start);
         return Err(bad("content does not match its id".into()));
     }
@@ -247,6 +350,7 @@ pub fn decode_blob_into(
 pub struct PackWriter {
     buf: Vec<u8>,
     entries: Vec<IndexEntry>,
+    keys: Option<Arc<Keys>>,
 }
 
 /// A finished pack, ready to upload.
@@ -286,7 +390,17 @@ impl PackWriter {
         Self {
             buf,
             entries: Vec::new(),
+            keys: None,
         }
+    }
+
+    /// Seals what this pack holds as `sealing` says (a version 2 pack when
+    /// it has keys). Call before the first [`PackWriter::push`].
+    #[must_use]
+    pub fn sealed(mut self, sealing: &Sealing) -> Self {
+        self.keys = sealing.keys().cloned();
+        self.buf[8..10].copy_from_slice(&sealing.pack_version().to_le_bytes());
+        self
     }
 
     /// Appends a blob: `compressed` from [`compress`], or `None` to store `raw` as is.
@@ -295,14 +409,33 @@ impl PackWriter {
             Some(c) => (Codec::Zstd, c),
             None => (Codec::Raw, raw),
         };
+        let offset = self.buf.len();
+        match &self.keys {
+            None => self.buf.extend_from_slice(stored),
+            Some(k) => k.seal_into(stored, Kind::Blob, &mut self.buf),
+        }
         self.entries.push(IndexEntry {
             id,
-            offset: self.buf.len() as u64,
-            length: u32::try_from(stored.len()).expect("invariant: chunks are < 16 MiB"),
+            offset: offset as u64,
+            length: u32::try_from(self.buf.len() - offset).expect("invariant: chunks are < 16 MiB"),
             raw_length: u32::try_from(raw.len()).expect("invariant: chunks are < 16 MiB"),
             codec,
         });
+    }
+
+    /// Appends a blob as another pack of this repository stored it (sealed
+    /// blobs stay as sealed, compressed ones as compressed): a repack copies
+    /// verified blobs without redoing their work.
+    pub fn push_stored(&mut self, id: ChunkId, stored: &[u8], raw_length: u32, codec: Codec) {
+        let offset = self.buf.len();
         self.buf.extend_from_slice(stored);
+        self.entries.push(IndexEntry {
+            id,
+            offset: offset as u64,
+            length: u32::try_from(stored.len()).expect("invariant: chunks are < 16 MiB"),
+            raw_length,
+            codec,
+        });
     }
 
     /// Bytes written so far.
@@ -320,7 +453,10 @@ impl PackWriter {
     /// The pack's size once finished (trailer and footer included).
     #[must_use]
     pub fn finished_len(&self) -> usize {
-        self.buf.len() + self.entries.len() * INDEX_ENTRY_LEN + FOOTER_LEN
+        self.buf.len()
+            + self.entries.len() * INDEX_ENTRY_LEN
+            + if self.keys.is_some() { OVERHEAD } else { 0 }
+            + FOOTER_LEN
     }
 
     /// Empties the pack, keeping its buffer (a dry run's packs go nowhere).
@@ -333,8 +469,19 @@ impl PackWriter {
     #[must_use]
     pub fn finish(mut self) -> FinishedPack {
         let trailer_offset = self.buf.len() as u64;
-        for e in &self.entries {
-            e.encode(&mut self.buf);
+        match &self.keys {
+            None => {
+                for e in &self.entries {
+                    e.encode(&mut self.buf);
+                }
+            }
+            Some(k) => {
+                let mut trailer = Vec::with_capacity(self.entries.len() * INDEX_ENTRY_LEN);
+                for e in &self.entries {
+                    e.encode(&mut trailer);
+                }
+                k.seal_into(&trailer, Kind::Trailer, &mut self.buf);
+            }
         }
         self.buf.extend_from_slice(&trailer_offset.to_le_bytes());
         let n = u32::try_from(self.entries.len()).expect("invariant: < 4G entries");
@@ -397,16 +544,16 @@ impl FinishedPack {
 ///
 /// # Errors
 /// [`Error::Corrupt`] when the footer is malformed or does not fit `pack_len`.
-pub fn read_footer(footer: &[u8], pack_len: u64) -> Result<(u64, u32)> {
+pub fn read_footer(sealing: &Sealing, footer: &[u8], pack_len: u64) -> Result<(u64, u32)> {
     if footer.len() != FOOTER_LEN || &footer[48..] != PACK_END {
         return Err(corrupt("missing CAIRNEND footer"));
     }
     let offset = u64::from_le_bytes(footer[..8].try_into().expect("invariant: 8 bytes"));
     let n = u32::from_le_bytes(footer[8..12].try_into().expect("invariant: 4 bytes"));
-    let fits = u64::from(n)
-        .checked_mul(INDEX_ENTRY_LEN as u64)
-        .and_then(|len| offset.checked_add(len))
-        .is_some_and(|end| end + FOOTER_LEN as u64 == pack_len);
+    let fits = offset
+        .checked_add(sealing.trailer_len(n))
+        .and_then(|end| end.checked_add(FOOTER_LEN as u64))
+        .is_some_and(|end| end == pack_len);
     if offset < HEADER_LEN as u64 || !fits {
         return Err(corrupt("trailer does not fit the pack"));
     }
@@ -417,7 +564,17 @@ pub fn read_footer(footer: &[u8], pack_len: u64) -> Result<(u64, u32)> {
 ///
 /// # Errors
 /// [`Error::Corrupt`] for a malformed entry.
-pub fn read_trailer(trailer: &[u8]) -> Result<Vec<IndexEntry>> {
+pub fn read_trailer(sealing: &Sealing, trailer: &[u8]) -> Result<Vec<IndexEntry>> {
+    let opened;
+    let trailer = match sealing.keys() {
+        None => trailer,
+        Some(k) => {
+            opened = k
+                .open(trailer, Kind::Trailer)
+                .map_err(|e| corrupt(format!("trailer: {e}")))?;
+            &opened[..]
+        }
+    };
     if !trailer.len().is_multiple_of(INDEX_ENTRY_LEN) {
         return Err(corrupt("trailer has a partial entry"));
     }
@@ -431,13 +588,17 @@ pub fn read_trailer(trailer: &[u8]) -> Result<Vec<IndexEntry>> {
 ///
 /// # Errors
 /// [`Error::Corrupt`] on any structural or checksum problem.
-pub fn read_entries(pack: &[u8]) -> Result<Vec<IndexEntry>> {
+pub fn read_entries(sealing: &Sealing, pack: &[u8]) -> Result<Vec<IndexEntry>> {
     if pack.len() < HEADER_LEN + FOOTER_LEN || &pack[..8] != PACK_MAGIC {
         return Err(corrupt("missing CAIRNPAK header"));
     }
     let version = u16::from_le_bytes([pack[8], pack[9]]);
-    if version != PACK_VERSION {
-        return Err(corrupt(format!("unsupported pack version {version}")));
+    if version != sealing.pack_version() {
+        return Err(corrupt(match version {
+            PACK_VERSION_SEALED => "an encrypted pack in a repository without encryption".into(),
+            PACK_VERSION => "an unencrypted pack in an encrypted repository".into(),
+            v => format!("unsupported pack version {v}"),
+        }));
     }
     let footer = &pack[pack.len() - FOOTER_LEN..];
     if &footer[48..] != PACK_END {
@@ -453,17 +614,14 @@ pub fn read_entries(pack: &[u8]) -> Result<Vec<IndexEntry>> {
     .map_err(|_| corrupt("trailer offset overflows"))?;
     let n = u32::from_le_bytes(footer[8..12].try_into().expect("invariant: 4 bytes")) as usize;
     let trailer_end = pack.len() - FOOTER_LEN;
-    let fits = n
-        .checked_mul(INDEX_ENTRY_LEN)
+    let fits = usize::try_from(sealing.trailer_len(n as u32))
+        .ok()
         .and_then(|len| trailer_offset.checked_add(len))
         .is_some_and(|end| end == trailer_end);
     if trailer_offset < HEADER_LEN || !fits {
         return Err(corrupt("trailer does not fit the pack"));
     }
-    let entries = pack[trailer_offset..trailer_end]
-        .chunks_exact(INDEX_ENTRY_LEN)
-        .map(|b| IndexEntry::decode(b).map_err(|e| corrupt(e.to_string())))
-        .collect::<Result<Vec<_>>>()?;
+    let entries = read_trailer(sealing, &pack[trailer_offset..trailer_end])?;
     for e in &entries {
         // Entries decode only with offset + length in range (no overflow).
         if e.offset < HEADER_LEN as u64 || e.offset + u64::from(e.length) > trailer_offset as u64 {
@@ -556,11 +714,11 @@ mod tests {
             }
             let p = w.finish();
             prop_assert_eq!(p.id, PackId::of(&p.bytes));
-            let entries = read_entries(&p.bytes).expect("valid pack");
+            let entries = read_entries(&Sealing::plain(), &p.bytes).expect("valid pack");
             prop_assert_eq!(&entries, &p.entries);
             for (e, raw) in entries.iter().zip(&chunks) {
                 let stored = &p.bytes[e.offset as usize..(e.offset + u64::from(e.length)) as usize];
-                prop_assert_eq!(&decode_blob(stored, e.id, e.codec, e.raw_length).expect("valid blob"), raw);
+                prop_assert_eq!(&decode_blob(&Sealing::plain(), stored, e.id, e.codec, e.raw_length).expect("valid blob"), raw);
             }
         }
     }
@@ -606,7 +764,12 @@ mod tests {
         let salted = p.avoiding(&std::collections::HashSet::from([id]));
         assert_ne!(salted.id, id);
         assert_eq!(salted.id, PackId::of(&salted.bytes));
-        assert_eq!(read_entries(&salted.bytes).expect("valid").len(), 1);
+        assert_eq!(
+            read_entries(&Sealing::plain(), &salted.bytes)
+                .expect("valid")
+                .len(),
+            1
+        );
     }
 
     #[test]
@@ -623,10 +786,56 @@ mod tests {
         let mut bytes = p.bytes.clone();
         bytes[e.offset as usize] ^= 0xff;
         assert!(
-            read_entries(&bytes).is_err(),
+            read_entries(&Sealing::plain(), &bytes).is_err(),
             "checksum must catch a flipped byte"
         );
         let stored = &bytes[e.offset as usize..(e.offset + u64::from(e.length)) as usize];
-        assert!(decode_blob(stored, e.id, e.codec, e.raw_length).is_err());
+        assert!(decode_blob(&Sealing::plain(), stored, e.id, e.codec, e.raw_length).is_err());
+    }
+
+    /// An encrypted repository's pack: version 2, blobs and trailer sealed
+    /// (no plaintext or plain id inside), keyed ids; it reads back only
+    /// with its keys, and a flipped byte in a blob is caught by the tag.
+    #[test]
+    fn sealed_packs_round_trip_and_hide_their_content() {
+        let keys = Arc::new(Keys::new(&cairn_crypto::MasterKey::generate()));
+        let sealing = Sealing::with_keys(keys);
+        let raw = b"a secret sentence, stored twice: a secret sentence".repeat(20);
+        let id = sealing.ids().id(&raw);
+        assert_ne!(id, ChunkId::of(&raw));
+        for comp in [None, compress(&raw, Compression::default())] {
+            let mut w = PackWriter::new().sealed(&sealing);
+            w.push(id, &raw, comp.as_deref());
+            let expected_len = w.finished_len();
+            let p = w.finish();
+            assert_eq!(p.bytes.len(), expected_len);
+            assert_eq!(&p.bytes[8..10], &PACK_VERSION_SEALED.to_le_bytes());
+            let find = |needle: &[u8]| p.bytes.windows(needle.len()).any(|w| w == needle);
+            assert!(!find(b"secret") && !find(id.as_bytes()));
+            let entries = read_entries(&sealing, &p.bytes).expect("valid");
+            assert_eq!(entries, p.entries);
+            let e = entries[0];
+            let (footer_at, n) = read_footer(
+                &sealing,
+                &p.bytes[p.bytes.len() - FOOTER_LEN..],
+                p.bytes.len() as u64,
+            )
+            .expect("footer");
+            assert_eq!(n, 1);
+            let trailer = &p.bytes[footer_at as usize..p.bytes.len() - FOOTER_LEN];
+            assert_eq!(read_trailer(&sealing, trailer).expect("trailer"), entries);
+            let stored = &p.bytes[e.offset as usize..(e.offset + u64::from(e.length)) as usize];
+            assert_eq!(
+                decode_blob(&sealing, stored, e.id, e.codec, e.raw_length).expect("blob"),
+                raw
+            );
+            assert!(read_entries(&Sealing::plain(), &p.bytes).is_err());
+            let other =
+                Sealing::with_keys(Arc::new(Keys::new(&cairn_crypto::MasterKey::generate())));
+            assert!(read_entries(&other, &p.bytes).is_err());
+            let mut bad = stored.to_vec();
+            bad[30] ^= 1;
+            assert!(decode_blob(&sealing, &bad, e.id, e.codec, e.raw_length).is_err());
+        }
     }
 }

@@ -33,10 +33,12 @@ mod backend;
 #[cfg(any(test, feature = "test-util"))]
 pub mod contract;
 pub mod counting;
+pub mod crash;
 pub mod durable;
 #[cfg(any(test, feature = "test-util"))]
 pub mod faulty;
 pub mod http;
+pub mod sealed;
 pub mod throttled;
 
 pub use backend::{
@@ -104,6 +106,17 @@ pub enum Error {
         start: u64,
         /// Requested end (exclusive).
         end: u64,
+    },
+    /// An object of an encrypted repository that does not open with its
+    /// keys (damaged, or written with another key).
+    #[error("{key} in {location} {reason}")]
+    Undecryptable {
+        /// Repository location.
+        location: String,
+        /// Object key.
+        key: String,
+        /// Why.
+        reason: String,
     },
     /// Any other backend failure.
     #[error("storage error on {key} in {location}: {source}")]
@@ -183,6 +196,14 @@ pub mod keys {
     pub const GC_DIR: &str = "gc";
     /// Directory of run records, one directory per job.
     pub const RUN_DIR: &str = "runs";
+    /// Directory of key objects (encrypted repositories).
+    pub const KEY_DIR: &str = "keys";
+
+    /// Key of a key object.
+    #[must_use]
+    pub fn key(name: &str) -> String {
+        format!("{KEY_DIR}/{name}")
+    }
 
     /// Key of a lease.
     #[must_use]
@@ -279,13 +300,20 @@ impl RepoStore {
             Some((s, r)) => (s.to_ascii_lowercase(), r),
             None => ("path".to_string(), location),
         };
-        match scheme.as_str() {
+        let store = match scheme.as_str() {
             "path" | "file" => Self::open_local(location, rest, create),
             "s3" | "gs" | "az" | "azure" => Self::open_cloud(location, &scheme),
             other => Err(invalid(
                 location,
                 format!("unknown scheme {other}://; use a path, file://, s3://, gs:// or az://"),
             )),
+        }?;
+        match crash::CrashPoint::from_env().map_err(|e| invalid(location, e))? {
+            Some(point) => Ok(Self::from_backend(Arc::new(crash::CrashingBackend::new(
+                store.backend,
+                point,
+            )))),
+            None => Ok(store),
         }
     }
 

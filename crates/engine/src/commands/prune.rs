@@ -328,7 +328,7 @@ impl Repository {
         // blobs in the same order would otherwise make the same pack.
         let avoid: HashSet<PackId> = gone.iter().chain(&already).copied().collect();
         progress.start("repack", Some(s.bytes_to_download));
-        let mut writer = PackWriter::new();
+        let mut writer = PackWriter::new().sealed(&self.sealing);
         for batch in repack.chunks(REPACK_BATCH) {
             let kept = self.kept_blobs(&scan, &keep, batch).await?;
             let plan = read::plan(kept, &reader.limits);
@@ -336,12 +336,12 @@ impl Repository {
             while let Some(f) = fetched.next().await {
                 for (i, b) in f.read.blobs.iter().enumerate() {
                     match f.blob(i) {
-                        Ok(raw) => {
-                            let compressed = (b.codec == cairn_model::Codec::Zstd)
-                                .then(|| f.stored(i))
-                                .flatten();
-                            writer.push(b.id, raw, compressed);
-                        }
+                        Ok(raw) => match f.stored(i) {
+                            // Verified; copied as stored (sealed blobs stay
+                            // sealed, compressed ones compressed).
+                            Some(stored) => writer.push_stored(b.id, stored, b.raw_length, b.codec),
+                            None => writer.push(b.id, raw, None),
+                        },
                         Err(BlobFault::Unreadable(e)) => {
                             return Err(Error::Malformed {
                                 what: format!("pack {}", f.read.pack),
@@ -360,7 +360,8 @@ impl Repository {
                     }
                     progress.advance(u64::from(b.length));
                     if writer.len() as u64 >= self.config.pack_size {
-                        let full = std::mem::take(&mut writer);
+                        let full =
+                            std::mem::replace(&mut writer, PackWriter::new().sealed(&self.sealing));
                         store_pack(&self.store, full.finish().avoiding(&avoid)).await?;
                     }
                 }

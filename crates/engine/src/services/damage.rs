@@ -237,11 +237,12 @@ impl Repository {
                             .await
                             .map_err(|e| e.to_string())?;
                         let len = bytes.len() as u64;
+                        let sealing = self.sealing.clone();
                         tokio::task::spawn_blocking(move || {
-                            let entries =
-                                cairn_pack::read_entries(&bytes).map_err(|e| e.to_string())?;
+                            let entries = cairn_pack::read_entries(&sealing, &bytes)
+                                .map_err(|e| e.to_string())?;
                             let blobs: Vec<Blob> = entries.iter().map(Blob::from).collect();
-                            let spans = decode_spans(&bytes, 0, &blobs, &mut Vec::new());
+                            let spans = decode_spans(&sealing, &bytes, 0, &blobs, &mut Vec::new());
                             if let Some(Err(fault)) = spans.into_iter().find(Result::is_err) {
                                 return Err(fault.to_string());
                             }
@@ -405,12 +406,13 @@ impl Repository {
             .get_range(&key, size - footer_len..size)
             .await
             .map_err(|e| e.to_string())?;
-        let (offset, _) = cairn_pack::read_footer(&footer, size).map_err(|e| e.to_string())?;
+        let (offset, _) =
+            cairn_pack::read_footer(&self.sealing, &footer, size).map_err(|e| e.to_string())?;
         let trailer = self
             .store
             .get_range(&key, offset..size - footer_len)
             .await
             .map_err(|e| e.to_string())?;
-        cairn_pack::read_trailer(&trailer).map_err(|e| e.to_string())
+        cairn_pack::read_trailer(&self.sealing, &trailer).map_err(|e| e.to_string())
     }
 }

@@ -280,6 +280,8 @@ struct Readers<'a> {
     block_size: usize,
     stop: Stop,
     allow_failures: bool,
+    /// How chunk ids are computed.
+    ids: cairn_model::ChunkHasher,
 }
 
 /// A reader thread's end of the channel to the packer. Each thread owns its
@@ -413,7 +415,8 @@ impl Reader<'_, '_> {
                 chunk_piece(self.block_size, self.pool.current_num_threads()),
                 Some(Arc::clone(self.pool)),
             )
-            .hashed(true);
+            .hashed(true)
+            .id_hasher(self.ids);
         let mut bytes = 0u64;
         loop {
             if self.stop.is_set() {
@@ -557,7 +560,7 @@ impl Packer<'_> {
             return Ok(());
         }
         let bytes: Vec<u8> = file.chunks.iter().flat_map(|id| id.0).collect();
-        let id = ChunkId::of(&bytes);
+        let id = self.repo.sealing.ids().id(&bytes);
         file.chunks.clear();
         file.chunk_lists.push(id);
         if self.in_flight.contains(&id) {
@@ -593,7 +596,10 @@ impl Packer<'_> {
         self.pack_sizes.push(self.writer.finished_len() as u64);
         let capacity = self.pack_capacity();
         let buffer = self.free_buffers.pop().unwrap_or_default();
-        let writer = std::mem::replace(&mut self.writer, PackWriter::with_buffer(buffer, capacity));
+        let writer = std::mem::replace(
+            &mut self.writer,
+            PackWriter::with_buffer(buffer, capacity).sealed(&self.repo.sealing),
+        );
         self.totals.new_packs += 1;
         let permit = self
             .handle
@@ -969,7 +975,8 @@ impl Repository {
             done_rx,
             pending: 0,
             in_flight: HashSet::new(),
-            writer: PackWriter::with_buffer(Vec::new(), pack_capacity(&self.config)),
+            writer: PackWriter::with_buffer(Vec::new(), pack_capacity(&self.config))
+                .sealed(&self.sealing),
             free_buffers: Vec::new(),
             totals: SnapshotTotals::default(),
             referenced: HashSet::new(),
@@ -994,6 +1001,7 @@ impl Repository {
             block_size: opts.block_size,
             stop: stop.clone(),
             allow_failures: shape.allow_failures,
+            ids: self.sealing.ids(),
         };
         let mut files: Vec<Option<FileEntry>> = (0..inputs.len()).map(|_| None).collect();
         let mut outcomes = vec![InputOutcome::default(); inputs.len()];

@@ -138,7 +138,13 @@ impl Repository {
                 .get_range(&keys::pack(pack), e.offset..e.offset + u64::from(e.length))
                 .await;
             match r {
-                Ok(stored) => match cairn_pack::decode_blob(&stored, *id, e.codec, e.raw_length) {
+                Ok(stored) => match cairn_pack::decode_blob(
+                    &self.sealing,
+                    &stored,
+                    *id,
+                    e.codec,
+                    e.raw_length,
+                ) {
                     Ok(raw) => return Ok(raw),
                     Err(err) => last = format!("pack {}: {err}", pack.short()),
                 },
