@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
+bench_password
 setup_system
 build_cairn
 series="${1:-../shared/fixtures/qdrant-churn}"

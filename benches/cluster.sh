@@ -13,6 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
+bench_password
 setup_system
 up=../shared/bin/qdrant-up.sh
 [ -x ../shared/bin/qdrant ] || { echo "no Qdrant server at ../shared/bin/qdrant" >&2; exit 1; }

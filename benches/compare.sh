@@ -25,6 +25,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
+bench_password
 setup_system
 series="$(cd "${1:-../shared/fixtures/qdrant-churn}" && pwd)"
 for t in restic borg /usr/bin/time; do

@@ -22,6 +22,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
+bench_password
 BACKUPS=${BACKUPS:-10000} IDLE=${IDLE:-30} RUNS=${RUNS:-11} PAINTS=${PAINTS:-5}
 up=../shared/bin/qdrant-up.sh
 [ -x ../shared/bin/qdrant ] || { echo "this benchmark needs the Qdrant server at ../shared/bin/qdrant" >&2; exit 1; }

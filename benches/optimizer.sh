@@ -22,6 +22,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
+bench_password
 setup_system
 [ $# -gt 0 ] || { echo "usage: benches/optimizer.sh SERIES_DIR... (make one with benches/qdrant-nights.py)" >&2; exit 2; }
 for t in restic /usr/bin/time; do

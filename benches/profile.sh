@@ -12,6 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
+bench_password
 setup_system
 input="$(realpath "${1:?usage: benches/profile.sh SNAPSHOT_FILE [OUT_DIR]}")"
 out="$(mkdir -p "${2:-profile}" && realpath "${2:-profile}")"

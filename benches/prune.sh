@@ -22,6 +22,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
+bench_password
 setup_system
 for t in restic /usr/bin/time; do
   command -v "$t" >/dev/null || { echo "missing $t: apt-get install restic time" >&2; exit 1; }

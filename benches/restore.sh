@@ -46,6 +46,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
+bench_password
 setup_system
 [ $# -eq 1 ] || { echo "usage: benches/restore.sh SERIES_DIR (make one with benches/qdrant-nights.py)" >&2; exit 2; }
 for t in restic /usr/bin/time curl; do

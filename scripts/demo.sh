@@ -4,6 +4,7 @@
 #    restore it into a fresh single node and check every collection's points
 #    count (needs the Qdrant server at ../shared/bin/qdrant);
 # 2. back up real Qdrant snapshot files twice, restore, verify every byte.
+# The repository is encrypted with a password from a file the demo creates.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
@@ -18,9 +19,15 @@ cleanup() {
 }
 trap cleanup EXIT
 export CAIRN_REPOSITORY="$work/repo" CAIRN_CACHE_DIR="$work/cache"
+# The repository is encrypted (the default); its password is read from a
+# file only this user can read (keep yours in a secret store and use
+# --password-command to fetch it).
+( umask 077; head -c 24 /dev/urandom | base64 > "$work/password" )
+export CAIRN_PASSWORD_FILE="$work/password"
 
-echo "== cairn init ($CAIRN_REPOSITORY)"
+echo "== cairn init ($CAIRN_REPOSITORY, encrypted; password in $CAIRN_PASSWORD_FILE)"
 "$cairn" init
+"$cairn" key list
 
 if [ -x ../shared/bin/qdrant ]; then
   echo "== starting a 3-node Qdrant cluster and a fresh single node (../shared/bin/qdrant)"

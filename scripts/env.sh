@@ -4,6 +4,12 @@
 # build_cairn.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/cairn-target}"
 
+# bench_password: the benches' repositories are encrypted, as new ones are
+# by default; releases before encryption ignore the variable.
+bench_password() {
+  export CAIRN_PASSWORD="${CAIRN_PASSWORD:-cairn bench password}"
+}
+
 # setup_system [python]: RocksDB's bindings need a C++ compiler and libclang;
 # with "python" (the tests), the S3 server (moto) needs python3 with venv and
 # the HTML report test a real browser (Chromium), the Azure tests Node's npm

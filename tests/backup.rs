@@ -110,8 +110,9 @@ fn rebuilt_vectors_deduplicate_in_version_2() {
         .expect("json");
         (days, config)
     };
-    let (v2, c2) = stored(&[]);
-    let (v1, c1) = stored(&["--vector-chunk-size", "0"]);
+    // Unencrypted, so that the config says which chunking version it is.
+    let (v2, c2) = stored(&["--no-encryption"]);
+    let (v1, c1) = stored(&["--vector-chunk-size", "0", "--no-encryption"]);
     eprintln!("stored per day: version 2 {v2:?}, version 1 {v1:?}");
     assert_eq!(c2["version"], 2);
     assert_eq!(c2["chunker"]["members"]["vectors"]["avg_size"], 4096);
@@ -127,7 +128,7 @@ fn rebuilt_vectors_deduplicate_in_version_2() {
     );
 
     let env = Env::local();
-    env.init(&[]);
+    env.init(&["--no-encryption"]);
     let path = std::path::Path::new(&env.repo).join("config");
     let mut config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");

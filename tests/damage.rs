@@ -14,7 +14,7 @@ fn listing(dir: &Path) -> BTreeSet<PathBuf> {
 /// A repository with two snapshots of unrelated files, `a` and `b`; returns
 /// their ids and the index files that only `b`'s backup wrote.
 fn two_snapshots(env: &Env) -> (String, String, Vec<PathBuf>) {
-    env.init(&["--avg-chunk-size", "16KiB"]);
+    env.init(&["--avg-chunk-size", "16KiB", "--no-encryption"]);
     let dir = env.path("in");
     std::fs::create_dir_all(&dir).expect("mkdir");
     std::fs::write(dir.join("a"), random_bytes(1 << 20, 1)).expect("write");
@@ -132,7 +132,7 @@ fn stray_objects_under_snapshots_do_not_hide_the_others() {
 #[test]
 fn a_deleted_pack_is_stored_again_by_the_next_backup() {
     let env = Env::local();
-    env.init(&["--avg-chunk-size", "16KiB"]);
+    env.init(&["--avg-chunk-size", "16KiB", "--no-encryption"]);
     let f = env.path("data");
     let data = random_bytes(3 << 20, 5);
     std::fs::write(&f, &data).expect("write");
@@ -162,7 +162,7 @@ fn a_deleted_pack_is_stored_again_by_the_next_backup() {
 #[test]
 fn packs_deleted_during_a_backup_stop_it_before_its_manifest() {
     let env = Env::local();
-    env.init(&["--avg-chunk-size", "16KiB"]);
+    env.init(&["--avg-chunk-size", "16KiB", "--no-encryption"]);
     let data = random_bytes(4 << 20, 6);
     let args = ["--json", "backup", "--stdin", "--stdin-name", "d"];
     let first = env.run_with_stdin(&args, &data);
@@ -285,7 +285,7 @@ fn repair_index_rebuilds_index_files_from_packs() {
 #[test]
 fn repair_snapshots_marks_damaged_files_and_keeps_the_rest() {
     let env = Env::local();
-    env.init(&["--avg-chunk-size", "16KiB"]);
+    env.init(&["--avg-chunk-size", "16KiB", "--no-encryption"]);
     let dir = env.path("in");
     std::fs::create_dir_all(&dir).expect("mkdir");
     let a = random_bytes(1 << 20, 11);

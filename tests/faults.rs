@@ -178,6 +178,7 @@ fn restore_target_fills_up() {
         .arg(&script)
         .arg(crate::support::cairn_bin())
         .env("CAIRN_CACHE_DIR", env.cache.path())
+        .env("CAIRN_PASSWORD", crate::support::TEST_PASSWORD)
         .output()
         .expect("run");
     let err = String::from_utf8_lossy(&res.stderr);

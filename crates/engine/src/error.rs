@@ -217,5 +217,18 @@ impl Error {
     }
 }
 
+/// A storage error, except that an object of an encrypted repository that
+/// does not decrypt is [`Error::Malformed`] (`what` names it): readers skip
+/// or refuse it as they do any damaged object of its kind.
+pub(crate) fn damaged(e: cairn_store::Error, what: impl FnOnce() -> String) -> Error {
+    match e {
+        cairn_store::Error::Undecryptable { reason, .. } => Error::Malformed {
+            what: what(),
+            reason,
+        },
+        other => other.into(),
+    }
+}
+
 /// Result alias for this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -829,7 +829,11 @@ impl Repository {
     /// Not found, malformed, or a manifest whose content does not match its id.
     pub async fn load_snapshot(&self, id: SnapshotId) -> Result<SnapshotInfo> {
         let what = || format!("snapshot {id}");
-        let packed = self.store.get(&keys::snapshot(&id)).await?;
+        let packed = self
+            .store
+            .get(&keys::snapshot(&id))
+            .await
+            .map_err(|e| crate::error::damaged(e, what))?;
         let json = {
             use std::io::Read;
             let mut json = Vec::new();

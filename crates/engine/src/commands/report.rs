@@ -420,6 +420,8 @@ impl Repository {
             ("snapshots", keys::SNAPSHOT_DIR),
             ("leases", keys::LOCK_DIR),
             ("plans", keys::GC_DIR),
+            ("runs", keys::RUN_DIR),
+            ("keys", keys::KEY_DIR),
         ] {
             let listed = self.store.list(dir).await?;
             let o = totals.objects.entry(kind.into()).or_default();

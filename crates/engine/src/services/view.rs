@@ -80,6 +80,9 @@ impl Repository {
                     }
                 },
                 Err(cairn_store::Error::NotFound { .. }) => {}
+                Err(e @ cairn_store::Error::Undecryptable { .. }) => {
+                    tracing::warn!(object = %keys::gc_plan(&l.name), error = %e, "skipping an unreadable prune plan")
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -98,7 +101,11 @@ impl Repository {
 
     /// Reads and decodes one index file.
     pub(crate) async fn load_index_file(&self, id: &IndexId) -> Result<IndexFile> {
-        let b = self.store.get(&keys::index(id)).await?;
+        let b = self
+            .store
+            .get(&keys::index(id))
+            .await
+            .map_err(|e| crate::error::damaged(e, || format!("index file {id}")))?;
         IndexFile::decode(&b).map_err(|e| Error::Malformed {
             what: format!("index file {id}"),
             reason: e.to_string(),

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# What encryption costs: the same build, encrypted (the default) against
+# --no-encryption, on the churn series of ../shared/fixtures (six nights of
+# one collection's snapshots) and on 256 MiB of random data.
+#
+# Prints per mode the median of RUNS runs of: first backup (night 0), the
+# re-backups of nights 1-5 (summed), a restore of the last night (page
+# cache dropped first, --no-sync), the stored size and peak RSS; then the
+# ratios encrypted / unencrypted. The issue's target is at most 1.10.
+# The key is opened once per command (Argon2id, 64 MiB, 3 passes: about a
+# quarter of a second); the second table shows it with --kdf-memory 8MiB
+# --kdf-iterations 1 so that the ratio of the data path alone is visible.
+#
+#   bash benches/encryption.sh [RUNS=3]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/env.sh
+setup_system
+build_cairn
+runs="${1:-3}"
+series=../shared/fixtures/qdrant-churn
+[ -d "$series/day0" ] || { echo "needs $series (../shared beside the clone)" >&2; exit 1; }
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+head -c $((256 << 20)) /dev/urandom > "$work/random.bin"
+export CAIRN_PASSWORD="cairn bench password"
+
+now() { date +%s.%N; }
+# rss CMD...: runs it under /usr/bin/time when present; peak RSS in KiB to $work/rss.
+rss() {
+  if [ -x /usr/bin/time ]; then /usr/bin/time -f %M -o "$work/rss.one" "$@"; cat "$work/rss.one" >> "$work/rss"; else "$@"; fi
+}
+
+one_run() { # MODE KDF... -> prints "first rebackup restore bytes"
+  local mode="$1"; shift
+  local repo="$work/repo-$mode" cache="$work/cache-$mode"
+  rm -rf "$repo" "$cache" "$work/out"
+  export CAIRN_REPOSITORY="$repo" CAIRN_CACHE_DIR="$cache"
+  if [ "$mode" = plain ]; then "$cairn" -q init --no-encryption >/dev/null; else "$cairn" -q init "$@" >/dev/null; fi
+  local t0 t1 first rest=0 restore
+  t0=$(now); rss "$cairn" -q backup "$series/day0" "$work/random.bin" >/dev/null; t1=$(now)
+  first=$(echo "$t1 - $t0" | bc)
+  for d in 1 2 3 4 5; do
+    t0=$(now); rss "$cairn" -q backup "$series/day$d" "$work/random.bin" >/dev/null; t1=$(now)
+    rest=$(echo "$rest + $t1 - $t0" | bc)
+  done
+  cold "$repo"
+  t0=$(now); rss "$cairn" -q restore --no-sync latest "$work/out" >/dev/null; t1=$(now)
+  restore=$(echo "$t1 - $t0" | bc)
+  echo "$first $rest $restore $(du -sb "$repo" | cut -f1)"
+}
+
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+table() { # LABEL KDF...
+  local label="$1"; shift
+  declare -A col
+  for mode in plain sealed; do
+    : > "$work/rows-$mode"; : > "$work/rss"
+    for _ in $(seq "$runs"); do one_run "$mode" "$@" >> "$work/rows-$mode"; done
+    for i in 1 2 3 4; do col[$mode,$i]=$(cut -d' ' -f$i "$work/rows-$mode" | median); done
+    col[$mode,rss]=$(median < "$work/rss")
+  done
+  echo "== $label ($runs runs, medians)"
+  printf '%-10s %12s %14s %12s %14s %14s\n' mode "first (s)" "re-backups (s)" "restore (s)" "stored (MiB)" "peak RSS (MiB)"
+  for mode in plain sealed; do
+    printf '%-10s %12.2f %14.2f %12.2f %14.1f %14.1f\n' "$mode" "${col[$mode,1]}" "${col[$mode,2]}" "${col[$mode,3]}" \
+      "$(echo "${col[$mode,4]} / 1048576" | bc -l)" "$(echo "${col[$mode,rss]} / 1024" | bc -l)"
+  done
+  printf '%-10s %12.3f %14.3f %12.3f %14.3f %14.3f\n' "sealed/plain" \
+    "$(echo "${col[sealed,1]} / ${col[plain,1]}" | bc -l)" "$(echo "${col[sealed,2]} / ${col[plain,2]}" | bc -l)" \
+    "$(echo "${col[sealed,3]} / ${col[plain,3]}" | bc -l)" "$(echo "${col[sealed,4]} / ${col[plain,4]}" | bc -l)" \
+    "$(echo "${col[sealed,rss]} / ${col[plain,rss]}" | bc -l)"
+}
+
+table "default key (Argon2id 64 MiB, 3 passes)"
+table "cheap key (8 MiB, 1 pass): the data path" --kdf-memory 8MiB --kdf-iterations 1
