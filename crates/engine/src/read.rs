@@ -479,8 +479,29 @@ pub(crate) fn decode_spans(
             continue;
         };
         let (from, blob) = blob;
+        if let (Some(keys), Codec::Raw) = (sealing.keys(), b.codec) {
+            // Opened straight into `decoded`.
+            let at = decoded.len();
+            spans.push(
+                match keys.open_into(blob, cairn_crypto::Kind::Blob, decoded) {
+                    Err(e) => Err(BlobFault::Bad(format!("chunk {}: {e}", b.id))),
+                    Ok(()) if decoded.len() - at == b.raw_length as usize => {
+                        Ok((true, at..decoded.len()))
+                    }
+                    Ok(()) => {
+                        let got = decoded.len() - at;
+                        decoded.truncate(at);
+                        Err(BlobFault::Bad(format!(
+                            "chunk {}: {got} bytes, expected {}",
+                            b.id, b.raw_length
+                        )))
+                    }
+                },
+            );
+            continue;
+        }
         if sealing.is_sealed() {
-            // Opened first; then every blob's bytes are in `decoded`.
+            // Opened first; then its bytes are decompressed into `decoded`.
             spans.push(match sealing.open_blob(blob, b.id, &mut scratch) {
                 Err(e) => Err(BlobFault::Bad(e.to_string())),
                 Ok(plain) => match b.codec {

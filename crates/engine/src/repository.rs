@@ -802,6 +802,18 @@ impl Repository {
     /// # Errors
     /// Storage errors.
     pub async fn load_snapshots(&self, ids: &[SnapshotId]) -> Result<Vec<SnapshotInfo>> {
+        Ok(self.load_snapshots_reporting(ids).await?.0)
+    }
+
+    /// As [`Repository::load_snapshots`], also returning the manifests that
+    /// could not be read and why (`check` reports them).
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub(crate) async fn load_snapshots_reporting(
+        &self,
+        ids: &[SnapshotId],
+    ) -> Result<(Vec<SnapshotInfo>, Vec<(SnapshotId, String)>)> {
         let loaded: Vec<(SnapshotId, Result<SnapshotInfo>)> =
             futures::stream::iter(ids.iter().copied())
                 .map(|id| async move { (id, self.load_snapshot(id).await) })
@@ -809,18 +821,20 @@ impl Repository {
                 .collect()
                 .await;
         let mut out = Vec::new();
+        let mut unreadable = Vec::new();
         for (id, r) in loaded {
             match r {
                 Ok(info) => out.push(info),
                 Err(e @ (Error::Malformed { .. } | Error::NewerFormat { .. })) => {
                     tracing::warn!(object = %keys::snapshot(&id), error = %e, "skipping an unreadable snapshot manifest");
+                    unreadable.push((id, e.to_string()));
                 }
                 Err(Error::Store(cairn_store::Error::NotFound { .. })) => {} // forgotten meanwhile
                 Err(e) => return Err(e),
             }
         }
         out.sort_by(|a, b| a.snapshot.time.cmp(&b.snapshot.time).then(a.id.cmp(&b.id)));
-        Ok(out)
+        Ok((out, unreadable))
     }
 
     /// Loads and verifies one manifest.

@@ -21,7 +21,7 @@
 
 use std::sync::Arc;
 
-use cairn_crypto::{Keys, Kind, OVERHEAD};
+use cairn_crypto::{Keys, Kind, NONCE_LEN, OVERHEAD, TAG_LEN};
 use cairn_model::{ChunkHasher, ChunkId, Codec, Compression, IndexEntry, PackId, INDEX_ENTRY_LEN};
 
 /// Pack header magic.
@@ -351,6 +351,9 @@ pub struct PackWriter {
     buf: Vec<u8>,
     entries: Vec<IndexEntry>,
     keys: Option<Arc<Keys>>,
+    /// Entries written plain with room for a nonce and a tag, sealed in
+    /// place by [`PackWriter::finish`] (off the thread that pushes).
+    to_seal: Vec<usize>,
 }
 
 /// A finished pack, ready to upload.
@@ -391,6 +394,7 @@ impl PackWriter {
             buf,
             entries: Vec::new(),
             keys: None,
+            to_seal: Vec::new(),
         }
     }
 
@@ -410,9 +414,14 @@ impl PackWriter {
             None => (Codec::Raw, raw),
         };
         let offset = self.buf.len();
-        match &self.keys {
-            None => self.buf.extend_from_slice(stored),
-            Some(k) => k.seal_into(stored, Kind::Blob, &mut self.buf),
+        if self.keys.is_some() {
+            // Room for the nonce and the tag; sealed by finish.
+            self.buf.extend_from_slice(&[0u8; NONCE_LEN]);
+            self.buf.extend_from_slice(stored);
+            self.buf.extend_from_slice(&[0u8; TAG_LEN]);
+            self.to_seal.push(self.entries.len());
+        } else {
+            self.buf.extend_from_slice(stored);
         }
         self.entries.push(IndexEntry {
             id,
@@ -463,11 +472,19 @@ impl PackWriter {
     pub fn clear(&mut self) {
         self.buf.truncate(HEADER_LEN);
         self.entries.clear();
+        self.to_seal.clear();
     }
 
     /// Writes trailer and footer.
     #[must_use]
     pub fn finish(mut self) -> FinishedPack {
+        if let Some(k) = &self.keys {
+            for &i in &self.to_seal {
+                let e = &self.entries[i];
+                let at = usize::try_from(e.offset).expect("invariant: a pack fits in memory");
+                k.seal_in_place(&mut self.buf[at..at + e.length as usize], Kind::Blob);
+            }
+        }
         let trailer_offset = self.buf.len() as u64;
         match &self.keys {
             None => {

@@ -77,6 +77,9 @@ pub enum ProblemKind {
     /// A pack's size, trailer or contents disagree with its index, or it
     /// cannot be read.
     PackDamaged,
+    /// A snapshot manifest does not decode (or, encrypted, decrypt) or
+    /// does not match its id: that backup cannot be restored.
+    SnapshotUnreadable,
 }
 
 /// One problem a check found: what it is, which object, and the details.
@@ -277,7 +280,15 @@ impl Repository {
         }
 
         // What every snapshot needs.
-        let snapshots = self.snapshots().await?;
+        let ids = self.snapshot_ids().await?;
+        let (snapshots, unreadable) = self.load_snapshots_reporting(&ids).await?;
+        for (id, why) in unreadable {
+            r.errors.push(Problem {
+                kind: ProblemKind::SnapshotUnreadable,
+                object: keys::snapshot(&id),
+                detail: why,
+            });
+        }
         r.snapshots = snapshots.len();
         let unusable = |id: &ChunkId| -> Option<String> {
             let Some(locs) = view.locations.get(id) else {
