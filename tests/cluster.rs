@@ -1085,3 +1085,73 @@ fn sigint_stops_a_cluster_backup_cleanly() {
     let b = env.json(&["backup", "--qdrant", url]);
     assert_eq!(b["partial"], false);
 }
+
+/// The crash matrix of the cluster paths: `cairn backup --qdrant` killed
+/// (SIGKILL, at crash points) after its first pack, its second index file
+/// and its manifest, and `cairn restore --to-qdrant` killed after its
+/// second pack read. After each kill no snapshot file is left on the nodes
+/// and no backup but a complete one is listed; the re-runs finish, and the
+/// restored collection matches the source point for point.
+#[test]
+fn cluster_backup_and_restore_killed_mid_way_finish_on_the_re_run() {
+    use std::os::unix::process::ExitStatusExt;
+    let test = "cluster_backup_and_restore_killed_mid_way_finish_on_the_re_run";
+    let Some(src) = Qdrant::start(test, 3, None) else {
+        return;
+    };
+    let url = &src.urls[0];
+    fill_docs(url, None, 3, 2, 20_000);
+    wait_settled(&src.urls, "docs");
+    let expected = fingerprint(url, None, "docs", DIM, None);
+    let env = Env::local();
+    env.init(&["--pack-size", "1MiB"]);
+    let killed = |point: &str, args: &[&str]| {
+        let out = env
+            .cmd()
+            .env("CAIRN_CRASH_AFTER", point)
+            .args(args)
+            .output()
+            .expect("runs");
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGKILL),
+            "{point}: not killed there ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let listed = || env.json(&["snapshots"]).as_array().expect("list").len();
+    for (point, complete) in [
+        ("put:packs/:1", false),
+        ("put:index/:2", false),
+        ("put:snapshots/:1", true),
+    ] {
+        let before = listed();
+        killed(point, &["backup", "--qdrant", url]);
+        assert!(
+            src.snapshot_files().is_empty(),
+            "{point}: left on the nodes: {:?}",
+            src.snapshot_files()
+        );
+        // A backup killed before its manifest lists nothing; one killed
+        // after it is complete (and restored below as `latest`).
+        assert_eq!(listed(), before + usize::from(complete), "{point}");
+    }
+    let b = env.json(&["backup", "--qdrant", url]);
+    assert_eq!(b["partial"], false, "{b}");
+    assert!(src.snapshot_files().is_empty());
+
+    let dst = Qdrant::start(test, 1, None).expect("binary present");
+    killed(
+        "get:packs/:2",
+        &["restore", "latest", "--to-qdrant", &dst.urls[0]],
+    );
+    let r = env.json(&["restore", "latest", "--to-qdrant", &dst.urls[0]]);
+    assert!(r.to_string().contains("docs"), "{r}");
+    assert_eq!(fingerprint(&dst.urls[0], None, "docs", DIM, None), expected);
+    assert!(
+        dst.snapshot_files().is_empty(),
+        "{:?}",
+        dst.snapshot_files()
+    );
+}

@@ -2,12 +2,11 @@
 //! write or delete has landed, so a test can stop a command at an exact
 //! step instead of at a moment it hopes falls mid-way.
 //!
-//! `CAIRN_CRASH_AFTER=OP[:PREFIX]:N` arms it, where `OP` is `put`, `delete`
-//! or `any` (either), `PREFIX` limits the count to keys that start with it
+//! `CAIRN_CRASH_AFTER=OP[:PREFIX]:N` arms it, where `OP` is `put`, `delete`,
+//! `any` (either) or `get` (a whole or ranged read that returned), `PREFIX` limits the count to keys that start with it
 //! (`packs/`, `index/`, `snapshots/`…), and `N` (from 1) is which matching
 //! request it is. A command that makes fewer such requests finishes
-//! normally. Reads are never counted. Meant for crash tests; unset, nothing
-//! is wrapped.
+//! normally. Meant for crash tests; unset, nothing is wrapped.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +30,8 @@ pub enum Op {
     Delete,
     /// Writes and deletes.
     Any,
+    /// Reads (whole or ranged) that returned data.
+    Get,
 }
 
 /// A parsed `CAIRN_CRASH_AFTER` value.
@@ -60,9 +61,10 @@ impl CrashPoint {
             "put" => Op::Put,
             "delete" => Op::Delete,
             "any" => Op::Any,
+            "get" => Op::Get,
             other => {
                 return Err(format!(
-                    "{ENV}: unknown operation {other} (put, delete or any)"
+                    "{ENV}: unknown operation {other} (put, delete, any or get)"
                 ))
             }
         };
@@ -110,7 +112,7 @@ impl CrashingBackend {
     }
 
     fn landed(&self, op: Op, key: &str) {
-        if (self.point.op == Op::Any || self.point.op == op)
+        if (self.point.op == op || (self.point.op == Op::Any && op != Op::Get))
             && key.starts_with(&self.point.prefix)
             && self.seen.fetch_add(1, Ordering::SeqCst) + 1 == self.point.after
         {
@@ -133,13 +135,19 @@ impl Backend for CrashingBackend {
         self.inner.is_local()
     }
     async fn get(&self, key: &str) -> Result<Bytes> {
-        self.inner.get(key).await
+        let got = self.inner.get(key).await?;
+        self.landed(Op::Get, key);
+        Ok(got)
     }
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
-        self.inner.get_range(key, range).await
+        let got = self.inner.get_range(key, range).await?;
+        self.landed(Op::Get, key);
+        Ok(got)
     }
     async fn get_range_into(&self, key: &str, range: Range<u64>, buf: Vec<u8>) -> Result<Vec<u8>> {
-        self.inner.get_range_into(key, range, buf).await
+        let got = self.inner.get_range_into(key, range, buf).await?;
+        self.landed(Op::Get, key);
+        Ok(got)
     }
     fn get_range_blocking(
         &self,
@@ -147,7 +155,11 @@ impl Backend for CrashingBackend {
         range: Range<u64>,
         buf: Vec<u8>,
     ) -> Option<Result<Vec<u8>>> {
-        self.inner.get_range_blocking(key, range, buf)
+        let got = self.inner.get_range_blocking(key, range, buf);
+        if matches!(got, Some(Ok(_))) {
+            self.landed(Op::Get, key);
+        }
+        got
     }
     async fn put(&self, key: &str, data: Bytes, mode: WriteMode) -> Result<()> {
         self.inner.put(key, data, mode).await?;
@@ -182,6 +194,7 @@ mod tests {
             }
         );
         assert_eq!(CrashPoint::parse("any:1").unwrap().op, Op::Any);
+        assert_eq!(CrashPoint::parse("get:packs/:2").unwrap().op, Op::Get);
         assert!(CrashPoint::parse("put:0").unwrap_err().contains("from 1"));
         assert!(CrashPoint::parse("read:1").unwrap_err().contains("read"));
         assert!(CrashPoint::parse("put").is_err());
