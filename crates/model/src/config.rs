@@ -310,3 +310,45 @@ pub struct RepoConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<Encryption>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(version: u32, encryption: Option<Encryption>) -> RepoConfig {
+        RepoConfig {
+            version,
+            id: crate::RepoId([7; 32]),
+            chunker: ChunkerParams::default(),
+            compression: Compression::default(),
+            pack_size: 32 << 20,
+            created: chrono::DateTime::from_timestamp(0, 0).expect("epoch"),
+            encryption,
+        }
+    }
+
+    /// Version 3 exactly when encrypted, with the one cipher and id scheme
+    /// defined; anything else is refused, naming why.
+    #[test]
+    fn encryption_and_version_go_together() {
+        assert!(config(3, Some(Encryption::default())).validate().is_ok());
+        assert!(config(2, None).validate().is_ok());
+        let e = config(2, Some(Encryption::default())).validate().unwrap_err();
+        assert!(e.contains("cannot be encrypted"), "{e}");
+        let e = config(3, None).validate().unwrap_err();
+        assert!(e.contains("needs an encryption field"), "{e}");
+        let other = Encryption {
+            cipher: "rot13".into(),
+            ..Encryption::default()
+        };
+        let e = config(3, Some(other)).validate().unwrap_err();
+        assert!(e.contains("rot13"), "{e}");
+        // The field round-trips and is left out when absent.
+        let json = serde_json::to_string(&config(2, None)).expect("json");
+        assert!(!json.contains("encryption"));
+        let c = config(3, Some(Encryption::default()));
+        let back: RepoConfig =
+            serde_json::from_str(&serde_json::to_string(&c).expect("json")).expect("parses");
+        assert_eq!(back, c);
+    }
+}
