@@ -468,3 +468,48 @@ fn corruption_matrix_is_detected_and_named() {
     eprintln!("{}", rows.join("\n"));
     assert_eq!(rows.len(), 8);
 }
+
+/// With no password given and a terminal on standard input, cairn asks for
+/// it there (a pseudo-terminal from `script`): the right one opens the
+/// repository, a wrong one is the usual error.
+#[test]
+fn a_terminal_is_asked_for_the_password() {
+    let env = Env::local();
+    env.init(&[]);
+    let id = env.backup(&[&own_fixtures()])["snapshot"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let on_terminal = |typed: &str| {
+        let cmd = format!(
+            "'{}' --repo '{}' --json snapshots",
+            crate::support::cairn_bin(),
+            env.repo
+        );
+        let mut child = std::process::Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .env_remove("CAIRN_PASSWORD")
+            .env("CAIRN_CACHE_DIR", env.cache.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("script (util-linux) runs");
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().expect("stdin");
+            stdin
+                .write_all(format!("{typed}\n").as_bytes())
+                .expect("type");
+        }
+        child.wait_with_output().expect("wait")
+    };
+    let out = on_terminal(TEST_PASSWORD);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("password for"), "no prompt: {text}");
+    assert!(text.contains(&id), "{text}");
+    let out = on_terminal("not it");
+    assert_eq!(out.status.code(), Some(REPOSITORY_EXIT));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("wrong password"));
+}

@@ -281,7 +281,13 @@ pub async fn init(g: &GlobalArgs, a: InitArgs) -> Result<()> {
         encryption: if a.no_encryption {
             None
         } else {
-            let Some(password) = crate::repo::password(g)? else {
+            let given = match crate::repo::password(g)? {
+                Some(p) => Some(p),
+                None => {
+                    crate::repo::prompt(&format!("password for the new repository {loc}"), true)?
+                }
+            };
+            let Some(password) = given else {
                 anyhow::bail!(cairn_engine::Error::InvalidArgument(
                     "cairn init encrypts the repository: give it a password with CAIRN_PASSWORD, --password-file FILE or --password-command CMD (or --no-encryption to rely on the storage's own encryption)".into()
                 ));

@@ -58,6 +58,15 @@ impl NewPasswordArgs {
             PasswordSource::Command(c.clone())
         } else if let Some(f) = &self.new_password_file {
             PasswordSource::File(f.clone())
+        } else if std::env::var_os("CAIRN_NEW_PASSWORD").is_none() {
+            if let Some(password) = crate::repo::prompt("the new key's password", true)? {
+                return Ok(cairn_engine::NewKey {
+                    password,
+                    kdf: self.kdf.params()?,
+                    label: self.label.clone(),
+                });
+            }
+            PasswordSource::Env("CAIRN_NEW_PASSWORD".into())
         } else {
             PasswordSource::Env("CAIRN_NEW_PASSWORD".into())
         };

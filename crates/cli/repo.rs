@@ -53,11 +53,48 @@ pub fn password(g: &GlobalArgs) -> Result<Option<Password>> {
         .map_err(|e| anyhow::anyhow!(cairn_engine::Error::InvalidArgument(e.to_string())))
 }
 
-/// Opens the repository (no local state needed: the cache is rebuilt).
+/// Asks for a password on the terminal (without echo) when standard input
+/// is one; `None` otherwise. With `confirm`, asks twice.
+///
+/// # Errors
+/// An empty password, two that differ, or a terminal that cannot be read.
+pub fn prompt(what: &str, confirm: bool) -> Result<Option<Password>> {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        return Ok(None);
+    }
+    let first = Password::new(rpassword::prompt_password(format!("{what}: "))?);
+    if first.as_bytes().is_empty() {
+        bail!(cairn_engine::Error::InvalidArgument(
+            "the password is empty".into()
+        ));
+    }
+    if confirm {
+        let again = zeroize::Zeroizing::new(rpassword::prompt_password("the same again: ")?);
+        if again.as_bytes() != first.as_bytes() {
+            bail!(cairn_engine::Error::InvalidArgument(
+                "the two passwords differ".into()
+            ));
+        }
+    }
+    Ok(Some(first))
+}
+
+/// Opens the repository (no local state needed: the cache is rebuilt). An
+/// encrypted one without a password given is asked for it on a terminal.
 pub async fn open(g: &GlobalArgs) -> Result<Repository> {
     let loc = location(g)?;
     let store = cairn_engine::RepoStore::open(loc, false).map_err(cairn_engine::Error::from)?;
-    let repo = Repository::open_with(store, &cache_root(g), password(g)?.as_ref()).await?;
+    let given = password(g)?;
+    let repo = match Repository::open_with(store.clone(), &cache_root(g), given.as_ref()).await {
+        Err(e @ cairn_engine::Error::PasswordRequired { .. }) => {
+            match prompt(&format!("password for {loc}"), false)? {
+                Some(p) => Repository::open_with(store, &cache_root(g), Some(&p)).await?,
+                None => return Err(e.into()),
+            }
+        }
+        r => r?,
+    };
     Ok(match lease_override() {
         Some(d) => repo.with_lease_duration(d),
         None => repo,

@@ -333,7 +333,9 @@ mod tests {
     fn encryption_and_version_go_together() {
         assert!(config(3, Some(Encryption::default())).validate().is_ok());
         assert!(config(2, None).validate().is_ok());
-        let e = config(2, Some(Encryption::default())).validate().unwrap_err();
+        let e = config(2, Some(Encryption::default()))
+            .validate()
+            .unwrap_err();
         assert!(e.contains("cannot be encrypted"), "{e}");
         let e = config(3, None).validate().unwrap_err();
         assert!(e.contains("needs an encryption field"), "{e}");
