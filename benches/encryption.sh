@@ -25,10 +25,20 @@ trap 'rm -rf "$work"' EXIT
 head -c $((256 << 20)) /dev/urandom > "$work/random.bin"
 export CAIRN_PASSWORD="cairn bench password"
 
-now() { date +%s.%N; }
-# rss CMD...: runs it under /usr/bin/time when present; peak RSS in KiB to $work/rss.
-rss() {
-  if [ -x /usr/bin/time ]; then /usr/bin/time -f %M -o "$work/rss.one" "$@"; cat "$work/rss.one" >> "$work/rss"; else "$@"; fi
+calc() { awk "BEGIN { print $* }"; }
+# timed CMD...: runs it and prints its wall time in seconds (measured
+# around the child alone), appending its peak RSS in KiB to $work/rss
+# (getrusage, through python3: no GNU time needed).
+timed() {
+  python3 - "$work/rss" "$@" <<'PY'
+import resource, subprocess, sys, time
+t = time.monotonic()
+code = subprocess.call(sys.argv[2:], stdout=subprocess.DEVNULL)
+print(f"{time.monotonic() - t:.4f}")
+with open(sys.argv[1], "a") as f:
+    f.write(f"{resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}\n")
+sys.exit(code)
+PY
 }
 
 one_run() { # MODE KDF... -> prints "first rebackup restore bytes"
@@ -37,16 +47,14 @@ one_run() { # MODE KDF... -> prints "first rebackup restore bytes"
   rm -rf "$repo" "$cache" "$work/out"
   export CAIRN_REPOSITORY="$repo" CAIRN_CACHE_DIR="$cache"
   if [ "$mode" = plain ]; then "$cairn" -q init --no-encryption >/dev/null; else "$cairn" -q init "$@" >/dev/null; fi
-  local t0 t1 first rest=0 restore
-  t0=$(now); rss "$cairn" -q backup "$series/day0" "$work/random.bin" >/dev/null; t1=$(now)
-  first=$(echo "$t1 - $t0" | bc)
+  local first rest=0 restore t
+  first=$(timed "$cairn" -q backup "$series/day0" "$work/random.bin")
   for d in 1 2 3 4 5; do
-    t0=$(now); rss "$cairn" -q backup "$series/day$d" "$work/random.bin" >/dev/null; t1=$(now)
-    rest=$(echo "$rest + $t1 - $t0" | bc)
+    t=$(timed "$cairn" -q backup "$series/day$d" "$work/random.bin")
+    rest=$(calc "$rest + $t")
   done
   cold "$repo"
-  t0=$(now); rss "$cairn" -q restore --no-sync latest "$work/out" >/dev/null; t1=$(now)
-  restore=$(echo "$t1 - $t0" | bc)
+  restore=$(timed "$cairn" -q restore --no-sync latest "$work/out")
   echo "$first $rest $restore $(du -sb "$repo" | cut -f1)"
 }
 
@@ -65,12 +73,12 @@ table() { # LABEL KDF...
   printf '%-10s %12s %14s %12s %14s %14s\n' mode "first (s)" "re-backups (s)" "restore (s)" "stored (MiB)" "peak RSS (MiB)"
   for mode in plain sealed; do
     printf '%-10s %12.2f %14.2f %12.2f %14.1f %14.1f\n' "$mode" "${col[$mode,1]}" "${col[$mode,2]}" "${col[$mode,3]}" \
-      "$(echo "${col[$mode,4]} / 1048576" | bc -l)" "$(echo "${col[$mode,rss]} / 1024" | bc -l)"
+      "$(calc "${col[$mode,4]} / 1048576")" "$(calc "${col[$mode,rss]} / 1024")"
   done
   printf '%-10s %12.3f %14.3f %12.3f %14.3f %14.3f\n' "sealed/plain" \
-    "$(echo "${col[sealed,1]} / ${col[plain,1]}" | bc -l)" "$(echo "${col[sealed,2]} / ${col[plain,2]}" | bc -l)" \
-    "$(echo "${col[sealed,3]} / ${col[plain,3]}" | bc -l)" "$(echo "${col[sealed,4]} / ${col[plain,4]}" | bc -l)" \
-    "$(echo "${col[sealed,rss]} / ${col[plain,rss]}" | bc -l)"
+    "$(calc "${col[sealed,1]} / ${col[plain,1]}")" "$(calc "${col[sealed,2]} / ${col[plain,2]}")" \
+    "$(calc "${col[sealed,3]} / ${col[plain,3]}")" "$(calc "${col[sealed,4]} / ${col[plain,4]}")" \
+    "$(calc "${col[sealed,rss]} / ${col[plain,rss]}")"
 }
 
 table "default key (Argon2id 64 MiB, 3 passes)"
