@@ -124,19 +124,23 @@ pub fn hash_many_keyed(inputs: &[&[u8]], key: Option<&[u8; 32]>) -> Vec<Hash> {
     let mut full: Vec<&[u8; CHUNK_LEN]> = Vec::with_capacity(inputs.len());
     let mut owners: Vec<usize> = Vec::with_capacity(inputs.len());
     let mut out = vec![0u8; 32 * inputs.len()];
+    // Inputs of at most one chunk (empty ones included, even when every
+    // input is empty and the loop below runs no round) are their own root.
+    for (n, input) in inputs.iter().enumerate() {
+        if input.len() <= CHUNK_LEN {
+            short
+                .entry((input.len(), 0, true))
+                .or_default()
+                .push((n, input));
+        }
+    }
     for k in 0..most {
         full.clear();
         owners.clear();
         let start = k * CHUNK_LEN;
         for (n, input) in inputs.iter().enumerate() {
             if input.len() <= CHUNK_LEN {
-                if k == 0 {
-                    short
-                        .entry((input.len(), 0, true))
-                        .or_default()
-                        .push((n, input));
-                }
-                continue;
+                continue; // its own root: taken before this loop
             }
             if let Some(chunk) = input.get(start..start + CHUNK_LEN) {
                 full.push(chunk.try_into().expect("CHUNK_LEN bytes"));
@@ -385,6 +389,20 @@ mod tests {
                 blake3::keyed_hash(&key, input),
                 "keyed, length {}",
                 input.len()
+            );
+        }
+    }
+
+    /// Only empty inputs (no chunk round at all): each is its own root.
+    #[test]
+    fn only_empty_inputs() {
+        for n in 0..3 {
+            let inputs = vec![&[][..]; n];
+            assert_eq!(hash_many(&inputs), vec![blake3::hash(b""); n]);
+            let key = [3u8; 32];
+            assert_eq!(
+                hash_many_keyed(&inputs, Some(&key)),
+                vec![blake3::keyed_hash(&key, b""); n]
             );
         }
     }
