@@ -6,20 +6,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::support::{own_fixtures, project_dir, Env};
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for e in std::fs::read_dir(from).expect("read dir") {
-        let e = e.expect("entry");
-        let dest = to.join(e.file_name());
-        if e.file_type().expect("type").is_dir() {
-            copy_tree(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), &dest).expect("copy");
-        }
-    }
-}
+use crate::support::{copy_tree, own_fixtures, project_dir, Env};
 
 fn format_version(env: &Env) -> u64 {
     let config: Value = serde_json::from_slice(

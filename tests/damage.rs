@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use cairn_model::{IndexFile, Snapshot, SnapshotId};
 use serde_json::Value;
 
-use crate::support::{random_bytes, spawn_piped, Env};
+use crate::support::{fresh, random_bytes, spawn_piped, Env};
 
 fn listing(dir: &Path) -> BTreeSet<PathBuf> {
     crate::support::files_under(dir).into_iter().collect()
@@ -30,16 +30,6 @@ fn two_snapshots(env: &Env) -> (String, String, Vec<PathBuf>) {
         b["snapshot"].as_str().expect("id").to_string(),
         only_b,
     )
-}
-
-/// Runs cairn with a cache of its own (a machine with no local state).
-fn fresh(env: &Env, args: &[&str]) -> std::process::Output {
-    let cache = tempfile::TempDir::new().expect("tmp");
-    env.cmd()
-        .env("CAIRN_CACHE_DIR", cache.path())
-        .args(args)
-        .output()
-        .expect("run cairn")
 }
 
 #[test]

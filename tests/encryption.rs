@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::support::{own_fixtures, random_bytes, Env, CHEAP_KDF, TEST_PASSWORD};
+use crate::support::{copy_tree, fresh, own_fixtures, random_bytes, Env, CHEAP_KDF, TEST_PASSWORD};
 
 const REPOSITORY_EXIT: i32 = 3;
 
@@ -18,6 +18,15 @@ fn all_bytes(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
             (p, b)
         })
         .collect()
+}
+
+/// Asserts that a command succeeded, showing its stderr when not.
+fn succeeded(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
@@ -133,11 +142,7 @@ fn passwords_come_from_the_environment_a_file_or_a_command_and_are_never_printed
         .args(["--json", "snapshots"])
         .output()
         .expect("runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     for stream in [&out.stdout, &out.stderr] {
         assert!(
             !contains(stream, TEST_PASSWORD.as_bytes()),
@@ -152,11 +157,7 @@ fn passwords_come_from_the_environment_a_file_or_a_command_and_are_never_printed
         .arg("snapshots")
         .output()
         .expect("runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     assert!(!contains(&out.stderr, TEST_PASSWORD.as_bytes()));
     let out = env
         .cmd()
@@ -203,11 +204,7 @@ fn keys_are_added_listed_changed_and_removed() {
             .args(CHEAP_KDF)
             .output()
             .expect("runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        succeeded(&out);
         serde_json::from_slice(&out.stdout).expect("json")
     };
     let second = add("second password", "ops")["added"]
@@ -231,11 +228,7 @@ fn keys_are_added_listed_changed_and_removed() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("opened the repository with"));
     let out = with("second password", &["key", "remove", &first[..8]]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     assert_eq!(
         with(TEST_PASSWORD, &["snapshots"]).status.code(),
         Some(REPOSITORY_EXIT)
@@ -250,11 +243,7 @@ fn keys_are_added_listed_changed_and_removed() {
         .args(CHEAP_KDF)
         .output()
         .expect("runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let v: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v["removed"], second.as_str());
     assert_eq!(
@@ -265,11 +254,7 @@ fn keys_are_added_listed_changed_and_removed() {
         "third password",
         &["restore", "latest", env.path("o").to_str().expect("utf8")],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     crate::support::assert_same_tree(&own_fixtures(), &env.path("o").join("fixtures"));
 }
 
@@ -288,11 +273,7 @@ fn an_unencrypted_repository_needs_no_password() {
         .arg(own_fixtures())
         .output()
         .expect("runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let (_, err) = env.fail(&["key", "list"]);
     assert!(err.contains("not encrypted"), "{err}");
 }
@@ -322,15 +303,6 @@ fn a_flipped_byte_in_any_sealed_object_is_named() {
         err.contains("does not decrypt") || err.contains("snapshot"),
         "{err}"
     );
-}
-
-/// Every file of `from` copied under `to`.
-fn copy_tree(from: &Path, to: &Path) {
-    for rel in crate::support::files_under(from) {
-        let dst = to.join(&rel);
-        std::fs::create_dir_all(dst.parent().expect("parent")).expect("mkdir");
-        std::fs::copy(from.join(&rel), &dst).expect("copy");
-    }
 }
 
 /// The corruption matrix: in an encrypted repository holding backups A and
@@ -412,15 +384,7 @@ fn corruption_matrix_is_detected_and_named() {
                 .to_string();
             let case = format!("{damage} {}", target.display());
             // A machine with no local state, as after a disaster.
-            let fresh = |args: &[&str]| {
-                let cache = tempfile::TempDir::new().expect("tmp");
-                env.cmd()
-                    .env("CAIRN_CACHE_DIR", cache.path())
-                    .args(args)
-                    .output()
-                    .expect("runs")
-            };
-            let check = fresh(&["--json", "check", "--read-data"]);
+            let check = fresh(&env, &["--json", "check", "--read-data"]);
             let report = format!(
                 "{}{}",
                 String::from_utf8_lossy(&check.stdout),
@@ -436,7 +400,7 @@ fn corruption_matrix_is_detected_and_named() {
                 "{case}: check does not name it: {report}"
             );
             let out_a = env.path(&format!("out-a-{damage}-{}", rows.len()));
-            let r = fresh(&["restore", &a, out_a.to_str().expect("utf8")]);
+            let r = fresh(&env, &["restore", &a, out_a.to_str().expect("utf8")]);
             let restored = if r.status.success() {
                 let got = std::fs::read(out_a.join("a")).expect("restored");
                 assert!(got == data_a, "{case}: A restored different bytes");
@@ -450,7 +414,7 @@ fn corruption_matrix_is_detected_and_named() {
                 "refused, naming it"
             };
             let out_b = env.path(&format!("out-b-{damage}-{}", rows.len()));
-            let r = fresh(&["restore", &b, out_b.to_str().expect("utf8")]);
+            let r = fresh(&env, &["restore", &b, out_b.to_str().expect("utf8")]);
             assert!(
                 r.status.success(),
                 "{case}: B: {}",

@@ -548,6 +548,26 @@ impl Env {
     }
 }
 
+/// Runs cairn with a cache of its own (a machine with no local state).
+pub fn fresh(env: &Env, args: &[&str]) -> Output {
+    let cache = TempDir::new().expect("tmp");
+    env.cmd()
+        .env("CAIRN_CACHE_DIR", cache.path())
+        .args(args)
+        .output()
+        .expect("run cairn")
+}
+
+/// Every file under `from` copied to the same place under `to`.
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for rel in files_under(from) {
+        let dst = to.join(&rel);
+        std::fs::create_dir_all(dst.parent().expect("parent")).expect("mkdir");
+        std::fs::copy(from.join(&rel), &dst).expect("copy");
+    }
+}
+
 /// Every regular file under `dir`, relative, sorted.
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();

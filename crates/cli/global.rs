@@ -28,7 +28,7 @@ pub struct GlobalArgs {
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// Read the repository password from the first line of FILE (default:
-    /// the CAIRN_PASSWORD environment variable).
+    /// the CAIRN_PASSWORD environment variable, else asked on the terminal).
     #[arg(long, global = true, value_name = "FILE", env = "CAIRN_PASSWORD_FILE")]
     pub password_file: Option<PathBuf>,
     /// Run CMD (with sh -c) and use the first line it prints as the

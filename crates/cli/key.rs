@@ -35,11 +35,14 @@ impl KdfArgs {
     }
 }
 
+/// The environment variable a new key's password may come from.
+const NEW_PASSWORD_ENV: &str = "CAIRN_NEW_PASSWORD";
+
 /// Where a new key's password comes from.
 #[derive(Debug, clap::Args)]
 pub struct NewPasswordArgs {
     /// Read the new password from the first line of FILE (default: the
-    /// CAIRN_NEW_PASSWORD environment variable).
+    /// CAIRN_NEW_PASSWORD environment variable, else asked on the terminal).
     #[arg(long, value_name = "FILE")]
     new_password_file: Option<PathBuf>,
     /// Run CMD (sh -c) and use the first line it prints as the new password.
@@ -54,27 +57,20 @@ pub struct NewPasswordArgs {
 
 impl NewPasswordArgs {
     fn new_key(&self) -> Result<cairn_engine::NewKey> {
-        let source = if let Some(c) = &self.new_password_command {
-            PasswordSource::Command(c.clone())
-        } else if let Some(f) = &self.new_password_file {
-            PasswordSource::File(f.clone())
-        } else if std::env::var_os("CAIRN_NEW_PASSWORD").is_none() {
-            if let Some(password) = crate::repo::prompt("the new key's password", true)? {
-                return Ok(cairn_engine::NewKey {
-                    password,
-                    kdf: self.kdf.params()?,
-                    label: self.label.clone(),
-                });
-            }
-            PasswordSource::Env("CAIRN_NEW_PASSWORD".into())
-        } else {
-            PasswordSource::Env("CAIRN_NEW_PASSWORD".into())
-        };
-        let password: Password = source
-            .read()
-            .map_err(|e| cairn_engine::Error::InvalidArgument(format!(
-                "the new key's password: {e} (give --new-password-file, --new-password-command or CAIRN_NEW_PASSWORD)"
-            )))?;
+        let given = crate::repo::password_source(
+            self.new_password_command.as_deref(),
+            self.new_password_file.as_deref(),
+            NEW_PASSWORD_ENV,
+        );
+        let password: Password = match given {
+            Some(source) => Some(source.read()),
+            None => crate::repo::prompt("the new key's password", true)?.map(Ok),
+        }
+        // Neither given nor a terminal: reading the unset variable says so.
+        .unwrap_or_else(|| PasswordSource::Env(NEW_PASSWORD_ENV.into()).read())
+        .map_err(|e| cairn_engine::Error::InvalidArgument(format!(
+            "the new key's password: {e} (give --new-password-file, --new-password-command or {NEW_PASSWORD_ENV})"
+        )))?;
         Ok(cairn_engine::NewKey {
             password,
             kdf: self.kdf.params()?,

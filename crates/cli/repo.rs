@@ -27,16 +27,20 @@ pub fn cache_root(g: &GlobalArgs) -> PathBuf {
         .unwrap_or_else(|| std::env::temp_dir().join("cairn-cache"))
 }
 
-/// Where the repository password comes from: `--password-command`,
-/// `--password-file`, or `CAIRN_PASSWORD` when set; `None` otherwise.
-pub fn password_source(g: &GlobalArgs) -> Option<PasswordSource> {
-    if let Some(c) = &g.password_command {
-        return Some(PasswordSource::Command(c.clone()));
+/// Where a password comes from: a command, else a file, else the
+/// environment variable `env` when it is set; `None` otherwise.
+pub fn password_source(
+    command: Option<&str>,
+    file: Option<&std::path::Path>,
+    env: &str,
+) -> Option<PasswordSource> {
+    if let Some(c) = command {
+        return Some(PasswordSource::Command(c.to_string()));
     }
-    if let Some(f) = &g.password_file {
-        return Some(PasswordSource::File(f.clone()));
+    if let Some(f) = file {
+        return Some(PasswordSource::File(f.to_path_buf()));
     }
-    std::env::var_os(PASSWORD_ENV).map(|_| PasswordSource::Env(PASSWORD_ENV.into()))
+    std::env::var_os(env).map(|_| PasswordSource::Env(env.into()))
 }
 
 /// The environment variable that holds the repository password.
@@ -47,10 +51,14 @@ pub const PASSWORD_ENV: &str = "CAIRN_PASSWORD";
 /// # Errors
 /// A source that cannot be read (named; the password never is).
 pub fn password(g: &GlobalArgs) -> Result<Option<Password>> {
-    password_source(g)
-        .map(|s| s.read())
-        .transpose()
-        .map_err(|e| anyhow::anyhow!(cairn_engine::Error::InvalidArgument(e.to_string())))
+    password_source(
+        g.password_command.as_deref(),
+        g.password_file.as_deref(),
+        PASSWORD_ENV,
+    )
+    .map(|s| s.read())
+    .transpose()
+    .map_err(|e| anyhow::anyhow!(cairn_engine::Error::InvalidArgument(e.to_string())))
 }
 
 /// Asks for a password on the terminal (without echo) when standard input

@@ -479,51 +479,38 @@ pub(crate) fn decode_spans(
             continue;
         };
         let (from, blob) = blob;
-        if let (Some(keys), Codec::Raw) = (sealing.keys(), b.codec) {
-            // Opened straight into `decoded`.
+        if let Some(keys) = sealing.keys() {
+            // A raw blob opens straight into `decoded`; a compressed one
+            // into `scratch`, then decompresses into `decoded`.
             let at = decoded.len();
-            spans.push(
-                match keys.open_into(blob, cairn_crypto::Kind::Blob, decoded) {
-                    Err(e) => Err(BlobFault::Bad(format!("chunk {}: {e}", b.id))),
-                    Ok(()) if decoded.len() - at == b.raw_length as usize => {
-                        Ok((true, at..decoded.len()))
-                    }
-                    Ok(()) => {
+            let opened = match b.codec {
+                Codec::Raw => keys
+                    .open_into(blob, cairn_crypto::Kind::Blob, decoded)
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| {
                         let got = decoded.len() - at;
-                        decoded.truncate(at);
-                        Err(BlobFault::Bad(format!(
-                            "chunk {}: {got} bytes, expected {}",
-                            b.id, b.raw_length
-                        )))
-                    }
-                },
+                        (got == b.raw_length as usize)
+                            .then_some(())
+                            .ok_or_else(|| format!("{got} bytes, expected {}", b.raw_length))
+                    }),
+                Codec::Zstd => {
+                    scratch.clear();
+                    keys.open_into(blob, cairn_crypto::Kind::Blob, &mut scratch)
+                        .map_err(|e| e.to_string())
+                        .and_then(|()| {
+                            cairn_pack::decompress_into(&scratch, b.raw_length, decoded)
+                                .map_err(|e| e.to_string())
+                        })
+                }
+            };
+            if opened.is_err() {
+                decoded.truncate(at);
+            }
+            spans.push(
+                opened
+                    .map(|()| (true, at..decoded.len()))
+                    .map_err(|e| BlobFault::Bad(format!("chunk {}: {e}", b.id))),
             );
-            continue;
-        }
-        if sealing.is_sealed() {
-            // Opened first; then its bytes are decompressed into `decoded`.
-            spans.push(match sealing.open_blob(blob, b.id, &mut scratch) {
-                Err(e) => Err(BlobFault::Bad(e.to_string())),
-                Ok(plain) => match b.codec {
-                    Codec::Raw if plain.len() == b.raw_length as usize => {
-                        let at = decoded.len();
-                        decoded.extend_from_slice(plain);
-                        Ok((true, at..decoded.len()))
-                    }
-                    Codec::Raw => Err(BlobFault::Bad(format!(
-                        "chunk {}: {} bytes, expected {}",
-                        b.id,
-                        plain.len(),
-                        b.raw_length
-                    ))),
-                    Codec::Zstd => {
-                        let at = decoded.len();
-                        cairn_pack::decompress_into(plain, b.raw_length, decoded)
-                            .map(|()| (true, at..decoded.len()))
-                            .map_err(|e| BlobFault::Bad(format!("chunk {}: {e}", b.id)))
-                    }
-                },
-            });
             continue;
         }
         spans.push(match b.codec {

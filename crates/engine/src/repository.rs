@@ -155,9 +155,16 @@ pub struct Repository {
     pub(crate) lease_duration: std::time::Duration,
     /// How blobs are sealed and chunks named (plain when unencrypted).
     pub(crate) sealing: cairn_pack::Sealing,
-    /// The master key and the name of the key object that opened it
-    /// (encrypted repositories).
-    unlocked: Option<Arc<(cairn_crypto::MasterKey, String)>>,
+    /// How an encrypted repository was opened.
+    unlocked: Option<Arc<Unlocked>>,
+}
+
+/// The master key of an encrypted repository and the key object that
+/// opened it.
+#[derive(Debug)]
+struct Unlocked {
+    master: cairn_crypto::MasterKey,
+    key_name: String,
 }
 
 const INDEX_FETCH_CONCURRENCY: usize = 16;
@@ -194,24 +201,6 @@ pub struct KeyInfo {
     pub current: bool,
 }
 
-fn not_encrypted(location: &str) -> Error {
-    Error::Key(format!(
-        "{location} is not encrypted: it has no keys (its data is protected only by the storage's own encryption)"
-    ))
-}
-
-fn hostname() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/etc/hostname")
-                .ok()
-                .map(|h| h.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into())
-}
-
 /// Wraps `master` under `new` and writes it as a new key object; its name.
 async fn write_key(
     store: &RepoStore,
@@ -220,7 +209,13 @@ async fn write_key(
 ) -> Result<String> {
     let (master, new) = (master.clone(), new.clone());
     let file = tokio::task::spawn_blocking(move || {
-        cairn_crypto::KeyFile::wrap(&master, &new.password, new.kdf, &hostname(), &new.label)
+        cairn_crypto::KeyFile::wrap(
+            &master,
+            &new.password,
+            new.kdf,
+            &crate::host::hostname(),
+            &new.label,
+        )
     })
     .await
     .expect("invariant: key wrapping does not panic")
@@ -232,36 +227,41 @@ async fn write_key(
     Ok(name)
 }
 
+/// Every key object that parses, by name; one that does not is named in a
+/// warning and skipped.
+async fn key_files(store: &RepoStore) -> Result<Vec<(String, cairn_crypto::KeyFile)>> {
+    let mut out = Vec::new();
+    for l in store.list(keys::KEY_DIR).await? {
+        let bytes = store.get(&keys::key(&l.name)).await?;
+        match cairn_crypto::KeyFile::parse(&bytes) {
+            Ok(f) => out.push((l.name, f)),
+            Err(e) => {
+                tracing::warn!(key = %l.name, error = %e, "skipping a key object that does not parse")
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The master key the first key object that `password` opens holds, and
 /// that object's name.
-async fn unlock(
-    store: &RepoStore,
-    password: &cairn_crypto::Password,
-) -> Result<(cairn_crypto::MasterKey, String)> {
-    let listed = store.list(keys::KEY_DIR).await?;
-    if listed.is_empty() {
+async fn unlock(store: &RepoStore, password: &cairn_crypto::Password) -> Result<Unlocked> {
+    let files = key_files(store).await?;
+    if files.is_empty() {
         return Err(malformed(
             "keys/",
-            "an encrypted repository without any key object",
+            "an encrypted repository without any key object that parses",
         ));
     }
-    for l in listed {
-        let bytes = store.get(&keys::key(&l.name)).await?;
-        let file = match cairn_crypto::KeyFile::parse(&bytes) {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::warn!(key = %l.name, error = %e, "skipping a key object that does not parse");
-                continue;
-            }
-        };
+    for (key_name, file) in files {
         let pw = password.clone();
         let opened = tokio::task::spawn_blocking(move || file.unwrap(&pw))
             .await
             .expect("invariant: key unwrapping does not panic");
         match opened {
-            Ok(master) => return Ok((master, l.name)),
+            Ok(master) => return Ok(Unlocked { master, key_name }),
             Err(cairn_crypto::Error::WrongPassword) => {}
-            Err(e) => tracing::warn!(key = %l.name, error = %e, "skipping a key object"),
+            Err(e) => tracing::warn!(key = %key_name, error = %e, "skipping a key object"),
         }
     }
     Err(Error::WrongPassword {
@@ -319,35 +319,35 @@ impl Repository {
             None => None,
             Some(k) => {
                 let master = cairn_crypto::MasterKey::generate();
-                let name = write_key(&store, &master, k).await?;
-                Some(Arc::new((master, name)))
+                let key_name = write_key(&store, &master, k).await?;
+                Some(Arc::new(Unlocked { master, key_name }))
             }
         };
         let json = serde_json::to_vec_pretty(&config).expect("invariant: config serializes");
         match store.put_new(keys::CONFIG, Bytes::from(json)).await {
             Err(cairn_store::Error::AlreadyExists { .. }) => {
                 if let Some(u) = &unlocked {
-                    let _ = store.delete(&keys::key(&u.1)).await;
+                    let _ = store.delete(&keys::key(&u.key_name)).await;
                 }
                 Err(Error::AlreadyInitialized {
                     location: store.location().to_string(),
                 })
             }
             Err(e) => Err(e.into()),
-            Ok(()) => Ok(Self::with_keys(store, config, cache_root, unlocked)),
+            Ok(()) => Ok(Self::from_parts(store, config, cache_root, unlocked)),
         }
     }
 
-    fn with_keys(
+    fn from_parts(
         store: RepoStore,
         config: RepoConfig,
         cache_root: &Path,
-        unlocked: Option<Arc<(cairn_crypto::MasterKey, String)>>,
+        unlocked: Option<Arc<Unlocked>>,
     ) -> Self {
         let (store, sealing) = match &unlocked {
             None => (store, cairn_pack::Sealing::plain()),
             Some(u) => {
-                let keys = Arc::new(cairn_crypto::Keys::new(&u.0));
+                let keys = Arc::new(cairn_crypto::Keys::new(&u.master));
                 (
                     RepoStore::from_backend(Arc::new(cairn_store::sealed::SealedBackend::new(
                         store.backend(),
@@ -429,7 +429,7 @@ impl Repository {
             }
             (Some(_), Some(pw)) => Some(Arc::new(unlock(&store, pw).await?)),
         };
-        Ok(Self::with_keys(store, config, cache_root, unlocked))
+        Ok(Self::from_parts(store, config, cache_root, unlocked))
     }
 
     /// True when the repository is encrypted.
@@ -438,31 +438,35 @@ impl Repository {
         self.unlocked.is_some()
     }
 
+    /// How the repository was opened, or [`Error::Key`] when it is not
+    /// encrypted.
+    fn unlocked(&self) -> Result<&Unlocked> {
+        self.unlocked.as_deref().ok_or_else(|| {
+            Error::Key(format!(
+                "{} is not encrypted: it has no keys (its data is protected only by the storage's own encryption)",
+                self.location()
+            ))
+        })
+    }
+
     /// The key objects (`key list`): name, label, host, creation time, and
     /// whether it is the one that opened the repository.
     ///
     /// # Errors
     /// [`Error::Key`] for a repository without encryption; storage errors.
     pub async fn keys(&self) -> Result<Vec<KeyInfo>> {
-        let Some(u) = &self.unlocked else {
-            return Err(not_encrypted(self.location()));
-        };
-        let mut out = Vec::new();
-        for l in self.store.list(keys::KEY_DIR).await? {
-            let bytes = self.store.get(&keys::key(&l.name)).await?;
-            match cairn_crypto::KeyFile::parse(&bytes) {
-                Ok(k) => out.push(KeyInfo {
-                    current: l.name == u.1,
-                    name: l.name,
-                    label: k.label,
-                    host: k.host,
-                    created: k.created,
-                }),
-                Err(e) => {
-                    tracing::warn!(key = %l.name, error = %e, "skipping a key object that does not parse")
-                }
-            }
-        }
+        let u = self.unlocked()?;
+        let mut out: Vec<KeyInfo> = key_files(&self.store)
+            .await?
+            .into_iter()
+            .map(|(name, k)| KeyInfo {
+                current: name == u.key_name,
+                name,
+                label: k.label,
+                host: k.host,
+                created: k.created,
+            })
+            .collect();
         out.sort_by(|a, b| a.created.cmp(&b.created).then(a.name.cmp(&b.name)));
         Ok(out)
     }
@@ -472,10 +476,7 @@ impl Repository {
     /// # Errors
     /// [`Error::Key`] for a repository without encryption; storage errors.
     pub async fn add_key(&self, new: &NewKey) -> Result<String> {
-        let Some(u) = &self.unlocked else {
-            return Err(not_encrypted(self.location()));
-        };
-        write_key(&self.store, &u.0, new).await
+        write_key(&self.store, &self.unlocked()?.master, new).await
     }
 
     /// Removes the key object `name` (a unique prefix of it will do). The
@@ -485,9 +486,7 @@ impl Repository {
     /// [`Error::Key`] for an unknown or ambiguous name, the current key, or
     /// a repository without encryption; storage errors.
     pub async fn remove_key(&self, name: &str) -> Result<String> {
-        let Some(u) = &self.unlocked else {
-            return Err(not_encrypted(self.location()));
-        };
+        let u = self.unlocked()?;
         let all = self.store.list(keys::KEY_DIR).await?;
         let matching: Vec<&str> = all
             .iter()
@@ -503,7 +502,7 @@ impl Repository {
                 )))
             }
         };
-        if full == u.1 {
+        if full == u.key_name {
             return Err(Error::Key(format!(
                 "key {full} is the one this command opened the repository with; open it with another key's password to remove this one (or use key passwd)"
             )));
@@ -519,12 +518,10 @@ impl Repository {
     /// # Errors
     /// As [`Repository::add_key`].
     pub async fn change_password(&self, new: &NewKey) -> Result<(String, String)> {
-        let Some(u) = &self.unlocked else {
-            return Err(not_encrypted(self.location()));
-        };
-        let name = write_key(&self.store, &u.0, new).await?;
-        self.store.delete(&keys::key(&u.1)).await?;
-        Ok((u.1.clone(), name))
+        let u = self.unlocked()?;
+        let name = write_key(&self.store, &u.master, new).await?;
+        self.store.delete(&keys::key(&u.key_name)).await?;
+        Ok((u.key_name.clone(), name))
     }
 
     /// Sets how long this process's leases (the markers of running backups

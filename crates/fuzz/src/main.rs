@@ -22,37 +22,53 @@ use cairn_fuzz::{corpus, fuzz, Tracking, ALLOCATION_LIMIT, TARGETS};
 #[global_allocator]
 static ALLOC: Tracking = Tracking;
 
-fn value(args: &[String], flag: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == flag)
-        .and_then(|i| args.get(i + 1).cloned())
+#[derive(clap::Parser)]
+#[command(about = "Fuzz Cairn's parsers, or write their seed corpus")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Fuzz targets (all by default) from the corpus.
+    Run {
+        /// Targets to run.
+        targets: Vec<String>,
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Seed of the mutations.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// The corpus directory.
+        #[arg(long, default_value = "fuzz/corpus")]
+        corpus: PathBuf,
+    },
+    /// Write the seed corpus.
+    Seed {
+        /// The corpus directory.
+        #[arg(long, default_value = "fuzz/corpus")]
+        corpus: PathBuf,
+        /// Recorded Qdrant API answers (JSON) to take answers from.
+        #[arg(long, num_args = 1.., default_value = "../shared/fixtures/qdrant-api/cluster-3-nodes.json")]
+        api: Vec<PathBuf>,
+    },
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let dir = PathBuf::from(value(&args, "--corpus").unwrap_or_else(|| "fuzz/corpus".into()));
-    match args.first().map(String::as_str) {
-        Some("seed") => seed(&dir, &args),
-        Some("run") => std::process::exit(run(&dir, &args)),
-        _ => {
-            eprintln!("usage: cairn-fuzz run [TARGET…] [--seconds N] [--seed S] [--corpus DIR] | cairn-fuzz seed [--corpus DIR] [--api FILE…]");
-            std::process::exit(2);
-        }
+    match <Cli as clap::Parser>::parse().command {
+        Command::Seed { corpus, api } => seed(&corpus, &api),
+        Command::Run {
+            targets,
+            seconds,
+            seed,
+            corpus,
+        } => std::process::exit(run(&corpus, &targets, seconds, seed)),
     }
 }
 
-fn run(dir: &Path, args: &[String]) -> i32 {
-    let seconds: u64 = value(args, "--seconds")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(60);
-    let seed: u64 = value(args, "--seed")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
-    let named: Vec<&str> = args[1..]
-        .iter()
-        .take_while(|a| !a.starts_with("--"))
-        .map(String::as_str)
-        .collect();
+fn run(dir: &Path, named: &[String], seconds: u64, seed: u64) -> i32 {
     let mut failed = false;
     println!(
         "{:<11} {:>11} {:>10} {:>7} {:>14}",
@@ -60,7 +76,7 @@ fn run(dir: &Path, args: &[String]) -> i32 {
     );
     for t in TARGETS
         .iter()
-        .filter(|t| named.is_empty() || named.contains(&t.name))
+        .filter(|t| named.is_empty() || named.iter().any(|n| n == t.name))
     {
         let inputs: Vec<Vec<u8>> = corpus(dir, t.name)
             .unwrap_or_default()
@@ -85,20 +101,30 @@ fn run(dir: &Path, args: &[String]) -> i32 {
             out.largest as f64 / 1_048_576.0
         );
         let failures = Path::new("fuzz/failures").join(t.name);
-        for (i, (input, msg)) in out.panics.iter().enumerate().take(20) {
-            failed = true;
-            let _ = std::fs::create_dir_all(&failures);
-            let _ = std::fs::write(failures.join(format!("panic-{i}")), input);
-            eprintln!("  {}: panic: {msg}", t.name);
-        }
-        for (i, (input, big)) in out.allocations.iter().enumerate().take(20) {
-            failed = true;
-            let _ = std::fs::create_dir_all(&failures);
-            let _ = std::fs::write(failures.join(format!("alloc-{i}")), input);
-            eprintln!(
-                "  {}: allocated {big} bytes at once (limit {ALLOCATION_LIMIT})",
-                t.name
+        let found = out
+            .panics
+            .iter()
+            .take(20)
+            .enumerate()
+            .map(|(i, (input, msg))| (format!("panic-{i}"), input, format!("panic: {msg}")))
+            .chain(
+                out.allocations
+                    .iter()
+                    .take(20)
+                    .enumerate()
+                    .map(|(i, (input, big))| {
+                        (
+                            format!("alloc-{i}"),
+                            input,
+                            format!("allocated {big} bytes at once (limit {ALLOCATION_LIMIT})"),
+                        )
+                    }),
             );
+        for (name, input, what) in found {
+            failed = true;
+            let _ = std::fs::create_dir_all(&failures);
+            let _ = std::fs::write(failures.join(name), input);
+            eprintln!("  {}: {what}", t.name);
         }
     }
     i32::from(failed)
@@ -118,7 +144,7 @@ const PLAN: &str = r#"{"host":"db-1","condemned_packs":["e7c028dbbe8d8bd3cde966a
 
 const LEASE: &str = r#"{"kind":"backup","host":"db-1","pid":4242,"started":"2026-11-25T04:00:00Z","lease_secs":900}"#;
 
-fn seed(dir: &Path, args: &[String]) {
+fn seed(dir: &Path, api_files: &[PathBuf]) {
     use cairn_model::{Compression, IndexFile, IndexGroup};
     let sealing = cairn_pack::Sealing::with_keys(Arc::new(cairn_crypto::Keys::new(
         &cairn_crypto::MasterKey::generate(),
@@ -190,20 +216,10 @@ fn seed(dir: &Path, args: &[String]) {
     let snap = std::fs::read("tests/fixtures/shard0-node0-day0.snapshot").expect("fixture");
     write(dir, "tar", "shard-head", &snap[..64 << 10]);
     write(dir, "tar", "shard-tail", &snap[snap.len() - (16 << 10)..]);
-    let mut api_files: Vec<String> = args
-        .iter()
-        .skip_while(|a| *a != "--api")
-        .skip(1)
-        .take_while(|a| !a.starts_with("--"))
-        .cloned()
-        .collect();
-    if api_files.is_empty() {
-        api_files.push("../shared/fixtures/qdrant-api/cluster-3-nodes.json".into());
-    }
     let mut n = 0;
     for f in api_files {
         let Ok(text) = std::fs::read(&f) else {
-            eprintln!("skipping {f}: unreadable");
+            eprintln!("skipping {}: unreadable", f.display());
             continue;
         };
         let v: serde_json::Value = serde_json::from_slice(&text).expect("recorded API JSON");

@@ -33,6 +33,11 @@ pub const PACK_VERSION: u16 = 1;
 /// Pack layout version of sealed packs (encrypted repositories).
 pub const PACK_VERSION_SEALED: u16 = 2;
 
+/// Header length.
+pub const HEADER_LEN: usize = 16;
+/// Footer length.
+pub const FOOTER_LEN: usize = 56;
+
 /// How a repository seals blobs and names chunks: plainly, or with its
 /// keys (sealed blobs and trailers, keyed chunk ids).
 #[derive(Debug, Clone, Default)]
@@ -117,10 +122,6 @@ impl Sealing {
         u64::from(n) * INDEX_ENTRY_LEN as u64 + if self.is_sealed() { OVERHEAD as u64 } else { 0 }
     }
 }
-/// Header length.
-pub const HEADER_LEN: usize = 16;
-/// Footer length.
-pub const FOOTER_LEN: usize = 56;
 
 /// Pack encoding and decoding errors.
 #[derive(Debug, thiserror::Error)]
