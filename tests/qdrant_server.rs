@@ -8,7 +8,6 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cairn_qdrant::{Client, ClientOptions};
@@ -39,13 +38,6 @@ pub fn qdrant_1_17(test: &str) -> Option<String> {
         crate::support::skip(test, "no Qdrant 1.17 server at ../shared/bin/qdrant-1.17");
         None
     }
-}
-
-/// Port bases handed out in this process; each cluster takes 100 ports.
-static NEXT_BASE: AtomicUsize = AtomicUsize::new(0);
-
-fn ports_free(base: u16, nodes: u16) -> bool {
-    (0..nodes).all(|i| (0..3).all(|k| TcpListener::bind(("127.0.0.1", base + 10 * i + k)).is_ok()))
 }
 
 /// Real Qdrant nodes on loopback, stopped on drop.
@@ -87,15 +79,8 @@ impl Qdrant {
     ) -> Option<Self> {
         let script = qdrant_up(test)?;
         let dir = TempDir::new().expect("tempdir");
-        let mut base;
-        loop {
-            let n = NEXT_BASE.fetch_add(1, Ordering::Relaxed);
-            let offset = ((std::process::id() as usize % 50) * 400 + n * 100) % 40000;
-            base = u16::try_from(20000 + offset).expect("port base");
-            if ports_free(base, nodes) {
-                break;
-            }
-        }
+        // Node i listens on base + 10 i + {0, 1, 2} (qdrant-up.sh).
+        let base = crate::support::reserve_ports(10 * nodes);
         let mut cmd = Command::new("bash");
         cmd.arg(&script)
             .arg(dir.path())

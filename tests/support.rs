@@ -101,13 +101,13 @@ impl Moto {
             server.display()
         );
         let port = free_port();
-        let child = Command::new(&server)
+        let mut child = Command::new(&server)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", server.display()));
-        wait_for_port(port, "moto");
+        wait_for_port(&mut child, port, "moto");
         Self {
             _child: KillOnDrop(child),
             endpoint: format!("http://127.0.0.1:{port}"),
@@ -150,7 +150,7 @@ impl Azurite {
         );
         let port = free_port();
         let data = TempDir::new().expect("tempdir");
-        let child = Command::new(&server)
+        let mut child = Command::new(&server)
             .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
             .arg("--location")
             .arg(data.path())
@@ -159,7 +159,7 @@ impl Azurite {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", server.display()));
-        wait_for_port(port, "Azurite");
+        wait_for_port(&mut child, port, "Azurite");
         Self {
             _child: KillOnDrop(child),
             endpoint: format!("http://127.0.0.1:{port}"),
@@ -285,17 +285,48 @@ pub fn missing_bucket_is_named(env: &Env, location: &str) {
     assert!(!err.contains("config not found"), "{err}");
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("free port")
-        .local_addr()
-        .expect("addr")
-        .port()
+/// Loopback ports handed out in this process, in blocks.
+static NEXT_PORTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// The first of `n` consecutive loopback ports for test servers, all free
+/// when chosen. They lie below the kernel's ephemeral range (32768 and up
+/// on Linux), so no client connection can take one between the choice and
+/// the server binding it, and this process never hands out a port twice
+/// while it has others left (a server another test started on a port
+/// chosen by the OS was the race this replaces).
+pub fn reserve_ports(n: u16) -> u16 {
+    const LOW: u32 = 20000;
+    const SPAN: u32 = 12000;
+    let start = (std::process::id() % 97) * 120;
+    for _ in 0..SPAN {
+        let k = NEXT_PORTS.fetch_add(u32::from(n), std::sync::atomic::Ordering::Relaxed);
+        let offset = (start + k) % SPAN;
+        if offset + u32::from(n) > SPAN {
+            continue;
+        }
+        let base = u16::try_from(LOW + offset).expect("port");
+        if (0..n).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no {n} free consecutive loopback ports between {LOW} and {}", LOW + SPAN);
 }
 
-fn wait_for_port(port: u16, what: &str) {
+fn free_port() -> u16 {
+    reserve_ports(1)
+}
+
+/// Waits until `child` listens on `port`; fails at once, naming it, if the
+/// child exits first.
+fn wait_for_port(child: &mut Child, port: u16, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited ({status}) before listening on port {port}");
+        }
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
         assert!(
             Instant::now() < deadline,
             "{what} did not start listening on port {port}"
@@ -327,8 +358,9 @@ impl FakeGcs {
         for b in buckets {
             std::fs::create_dir_all(seed.join(b)).expect("bucket dir");
         }
-        let (up, port) = (free_port(), free_port());
-        let emulator = Command::new(&server)
+        let up = reserve_ports(2);
+        let port = up + 1;
+        let mut emulator = Command::new(&server)
             .args([
                 "-scheme",
                 "http",
@@ -345,15 +377,15 @@ impl FakeGcs {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", server.display()));
-        let proxy = Command::new("python3")
+        let mut proxy = Command::new("python3")
             .arg(project_dir().join("tests/gcs-xml-proxy.py"))
             .args([port.to_string(), up.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("python3 runs tests/gcs-xml-proxy.py");
-        wait_for_port(up, "fake-gcs-server");
-        wait_for_port(port, "the GCS proxy");
+        wait_for_port(&mut emulator, up, "fake-gcs-server");
+        wait_for_port(&mut proxy, port, "the GCS proxy");
         let endpoint = format!("http://127.0.0.1:{port}");
         // object_store takes a GCS endpoint only from a service-account
         // file; disable_oauth skips tokens (the emulator checks none).
