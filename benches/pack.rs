@@ -1,11 +1,14 @@
-//! Pack encode (compress + frame) and decode (decompress + verify) in MiB/s.
+//! Pack encode (compress + frame, sealed or not) and decode (open +
+//! decompress + verify) in MiB/s.
 #![allow(missing_docs)] // criterion's macros define undocumented items
 
 mod data;
 
 use cairn_chunk::Chunker;
-use cairn_model::{ChunkId, ChunkerParams, Compression};
-use cairn_pack::{compress, decode_blob, read_entries, PackWriter};
+use std::sync::Arc;
+
+use cairn_model::{ChunkerParams, Compression};
+use cairn_pack::{compress, decode_blob, read_entries, PackWriter, Sealing};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 fn pack(c: &mut Criterion) {
@@ -24,42 +27,43 @@ fn pack(c: &mut Criterion) {
     let mut g = c.benchmark_group(format!("pack/{name}"));
     g.throughput(Throughput::Bytes(bytes.len() as u64));
     g.sample_size(10);
-    for level in [0, 1, 3] {
-        let comp = Compression {
-            zstd_level: level,
-            ..Compression::default()
-        };
-        g.bench_function(format!("encode zstd {level}"), |b| {
-            b.iter(|| {
-                let mut w = PackWriter::new();
+    let sealed = Sealing::with_keys(Arc::new(cairn_crypto::Keys::full(
+        &cairn_crypto::MasterKey::generate(),
+    )));
+    for (mode, sealing) in [("plain", Sealing::plain()), ("sealed", sealed)] {
+        for level in [0, 1, 3] {
+            let comp = Compression {
+                zstd_level: level,
+                ..Compression::default()
+            };
+            let write = || {
+                let mut w = PackWriter::new().sealed(&sealing);
                 for ch in &chunks {
                     let z = compress(ch, comp);
-                    w.push(ChunkId::of(ch), ch, z.as_deref());
+                    w.push(sealing.ids().id(ch), ch, z.as_deref());
                 }
-                w.finish().bytes.len()
-            })
-        });
-        let mut w = PackWriter::new();
-        for ch in &chunks {
-            let z = compress(ch, comp);
-            w.push(ChunkId::of(ch), ch, z.as_deref());
+                w.finish()
+            };
+            g.bench_function(format!("encode {mode} zstd {level}"), |b| {
+                b.iter(|| write().bytes.len())
+            });
+            let p = write();
+            g.bench_function(format!("decode+verify {mode} zstd {level}"), |b| {
+                b.iter(|| {
+                    let entries = read_entries(&sealing, &p.bytes).expect("valid");
+                    entries
+                        .iter()
+                        .map(|e| {
+                            let s = &p.bytes
+                                [e.offset as usize..(e.offset + u64::from(e.length)) as usize];
+                            decode_blob(&sealing, s, e.id, e.codec, e.raw_length)
+                                .expect("valid")
+                                .len()
+                        })
+                        .sum::<usize>()
+                })
+            });
         }
-        let p = w.finish();
-        g.bench_function(format!("decode+verify zstd {level}"), |b| {
-            b.iter(|| {
-                let entries = read_entries(&p.bytes).expect("valid");
-                entries
-                    .iter()
-                    .map(|e| {
-                        let s =
-                            &p.bytes[e.offset as usize..(e.offset + u64::from(e.length)) as usize];
-                        decode_blob(s, e.id, e.codec, e.raw_length)
-                            .expect("valid")
-                            .len()
-                    })
-                    .sum::<usize>()
-            })
-        });
     }
     g.finish();
 }

@@ -477,3 +477,125 @@ fn a_terminal_is_asked_for_the_password() {
     assert_eq!(out.status.code(), Some(REPOSITORY_EXIT));
     assert!(String::from_utf8_lossy(&out.stdout).contains("wrong password"));
 }
+
+/// A write-only key (a backup agent's): it backs up from a machine with no
+/// local state and deduplicates against everything the repository holds,
+/// but reads no backup. Every reading command, key management and the
+/// daemon's schedules are refused, naming the key as write-only (exit 3),
+/// and nothing it can reach opens a manifest or a blob. A full key lists,
+/// restores byte for byte, checks and prunes what the agent stored.
+#[test]
+fn a_write_only_key_backs_up_but_reads_nothing() {
+    let env = Env::local();
+    env.init(&[]);
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    std::fs::write(src.join("a.bin"), random_bytes(3 << 20, 41)).expect("write");
+    std::fs::write(src.join("b.bin"), random_bytes(1 << 20, 42)).expect("write");
+    env.backup(&[&src]);
+
+    let out = env
+        .cmd()
+        .env("CAIRN_NEW_PASSWORD", "agent password")
+        .args(["--json", "key", "add", "--write-only", "--label", "agent"])
+        .args(CHEAP_KDF)
+        .output()
+        .expect("runs");
+    succeeded(&out);
+    let added: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(added["access"], "write-only", "{added}");
+    let listed = env.json(&["key", "list"]);
+    assert!(
+        listed
+            .as_array()
+            .expect("list")
+            .iter()
+            .any(|k| k["access"] == "write-only" && k["label"] == "agent"),
+        "{listed}"
+    );
+
+    // The agent, with a cache of its own: the same data adds nothing (it
+    // read the index the full key wrote), new data is stored.
+    let agent = |args: &[&str]| {
+        let cache = tempfile::TempDir::new().expect("tmp");
+        env.cmd()
+            .env("CAIRN_PASSWORD", "agent password")
+            .env("CAIRN_CACHE_DIR", cache.path())
+            .args(args)
+            .output()
+            .expect("runs")
+    };
+    let src_arg = src.to_str().expect("utf8");
+    let out = agent(&["--json", "backup", src_arg]);
+    succeeded(&out);
+    let again: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(again["new_chunks"], 0, "{again}");
+    let extra = random_bytes(2 << 20, 47);
+    std::fs::write(src.join("c.bin"), &extra).expect("write");
+    let out = agent(&["--json", "backup", src_arg]);
+    succeeded(&out);
+    let grown: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(
+        grown["new_bytes"].as_u64().expect("u64") >= 2 << 20,
+        "{grown}"
+    );
+
+    // Everything that reads backups or manages keys is refused by name.
+    let dest = env.path("by-agent");
+    let dest = dest.to_str().expect("utf8");
+    for args in [
+        vec!["snapshots"],
+        vec!["restore", "latest", dest],
+        vec!["dump", "latest", "c.bin"],
+        vec!["check"],
+        vec!["check", "--read-data"],
+        vec!["forget", "--keep-last", "1"],
+        vec!["prune"],
+        vec!["report"],
+        vec!["stats"],
+        vec!["repair", "index"],
+        vec!["key", "remove", "0"],
+    ] {
+        let out = agent(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(REPOSITORY_EXIT),
+            "{args:?}: {stderr}"
+        );
+        assert!(stderr.contains("write-only"), "{args:?}: {stderr}");
+    }
+    let out = {
+        let cache = tempfile::TempDir::new().expect("tmp");
+        env.cmd()
+            .env("CAIRN_PASSWORD", "agent password")
+            .env("CAIRN_CACHE_DIR", cache.path())
+            .env("CAIRN_NEW_PASSWORD", "another")
+            .args(["key", "add"])
+            .args(CHEAP_KDF)
+            .output()
+            .expect("runs")
+    };
+    assert_eq!(out.status.code(), Some(REPOSITORY_EXIT));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("write-only"));
+    assert!(!Path::new(dest).exists(), "nothing was restored");
+
+    // The full key sees three backups and restores the agent's last one.
+    let snaps = env.json(&["snapshots"]);
+    assert_eq!(snaps.as_array().expect("list").len(), 3, "{snaps}");
+    env.run(&["restore", "latest", dest]);
+    crate::support::assert_same_tree(&src, &Path::new(dest).join("src"));
+    let check = env.json(&["check", "--read-data"]);
+    assert_eq!(check["clean"], true, "{check}");
+    env.run(&["forget", "--keep-last", "1", "--prune"]);
+    let out = fresh(
+        &env,
+        &[
+            "restore",
+            "latest",
+            env.path("after-prune").to_str().expect("utf8"),
+        ],
+    );
+    succeeded(&out);
+    crate::support::assert_same_tree(&src, &env.path("after-prune").join("src"));
+}

@@ -309,7 +309,10 @@ pub fn reserve_ports(n: u16) -> u16 {
             return base;
         }
     }
-    panic!("no {n} free consecutive loopback ports between {LOW} and {}", LOW + SPAN);
+    panic!(
+        "no {n} free consecutive loopback ports between {LOW} and {}",
+        LOW + SPAN
+    );
 }
 
 fn free_port() -> u16 {

@@ -221,7 +221,9 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
                 | E::NewerFormat { .. }
                 | E::AlreadyInitialized { .. }
                 | E::PasswordRequired { .. }
-                | E::WrongPassword { .. } => exit::REPOSITORY,
+                | E::WrongPassword { .. }
+                | E::WriteOnlyKey { .. }
+                | E::Store(cairn_engine::StoreError::WriteOnly { .. }) => exit::REPOSITORY,
                 E::Store(cairn_engine::StoreError::Undecryptable { .. }) => exit::INTEGRITY,
                 E::Corrupt { .. } | E::MissingChunk { .. } | E::Malformed { .. } => exit::INTEGRITY,
                 E::PacksVanished { .. } | E::PruneRefused(_) => exit::INTEGRITY,
@@ -296,6 +298,7 @@ pub async fn init(g: &GlobalArgs, a: InitArgs) -> Result<()> {
                 password,
                 kdf: a.kdf.params()?,
                 label: "first key".into(),
+                access: cairn_crypto::Access::Full,
             })
         },
         ..InitOptions::default()

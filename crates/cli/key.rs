@@ -1,10 +1,10 @@
 //! `cairn key`: the key objects of an encrypted repository (each wraps the
-//! master key under one password).
+//! master key, or its write-only part, under one password).
 
 use std::path::PathBuf;
 
 use anyhow::Result;
-use cairn_crypto::{KdfParams, Password, PasswordSource};
+use cairn_crypto::{Access, KdfParams, Password, PasswordSource};
 
 use crate::global::GlobalArgs;
 use crate::repo::open;
@@ -56,7 +56,7 @@ pub struct NewPasswordArgs {
 }
 
 impl NewPasswordArgs {
-    fn new_key(&self) -> Result<cairn_engine::NewKey> {
+    fn new_key(&self, access: Access) -> Result<cairn_engine::NewKey> {
         let given = crate::repo::password_source(
             self.new_password_command.as_deref(),
             self.new_password_file.as_deref(),
@@ -75,6 +75,7 @@ impl NewPasswordArgs {
             password,
             kdf: self.kdf.params()?,
             label: self.label.clone(),
+            access,
         })
     }
 }
@@ -85,7 +86,15 @@ pub enum KeyCommand {
     /// List the keys (one per password).
     List,
     /// Add a key: another password that opens the repository.
-    Add(NewPasswordArgs),
+    Add {
+        /// A write-only key, for backup agents: it backs up (deduplicating
+        /// against the whole repository) but cannot restore, list, check or
+        /// prune backups, nor manage keys (docs/threat-model.md).
+        #[arg(long)]
+        write_only: bool,
+        #[command(flatten)]
+        new: NewPasswordArgs,
+    },
     /// Remove a key (not the one this command opens the repository with).
     Remove {
         /// The key's name (a unique prefix will do).
@@ -106,8 +115,9 @@ pub async fn key(g: &GlobalArgs, c: KeyCommand) -> Result<()> {
             } else {
                 for k in keys {
                     println!(
-                        "{} {:<20} {:<16} {}{}",
+                        "{} {:<10} {:<20} {:<16} {}{}",
                         &k.name,
+                        k.access,
                         if k.label.is_empty() { "-" } else { &k.label },
                         k.host,
                         k.created,
@@ -116,12 +126,20 @@ pub async fn key(g: &GlobalArgs, c: KeyCommand) -> Result<()> {
                 }
             }
         }
-        KeyCommand::Add(a) => {
-            let name = repo.add_key(&a.new_key()?).await?;
-            if g.json {
-                println!("{}", serde_json::json!({ "added": name }));
+        KeyCommand::Add { write_only, new } => {
+            let access = if write_only {
+                Access::WriteOnly
             } else {
-                println!("added key {name}");
+                Access::Full
+            };
+            let name = repo.add_key(&new.new_key(access)?).await?;
+            if g.json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "added": name, "access": access.to_string() })
+                );
+            } else {
+                println!("added {access} key {name}");
             }
         }
         KeyCommand::Remove { name } => {
@@ -133,7 +151,7 @@ pub async fn key(g: &GlobalArgs, c: KeyCommand) -> Result<()> {
             }
         }
         KeyCommand::Passwd(a) => {
-            let (old, new) = repo.change_password(&a.new_key()?).await?;
+            let (old, new) = repo.change_password(&a.new_key(repo.access())?).await?;
             if g.json {
                 println!("{}", serde_json::json!({ "removed": old, "added": new }));
             } else {

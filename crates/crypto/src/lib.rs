@@ -1,30 +1,65 @@
-//! Encryption of repository data: the master key, sealing and opening of
-//! objects and blobs (XChaCha20-Poly1305), keyed chunk ids, and key objects
-//! that wrap the master key with a password (Argon2id).
+//! Encryption of repository data: the master key and what derives from it,
+//! sealing and opening of objects and blobs (XChaCha20-Poly1305), keyed
+//! chunk ids, and key objects that wrap a key with a password (Argon2id).
 //!
-//! A sealed byte string is `nonce [24] | ciphertext | tag [16]`: a random
-//! 192-bit nonce per seal (so no counter has to be kept across processes
-//! and hosts), authenticated together with associated data that names what
-//! kind of object it is. See docs/format.md, Encryption, and
-//! docs/threat-model.md.
+//! Two ways of sealing, so that a write-only key can add backups without
+//! being able to read any:
+//! - **to the repository key** (blobs, pack trailers, manifests, run
+//!   records): the writer makes a one-time X25519 key pair, agrees a key
+//!   with the repository's public key, and stores its one-time public key
+//!   in front. Only the repository's secret key (in a full key) opens it.
+//!   A pack uses one such key pair for all its blobs and its trailer; a
+//!   blob's nonce is the first 24 bytes of its (keyed) chunk id, so a blob
+//!   is `one-time public key [32] | ciphertext | tag [16]` and moves between
+//!   packs as it is. An object or a trailer is `one-time public key [32] |
+//!   nonce [24] | ciphertext | tag [16]`.
+//! - **with the index key** (index files, prune plans): `nonce [24] |
+//!   ciphertext | tag [16]`; full and write-only keys both hold it, because
+//!   a writer deduplicates against the index and must see prune plans.
+//!
+//! Random nonces throughout (no counter is kept across processes and
+//! hosts), and associated data naming the kind of object. See
+//! docs/format.md, Encryption, and docs/threat-model.md.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::Mutex;
 
 use base64::Engine as _;
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use serde::{Deserialize, Serialize};
+use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 mod password;
 pub use password::{Password, PasswordSource};
 
-/// Bytes of the random nonce in front of every sealed string.
+/// Bytes of the random nonce in front of a string sealed with a
+/// symmetric key.
 pub const NONCE_LEN: usize = 24;
 /// Bytes of the authentication tag at its end.
 pub const TAG_LEN: usize = 16;
-/// What sealing adds to a byte string.
+/// What sealing with a symmetric key (index files, prune plans, key
+/// objects) adds to a byte string.
 pub const OVERHEAD: usize = NONCE_LEN + TAG_LEN;
+/// Bytes of an X25519 public key.
+pub const PUBLIC_LEN: usize = 32;
+/// What sealing an object or a trailer to the repository key adds.
+pub const BOX_OVERHEAD: usize = PUBLIC_LEN + NONCE_LEN + TAG_LEN;
+/// Room a blob takes in front of its bytes (its pack's one-time public key).
+pub const BLOB_HEAD: usize = PUBLIC_LEN;
+/// What sealing adds to a blob.
+pub const BLOB_OVERHEAD: usize = BLOB_HEAD + TAG_LEN;
+
+/// Directories whose objects are sealed with the index key, which
+/// write-only keys hold too; every other sealed object is sealed to the
+/// repository key.
+pub const INDEX_KEY_DIRS: [&str; 2] = ["index", "gc"];
+
+const SECRET_CONTEXT: &str = "cairn 2026-12 repository secret key";
+const INDEX_CONTEXT: &str = "cairn 2026-12 index key";
+const BOX_CONTEXT: &str = "cairn 2026-12 sealed to the repository key";
 
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +68,9 @@ pub enum Error {
     /// with another key or for another kind of object.
     #[error("does not decrypt: damaged, or written with another key")]
     Unauthentic,
+    /// The key in use is write-only and this is sealed to the repository key.
+    #[error("the key in use is write-only: it adds backups but cannot read them")]
+    WriteOnly,
     /// No key object opens with the password given.
     #[error("wrong password: no key of the repository opens with it")]
     WrongPassword,
@@ -47,8 +85,8 @@ pub enum Error {
 /// Result alias for this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// The repository's secret: one key for the cipher, one for chunk ids.
-/// Zeroed when dropped.
+/// The repository's secret: one key from which the cipher keys derive,
+/// one for chunk ids. Zeroed when dropped.
 #[derive(Clone, Zeroize, ZeroizeOnDrop, PartialEq, Eq)]
 pub struct MasterKey {
     data: [u8; 32],
@@ -72,27 +110,129 @@ impl MasterKey {
         }
     }
 
-    fn to_bytes(&self) -> Zeroizing<[u8; 64]> {
-        let mut b = Zeroizing::new([0u8; 64]);
-        b[..32].copy_from_slice(&self.data);
-        b[32..].copy_from_slice(&self.ids);
+    fn secret(&self) -> StaticSecret {
+        StaticSecret::from(blake3::derive_key(SECRET_CONTEXT, &self.data))
+    }
+
+    /// What a write-only key holds: the chunk-id key, the index key and the
+    /// repository's public key, but not its secret key.
+    #[must_use]
+    pub fn write_only(&self) -> WriteOnlyKey {
+        WriteOnlyKey {
+            ids: self.ids,
+            index: blake3::derive_key(INDEX_CONTEXT, &self.data),
+            public: PublicKey::from(&self.secret()).to_bytes(),
+        }
+    }
+}
+
+/// The part of a [`MasterKey`] a backup agent needs to add backups: it
+/// names chunks, reads the index and prune plans, and seals to the
+/// repository key, but opens nothing sealed to it.
+#[derive(Clone, Zeroize, ZeroizeOnDrop, PartialEq, Eq)]
+pub struct WriteOnlyKey {
+    ids: [u8; 32],
+    index: [u8; 32],
+    public: [u8; 32],
+}
+
+impl fmt::Debug for WriteOnlyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WriteOnlyKey(..)")
+    }
+}
+
+/// What a key object grants.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Access {
+    /// Everything: back up, restore, check, prune, manage keys.
+    #[default]
+    Full,
+    /// Back up only.
+    WriteOnly,
+}
+
+impl fmt::Display for Access {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Full => "full",
+            Self::WriteOnly => "write-only",
+        })
+    }
+}
+
+/// What a key object wraps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyMaterial {
+    /// The master key.
+    Full(MasterKey),
+    /// Its write-only part.
+    WriteOnly(WriteOnlyKey),
+}
+
+impl KeyMaterial {
+    /// What it grants.
+    #[must_use]
+    pub fn access(&self) -> Access {
+        match self {
+            Self::Full(_) => Access::Full,
+            Self::WriteOnly(_) => Access::WriteOnly,
+        }
+    }
+
+    /// The master key, for a full key.
+    #[must_use]
+    pub fn master(&self) -> Option<&MasterKey> {
+        match self {
+            Self::Full(m) => Some(m),
+            Self::WriteOnly(_) => None,
+        }
+    }
+
+    fn wrapped_len(access: Access) -> usize {
+        match access {
+            Access::Full => 64,
+            Access::WriteOnly => 96,
+        }
+    }
+
+    fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
+        let mut b = Zeroizing::new(Vec::with_capacity(96));
+        match self {
+            Self::Full(m) => {
+                b.extend_from_slice(&m.data);
+                b.extend_from_slice(&m.ids);
+            }
+            Self::WriteOnly(w) => {
+                b.extend_from_slice(&w.ids);
+                b.extend_from_slice(&w.index);
+                b.extend_from_slice(&w.public);
+            }
+        }
         b
     }
 
-    fn from_bytes(b: &[u8]) -> Result<Self> {
-        if b.len() != 64 {
+    fn from_bytes(access: Access, b: &[u8]) -> Result<Self> {
+        if b.len() != Self::wrapped_len(access) {
             return Err(Error::MalformedKey(format!(
-                "wrapped key is {} bytes, expected 64",
-                b.len()
+                "wrapped {access} key is {} bytes, expected {}",
+                b.len(),
+                Self::wrapped_len(access)
             )));
         }
-        let mut k = Self {
-            data: [0; 32],
-            ids: [0; 32],
-        };
-        k.data.copy_from_slice(&b[..32]);
-        k.ids.copy_from_slice(&b[32..]);
-        Ok(k)
+        let part = |i: usize| -> [u8; 32] { b[32 * i..32 * (i + 1)].try_into().expect("32 bytes") };
+        Ok(match access {
+            Access::Full => Self::Full(MasterKey {
+                data: part(0),
+                ids: part(1),
+            }),
+            Access::WriteOnly => Self::WriteOnly(WriteOnlyKey {
+                ids: part(0),
+                index: part(1),
+                public: part(2),
+            }),
+        })
     }
 }
 
@@ -116,13 +256,130 @@ impl Kind {
             Self::Object(dir) => format!("cairn object {dir}").into_bytes(),
         }
     }
+
+    fn uses_index_key(self) -> bool {
+        matches!(self, Self::Object(dir) if INDEX_KEY_DIRS.contains(&dir))
+    }
 }
 
-/// An unlocked repository: seals and opens data, and names chunks.
+/// The key two sides agree for one one-time public key.
+fn box_cipher(shared: &[u8; 32], one_time: &[u8; 32], repository: &[u8; 32]) -> XChaCha20Poly1305 {
+    let mut hasher = blake3::Hasher::new_derive_key(BOX_CONTEXT);
+    hasher.update(shared);
+    hasher.update(one_time);
+    hasher.update(repository);
+    let key = Zeroizing::new(*hasher.finalize().as_bytes());
+    XChaCha20Poly1305::new(key.as_ref().into())
+}
+
+fn blob_nonce(id: &[u8; 32]) -> &XNonce {
+    XNonce::from_slice(&id[..NONCE_LEN])
+}
+
+/// One pack's sealing: a one-time key pair agreed with the repository's
+/// public key (its secret half is dropped at once). Seals the pack's blobs
+/// and its trailer.
 #[derive(Clone)]
-pub struct Keys {
+pub struct PackSeal {
+    one_time: [u8; 32],
     cipher: XChaCha20Poly1305,
+}
+
+impl fmt::Debug for PackSeal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PackSeal(..)")
+    }
+}
+
+impl PackSeal {
+    /// Seals a blob in place: `buf` is [`BLOB_HEAD`] bytes of room, the
+    /// plaintext, then [`TAG_LEN`] bytes of room (what a writer reserved
+    /// around it). `id` is the blob's chunk id; its first 24 bytes are the
+    /// nonce (distinct chunks have distinct ids).
+    ///
+    /// # Panics
+    /// If `buf` is shorter than [`BLOB_OVERHEAD`].
+    pub fn seal_blob_in_place(&self, buf: &mut [u8], id: &[u8; 32]) {
+        let (head, rest) = buf.split_at_mut(BLOB_HEAD);
+        let body_len = rest.len() - TAG_LEN;
+        let (body, tail) = rest.split_at_mut(body_len);
+        head.copy_from_slice(&self.one_time);
+        let tag = self
+            .cipher
+            .encrypt_in_place_detached(blob_nonce(id), &Kind::Blob.aad(), body)
+            .expect("invariant: XChaCha20-Poly1305 seals any length below 256 GiB");
+        tail.copy_from_slice(&tag);
+    }
+
+    /// Appends `plain` (a trailer), sealed, to `out`.
+    pub fn seal_trailer_into(&self, plain: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.one_time);
+        seal_with(&self.cipher, plain, Kind::Trailer, out);
+    }
+}
+
+/// Appends `nonce | ciphertext | tag` of `plain` under `cipher` to `out`.
+fn seal_with(cipher: &XChaCha20Poly1305, plain: &[u8], kind: Kind, out: &mut Vec<u8>) {
+    let nonce: [u8; NONCE_LEN] = rand::random();
+    out.reserve(plain.len() + OVERHEAD);
+    out.extend_from_slice(&nonce);
+    let start = out.len();
+    out.extend_from_slice(plain);
+    let tag = cipher
+        .encrypt_in_place_detached(XNonce::from_slice(&nonce), &kind.aad(), &mut out[start..])
+        .expect("invariant: XChaCha20-Poly1305 seals any length below 256 GiB");
+    out.extend_from_slice(&tag);
+}
+
+/// Appends the opening of `nonce | ciphertext | tag` under `cipher` to
+/// `out` (left as it was on error).
+fn open_with(
+    cipher: &XChaCha20Poly1305,
+    sealed: &[u8],
+    kind: Kind,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    if sealed.len() < OVERHEAD {
+        return Err(Error::Unauthentic);
+    }
+    let (nonce, rest) = sealed.split_at(NONCE_LEN);
+    decrypt_into(cipher, XNonce::from_slice(nonce), kind, rest, out)
+}
+
+/// Appends the opening of `ciphertext | tag` under `cipher` and `nonce` to
+/// `out` (left as it was on error).
+fn decrypt_into(
+    cipher: &XChaCha20Poly1305,
+    nonce: &XNonce,
+    kind: Kind,
+    sealed: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    let (body, tag) = sealed.split_at(sealed.len() - TAG_LEN);
+    let start = out.len();
+    out.extend_from_slice(body);
+    match cipher.decrypt_in_place_detached(nonce, &kind.aad(), &mut out[start..], tag.into()) {
+        Ok(()) => Ok(()),
+        Err(_) => {
+            out.truncate(start);
+            Err(Error::Unauthentic)
+        }
+    }
+}
+
+/// One-time public keys whose agreed cipher a reader keeps (a restore
+/// meets each pack's once per blob).
+const OPENED_CACHE: usize = 4096;
+
+/// An unlocked repository: seals and opens data, and names chunks. A
+/// write-only key's `Keys` seal everything but open only what is sealed
+/// with the index key.
+pub struct Keys {
     ids: Zeroizing<[u8; 32]>,
+    index: XChaCha20Poly1305,
+    public: [u8; 32],
+    secret: Option<StaticSecret>,
+    opened: Mutex<HashMap<[u8; 32], XChaCha20Poly1305>>,
 }
 
 impl fmt::Debug for Keys {
@@ -132,13 +389,32 @@ impl fmt::Debug for Keys {
 }
 
 impl Keys {
-    /// The keys of `master`.
+    /// The keys of `material`.
     #[must_use]
-    pub fn new(master: &MasterKey) -> Self {
+    pub fn new(material: &KeyMaterial) -> Self {
+        let (w, secret) = match material {
+            KeyMaterial::Full(m) => (m.write_only(), Some(m.secret())),
+            KeyMaterial::WriteOnly(w) => (w.clone(), None),
+        };
         Self {
-            cipher: XChaCha20Poly1305::new((&master.data).into()),
-            ids: Zeroizing::new(master.ids),
+            ids: Zeroizing::new(w.ids),
+            index: XChaCha20Poly1305::new((&w.index).into()),
+            public: w.public,
+            secret,
+            opened: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The keys of a master key (full access).
+    #[must_use]
+    pub fn full(master: &MasterKey) -> Self {
+        Self::new(&KeyMaterial::Full(master.clone()))
+    }
+
+    /// True when these keys open what is sealed to the repository key.
+    #[must_use]
+    pub fn can_read(&self) -> bool {
+        self.secret.is_some()
     }
 
     /// The key of chunk ids (keyed BLAKE3): stored ids then say nothing
@@ -148,74 +424,81 @@ impl Keys {
         &self.ids
     }
 
-    /// Appends `plain`, sealed, to `out`.
-    pub fn seal_into(&self, plain: &[u8], kind: Kind, out: &mut Vec<u8>) {
-        let nonce: [u8; NONCE_LEN] = rand::random();
-        out.reserve(plain.len() + OVERHEAD);
-        out.extend_from_slice(&nonce);
-        let start = out.len();
-        out.extend_from_slice(plain);
-        let tag = self
-            .cipher
-            .encrypt_in_place_detached(XNonce::from_slice(&nonce), &kind.aad(), &mut out[start..])
-            .expect("invariant: XChaCha20-Poly1305 seals any length below 256 GiB");
-        out.extend_from_slice(&tag);
+    /// A new one-time key pair for one pack (or one object).
+    #[must_use]
+    pub fn pack_seal(&self) -> PackSeal {
+        let one_time = StaticSecret::from(rand::random::<[u8; 32]>());
+        let public = PublicKey::from(&one_time).to_bytes();
+        let shared = Zeroizing::new(
+            one_time
+                .diffie_hellman(&PublicKey::from(self.public))
+                .to_bytes(),
+        );
+        PackSeal {
+            one_time: public,
+            cipher: box_cipher(&shared, &public, &self.public),
+        }
     }
 
-    /// Seals in place: `buf` is [`NONCE_LEN`] bytes of room, the
-    /// plaintext, then [`TAG_LEN`] bytes of room (what a writer reserved
-    /// around it), and becomes the sealed string. Lets a pack be written
-    /// plain on the thread that cuts chunks and sealed later elsewhere,
-    /// without a copy.
-    ///
-    /// # Panics
-    /// If `buf` is shorter than [`OVERHEAD`].
-    pub fn seal_in_place(&self, buf: &mut [u8], kind: Kind) {
-        let nonce: [u8; NONCE_LEN] = rand::random();
-        let (head, rest) = buf.split_at_mut(NONCE_LEN);
-        let body_len = rest.len() - TAG_LEN;
-        let (body, tail) = rest.split_at_mut(body_len);
-        head.copy_from_slice(&nonce);
-        let tag = self
-            .cipher
-            .encrypt_in_place_detached(XNonce::from_slice(&nonce), &kind.aad(), body)
-            .expect("invariant: XChaCha20-Poly1305 seals any length below 256 GiB");
-        tail.copy_from_slice(&tag);
+    /// The cipher a one-time public key agreed, through the repository's
+    /// secret key.
+    fn receiver(&self, one_time: &[u8]) -> Result<XChaCha20Poly1305> {
+        let secret = self.secret.as_ref().ok_or(Error::WriteOnly)?;
+        let one_time: [u8; 32] = one_time.try_into().map_err(|_| Error::Unauthentic)?;
+        let mut opened = self
+            .opened
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(c) = opened.get(&one_time) {
+            return Ok(c.clone());
+        }
+        let shared = secret.diffie_hellman(&PublicKey::from(one_time));
+        if !shared.was_contributory() {
+            return Err(Error::Unauthentic);
+        }
+        let cipher = box_cipher(&Zeroizing::new(shared.to_bytes()), &one_time, &self.public);
+        if opened.len() >= OPENED_CACHE {
+            opened.clear();
+        }
+        opened.insert(one_time, cipher.clone());
+        Ok(cipher)
+    }
+
+    /// Appends `plain`, sealed as `kind` says, to `out`.
+    pub fn seal_into(&self, plain: &[u8], kind: Kind, out: &mut Vec<u8>) {
+        if kind.uses_index_key() {
+            seal_with(&self.index, plain, kind, out);
+        } else {
+            let seal = self.pack_seal();
+            out.extend_from_slice(&seal.one_time);
+            seal_with(&seal.cipher, plain, kind, out);
+        }
     }
 
     /// `plain`, sealed.
     #[must_use]
     pub fn seal(&self, plain: &[u8], kind: Kind) -> Vec<u8> {
-        let mut out = Vec::with_capacity(plain.len() + OVERHEAD);
+        let mut out = Vec::with_capacity(plain.len() + BOX_OVERHEAD);
         self.seal_into(plain, kind, &mut out);
         out
     }
 
     /// Appends the opened `sealed` to `out` (on error `out` is left as it
-    /// was).
+    /// was). Not for blobs: see [`Keys::open_blob_into`].
     ///
     /// # Errors
-    /// [`Error::Unauthentic`] when it is too short or does not authenticate.
+    /// [`Error::Unauthentic`] when it is too short or does not authenticate;
+    /// [`Error::WriteOnly`] for what is sealed to the repository key when
+    /// these keys are write-only.
     pub fn open_into(&self, sealed: &[u8], kind: Kind, out: &mut Vec<u8>) -> Result<()> {
-        if sealed.len() < OVERHEAD {
+        if kind.uses_index_key() {
+            return open_with(&self.index, sealed, kind, out);
+        }
+        if sealed.len() < BOX_OVERHEAD {
             return Err(Error::Unauthentic);
         }
-        let (nonce, rest) = sealed.split_at(NONCE_LEN);
-        let (body, tag) = rest.split_at(rest.len() - TAG_LEN);
-        let start = out.len();
-        out.extend_from_slice(body);
-        match self.cipher.decrypt_in_place_detached(
-            XNonce::from_slice(nonce),
-            &kind.aad(),
-            &mut out[start..],
-            tag.into(),
-        ) {
-            Ok(()) => Ok(()),
-            Err(_) => {
-                out.truncate(start);
-                Err(Error::Unauthentic)
-            }
-        }
+        let (one_time, rest) = sealed.split_at(PUBLIC_LEN);
+        open_with(&self.receiver(one_time)?, rest, kind, out)
     }
 
     /// `sealed`, opened.
@@ -226,6 +509,25 @@ impl Keys {
         let mut out = Vec::with_capacity(sealed.len().saturating_sub(OVERHEAD));
         self.open_into(sealed, kind, &mut out)?;
         Ok(out)
+    }
+
+    /// Appends the opened blob `stored` of chunk `id` to `out` (left as it
+    /// was on error).
+    ///
+    /// # Errors
+    /// As [`Keys::open_into`].
+    pub fn open_blob_into(&self, stored: &[u8], id: &[u8; 32], out: &mut Vec<u8>) -> Result<()> {
+        if stored.len() < BLOB_OVERHEAD {
+            return Err(Error::Unauthentic);
+        }
+        let (one_time, rest) = stored.split_at(BLOB_HEAD);
+        decrypt_into(
+            &self.receiver(one_time)?,
+            blob_nonce(id),
+            Kind::Blob,
+            rest,
+            out,
+        )
     }
 }
 
@@ -299,8 +601,9 @@ impl KdfParams {
 pub const KEY_FILE_VERSION: u32 = 1;
 const KEY_AAD: &[u8] = b"cairn key v1";
 
-/// A key object (`keys/<name>`): the master key wrapped by a key derived
-/// from a password. Compact JSON; unknown fields are ignored.
+/// A key object (`keys/<name>`): the master key, or its write-only part,
+/// wrapped by a key derived from a password. Compact JSON; unknown fields
+/// are ignored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyFile {
     /// [`KEY_FILE_VERSION`].
@@ -312,14 +615,18 @@ pub struct KeyFile {
     /// A label the operator chose (`key add --label`), or empty.
     #[serde(default)]
     pub label: String,
+    /// What it grants (`"full"` when absent).
+    #[serde(default)]
+    pub access: Access,
     /// `"argon2id"`.
     pub kdf: String,
     /// Its cost.
     pub params: KdfParams,
     /// Base64 of the Argon2 salt (16 to 64 bytes).
     pub salt: String,
-    /// Base64 of the master key (64 bytes) sealed with XChaCha20-Poly1305
-    /// under the derived key: nonce, ciphertext, tag.
+    /// Base64 of the key (64 bytes for a full key, 96 for a write-only
+    /// one) sealed with XChaCha20-Poly1305 under the derived key: nonce,
+    /// ciphertext, tag.
     pub wrapped: String,
 }
 
@@ -328,12 +635,12 @@ fn b64() -> base64::engine::GeneralPurpose {
 }
 
 impl KeyFile {
-    /// Wraps `master` under `password`.
+    /// Wraps `material` under `password`.
     ///
     /// # Errors
     /// [`Error::MalformedKey`] for parameters outside the bounds.
     pub fn wrap(
-        master: &MasterKey,
+        material: &KeyMaterial,
         password: &Password,
         params: KdfParams,
         host: &str,
@@ -343,10 +650,10 @@ impl KeyFile {
         let kek = params.derive(password, &salt)?;
         let cipher = XChaCha20Poly1305::new(kek.as_ref().into());
         let nonce: [u8; NONCE_LEN] = rand::random();
-        let mut body = master.to_bytes().to_vec();
+        let mut body = material.to_bytes().to_vec();
         let tag = cipher
             .encrypt_in_place_detached(XNonce::from_slice(&nonce), KEY_AAD, &mut body)
-            .expect("invariant: 64 bytes seal");
+            .expect("invariant: 96 bytes seal");
         let mut wrapped = nonce.to_vec();
         wrapped.extend_from_slice(&body);
         wrapped.extend_from_slice(&tag);
@@ -356,6 +663,7 @@ impl KeyFile {
             created: chrono::Utc::now().to_rfc3339(),
             host: host.to_string(),
             label: label.to_string(),
+            access: material.access(),
             kdf: "argon2id".into(),
             params,
             salt: b64().encode(salt),
@@ -388,9 +696,10 @@ impl KeyFile {
             return Err(Error::MalformedKey(format!("salt of {} bytes", salt.len())));
         }
         let wrapped = k.wrapped_bytes()?;
-        if wrapped.len() != 64 + OVERHEAD {
+        if wrapped.len() != KeyMaterial::wrapped_len(k.access) + OVERHEAD {
             return Err(Error::MalformedKey(format!(
-                "wrapped key of {} bytes",
+                "wrapped {} key of {} bytes",
+                k.access,
                 wrapped.len()
             )));
         }
@@ -415,25 +724,26 @@ impl KeyFile {
             .map_err(|e| Error::MalformedKey(format!("wrapped: {e}")))
     }
 
-    /// The master key, when `password` is this key's.
+    /// The key it wraps, when `password` is this key's.
     ///
     /// # Errors
     /// [`Error::WrongPassword`] when it does not open; [`Error::MalformedKey`].
-    pub fn unwrap(&self, password: &Password) -> Result<MasterKey> {
+    pub fn unwrap(&self, password: &Password) -> Result<KeyMaterial> {
         let salt = self.salt_bytes()?;
         let wrapped = self.wrapped_bytes()?;
-        if wrapped.len() != 64 + OVERHEAD {
+        let len = KeyMaterial::wrapped_len(self.access);
+        if wrapped.len() != len + OVERHEAD {
             return Err(Error::MalformedKey("wrapped key length".into()));
         }
         let kek = self.params.derive(password, &salt)?;
         let cipher = XChaCha20Poly1305::new(kek.as_ref().into());
         let (nonce, rest) = wrapped.split_at(NONCE_LEN);
-        let (body, tag) = rest.split_at(64);
+        let (body, tag) = rest.split_at(len);
         let mut body = Zeroizing::new(body.to_vec());
         cipher
             .decrypt_in_place_detached(XNonce::from_slice(nonce), KEY_AAD, &mut body, tag.into())
             .map_err(|_| Error::WrongPassword)?;
-        MasterKey::from_bytes(&body)
+        KeyMaterial::from_bytes(self.access, &body)
     }
 }
 
@@ -449,40 +759,143 @@ mod tests {
         }
     }
 
+    const SNAPSHOTS: Kind = Kind::Object("snapshots");
+    const INDEX: Kind = Kind::Object("index");
+
     #[test]
     fn seal_open_round_trip_and_tamper() {
-        let k = Keys::new(&MasterKey::generate());
-        for len in [0usize, 1, 63, 4096, 100_000] {
-            let plain: Vec<u8> = (0..len).map(|i| i as u8).collect();
-            let sealed = k.seal(&plain, Kind::Blob);
-            assert_eq!(sealed.len(), len + OVERHEAD);
-            assert_eq!(k.open(&sealed, Kind::Blob).unwrap(), plain);
-            // Another kind, a flipped bit, a cut: all refused.
-            assert!(k.open(&sealed, Kind::Trailer).is_err());
-            let mut bad = sealed.clone();
-            bad[len / 2 + NONCE_LEN] ^= 1;
-            assert!(matches!(k.open(&bad, Kind::Blob), Err(Error::Unauthentic)));
-            assert!(k.open(&sealed[..sealed.len() - 1], Kind::Blob).is_err());
+        let k = Keys::full(&MasterKey::generate());
+        for (kind, overhead) in [
+            (SNAPSHOTS, BOX_OVERHEAD),
+            (Kind::Trailer, BOX_OVERHEAD),
+            (INDEX, OVERHEAD),
+        ] {
+            for len in [0usize, 1, 63, 4096, 100_000] {
+                let plain: Vec<u8> = (0..len).map(|i| i as u8).collect();
+                let sealed = k.seal(&plain, kind);
+                assert_eq!(sealed.len(), len + overhead);
+                assert_eq!(k.open(&sealed, kind).unwrap(), plain);
+                // Another kind, a flipped bit, a cut: all refused.
+                assert!(k.open(&sealed, Kind::Object("runs")).is_err());
+                for at in [0, len / 2 + overhead - TAG_LEN, sealed.len() - 1] {
+                    let mut bad = sealed.clone();
+                    bad[at] ^= 1;
+                    assert!(
+                        k.open(&bad, kind).is_err(),
+                        "{kind:?} {len} flipped at {at}"
+                    );
+                }
+                assert!(k.open(&sealed[..sealed.len() - 1], kind).is_err());
+            }
         }
-        // Sealed in place, it opens the same way.
-        let mut buf = vec![0u8; NONCE_LEN];
-        buf.extend_from_slice(b"in place");
+        let other = Keys::full(&MasterKey::generate());
+        for kind in [SNAPSHOTS, INDEX] {
+            assert!(other.open(&k.seal(b"x", kind), kind).is_err());
+        }
+        // Two seals of one plaintext differ (random nonces, one-time keys).
+        assert_ne!(k.seal(b"same", SNAPSHOTS), k.seal(b"same", SNAPSHOTS));
+        assert_ne!(k.seal(b"same", INDEX), k.seal(b"same", INDEX));
+    }
+
+    fn sealed_blob(seal: &PackSeal, plain: &[u8], id: &[u8; 32]) -> Vec<u8> {
+        let mut buf = vec![0u8; BLOB_HEAD];
+        buf.extend_from_slice(plain);
         buf.extend_from_slice(&[0u8; TAG_LEN]);
-        k.seal_in_place(&mut buf, Kind::Blob);
-        assert_eq!(k.open(&buf, Kind::Blob).unwrap(), b"in place");
-        let other = Keys::new(&MasterKey::generate());
-        assert!(other.open(&k.seal(b"x", Kind::Blob), Kind::Blob).is_err());
-        // Two seals of one plaintext differ (random nonces).
-        assert_ne!(k.seal(b"same", Kind::Blob), k.seal(b"same", Kind::Blob));
+        seal.seal_blob_in_place(&mut buf, id);
+        buf
+    }
+
+    #[test]
+    fn blobs_open_with_their_id_and_move_between_packs() {
+        let k = Keys::full(&MasterKey::generate());
+        let (a, b) = (k.pack_seal(), k.pack_seal());
+        let id = blake3::hash(b"blob").into();
+        let one = sealed_blob(&a, b"blob", &id);
+        let two = sealed_blob(&b, b"blob", &id);
+        assert_eq!(one.len(), 4 + BLOB_OVERHEAD);
+        assert_ne!(one, two, "each pack has its own one-time key");
+        for stored in [&one, &two] {
+            let mut out = b"kept".to_vec();
+            k.open_blob_into(stored, &id, &mut out).unwrap();
+            assert_eq!(out, b"keptblob");
+        }
+        let mut out = Vec::new();
+        let other_id = blake3::hash(b"other").into();
+        assert!(k.open_blob_into(&one, &other_id, &mut out).is_err());
+        let mut bad = one.clone();
+        bad[3] ^= 1;
+        assert!(k.open_blob_into(&bad, &id, &mut out).is_err());
+        assert!(out.is_empty());
+        // A trailer sealed by a pack opens as any trailer.
+        let mut t = Vec::new();
+        a.seal_trailer_into(b"entries", &mut t);
+        assert_eq!(k.open(&t, Kind::Trailer).unwrap(), b"entries");
+    }
+
+    #[test]
+    fn write_only_keys_seal_everything_and_open_only_the_index() {
+        let master = MasterKey::generate();
+        let full = Keys::full(&master);
+        let writer = Keys::new(&KeyMaterial::WriteOnly(master.write_only()));
+        assert!(full.can_read() && !writer.can_read());
+        assert_eq!(writer.id_key(), full.id_key());
+        // What the writer seals, the full key opens.
+        let manifest = writer.seal(b"manifest", SNAPSHOTS);
+        assert_eq!(full.open(&manifest, SNAPSHOTS).unwrap(), b"manifest");
+        let id = blake3::hash(b"chunk").into();
+        let blob = sealed_blob(&writer.pack_seal(), b"chunk", &id);
+        let mut out = Vec::new();
+        full.open_blob_into(&blob, &id, &mut out).unwrap();
+        assert_eq!(out, b"chunk");
+        // The writer opens none of it, nor what the full key sealed...
+        assert!(matches!(
+            writer.open(&manifest, SNAPSHOTS),
+            Err(Error::WriteOnly)
+        ));
+        assert!(matches!(
+            writer.open(&full.seal(b"m", SNAPSHOTS), SNAPSHOTS),
+            Err(Error::WriteOnly)
+        ));
+        assert!(matches!(
+            writer.open_blob_into(&blob, &id, &mut out),
+            Err(Error::WriteOnly)
+        ));
+        // ...but both read and write the index.
+        assert_eq!(writer.open(&full.seal(b"i", INDEX), INDEX).unwrap(), b"i");
+        assert_eq!(full.open(&writer.seal(b"j", INDEX), INDEX).unwrap(), b"j");
+    }
+
+    #[test]
+    fn a_low_order_one_time_key_is_refused() {
+        let k = Keys::full(&MasterKey::generate());
+        let mut sealed = k.seal(b"x", SNAPSHOTS);
+        sealed[..PUBLIC_LEN].fill(0);
+        assert!(matches!(
+            k.open(&sealed, SNAPSHOTS),
+            Err(Error::Unauthentic)
+        ));
     }
 
     #[test]
     fn key_files_open_with_their_password_only() {
         let master = MasterKey::generate();
         let pw = Password::new("correct horse".into());
-        let f = KeyFile::wrap(&master, &pw, cheap(), "h", "ops").unwrap();
+        for material in [
+            KeyMaterial::Full(master.clone()),
+            KeyMaterial::WriteOnly(master.write_only()),
+        ] {
+            let f = KeyFile::wrap(&material, &pw, cheap(), "h", "ops").unwrap();
+            let parsed = KeyFile::parse(&f.to_json()).unwrap();
+            assert_eq!(parsed.access, material.access());
+            assert_eq!(parsed.unwrap(&pw).unwrap(), material);
+        }
+        let f =
+            KeyFile::wrap(&KeyMaterial::Full(master.clone()), &pw, cheap(), "h", "ops").unwrap();
         let parsed = KeyFile::parse(&f.to_json()).unwrap();
-        assert_eq!(parsed.unwrap(&pw).unwrap(), master);
+        // A full key relabelled write-only is refused by its length.
+        let mut v: serde_json::Value = serde_json::from_slice(&f.to_json()).unwrap();
+        v["access"] = serde_json::json!("write-only");
+        assert!(KeyFile::parse(v.to_string().as_bytes()).is_err());
         assert!(matches!(
             parsed.unwrap(&Password::new("wrong".into())),
             Err(Error::WrongPassword)
@@ -494,7 +907,7 @@ mod tests {
     #[test]
     fn hostile_key_files_are_refused_before_any_work() {
         let f = KeyFile::wrap(
-            &MasterKey::generate(),
+            &KeyMaterial::Full(MasterKey::generate()),
             &Password::new("p".into()),
             cheap(),
             "h",
@@ -517,8 +930,11 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn opening_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(0u8.., 0..200)) {
-            let k = Keys::new(&MasterKey::generate());
-            proptest::prop_assert!(k.open(&bytes, Kind::Blob).is_err());
+            let k = Keys::full(&MasterKey::generate());
+            proptest::prop_assert!(k.open(&bytes, SNAPSHOTS).is_err());
+            proptest::prop_assert!(k.open(&bytes, INDEX).is_err());
+            let mut out = Vec::new();
+            proptest::prop_assert!(k.open_blob_into(&bytes, &[7; 32], &mut out).is_err());
             let _ = KeyFile::parse(&bytes);
         }
     }

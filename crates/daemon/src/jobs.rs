@@ -144,6 +144,11 @@ impl Runner {
         let mut repo = Repository::open_with(store, &cache, self.password.as_ref())
             .await
             .with_context(|| format!("opening repository {name} ({loc})"))?;
+        // Schedules read run history and apply retention: a write-only key
+        // backs up only through `cairn backup` itself.
+        repo.require_read(
+            "run schedules (they read run history and apply retention; back up with `cairn backup` instead)",
+        )?;
         if let Some(d) = self.lease {
             repo = repo.with_lease_duration(d);
         }

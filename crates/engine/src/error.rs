@@ -39,6 +39,15 @@ pub enum Error {
         /// The repository.
         location: String,
     },
+    /// The repository was opened with a write-only key and the command
+    /// needs to read backups.
+    #[error("the key in use is write-only: it adds backups to {location} but cannot {action}; give a full key's password")]
+    WriteOnlyKey {
+        /// The repository.
+        location: String,
+        /// What was refused.
+        action: String,
+    },
     /// A key operation that cannot be done (the last key, an unknown key,
     /// a repository without encryption).
     #[error("{0}")]

@@ -485,7 +485,7 @@ pub(crate) fn decode_spans(
             let at = decoded.len();
             let opened = match b.codec {
                 Codec::Raw => keys
-                    .open_into(blob, cairn_crypto::Kind::Blob, decoded)
+                    .open_blob_into(blob, b.id.as_bytes(), decoded)
                     .map_err(|e| e.to_string())
                     .and_then(|()| {
                         let got = decoded.len() - at;
@@ -495,7 +495,7 @@ pub(crate) fn decode_spans(
                     }),
                 Codec::Zstd => {
                     scratch.clear();
-                    keys.open_into(blob, cairn_crypto::Kind::Blob, &mut scratch)
+                    keys.open_blob_into(blob, b.id.as_bytes(), &mut scratch)
                         .map_err(|e| e.to_string())
                         .and_then(|()| {
                             cairn_pack::decompress_into(&scratch, b.raw_length, decoded)

@@ -49,6 +49,8 @@ pub struct NewKey {
     pub kdf: cairn_crypto::KdfParams,
     /// A label to tell keys apart (`key list`).
     pub label: String,
+    /// What the key grants.
+    pub access: cairn_crypto::Access,
 }
 
 impl Default for InitOptions {
@@ -159,11 +161,11 @@ pub struct Repository {
     unlocked: Option<Arc<Unlocked>>,
 }
 
-/// The master key of an encrypted repository and the key object that
-/// opened it.
+/// What the key object that opened an encrypted repository holds (the
+/// master key, or its write-only part), and that object's name.
 #[derive(Debug)]
 struct Unlocked {
-    master: cairn_crypto::MasterKey,
+    material: cairn_crypto::KeyMaterial,
     key_name: String,
 }
 
@@ -193,6 +195,8 @@ pub struct KeyInfo {
     pub name: String,
     /// Its label.
     pub label: String,
+    /// What it grants: `full` or `write-only`.
+    pub access: String,
     /// The host that added it.
     pub host: String,
     /// When it was added.
@@ -201,16 +205,28 @@ pub struct KeyInfo {
     pub current: bool,
 }
 
-/// Wraps `master` under `new` and writes it as a new key object; its name.
+/// Wraps what `new` grants of `held` (all of it, or its write-only part)
+/// under `new`'s password and writes it as a new key object; its name.
 async fn write_key(
     store: &RepoStore,
-    master: &cairn_crypto::MasterKey,
+    held: &cairn_crypto::KeyMaterial,
     new: &NewKey,
 ) -> Result<String> {
-    let (master, new) = (master.clone(), new.clone());
+    use cairn_crypto::{Access, KeyMaterial};
+    let material = match (held, new.access) {
+        (KeyMaterial::Full(m), Access::WriteOnly) => KeyMaterial::WriteOnly(m.write_only()),
+        (held, access) if held.access() == access => held.clone(),
+        _ => {
+            return Err(Error::WriteOnlyKey {
+                location: store.location().to_string(),
+                action: "add a full key".into(),
+            })
+        }
+    };
+    let new = new.clone();
     let file = tokio::task::spawn_blocking(move || {
         cairn_crypto::KeyFile::wrap(
-            &master,
+            &material,
             &new.password,
             new.kdf,
             &crate::host::hostname(),
@@ -259,7 +275,7 @@ async fn unlock(store: &RepoStore, password: &cairn_crypto::Password) -> Result<
             .await
             .expect("invariant: key unwrapping does not panic");
         match opened {
-            Ok(master) => return Ok(Unlocked { master, key_name }),
+            Ok(material) => return Ok(Unlocked { material, key_name }),
             Err(cairn_crypto::Error::WrongPassword) => {}
             Err(e) => tracing::warn!(key = %key_name, error = %e, "skipping a key object"),
         }
@@ -318,9 +334,9 @@ impl Repository {
         let unlocked = match &opts.encryption {
             None => None,
             Some(k) => {
-                let master = cairn_crypto::MasterKey::generate();
-                let key_name = write_key(&store, &master, k).await?;
-                Some(Arc::new(Unlocked { master, key_name }))
+                let material = cairn_crypto::KeyMaterial::Full(cairn_crypto::MasterKey::generate());
+                let key_name = write_key(&store, &material, k).await?;
+                Some(Arc::new(Unlocked { material, key_name }))
             }
         };
         let json = serde_json::to_vec_pretty(&config).expect("invariant: config serializes");
@@ -347,7 +363,7 @@ impl Repository {
         let (store, sealing) = match &unlocked {
             None => (store, cairn_pack::Sealing::plain()),
             Some(u) => {
-                let keys = Arc::new(cairn_crypto::Keys::new(&u.master));
+                let keys = Arc::new(cairn_crypto::Keys::new(&u.material));
                 (
                     RepoStore::from_backend(Arc::new(cairn_store::sealed::SealedBackend::new(
                         store.backend(),
@@ -438,6 +454,29 @@ impl Repository {
         self.unlocked.is_some()
     }
 
+    /// What the key in use grants (full for an unencrypted repository).
+    #[must_use]
+    pub fn access(&self) -> cairn_crypto::Access {
+        self.unlocked
+            .as_ref()
+            .map_or(cairn_crypto::Access::Full, |u| u.material.access())
+    }
+
+    /// [`Error::WriteOnlyKey`] naming `action` when the key in use is
+    /// write-only. Every command that reads backups calls it first.
+    ///
+    /// # Errors
+    /// As said.
+    pub fn require_read(&self, action: &str) -> Result<()> {
+        match self.access() {
+            cairn_crypto::Access::Full => Ok(()),
+            cairn_crypto::Access::WriteOnly => Err(Error::WriteOnlyKey {
+                location: self.location().to_string(),
+                action: action.to_string(),
+            }),
+        }
+    }
+
     /// How the repository was opened, or [`Error::Key`] when it is not
     /// encrypted.
     fn unlocked(&self) -> Result<&Unlocked> {
@@ -463,6 +502,7 @@ impl Repository {
                 current: name == u.key_name,
                 name,
                 label: k.label,
+                access: k.access.to_string(),
                 host: k.host,
                 created: k.created,
             })
@@ -471,12 +511,16 @@ impl Repository {
         Ok(out)
     }
 
-    /// Adds a key that `new` opens; returns its name.
+    /// Adds a key that `new` opens (a full key, or a write-only one for
+    /// backup agents); returns its name. Needs a full key.
     ///
     /// # Errors
-    /// [`Error::Key`] for a repository without encryption; storage errors.
+    /// [`Error::Key`] for a repository without encryption;
+    /// [`Error::WriteOnlyKey`]; storage errors.
     pub async fn add_key(&self, new: &NewKey) -> Result<String> {
-        write_key(&self.store, &self.unlocked()?.master, new).await
+        let u = self.unlocked()?;
+        self.require_read("add keys")?;
+        write_key(&self.store, &u.material, new).await
     }
 
     /// Removes the key object `name` (a unique prefix of it will do). The
@@ -487,6 +531,7 @@ impl Repository {
     /// a repository without encryption; storage errors.
     pub async fn remove_key(&self, name: &str) -> Result<String> {
         let u = self.unlocked()?;
+        self.require_read("remove keys")?;
         let all = self.store.list(keys::KEY_DIR).await?;
         let matching: Vec<&str> = all
             .iter()
@@ -512,14 +557,19 @@ impl Repository {
     }
 
     /// Replaces the key that opened the repository with one that `new`
-    /// opens (`key passwd`): the new key is written first, then the old one
-    /// deleted. Returns (old name, new name).
+    /// opens (`key passwd`), granting the same: the new key is written
+    /// first, then the old one deleted. Returns (old name, new name).
     ///
     /// # Errors
-    /// As [`Repository::add_key`].
+    /// As [`Repository::add_key`], except that a write-only key may change
+    /// its own password.
     pub async fn change_password(&self, new: &NewKey) -> Result<(String, String)> {
         let u = self.unlocked()?;
-        let name = write_key(&self.store, &u.master, new).await?;
+        let new = NewKey {
+            access: u.material.access(),
+            ..new.clone()
+        };
+        let name = write_key(&self.store, &u.material, &new).await?;
         self.store.delete(&keys::key(&u.key_name)).await?;
         Ok((u.key_name.clone(), name))
     }
@@ -839,6 +889,7 @@ impl Repository {
     /// # Errors
     /// Not found, malformed, or a manifest whose content does not match its id.
     pub async fn load_snapshot(&self, id: SnapshotId) -> Result<SnapshotInfo> {
+        self.require_read("read snapshot manifests")?;
         let what = || format!("snapshot {id}");
         let packed = self
             .store

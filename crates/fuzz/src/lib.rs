@@ -77,7 +77,11 @@ pub struct Target {
 
 fn keys() -> &'static Arc<cairn_crypto::Keys> {
     static KEYS: OnceLock<Arc<cairn_crypto::Keys>> = OnceLock::new();
-    KEYS.get_or_init(|| Arc::new(cairn_crypto::Keys::new(&cairn_crypto::MasterKey::generate())))
+    KEYS.get_or_init(|| {
+        Arc::new(cairn_crypto::Keys::full(
+            &cairn_crypto::MasterKey::generate(),
+        ))
+    })
 }
 
 fn pack(data: &[u8]) {
@@ -133,12 +137,14 @@ fn key(data: &[u8]) {
 fn sealed(data: &[u8]) {
     let k = keys();
     for kind in [
-        cairn_crypto::Kind::Blob,
         cairn_crypto::Kind::Trailer,
         cairn_crypto::Kind::Object("snapshots"),
+        cairn_crypto::Kind::Object("index"),
     ] {
         let _ = k.open(data, kind);
     }
+    let mut out = Vec::new();
+    let _ = k.open_blob_into(data, &[7; 32], &mut out);
 }
 
 fn records(data: &[u8]) {

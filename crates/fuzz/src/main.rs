@@ -138,7 +138,7 @@ fn write(dir: &Path, target: &str, name: &str, bytes: &[u8]) {
 
 const MANIFEST: &str = r#"{"version":2,"time":"2026-11-25T04:00:00.000000Z","host":"db-1","tags":["nightly"],"source":["/var/lib/qdrant/snapshots/docs"],"files":[{"path":"docs/docs-1.snapshot","size":11979264,"mode":420,"mtime":1764043200,"chunk_lists":["e7c028dbbe8d8bd3cde966a21341449780d4ddccfc047201b8e26385b84bc5aa"]},{"path":"docs/config.json","size":638,"mode":420,"mtime":0,"chunks":["ea8f163db38682925e4491c5e58d4bb3506ef8c14eb78a86e908c5624a67200f"]}],"totals":{"files":2,"bytes":11979902,"chunks":180,"new_chunks":12,"new_bytes":786432,"new_stored_bytes":742011,"new_packs":1,"requests":{"puts":3,"gets":1,"lists":2,"heads":0,"deletes":0}}}"#;
 
-const CONFIG: &str = r#"{"version":3,"id":"ab00000000000000000000000000000000000000000000000000000000000000","chunker":{"min_size":16384,"avg_size":65536,"max_size":262144,"normalization":1,"tar_aware":true,"members":{"vectors":{"min_size":1024,"avg_size":4096,"max_size":16384}}},"compression":{"zstd_level":1,"min_saving_percent":10},"pack_size":33554432,"created":"2026-11-25T04:00:00+00:00","encryption":{"cipher":"xchacha20-poly1305","chunk_ids":"blake3-keyed"}}"#;
+const CONFIG: &str = r#"{"version":3,"id":"ab00000000000000000000000000000000000000000000000000000000000000","chunker":{"min_size":16384,"avg_size":65536,"max_size":262144,"normalization":1,"tar_aware":true,"members":{"vectors":{"min_size":1024,"avg_size":4096,"max_size":16384}}},"compression":{"zstd_level":1,"min_saving_percent":10},"pack_size":33554432,"created":"2026-11-25T04:00:00+00:00","encryption":{"cipher":"xchacha20-poly1305","chunk_ids":"blake3-keyed","key_agreement":"x25519"}}"#;
 
 const PLAN: &str = r#"{"host":"db-1","condemned_packs":["e7c028dbbe8d8bd3cde966a21341449780d4ddccfc047201b8e26385b84bc5aa"],"superseded_index":[],"snapshots":["ea8f163db38682925e4491c5e58d4bb3506ef8c14eb78a86e908c5624a67200f"]}"#;
 
@@ -146,7 +146,7 @@ const LEASE: &str = r#"{"kind":"backup","host":"db-1","pid":4242,"started":"2026
 
 fn seed(dir: &Path, api_files: &[PathBuf]) {
     use cairn_model::{Compression, IndexFile, IndexGroup};
-    let sealing = cairn_pack::Sealing::with_keys(Arc::new(cairn_crypto::Keys::new(
+    let sealing = cairn_pack::Sealing::with_keys(Arc::new(cairn_crypto::Keys::full(
         &cairn_crypto::MasterKey::generate(),
     )));
     for (name, s) in [("plain", cairn_pack::Sealing::plain()), ("sealed", sealing)] {
@@ -193,22 +193,31 @@ fn seed(dir: &Path, api_files: &[PathBuf]) {
         iterations: 1,
         parallelism: 1,
     };
-    let key = cairn_crypto::KeyFile::wrap(
-        &cairn_crypto::MasterKey::generate(),
-        &cairn_crypto::Password::new("seed".into()),
-        cheap,
-        "seed-host",
-        "seed",
-    )
-    .expect("key");
-    write(dir, "key", "key", &key.to_json());
-    let k = cairn_crypto::Keys::new(&cairn_crypto::MasterKey::generate());
-    write(
-        dir,
-        "sealed",
-        "blob",
-        &k.seal(b"sealed blob", cairn_crypto::Kind::Blob),
-    );
+    let master = cairn_crypto::MasterKey::generate();
+    for (name, material) in [
+        ("key", cairn_crypto::KeyMaterial::Full(master.clone())),
+        (
+            "write-only",
+            cairn_crypto::KeyMaterial::WriteOnly(master.write_only()),
+        ),
+    ] {
+        let key = cairn_crypto::KeyFile::wrap(
+            &material,
+            &cairn_crypto::Password::new("seed".into()),
+            cheap,
+            "seed-host",
+            "seed",
+        )
+        .expect("key");
+        write(dir, "key", name, &key.to_json());
+    }
+    let k = cairn_crypto::Keys::full(&master);
+    for (name, kind) in [
+        ("manifest", cairn_crypto::Kind::Object("snapshots")),
+        ("index", cairn_crypto::Kind::Object("index")),
+    ] {
+        write(dir, "sealed", name, &k.seal(b"a sealed object", kind));
+    }
     write(dir, "records", "plan", PLAN.as_bytes());
     write(dir, "records", "lease", LEASE.as_bytes());
     // The first 64 KiB of a real shard snapshot (headers, a config.json,

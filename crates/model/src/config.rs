@@ -21,6 +21,10 @@ pub struct Encryption {
     pub cipher: String,
     /// `"blake3-keyed"`: chunk ids are BLAKE3 keyed with the id key.
     pub chunk_ids: String,
+    /// `"x25519"`: blobs, trailers, manifests and run records are sealed to
+    /// the repository's X25519 public key (one-time key pairs), so that
+    /// write-only keys can add them without reading any.
+    pub key_agreement: String,
 }
 
 impl Default for Encryption {
@@ -28,6 +32,7 @@ impl Default for Encryption {
         Self {
             cipher: "xchacha20-poly1305".into(),
             chunk_ids: "blake3-keyed".into(),
+            key_agreement: "x25519".into(),
         }
     }
 }
@@ -262,8 +267,8 @@ impl RepoConfig {
         if let Some(e) = &self.encryption {
             if *e != Encryption::default() {
                 return Err(format!(
-                    "encryption {}/{} is not one this release knows (xchacha20-poly1305/blake3-keyed)",
-                    e.cipher, e.chunk_ids
+                    "encryption {}/{}/{} is not one this release knows (xchacha20-poly1305/blake3-keyed/x25519)",
+                    e.cipher, e.chunk_ids, e.key_agreement
                 ));
             }
             if self.version < ENCRYPTED_VERSION {

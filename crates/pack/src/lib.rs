@@ -21,7 +21,7 @@
 
 use std::sync::Arc;
 
-use cairn_crypto::{Keys, Kind, NONCE_LEN, OVERHEAD, TAG_LEN};
+use cairn_crypto::{Keys, Kind, PackSeal, BLOB_HEAD, BOX_OVERHEAD, TAG_LEN};
 use cairn_model::{ChunkHasher, ChunkId, Codec, Compression, IndexEntry, PackId, INDEX_ENTRY_LEN};
 
 /// Pack header magic.
@@ -106,7 +106,7 @@ impl Sealing {
             None => Ok(stored),
             Some(k) => {
                 scratch.clear();
-                k.open_into(stored, Kind::Blob, scratch)
+                k.open_blob_into(stored, id.as_bytes(), scratch)
                     .map_err(|e| Error::BadChunk {
                         id,
                         reason: e.to_string(),
@@ -119,7 +119,12 @@ impl Sealing {
     /// Bytes a trailer of `n` entries takes in a pack.
     #[must_use]
     pub fn trailer_len(&self, n: u32) -> u64 {
-        u64::from(n) * INDEX_ENTRY_LEN as u64 + if self.is_sealed() { OVERHEAD as u64 } else { 0 }
+        u64::from(n) * INDEX_ENTRY_LEN as u64
+            + if self.is_sealed() {
+                BOX_OVERHEAD as u64
+            } else {
+                0
+            }
     }
 }
 
@@ -351,8 +356,8 @@ pub fn decode_blob_into(
 pub struct PackWriter {
     buf: Vec<u8>,
     entries: Vec<IndexEntry>,
-    keys: Option<Arc<Keys>>,
-    /// Entries written plain with room for a nonce and a tag, sealed in
+    seal: Option<PackSeal>,
+    /// Entries written plain with room for a one-time key and a tag, sealed in
     /// place by [`PackWriter::finish`] (off the thread that pushes).
     to_seal: Vec<usize>,
 }
@@ -394,16 +399,17 @@ impl PackWriter {
         Self {
             buf,
             entries: Vec::new(),
-            keys: None,
+            seal: None,
             to_seal: Vec::new(),
         }
     }
 
-    /// Seals what this pack holds as `sealing` says (a version 2 pack when
-    /// it has keys). Call before the first [`PackWriter::push`].
+    /// Seals what this pack holds as `sealing` says (a version 2 pack,
+    /// sealed to the repository key under a one-time key pair of its own,
+    /// when it has keys). Call before the first [`PackWriter::push`].
     #[must_use]
     pub fn sealed(mut self, sealing: &Sealing) -> Self {
-        self.keys = sealing.keys().cloned();
+        self.seal = sealing.keys().map(|k| k.pack_seal());
         self.buf[8..10].copy_from_slice(&sealing.pack_version().to_le_bytes());
         self
     }
@@ -415,9 +421,9 @@ impl PackWriter {
             None => (Codec::Raw, raw),
         };
         let offset = self.buf.len();
-        if self.keys.is_some() {
-            // Room for the nonce and the tag; sealed by finish.
-            self.buf.extend_from_slice(&[0u8; NONCE_LEN]);
+        if self.seal.is_some() {
+            // Room for the one-time key and the tag; sealed by finish.
+            self.buf.extend_from_slice(&[0u8; BLOB_HEAD]);
             self.buf.extend_from_slice(stored);
             self.buf.extend_from_slice(&[0u8; TAG_LEN]);
             self.to_seal.push(self.entries.len());
@@ -465,7 +471,7 @@ impl PackWriter {
     pub fn finished_len(&self) -> usize {
         self.buf.len()
             + self.entries.len() * INDEX_ENTRY_LEN
-            + if self.keys.is_some() { OVERHEAD } else { 0 }
+            + if self.seal.is_some() { BOX_OVERHEAD } else { 0 }
             + FOOTER_LEN
     }
 
@@ -479,15 +485,15 @@ impl PackWriter {
     /// Writes trailer and footer.
     #[must_use]
     pub fn finish(mut self) -> FinishedPack {
-        if let Some(k) = &self.keys {
+        if let Some(k) = &self.seal {
             for &i in &self.to_seal {
                 let e = &self.entries[i];
                 let at = usize::try_from(e.offset).expect("invariant: a pack fits in memory");
-                k.seal_in_place(&mut self.buf[at..at + e.length as usize], Kind::Blob);
+                k.seal_blob_in_place(&mut self.buf[at..at + e.length as usize], e.id.as_bytes());
             }
         }
         let trailer_offset = self.buf.len() as u64;
-        match &self.keys {
+        match &self.seal {
             None => {
                 for e in &self.entries {
                     e.encode(&mut self.buf);
@@ -498,7 +504,7 @@ impl PackWriter {
                 for e in &self.entries {
                     e.encode(&mut trailer);
                 }
-                k.seal_into(&trailer, Kind::Trailer, &mut self.buf);
+                k.seal_trailer_into(&trailer, &mut self.buf);
             }
         }
         self.buf.extend_from_slice(&trailer_offset.to_le_bytes());
@@ -816,7 +822,7 @@ mod tests {
     /// with its keys, and a flipped byte in a blob is caught by the tag.
     #[test]
     fn sealed_packs_round_trip_and_hide_their_content() {
-        let keys = Arc::new(Keys::new(&cairn_crypto::MasterKey::generate()));
+        let keys = Arc::new(Keys::full(&cairn_crypto::MasterKey::generate()));
         let sealing = Sealing::with_keys(keys);
         let raw = b"a secret sentence, stored twice: a secret sentence".repeat(20);
         let id = sealing.ids().id(&raw);
@@ -849,11 +855,46 @@ mod tests {
             );
             assert!(read_entries(&Sealing::plain(), &p.bytes).is_err());
             let other =
-                Sealing::with_keys(Arc::new(Keys::new(&cairn_crypto::MasterKey::generate())));
+                Sealing::with_keys(Arc::new(Keys::full(&cairn_crypto::MasterKey::generate())));
             assert!(read_entries(&other, &p.bytes).is_err());
             let mut bad = stored.to_vec();
             bad[30] ^= 1;
             assert!(decode_blob(&sealing, &bad, e.id, e.codec, e.raw_length).is_err());
         }
+    }
+
+    /// A pack a write-only key wrote: the full key reads its trailer and
+    /// blobs, the writer reads neither; a blob copied as stored into a
+    /// pack of another key pair (a repack) still opens.
+    #[test]
+    fn write_only_packs_open_with_the_full_key_and_survive_a_repack() {
+        let master = cairn_crypto::MasterKey::generate();
+        let full = Sealing::with_keys(Arc::new(Keys::full(&master)));
+        let writer = Sealing::with_keys(Arc::new(Keys::new(
+            &cairn_crypto::KeyMaterial::WriteOnly(master.write_only()),
+        )));
+        let raw = b"written by an agent".repeat(30);
+        let id = writer.ids().id(&raw);
+        assert_eq!(id, full.ids().id(&raw), "one id key");
+        let mut w = PackWriter::new().sealed(&writer);
+        w.push(id, &raw, compress(&raw, Compression::default()).as_deref());
+        let p = w.finish();
+        assert!(read_entries(&writer, &p.bytes).is_err());
+        let e = read_entries(&full, &p.bytes).expect("the full key reads it")[0];
+        let stored = &p.bytes[e.offset as usize..(e.offset + u64::from(e.length)) as usize];
+        assert!(decode_blob(&writer, stored, e.id, e.codec, e.raw_length).is_err());
+        assert_eq!(
+            decode_blob(&full, stored, e.id, e.codec, e.raw_length).expect("blob"),
+            raw
+        );
+        let mut again = PackWriter::new().sealed(&full);
+        again.push_stored(e.id, stored, e.raw_length, e.codec);
+        let q = again.finish();
+        let f = read_entries(&full, &q.bytes).expect("repacked")[0];
+        let moved = &q.bytes[f.offset as usize..(f.offset + u64::from(f.length)) as usize];
+        assert_eq!(
+            decode_blob(&full, moved, f.id, f.codec, f.raw_length).expect("blob"),
+            raw
+        );
     }
 }

@@ -118,6 +118,15 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// The key in use is write-only and the object is sealed to the
+    /// repository key (only a full key opens it).
+    #[error("{key} in {location} cannot be read with the key in use: it is write-only (it adds backups; restoring, checking, pruning and listing backups need a full key)")]
+    WriteOnly {
+        /// Repository location.
+        location: String,
+        /// Object key.
+        key: String,
+    },
     /// Any other backend failure.
     #[error("storage error on {key} in {location}: {source}")]
     Backend {

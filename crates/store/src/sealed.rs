@@ -45,10 +45,16 @@ impl SealedBackend {
         self.keys
             .open(sealed, Kind::Object(dir))
             .map(Bytes::from)
-            .map_err(|e| Error::Undecryptable {
-                location: self.inner.location().to_string(),
-                key: key.to_string(),
-                reason: e.to_string(),
+            .map_err(|e| match e {
+                cairn_crypto::Error::WriteOnly => Error::WriteOnly {
+                    location: self.inner.location().to_string(),
+                    key: key.to_string(),
+                },
+                e => Error::Undecryptable {
+                    location: self.inner.location().to_string(),
+                    key: key.to_string(),
+                    reason: e.to_string(),
+                },
             })
     }
 }

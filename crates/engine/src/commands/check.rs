@@ -18,6 +18,7 @@ impl Repository {
     /// # Errors
     /// Storage errors that stop the check itself; damage is in the report.
     pub async fn check(&self, read: ReadData, progress: Arc<dyn Progress>) -> Result<CheckReport> {
+        self.require_read("check the repository")?;
         // A sweep during the check would delete packs it has listed and
         // report them missing: the check holds a reader's lease.
         let lease = self.read_lease().await;

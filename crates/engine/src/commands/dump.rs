@@ -19,6 +19,7 @@ impl Repository {
         path: &str,
         out: W,
     ) -> Result<RestoreSummary> {
+        self.require_read("dump files from backups")?;
         let clock = std::time::Instant::now();
         let file = info
             .snapshot

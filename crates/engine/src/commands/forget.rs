@@ -116,6 +116,7 @@ impl Repository {
     /// [`Error::InvalidArgument`] for ids together with a policy, or neither;
     /// an id that matches no snapshot; storage errors.
     pub async fn forget(&self, opts: &ForgetOptions) -> Result<ForgetSummary> {
+        self.require_read("forget backups")?;
         let named = !opts.ids.is_empty();
         if named && !opts.policy.is_empty() {
             return Err(Error::InvalidArgument(

@@ -145,6 +145,7 @@ impl Repository {
         opts: &PruneOptions,
         progress: Arc<dyn Progress>,
     ) -> Result<PruneSummary> {
+        self.require_read("prune")?;
         let lock = if opts.dry_run {
             None
         } else {

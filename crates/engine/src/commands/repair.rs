@@ -67,6 +67,7 @@ impl Repository {
     /// # Errors
     /// [`crate::Error::Busy`] while a prune runs; storage errors.
     pub async fn repair_index(&self, progress: Arc<dyn Progress>) -> Result<RepairIndexSummary> {
+        self.require_read("repair the index")?;
         let lock = self
             .acquire_lease(cairn_model::LeaseKind::Prune, Some("prune"))
             .await?;
@@ -131,6 +132,7 @@ impl Repository {
         dry_run: bool,
         progress: Arc<dyn Progress>,
     ) -> Result<RepairSnapshotsSummary> {
+        self.require_read("repair snapshots")?;
         let report = self.inspect(ReadData::None, progress).await?;
         let mut out = Vec::new();
         let by_id: HashMap<String, _> = self

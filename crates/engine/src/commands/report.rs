@@ -412,6 +412,7 @@ impl Repository {
     /// Storage errors; a manifest or index file that cannot be read is
     /// skipped (and named) as elsewhere.
     pub async fn report(&self, opts: &ReportOptions) -> Result<Report> {
+        self.require_read("report on backups")?;
         let started = Utc::now();
         let mut totals = Totals::default();
         for (kind, dir) in [

@@ -80,6 +80,7 @@ impl Repository {
         opts: &RestoreOptions,
         progress: Arc<dyn Progress>,
     ) -> Result<RestoreSummary> {
+        self.require_read("restore")?;
         let lease = self.read_lease().await;
         let restored = self.restore_under_lease(info, target, opts, progress).await;
         lease.release().await;

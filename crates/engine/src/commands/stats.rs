@@ -60,6 +60,7 @@ impl Repository {
     /// # Errors
     /// Storage errors or malformed files.
     pub async fn stats(&self) -> Result<RepoStats> {
+        self.require_read("read repository statistics")?;
         let mut s = RepoStats::default();
         let snapshots = self.snapshots().await?;
         s.snapshots = snapshots.len() as u64;
