@@ -37,6 +37,8 @@ mod gcs;
 mod json;
 /// Retention: forget by policy and by id.
 mod lifecycle;
+/// S3 Object Lock against moto: locks written, deletion refused, prune and forget wait, lock extend.
+mod objectlock;
 /// The Dockerfile and the Kubernetes manifests, against the real binary.
 mod packaging;
 /// Cost reports: totals against the store, prices, CSV, HTML in a browser.

@@ -70,17 +70,33 @@ impl Drop for KillOnDrop {
 /// `endpoint` over a fresh connection and returns the whole answer (the
 /// test servers' bucket and container creation).
 fn http_put(endpoint: &str, path: &str, headers: &[(&str, &str)]) -> String {
+    http(endpoint, "PUT", path, headers, "")
+}
+
+/// Sends `method path` with `headers` and `body` to the server at
+/// `endpoint` over a fresh connection and returns the whole answer
+/// (unsigned: what moto accepts, as an attacker's or an admin's request).
+pub fn http(
+    endpoint: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> String {
     let addr = endpoint.trim_start_matches("http://");
-    let mut request = format!("PUT {path} HTTP/1.1\r\nHost: {addr}\r\n");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n");
     for (k, v) in headers {
         request.push_str(&format!("{k}: {v}\r\n"));
     }
-    request.push_str("Content-Length: 0\r\nConnection: close\r\n\r\n");
+    request.push_str(&format!(
+        "Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ));
     let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
     s.write_all(request.as_bytes()).expect("send");
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).expect("read");
-    resp
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).expect("read");
+    String::from_utf8_lossy(&resp).into_owned()
 }
 
 /// A moto S3 server on a free loopback port, killed on drop.
@@ -116,7 +132,16 @@ impl Moto {
 
     /// Creates a bucket with a plain HTTP PUT (moto accepts unsigned requests).
     pub fn create_bucket(&self, name: &str) {
-        let resp = http_put(&self.endpoint, &format!("/{name}"), &[]);
+        self.create_bucket_with(name, &[]);
+    }
+
+    /// Creates a bucket with Object Lock enabled (and so versioning).
+    pub fn create_locked_bucket(&self, name: &str) {
+        self.create_bucket_with(name, &[("x-amz-bucket-object-lock-enabled", "true")]);
+    }
+
+    fn create_bucket_with(&self, name: &str, headers: &[(&str, &str)]) {
+        let resp = http_put(&self.endpoint, &format!("/{name}"), headers);
         assert!(
             resp.starts_with("HTTP/1.1 200"),
             "bucket creation failed: {resp}"
@@ -452,6 +477,10 @@ impl Env {
     pub fn s3() -> Self {
         let moto = Moto::start();
         moto.create_bucket("cairn-test");
+        Self::s3_on(moto)
+    }
+
+    fn s3_on(moto: Moto) -> Self {
         Self {
             repo: "s3://cairn-test/backups/repo1".to_string(),
             envs: vec![
@@ -465,6 +494,19 @@ impl Env {
             work: TempDir::new().expect("tempdir"),
             _server: Some(Box::new(moto)),
         }
+    }
+
+    /// A repository in a moto bucket with Object Lock enabled
+    /// (`s3://cairn-locked/repo`), beside a bucket without it
+    /// (`cairn-test`); the second value is moto's endpoint.
+    pub fn s3_locked() -> (Self, String) {
+        let moto = Moto::start();
+        moto.create_bucket("cairn-test");
+        moto.create_locked_bucket("cairn-locked");
+        let endpoint = moto.endpoint.clone();
+        let mut env = Self::s3_on(moto);
+        env.repo = "s3://cairn-locked/repo".into();
+        (env, endpoint)
     }
 
     pub fn azure() -> Self {

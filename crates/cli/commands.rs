@@ -45,6 +45,19 @@ pub struct InitArgs {
     /// from CAIRN_PASSWORD, --password-file or --password-command.
     #[arg(long)]
     no_encryption: bool,
+    /// Keep packs and manifests under S3 Object Lock in this mode
+    /// (governance or compliance; the bucket must have Object Lock enabled).
+    #[arg(long, value_name = "MODE", value_parser = ["governance", "compliance"])]
+    object_lock: Option<String>,
+    /// Days each new pack and manifest is locked (`cairn lock extend`
+    /// keeps long-kept backups locked for longer).
+    #[arg(
+        long,
+        value_name = "DAYS",
+        requires = "object_lock",
+        default_value_t = 30
+    )]
+    lock_days: u32,
     #[command(flatten)]
     kdf: crate::key::KdfArgs,
 }
@@ -237,7 +250,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
     exit::FAILURE
 }
 
-fn parse_time(s: &str) -> std::result::Result<chrono::DateTime<chrono::Utc>, String> {
+pub fn parse_time(s: &str) -> std::result::Result<chrono::DateTime<chrono::Utc>, String> {
     chrono::DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&chrono::Utc))
         .map_err(|e| format!("{s:?} is not an RFC 3339 time ({e}); e.g. 2026-11-20T02:00:00Z"))
@@ -280,6 +293,10 @@ pub async fn init(g: &GlobalArgs, a: InitArgs) -> Result<()> {
             ..Compression::default()
         },
         pack_size: a.pack_size,
+        object_lock: a.object_lock.map(|mode| cairn_engine::ObjectLock {
+            mode,
+            days: a.lock_days,
+        }),
         encryption: if a.no_encryption {
             None
         } else {

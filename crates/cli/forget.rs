@@ -94,6 +94,13 @@ pub async fn forget(g: &GlobalArgs, a: ForgetArgs) -> Result<()> {
         );
     } else {
         println!("removed {} snapshot(s)", s.removed.len());
+        for l in &s.locked {
+            println!(
+                "kept {}: under Object Lock until {}; a forget after that removes it",
+                l.id.short(),
+                crate::size::time(&l.until)
+            );
+        }
         match &s.prune {
             Some(p) => crate::prune::print(p),
             None => println!("`cairn prune` frees the data only they used"),

@@ -8,6 +8,7 @@ mod daemon;
 mod forget;
 mod global;
 mod key;
+mod lock;
 mod policy;
 mod progress;
 mod prune;
@@ -53,6 +54,9 @@ enum Command {
     /// Manage the keys (passwords) of an encrypted repository.
     #[command(subcommand)]
     Key(key::KeyCommand),
+    /// Keep long-kept backups under S3 Object Lock for as long as they are kept.
+    #[command(subcommand)]
+    Lock(lock::LockCommand),
     /// Verify the repository's structure (and, with --read-data, every chunk).
     Check(check::CheckArgs),
     /// Rebuild index files from packs, or salvage damaged snapshots.
@@ -169,6 +173,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Prune(a) => prune::prune(g, a).await,
         Command::Unlock => prune::unlock(g).await,
         Command::Key(c) => key::key(g, c).await,
+        Command::Lock(c) => lock::lock(g, c).await,
         Command::Check(a) => check::check(g, a).await,
         Command::Repair(c) => repair::repair(g, c).await,
         Command::Stats => commands::stats(g).await,

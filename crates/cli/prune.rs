@@ -95,6 +95,13 @@ pub fn print(s: &PruneSummary) {
         human(m.bytes_to_upload),
         m.requests
     );
+    if let Some(until) = m.locked_until {
+        println!(
+            "waiting: {} packs are under Object Lock until {} at the latest; a prune after that deletes what is still unneeded",
+            m.packs_locked,
+            crate::size::time(&until)
+        );
+    }
     for d in &m.damaged {
         println!("damaged: {d}");
     }
@@ -115,6 +122,12 @@ pub fn print(s: &PruneSummary) {
                 String::new()
             }
         );
+        if r.packs_locked > 0 {
+            println!(
+                "plan {}: left {} packs whose Object Lock was extended; a later prune deletes them",
+                r.plan, r.packs_locked
+            );
+        }
     }
     for cairn_engine::Deferred { plan: p, why } in &s.deferred {
         println!("plan {p} waits for a later prune: {why}");

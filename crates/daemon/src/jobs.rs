@@ -132,9 +132,9 @@ impl Runner {
         // (packs, index files, manifests, run records).
         if let Some(rate) = &self.config.limits.upload {
             if let Ok(rate) = cairn_config::parse_rate(rate.get_ref()) {
-                store = cairn_engine::RepoStore::from_backend(Arc::new(
-                    cairn_store::throttled::ThrottledBackend::new(store.backend(), rate),
-                ));
+                store = store.map_backend(|b| {
+                    Arc::new(cairn_store::throttled::ThrottledBackend::new(b, rate))
+                });
             }
         }
         let cache = def
@@ -349,17 +349,36 @@ impl Runner {
     }
 
     /// Applies schedule `name`'s retention to the backups it made; the
-    /// number of snapshots removed.
+    /// number of snapshots removed. Under Object Lock, the backups kept
+    /// are then locked for as long as the policy keeps them.
     async fn retention(&self, name: &str, repo: &Repository) -> Result<u64> {
         let Some(r) = &self.config.schedules[name].retention else {
             return Ok(0);
         };
+        let policy = r.get_ref().policy();
         let opts = ForgetOptions {
-            policy: r.get_ref().policy(),
+            policy: policy.clone(),
             tags: vec![schedule_tag(name)],
             ..ForgetOptions::default()
         };
         let s = repo.forget(&opts).await?;
+        if repo.config().object_lock.is_some() {
+            let kept: Vec<String> = s
+                .groups
+                .iter()
+                .flat_map(|g| &g.items)
+                .filter(|i| i.action == cairn_engine::ForgetAction::Keep)
+                .map(|i| i.id.to_hex())
+                .collect();
+            if !kept.is_empty() {
+                repo.extend_locks(&cairn_engine::LockExtendOptions {
+                    ids: kept,
+                    policy,
+                    ..cairn_engine::LockExtendOptions::default()
+                })
+                .await?;
+            }
+        }
         Ok(s.removed.len() as u64)
     }
 

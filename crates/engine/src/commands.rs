@@ -5,6 +5,7 @@ pub(crate) mod backup;
 pub(crate) mod check;
 pub(crate) mod dump;
 pub(crate) mod forget;
+pub(crate) mod lock;
 pub(crate) mod prune;
 pub(crate) mod repair;
 pub(crate) mod report;

@@ -29,7 +29,9 @@ mod services;
 pub use commands::backup::BackupSource;
 pub use commands::forget::{
     Action as ForgetAction, ForgetGroup, ForgetItem, ForgetOptions, ForgetSummary, GroupBy,
+    LockedSnapshot,
 };
+pub use commands::lock::{LockExtendOptions, LockExtendSummary, SnapshotLock};
 pub use commands::prune::PruneOptions;
 pub use commands::repair::{RepairIndexSummary, RepairSnapshotsSummary, Repaired};
 pub use commands::report::{
@@ -55,8 +57,8 @@ pub use services::materialize::RestoreSummary;
 pub use cairn_cost::PriceTable;
 pub use cairn_model::{
     backup_job, valid_job_name, ChunkSizes, ChunkerParams, ClusterRecord, CollectionRecord,
-    Compression, MemberSizes, RepoConfig, RunRecord, RunState, ShardRecord, ShardStatus, Snapshot,
-    SnapshotId, SnapshotTotals, Time, Trigger, FORMAT_VERSION,
+    Compression, MemberSizes, ObjectLock, RepoConfig, RunRecord, RunState, ShardRecord,
+    ShardStatus, Snapshot, SnapshotId, SnapshotTotals, Time, Trigger, FORMAT_VERSION,
 };
 pub use cairn_store::throttled::TokenBucket;
 pub use cairn_store::{Error as StoreError, RepoStore};

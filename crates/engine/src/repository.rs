@@ -37,6 +37,9 @@ pub struct InitOptions {
     /// Encrypt the repository, with a first key that this password opens;
     /// `None` leaves it unencrypted.
     pub encryption: Option<NewKey>,
+    /// Keep packs and manifests under S3 Object Lock (an S3 bucket with
+    /// Object Lock enabled).
+    pub object_lock: Option<cairn_model::ObjectLock>,
 }
 
 /// A key to add to an encrypted repository: the password that will open
@@ -62,6 +65,7 @@ impl Default for InitOptions {
             id: None,
             created: None,
             encryption: None,
+            object_lock: None,
         }
     }
 }
@@ -285,6 +289,33 @@ async fn unlock(store: &RepoStore, password: &cairn_crypto::Password) -> Result<
     })
 }
 
+/// The Object Lock requests of `store`, or an error saying that only S3
+/// repositories have them.
+fn object_lock_of(store: &RepoStore) -> Result<Arc<cairn_store::objectlock::S3ObjectLock>> {
+    store.object_lock().cloned().ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "{} is not an S3 repository: Object Lock needs an s3:// bucket with Object Lock enabled (Azure and GCS: use the container's or bucket's own retention policy, docs/operations.md)",
+            store.location()
+        ))
+    })
+}
+
+/// `store`, locking packs and manifests as `config.object_lock` says.
+fn with_object_lock(store: RepoStore, config: &RepoConfig) -> Result<RepoStore> {
+    let Some(l) = &config.object_lock else {
+        return Ok(store);
+    };
+    let lock = object_lock_of(&store)?;
+    let mode =
+        cairn_store::objectlock::LockMode::parse(&l.mode).map_err(|e| malformed("config", e))?;
+    let days = l.days;
+    Ok(store.map_backend(|b| {
+        Arc::new(cairn_store::objectlock::LockingBackend::new(
+            b, lock, mode, days,
+        ))
+    }))
+}
+
 fn malformed(what: impl Into<String>, reason: impl ToString) -> Error {
     Error::Malformed {
         what: what.into(),
@@ -312,6 +343,17 @@ impl Repository {
                 location: store.location().to_string(),
             });
         }
+        if let Some(l) = &opts.object_lock {
+            l.validate().map_err(Error::InvalidArgument)?;
+            let lock = object_lock_of(&store)?;
+            if !lock.bucket_enabled().await? {
+                return Err(Error::InvalidArgument(format!(
+                    "bucket {} of {} does not have Object Lock enabled; create a bucket with it (aws s3api create-bucket --object-lock-enabled-for-bucket, or enable it on a versioned bucket with put-object-lock-configuration) or leave out --object-lock",
+                    lock.bucket(),
+                    store.location()
+                )));
+            }
+        }
         let seed: [u8; 32] = opts.id.unwrap_or_else(rand::random);
         let config = RepoConfig {
             version: if opts.encryption.is_some() {
@@ -328,7 +370,9 @@ impl Repository {
                 .encryption
                 .is_some()
                 .then(cairn_model::Encryption::default),
+            object_lock: opts.object_lock.clone(),
         };
+        let store = with_object_lock(store, &config)?;
         // The first key goes in before the config: a repository is one once
         // its config exists, and an encrypted one must then be openable.
         let unlocked = match &opts.encryption {
@@ -365,10 +409,12 @@ impl Repository {
             Some(u) => {
                 let keys = Arc::new(cairn_crypto::Keys::new(&u.material));
                 (
-                    RepoStore::from_backend(Arc::new(cairn_store::sealed::SealedBackend::new(
-                        store.backend(),
-                        Arc::clone(&keys),
-                    ))),
+                    store.map_backend(|b| {
+                        Arc::new(cairn_store::sealed::SealedBackend::new(
+                            b,
+                            Arc::clone(&keys),
+                        ))
+                    }),
                     cairn_pack::Sealing::with_keys(keys),
                 )
             }
@@ -445,6 +491,7 @@ impl Repository {
             }
             (Some(_), Some(pw)) => Some(Arc::new(unlock(&store, pw).await?)),
         };
+        let store = with_object_lock(store, &config)?;
         Ok(Self::from_parts(store, config, cache_root, unlocked))
     }
 

@@ -56,6 +56,16 @@ pub struct Candidate {
     pub complete: bool,
 }
 
+impl From<&crate::repository::SnapshotInfo> for Candidate {
+    fn from(i: &crate::repository::SnapshotInfo) -> Self {
+        Self {
+            time: i.snapshot.time,
+            tags: i.snapshot.tags.clone(),
+            complete: i.snapshot.qdrant.as_ref().is_none_or(|r| !r.partial),
+        }
+    }
+}
+
 /// Why a snapshot is kept: one entry per rule that keeps it.
 pub type Reasons = Vec<String>;
 

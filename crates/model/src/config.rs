@@ -264,6 +264,9 @@ impl RepoConfig {
     pub fn validate(&self) -> Result<(), String> {
         self.chunker.validate()?;
         self.compression.validate()?;
+        if let Some(l) = &self.object_lock {
+            l.validate()?;
+        }
         if let Some(e) = &self.encryption {
             if *e != Encryption::default() {
                 return Err(format!(
@@ -314,6 +317,42 @@ pub struct RepoConfig {
     /// with a master key that `keys/` objects wrap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<Encryption>,
+    /// Present when packs and manifests are kept under S3 Object Lock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_lock: Option<ObjectLock>,
+}
+
+/// How a repository keeps its packs and manifests under S3 Object Lock
+/// (`config.object_lock`): each is locked as it is written, for `days`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectLock {
+    /// `"governance"` or `"compliance"`.
+    pub mode: String,
+    /// Days a new pack or manifest is locked (1 to 36,500).
+    pub days: u32,
+}
+
+impl ObjectLock {
+    /// Checks the mode and the days.
+    ///
+    /// # Errors
+    /// A message naming the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if !["governance", "compliance"].contains(&self.mode.as_str()) {
+            return Err(format!(
+                "object lock mode {:?} is neither governance nor compliance",
+                self.mode
+            ));
+        }
+        if !(1..=36_500).contains(&self.days) {
+            return Err(format!(
+                "object lock of {} days is outside 1..=36500",
+                self.days
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -329,6 +368,7 @@ mod tests {
             pack_size: 32 << 20,
             created: chrono::DateTime::from_timestamp(0, 0).expect("epoch"),
             encryption,
+            object_lock: None,
         }
     }
 

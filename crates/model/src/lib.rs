@@ -18,7 +18,7 @@ pub use cluster::{
     ShardRecord, ShardStatus,
 };
 pub use config::{
-    ChunkSizes, ChunkerParams, Compression, Encryption, MemberSizes, RepoConfig,
+    ChunkSizes, ChunkerParams, Compression, Encryption, MemberSizes, ObjectLock, RepoConfig,
     DEFAULT_VECTOR_AVG, ENCRYPTED_VERSION, FORMAT_VERSION, PACK_SIZES, ZSTD_LEVELS,
 };
 pub use gc::{GcPlan, Lease, LeaseKind};

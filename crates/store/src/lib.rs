@@ -38,6 +38,7 @@ pub mod durable;
 #[cfg(any(test, feature = "test-util"))]
 pub mod faulty;
 pub mod http;
+pub mod objectlock;
 pub mod sealed;
 pub mod throttled;
 
@@ -117,6 +118,27 @@ pub enum Error {
         key: String,
         /// Why.
         reason: String,
+    },
+    /// An Object Lock request failed (a bucket without Object Lock, a
+    /// refused retention change, missing permissions).
+    #[error("object lock of {key} in {location}: {reason}")]
+    ObjectLock {
+        /// Repository location.
+        location: String,
+        /// Object key (or "the bucket").
+        key: String,
+        /// What the store answered.
+        reason: String,
+    },
+    /// The object is under Object Lock: nothing was sent to delete it.
+    #[error("{key} in {location} is locked until {until}")]
+    Locked {
+        /// Repository location.
+        location: String,
+        /// Object key.
+        key: String,
+        /// Retained until then.
+        until: chrono::DateTime<chrono::Utc>,
     },
     /// The key in use is write-only and the object is sealed to the
     /// repository key (only a full key opens it).
@@ -280,6 +302,8 @@ pub struct Listed {
 #[derive(Clone)]
 pub struct RepoStore {
     backend: Arc<dyn Backend>,
+    /// Object Lock requests, for an S3 repository.
+    lock: Option<Arc<objectlock::S3ObjectLock>>,
 }
 
 impl std::fmt::Debug for RepoStore {
@@ -318,10 +342,9 @@ impl RepoStore {
             )),
         }?;
         match crash::CrashPoint::from_env().map_err(|e| invalid(location, e))? {
-            Some(point) => Ok(Self::from_backend(Arc::new(crash::CrashingBackend::new(
-                store.backend,
-                point,
-            )))),
+            Some(point) => {
+                Ok(store.map_backend(|b| Arc::new(crash::CrashingBackend::new(b, point))))
+            }
             None => Ok(store),
         }
     }
@@ -349,6 +372,7 @@ impl RepoStore {
         }
         let prefix = Path::from(url.path().trim_matches('/'));
         let bucket_url = format!("{scheme}://{}", url.host_str().unwrap_or_default());
+        let mut lock = None;
         let store: Arc<dyn ObjectStore> = match scheme {
             "s3" => {
                 let mut b = object_store::aws::AmazonS3Builder::from_env()
@@ -360,7 +384,21 @@ impl RepoStore {
                 {
                     b = b.with_allow_http(true);
                 }
-                Arc::new(b.build().map_err(|e| invalid(location, e.to_string()))?)
+                let s3 = b
+                    .clone()
+                    .build()
+                    .map_err(|e| invalid(location, e.to_string()))?;
+                lock = Some(Arc::new(
+                    objectlock::S3ObjectLock::new(
+                        &b,
+                        &s3,
+                        url.host_str().unwrap_or_default(),
+                        prefix.as_ref(),
+                        location,
+                    )
+                    .map_err(|e| invalid(location, e))?,
+                ));
+                Arc::new(s3)
             }
             "gs" => Arc::new(
                 object_store::gcp::GoogleCloudStorageBuilder::from_env()
@@ -377,9 +415,10 @@ impl RepoStore {
                     .map_err(|e| invalid(location, e.to_string()))?,
             ),
         };
-        Ok(Self::from_backend(Arc::new(ObjectStoreBackend::new(
-            store, prefix, location,
-        ))))
+        Ok(Self {
+            backend: Arc::new(ObjectStoreBackend::new(store, prefix, location)),
+            lock,
+        })
     }
 
     /// Wraps any object store (tests, embedding).
@@ -395,7 +434,26 @@ impl RepoStore {
     /// Uses `backend` (a real one, or wrappers around one).
     #[must_use]
     pub fn from_backend(backend: Arc<dyn Backend>) -> Self {
-        Self { backend }
+        Self {
+            backend,
+            lock: None,
+        }
+    }
+
+    /// The same store with its backend wrapped by `wrap` (what it knows of
+    /// the location, such as Object Lock, is kept).
+    #[must_use]
+    pub fn map_backend(self, wrap: impl FnOnce(Arc<dyn Backend>) -> Arc<dyn Backend>) -> Self {
+        Self {
+            backend: wrap(self.backend),
+            lock: self.lock,
+        }
+    }
+
+    /// Object Lock requests, for an S3 repository.
+    #[must_use]
+    pub fn object_lock(&self) -> Option<&Arc<objectlock::S3ObjectLock>> {
+        self.lock.as_ref()
     }
 
     /// The backend, to wrap it: `RepoStore::from_backend(Arc::new(CountingBackend::new(store.backend())))`.

@@ -74,6 +74,15 @@ pub struct ForgetItem {
     pub reasons: Vec<String>,
 }
 
+/// A snapshot whose manifest is under Object Lock.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct LockedSnapshot {
+    /// The snapshot.
+    pub id: SnapshotId,
+    /// Locked until then.
+    pub until: chrono::DateTime<chrono::Utc>,
+}
+
 /// One group and its snapshots, newest first.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ForgetGroup {
@@ -93,6 +102,10 @@ pub struct ForgetSummary {
     pub groups: Vec<ForgetGroup>,
     /// Snapshots removed (or to remove).
     pub removed: Vec<SnapshotId>,
+    /// Snapshots the policy removes but Object Lock keeps, with the date
+    /// they are locked until: a forget after it removes them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub locked: Vec<LockedSnapshot>,
     /// Nothing was deleted.
     pub dry_run: bool,
     /// The prune that followed (`forget --prune`), if any.
@@ -162,14 +175,7 @@ impl Repository {
                     .push(info);
             }
             for (key, infos) in by_group {
-                let candidates: Vec<Candidate> = infos
-                    .iter()
-                    .map(|i| Candidate {
-                        time: i.snapshot.time,
-                        tags: i.snapshot.tags.clone(),
-                        complete: i.snapshot.qdrant.as_ref().is_none_or(|r| !r.partial),
-                    })
-                    .collect();
+                let candidates: Vec<Candidate> = infos.iter().map(Candidate::from).collect();
                 let reasons = apply(&opts.policy, &candidates);
                 let mut items: Vec<ForgetItem> = infos
                     .iter()
@@ -201,18 +207,31 @@ impl Repository {
                 });
             }
         }
-        let removed: Vec<SnapshotId> = groups
+        let mut removed: Vec<SnapshotId> = groups
             .values()
             .flatten()
             .filter(|i| i.action == Action::Remove)
             .map(|i| i.id)
             .collect();
+        let mut locked = Vec::new();
         if !opts.dry_run {
-            futures::stream::iter(removed.clone())
-                .map(|id| async move { self.store.delete(&keys::snapshot(&id)).await })
+            // Under Object Lock a locked manifest is never sent a delete.
+            let results: Vec<Option<LockedSnapshot>> = futures::stream::iter(removed.clone())
+                .map(|id| async move {
+                    match self.store.delete(&keys::snapshot(&id)).await {
+                        Ok(()) => Ok(None),
+                        Err(cairn_store::Error::Locked { until, .. }) => {
+                            Ok(Some(LockedSnapshot { id, until }))
+                        }
+                        Err(e) => Err(e),
+                    }
+                })
                 .buffer_unordered(16)
-                .try_collect::<Vec<()>>()
+                .try_collect()
                 .await?;
+            locked = results.into_iter().flatten().collect();
+            locked.sort_by_key(|l| l.id);
+            removed.retain(|id| !locked.iter().any(|l| l.id == *id));
         }
         Ok(ForgetSummary {
             groups: groups
@@ -220,6 +239,7 @@ impl Repository {
                 .map(|(key, items)| ForgetGroup { key, items })
                 .collect(),
             removed,
+            locked,
             dry_run: opts.dry_run,
             prune: None,
         })

@@ -35,7 +35,7 @@ use crate::read::{self, Blob, BlobFault, Fetched};
 use crate::repository::{Repository, SnapshotInfo};
 use crate::services::gc::{Deferred, PrunePlanSummary, PruneSummary, SweepReport, UnlockSummary};
 use crate::services::ingest::store_pack;
-use crate::services::mark::{Bits, IndexBatch, IndexScan, Needed};
+use crate::services::mark::{Bits, IndexBatch, IndexScan};
 
 /// Packs repacked per read plan (at most ~4,096 kept blobs each).
 const REPACK_BATCH: usize = 256;
@@ -63,38 +63,6 @@ impl Default for PruneOptions {
             grace: Duration::ZERO,
             sort_buffer: crate::services::mark::DEFAULT_SORT_BUFFER,
         }
-    }
-}
-
-impl Repository {
-    /// A scratch directory for prune's sorted runs, in the local cache.
-    fn scratch(&self) -> Result<tempfile::TempDir> {
-        let dir = self.cache_dir();
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
-        tempfile::Builder::new()
-            .prefix("prune-")
-            .tempdir_in(&dir)
-            .map_err(|e| Error::io("creating a scratch directory in", &dir, e))
-    }
-
-    /// Scans the index and reads what `snapshots` need, ready to be joined.
-    async fn scan_needs(
-        &self,
-        snapshots: &[SnapshotInfo],
-        opts: &PruneOptions,
-        tmp: &std::path::Path,
-    ) -> Result<(IndexScan, Needed)> {
-        let lists: HashSet<ChunkId> = snapshots
-            .iter()
-            .flat_map(|i| i.snapshot.files.iter())
-            .flat_map(|f| f.chunk_lists.iter().copied())
-            .collect();
-        let scan = self.scan_index(&lists, tmp, opts.sort_buffer).await?;
-        drop(lists);
-        let needed = self
-            .needed(snapshots, &scan.lists, tmp, opts.sort_buffer)
-            .await?;
-        Ok((scan, needed))
     }
 }
 
@@ -204,7 +172,9 @@ impl Repository {
         s.snapshots = snapshots.len();
         let present: HashMap<PackId, u64> = self.pack_sizes().await?.into_iter().collect();
         let tmp = self.scratch()?;
-        let (mut scan, mut needed) = self.scan_needs(&snapshots, opts, tmp.path()).await?;
+        let (mut scan, mut needed) = self
+            .scan_needs(&snapshots, opts.sort_buffer, tmp.path())
+            .await?;
         // Each needed chunk is kept in one place: its first location in a
         // pack that stays, in pack id order. `keep` has a bit per index
         // entry: set where a needed chunk is kept.
@@ -272,6 +242,8 @@ impl Repository {
                 s.bytes_to_upload += live;
             }
         }
+        self.spare_locked(&mut condemned, &mut repack, &present, &mut s)
+            .await?;
         let gone: HashSet<PackId> = condemned
             .iter()
             .chain(&repack)
@@ -518,7 +490,9 @@ impl Repository {
         let mut spared: HashSet<PackId> = HashSet::new();
         if !newer.is_empty() {
             let tmp = self.scratch()?;
-            let (mut scan, mut needed) = self.scan_needs(&newer, opts, tmp.path()).await?;
+            let (mut scan, mut needed) = self
+                .scan_needs(&newer, opts.sort_buffer, tmp.path())
+                .await?;
             scan.join(&mut needed, |packs, _, places| {
                 let existing = places
                     .iter()
@@ -561,13 +535,73 @@ impl Repository {
             .collect();
         report.bytes_deleted = doomed.iter().filter_map(|p| sizes.get(p)).sum();
         report.packs_deleted = doomed.iter().filter(|p| sizes.contains_key(p)).count();
-        futures::stream::iter(doomed)
-            .map(|p| async move { self.store.delete(&keys::pack(&p)).await })
+        // A pack whose lock was extended since the plan is left (unindexed;
+        // a prune after its date deletes it).
+        let deleted: Vec<bool> = futures::stream::iter(doomed)
+            .map(|p| async move {
+                match self.store.delete(&keys::pack(&p)).await {
+                    Ok(()) => Ok(true),
+                    Err(cairn_store::Error::Locked { .. }) => Ok(false),
+                    Err(e) => Err(e),
+                }
+            })
             .buffer_unordered(16)
-            .try_collect::<Vec<()>>()
+            .try_collect()
             .await?;
+        report.packs_locked = deleted.iter().filter(|d| !**d).count();
         self.store.delete(&keys::gc_plan(name)).await?;
         Ok(Ok(report))
+    }
+
+    /// Under Object Lock, takes the packs still locked out of `condemned`
+    /// and `repack` (they stay as they are, indexed, until a prune after
+    /// their date) and counts them in `s`. One HEAD per candidate.
+    async fn spare_locked(
+        &self,
+        condemned: &mut Vec<PackId>,
+        repack: &mut Vec<PackId>,
+        present: &HashMap<PackId, u64>,
+        s: &mut PrunePlanSummary,
+    ) -> Result<()> {
+        let Some(lock) = self
+            .store
+            .object_lock()
+            .filter(|_| self.config.object_lock.is_some())
+        else {
+            return Ok(());
+        };
+        let now = self.storage_now().await?;
+        let candidates: Vec<PackId> = condemned.iter().chain(repack.iter()).copied().collect();
+        let locked: HashMap<PackId, DateTime<Utc>> = futures::stream::iter(candidates)
+            .map(|p| async move {
+                let r = lock.retention(&keys::pack(&p)).await?;
+                Ok::<_, Error>(r.and_then(|r| r.until.filter(|&u| u > now)).map(|u| (p, u)))
+            })
+            .buffer_unordered(16)
+            .try_filter_map(|x| async move { Ok(x) })
+            .try_collect()
+            .await?;
+        if locked.is_empty() {
+            return Ok(());
+        }
+        for (list, repacked) in [(&mut *condemned, false), (&mut *repack, true)] {
+            list.retain(|p| {
+                let Some(until) = locked.get(p) else {
+                    return true;
+                };
+                let size = present.get(p).copied().unwrap_or(0);
+                s.bytes_to_delete = s.bytes_to_delete.saturating_sub(size);
+                if repacked {
+                    s.packs_repacked -= 1;
+                } else {
+                    s.packs_unused -= 1;
+                }
+                s.packs_locked += 1;
+                s.locked_until = s.locked_until.max(Some(*until));
+                false
+            });
+        }
+        Ok(())
     }
 
     /// Deletes leases that have lapsed (of crashed processes); returns the

@@ -1,6 +1,8 @@
 //! What garbage collection did: the result types a prune returns, which a
 //! forget that prunes afterwards carries too, and `unlock`'s.
 
+use chrono::{DateTime, Utc};
+
 /// What a mark found and decided.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct PrunePlanSummary {
@@ -37,6 +39,13 @@ pub struct PrunePlanSummary {
     pub scratch_bytes: u64,
     /// Snapshot files whose chunks are not all in the repository.
     pub damaged: Vec<String>,
+    /// Packs that would be deleted or repacked but are under Object Lock:
+    /// left as they are (and indexed) until a prune after their date.
+    #[serde(default)]
+    pub packs_locked: usize,
+    /// The latest date one of them is locked until.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locked_until: Option<DateTime<Utc>>,
     /// The plan written (not in a dry run, not when there is nothing to do).
     pub plan: Option<String>,
 }
@@ -54,6 +63,9 @@ pub struct SweepReport {
     pub packs_spared: usize,
     /// Index files deleted.
     pub index_deleted: usize,
+    /// Condemned packs left because a lock was extended meanwhile.
+    #[serde(default)]
+    pub packs_locked: usize,
 }
 
 /// What `unlock` did (`unlock --json` prints exactly this).

@@ -796,7 +796,7 @@ impl Repository {
         let counting = cairn_store::counting::CountingBackend::new(self.store.backend());
         let counts = counting.counts();
         let mut repo = self.clone();
-        repo.store = RepoStore::from_backend(Arc::new(counting));
+        repo.store = self.store.clone().map_backend(|_| Arc::new(counting));
         (repo, counts)
     }
 

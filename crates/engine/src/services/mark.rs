@@ -363,6 +363,38 @@ impl IndexBatch {
     }
 }
 
+impl Repository {
+    /// A scratch directory for sorted runs, in the local cache.
+    pub(crate) fn scratch(&self) -> Result<tempfile::TempDir> {
+        let dir = self.cache_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
+        tempfile::Builder::new()
+            .prefix("prune-")
+            .tempdir_in(&dir)
+            .map_err(|e| Error::io("creating a scratch directory in", &dir, e))
+    }
+
+    /// Scans the index and reads what `snapshots` need, ready to be joined.
+    pub(crate) async fn scan_needs(
+        &self,
+        snapshots: &[SnapshotInfo],
+        sort_buffer: usize,
+        tmp: &std::path::Path,
+    ) -> Result<(IndexScan, Needed)> {
+        let lists: HashSet<ChunkId> = snapshots
+            .iter()
+            .flat_map(|i| i.snapshot.files.iter())
+            .flat_map(|f| f.chunk_lists.iter().copied())
+            .collect();
+        let scan = self.scan_index(&lists, tmp, sort_buffer).await?;
+        drop(lists);
+        let needed = self
+            .needed(snapshots, &scan.lists, tmp, sort_buffer)
+            .await?;
+        Ok((scan, needed))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
