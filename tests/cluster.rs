@@ -5,7 +5,7 @@ use crate::qdrant_server::{
     block, client, create, fingerprint, jwt, qdrant_1_17, upsert, wait_settled, Faults, Proxy,
     Qdrant,
 };
-use crate::support::{files_under, Env};
+use crate::support::{files_under, Env, CHEAP_KDF};
 
 const DIM: usize = 32;
 
@@ -469,6 +469,66 @@ fn second_nights_backup_adds_a_fraction_of_the_first() {
     // And the second backup restores to the live state.
     let dst = Qdrant::start("second_nights_backup_adds_a_fraction_of_the_first", 1, None)
         .expect("binary present");
+    env.json(&["restore", "latest", "--to-qdrant", &dst.urls[0]]);
+    assert_eq!(
+        fingerprint(&dst.urls[0], None, "docs", DIM, None),
+        fingerprint(url, None, "docs", DIM, None)
+    );
+}
+
+/// A backup agent with a write-only key backs up a live cluster,
+/// deduplicating against what a full key stored before, but cannot restore
+/// it (nothing is created on the target); a full key restores the agent's
+/// backup into a fresh cluster, point for point.
+#[test]
+fn a_write_only_agent_backs_up_a_cluster_that_only_a_full_key_restores() {
+    const NAME: &str = "a_write_only_agent_backs_up_a_cluster_that_only_a_full_key_restores";
+    let Some(src) = Qdrant::start(NAME, 1, None) else {
+        return;
+    };
+    let url = &src.urls[0];
+    fill_docs(url, None, 2, 1, 800);
+    let env = Env::local();
+    env.init(&[]);
+    let first = env.json(&["backup", "--qdrant", url]);
+    let out = env
+        .cmd()
+        .env("CAIRN_NEW_PASSWORD", "agent password")
+        .args(["key", "add", "--write-only"])
+        .args(CHEAP_KDF)
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let agent = |args: &[&str]| {
+        env.cmd()
+            .env("CAIRN_PASSWORD", "agent password")
+            .args(args)
+            .output()
+            .expect("runs")
+    };
+    upsert(url, None, "docs", 800..820, DIM, 3, None);
+    let out = agent(&["--json", "backup", "--qdrant", url]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let second: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let stored = |v: &Value| v["new_stored_bytes"].as_u64().expect("bytes");
+    assert!(stored(&second) < stored(&first) / 2, "{second}");
+
+    let dst = Qdrant::start(NAME, 1, None).expect("binary present");
+    let out = agent(&["restore", "latest", "--to-qdrant", &dst.urls[0]]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("write-only"));
+    assert!(
+        !block(client(&dst.urls[0], None).collection_exists("docs")).expect("answers"),
+        "nothing was created"
+    );
     env.json(&["restore", "latest", "--to-qdrant", &dst.urls[0]]);
     assert_eq!(
         fingerprint(&dst.urls[0], None, "docs", DIM, None),

@@ -580,6 +580,36 @@ fn a_write_only_key_backs_up_but_reads_nothing() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("write-only"));
     assert!(!Path::new(dest).exists(), "nothing was restored");
 
+    // A schedule reads run history and applies retention: refused too,
+    // before anything is backed up.
+    let config = env.path("cairn.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[repositories.main]\nlocation = {:?}\n\n[sources.files]\npaths = [{:?}]\n\n[schedules.nightly]\nsource = \"files\"\ncron = \"@daily\"\n",
+            env.repo, src
+        ),
+    )
+    .expect("config");
+    let before = env.json(&["snapshots"]).as_array().expect("list").len();
+    let out = agent(&[
+        "backup",
+        "--schedule",
+        "nightly",
+        "--config",
+        config.to_str().expect("utf8"),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(REPOSITORY_EXIT), "{stderr}");
+    assert!(
+        stderr.contains("write-only") && stderr.contains("run schedules"),
+        "{stderr}"
+    );
+    assert_eq!(
+        env.json(&["snapshots"]).as_array().expect("list").len(),
+        before
+    );
+
     // The full key sees three backups and restores the agent's last one.
     let snaps = env.json(&["snapshots"]);
     assert_eq!(snaps.as_array().expect("list").len(), 3, "{snaps}");
