@@ -264,3 +264,85 @@ fn a_restore_survives_a_prune_that_repacks_what_it_reads() {
     env.run(&["restore", &second, again.to_str().expect("utf-8")]);
     assert!(std::fs::read(again.join("a-kept/a2")).expect("a2") == a2);
 }
+
+/// A write-only agent backs up while a full key's prune condemns the packs
+/// its data deduplicates against, provably at the same time: the agent is
+/// still reading its input (its lease live) when the prune plans, so the
+/// sweep waits for it. The agent reads the plan and the index with its
+/// key, commits, and its backup restores; the next prune spares the packs
+/// the agent's backup needs and sweeps the rest. (A regression test too:
+/// with the whole first backup in one pack and one index file, the file
+/// that indexed the spared pack again was that index file byte for byte,
+/// so the sweep deleted it with the superseded one; the pack was left in no
+/// index file and every later prune refused.)
+#[test]
+fn a_write_only_agent_backs_up_through_a_prune() {
+    let env = Env::local();
+    env.init(&["--avg-chunk-size", "16KiB"]);
+    let data = random_bytes(6 << 20, 61);
+    let mut child =
+        spawn_piped(
+            env.cmd()
+                .args(["--json", "backup", "--stdin", "--stdin-name", "d"]),
+        );
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&data)
+        .expect("feed");
+    let first = finish(child)["snapshot"].as_str().expect("id").to_string();
+    env.backup(&[&crate::support::own_fixtures()]);
+
+    let out = env
+        .cmd()
+        .env("CAIRN_NEW_PASSWORD", "agent password")
+        .args(["key", "add", "--write-only"])
+        .args(crate::support::CHEAP_KDF)
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let agent_cache = tempfile::TempDir::new().expect("tmp");
+    let mut agent = spawn_piped(
+        env.cmd()
+            .env("CAIRN_PASSWORD", "agent password")
+            .env("CAIRN_CACHE_DIR", agent_cache.path())
+            .args(["--json", "backup", "--stdin", "--stdin-name", "d"]),
+    );
+    let mut agent_in = agent.stdin.take().expect("stdin");
+    agent_in.write_all(&data[..3 << 20]).expect("feed");
+
+    env.json(&["forget", &first]);
+    let p = env.json(&["prune"]);
+    assert!(
+        p["plan"].is_string() && p["packs_unused"].as_u64() > Some(0),
+        "{p}"
+    );
+    let why = p["deferred"][0]["why"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("backups that started before it"),
+        "the sweep did not wait for the agent: {p}"
+    );
+
+    agent_in.write_all(&data[3 << 20..]).expect("feed");
+    drop(agent_in);
+    let by_agent = finish(agent)["snapshot"].as_str().expect("id").to_string();
+
+    let p = env.json(&["prune"]);
+    let swept = p["swept"].as_array().expect("swept");
+    assert!(!swept.is_empty(), "{p}");
+    assert!(
+        swept[0]["packs_spared"].as_u64() > Some(0),
+        "kept what the agent's backup needs: {p}"
+    );
+    let fresh_cache = tempfile::TempDir::new().expect("tmp");
+    assert!(
+        dump(&env, fresh_cache.path(), &by_agent, "d") == data,
+        "the agent's backup restores"
+    );
+    assert_eq!(env.json(&["check", "--read-data"])["clean"], true);
+}

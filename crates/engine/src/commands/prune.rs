@@ -355,7 +355,7 @@ impl Repository {
             .flat_map(|n| scan.files[n].iter().copied())
             .filter(|o| !gone_ord.contains(o))
             .collect();
-        self.index_again(&scan, &staying, superseded.clone())
+        self.index_again(&scan, &staying, IndexBatch::new(superseded.clone()))
             .await?;
 
         let plan = GcPlan {
@@ -404,13 +404,14 @@ impl Repository {
 
     /// Writes the groups of `packs` (read again from the index files that
     /// name them) into new index files, the last superseding `supersedes`.
+    /// Writes index files naming `packs` again, the last one (or, with
+    /// `batch`, each) recording `supersedes`.
     async fn index_again(
         &self,
         scan: &IndexScan,
         packs: &HashSet<u32>,
-        supersedes: Vec<IndexId>,
+        mut batch: IndexBatch,
     ) -> Result<()> {
-        let mut batch = IndexBatch::new(supersedes);
         let mut done = HashSet::new();
         let mut files = std::pin::pin!(scan.files_naming(self, packs));
         while let Some(file) = files.next().await {
@@ -510,8 +511,19 @@ impl Repository {
             })?;
             if !spared.is_empty() {
                 // Index them again before the files that named them go.
+                // Every new file records the plan's superseded files (the
+                // mark's files already supersede them; they go next): a
+                // file naming the same groups as one of them would
+                // otherwise be that file, byte for byte and so by name,
+                // and be deleted with it, leaving the spared packs
+                // unindexed.
                 let wanted: HashSet<u32> = spared.iter().map(|p| scan.ordinal[p]).collect();
-                self.index_again(&scan, &wanted, Vec::new()).await?;
+                self.index_again(
+                    &scan,
+                    &wanted,
+                    IndexBatch::each_superseding(plan.superseded_index.clone()),
+                )
+                .await?;
             }
         }
         let mut report = SweepReport {

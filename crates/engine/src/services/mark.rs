@@ -313,6 +313,8 @@ impl IndexScan {
 /// reader drops a superseded file before every replacement is written.
 pub(crate) struct IndexBatch {
     supersedes: Option<Vec<IndexId>>,
+    /// Record `supersedes` in every file, not only the last.
+    every: bool,
     groups: Vec<IndexGroup>,
     entries: usize,
 }
@@ -324,11 +326,23 @@ const BATCH_GROUPS: usize = 4096;
 const BATCH_ENTRIES: usize = 1 << 20;
 
 impl IndexBatch {
+    /// Files whose last one supersedes `supersedes` (so that a crash
+    /// before it leaves the old files in force).
     pub(crate) fn new(supersedes: Vec<IndexId>) -> Self {
         Self {
             supersedes: Some(supersedes),
+            every: false,
             groups: Vec::new(),
             entries: 0,
+        }
+    }
+
+    /// Files that each supersede `supersedes`: for files already superseded
+    /// by others, so that no new file can be one of them byte for byte.
+    pub(crate) fn each_superseding(supersedes: Vec<IndexId>) -> Self {
+        Self {
+            every: true,
+            ..Self::new(supersedes)
         }
     }
 
@@ -346,7 +360,9 @@ impl IndexBatch {
     fn take(&mut self, last: bool) -> IndexFile {
         self.entries = 0;
         IndexFile {
-            supersedes: if last {
+            supersedes: if self.every {
+                self.supersedes.clone().unwrap_or_default()
+            } else if last {
                 self.supersedes.take().unwrap_or_default()
             } else {
                 Vec::new()
