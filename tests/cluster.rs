@@ -5,7 +5,7 @@ use crate::qdrant_server::{
     block, client, create, fingerprint, jwt, qdrant_1_17, upsert, wait_settled, Faults, Proxy,
     Qdrant,
 };
-use crate::support::{files_under, Env, CHEAP_KDF};
+use crate::support::{files_under, Env};
 
 const DIM: usize = 32;
 
@@ -491,18 +491,7 @@ fn a_write_only_agent_backs_up_a_cluster_that_only_a_full_key_restores() {
     let env = Env::local();
     env.init(&[]);
     let first = env.json(&["backup", "--qdrant", url]);
-    let out = env
-        .cmd()
-        .env("CAIRN_NEW_PASSWORD", "agent password")
-        .args(["key", "add", "--write-only"])
-        .args(CHEAP_KDF)
-        .output()
-        .expect("runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    env.add_write_only_key("agent password");
     let agent = |args: &[&str]| {
         env.cmd()
             .env("CAIRN_PASSWORD", "agent password")

@@ -294,18 +294,7 @@ fn a_write_only_agent_backs_up_through_a_prune() {
     let first = finish(child)["snapshot"].as_str().expect("id").to_string();
     env.backup(&[&crate::support::own_fixtures()]);
 
-    let out = env
-        .cmd()
-        .env("CAIRN_NEW_PASSWORD", "agent password")
-        .args(["key", "add", "--write-only"])
-        .args(crate::support::CHEAP_KDF)
-        .output()
-        .expect("runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    env.add_write_only_key("agent password");
     let agent_cache = tempfile::TempDir::new().expect("tmp");
     let mut agent = spawn_piped(
         env.cmd()

@@ -612,6 +612,22 @@ impl Env {
         self.run(&args);
     }
 
+    /// Adds a write-only key (a backup agent's) that `password` opens.
+    pub fn add_write_only_key(&self, password: &str) {
+        let out = self
+            .cmd()
+            .env("CAIRN_NEW_PASSWORD", password)
+            .args(["key", "add", "--write-only"])
+            .args(CHEAP_KDF)
+            .output()
+            .expect("run cairn");
+        assert!(
+            out.status.success(),
+            "key add --write-only failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     pub fn backup(&self, paths: &[&Path]) -> Value {
         let mut args = vec!["--json".to_string(), "backup".to_string()];
         args.extend(paths.iter().map(|p| p.display().to_string()));
