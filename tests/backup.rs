@@ -31,10 +31,14 @@ fn duplicates_within_one_backup_are_stored_once() {
     std::fs::write(dir.join("b"), &data).expect("write");
     let b = env.backup(&[&dir]);
     let new = b["new_bytes"].as_u64().expect("u64");
-    assert_eq!(
-        new,
-        data.len() as u64,
-        "the second copy must dedup against the first"
+    // One copy's data, plus at most its chunk-list blobs (32 bytes an id).
+    // Whether a file this size gets a list blob depends on its chunk ids,
+    // which are keyed per repository: the bound holds for every key.
+    let per_copy_ids = b["chunks"].as_u64().expect("u64") / 2;
+    assert!(
+        (data.len() as u64..=data.len() as u64 + 32 * per_copy_ids).contains(&new),
+        "the second copy must dedup against the first: {new} new bytes for {} of data",
+        data.len()
     );
 }
 

@@ -956,6 +956,60 @@ fn snapshot_files_fallback_leaves_nothing_on_the_node() {
     );
 }
 
+/// A backup through snapshot files killed mid-way (SIGKILL right after its
+/// first pack lands, the files still on the node) leaves them and a record
+/// of each in the repository; the next run deletes the files and the
+/// records, says so, and backs up; nothing is left on the node.
+#[test]
+fn a_killed_backup_through_files_leaves_nothing_on_the_node_after_the_next_run() {
+    use std::os::unix::process::ExitStatusExt;
+    let test = "a_killed_backup_through_files_leaves_nothing_on_the_node_after_the_next_run";
+    let Some(src) = Qdrant::start(test, 1, None) else {
+        return;
+    };
+    let url = &src.urls[0];
+    fill_docs(url, None, 2, 1, 2000);
+    let env = Env::local();
+    env.init(&[]);
+    let records = || files_under(&std::path::Path::new(&env.repo).join("pending"));
+    let out = env
+        .cmd()
+        .env("CAIRN_CRASH_AFTER", "put:packs/:1")
+        .args(["backup", "--qdrant", url, "--snapshot-method", "file"])
+        .output()
+        .expect("runs");
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGKILL),
+        "not killed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let left = src.snapshot_files();
+    assert_eq!(left.len(), 2, "one file per shard left: {left:?}");
+    assert_eq!(records().len(), 2, "and a record of each");
+
+    let out = env
+        .cmd()
+        .args(["backup", "--qdrant", url, "--snapshot-method", "file"])
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        stderr.matches("left by a run that was killed").count(),
+        2,
+        "{stderr}"
+    );
+    assert!(
+        src.snapshot_files().is_empty(),
+        "{:?}",
+        src.snapshot_files()
+    );
+    assert!(records().is_empty(), "{:?}", records());
+    assert_eq!(env.json(&["check"])["clean"], true);
+}
+
 #[test]
 fn latest_resolves_per_source() {
     let Some(q) = Qdrant::start("latest_resolves_per_source", 1, None) else {

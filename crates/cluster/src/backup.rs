@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cairn_model::{
-    AliasRecord, ClusterRecord, CollectionRecord, NodeRecord, ReplicaRecord, ShardRecord,
+    AliasRecord, ClusterRecord, CollectionRecord, NodeFile, NodeRecord, ReplicaRecord, ShardRecord,
     ShardStatus, Snapshot,
 };
 use cairn_qdrant::{ByteStream, ReplicaState};
@@ -171,13 +171,17 @@ struct ShardState {
     points_before: Option<u64>,
     points_after: Option<u64>,
     sha256: Option<String>,
-    /// Snapshot files created on nodes, to delete: (node index, name).
-    created: Vec<(usize, String)>,
+    /// Snapshot files created on nodes, to delete: (node index, name, the
+    /// repository's record of it).
+    created: Vec<(usize, String, Option<String>)>,
 }
 
 /// One shard to read, and what its reads found out.
 struct Shard {
     cluster: Arc<Cluster>,
+    /// Where snapshot files made on nodes are recorded (none in a dry run,
+    /// which writes nothing).
+    records: Option<Repository>,
     collection: String,
     shard: u32,
     /// Nodes holding an Active replica, in the order to try them.
@@ -253,7 +257,20 @@ impl Shard {
             node.client
                 .create_shard_snapshot(&self.collection, self.shard),
         )?;
-        self.lock().created.push((ni, desc.name.clone()));
+        // Recorded at once, so that a run killed from here on leaves a
+        // record the next run deletes the file by.
+        let record = match &self.records {
+            Some(repo) => Some(self.handle.block_on(repo.record_node_file(&NodeFile {
+                host: hostname(),
+                pid: std::process::id(),
+                node: node.url(),
+                collection: self.collection.clone(),
+                shard: self.shard,
+                file: desc.name.clone(),
+            }))?),
+            None => None,
+        };
+        self.lock().created.push((ni, desc.name.clone(), record));
         let stream = self.handle.block_on(node.client.download_shard_snapshot(
             &self.collection,
             self.shard,
@@ -410,6 +427,29 @@ struct Planned {
     shards: Vec<(crate::topology::ShardPlacement, Option<Arc<Shard>>)>,
 }
 
+/// Deletes the snapshot files that killed runs left on this cluster's
+/// nodes (their records say which), and the records.
+async fn delete_left_files(
+    repo: &Repository,
+    cluster: &Cluster,
+    progress: &dyn Progress,
+) -> Result<()> {
+    for (record, f) in repo.stale_node_files().await? {
+        let Some(node) = cluster.nodes.iter().find(|n| n.url() == f.node) else {
+            continue; // another cluster's node
+        };
+        node.client
+            .delete_shard_snapshot(&f.collection, f.shard, &f.file)
+            .await?;
+        repo.forget_node_file(&record).await?;
+        progress.note(&format!(
+            "deleted snapshot file {} of collection {}, shard {} on {}, left by a run that was killed (pid {} on {})",
+            f.file, f.collection, f.shard, f.node, f.pid, f.host
+        ));
+    }
+    Ok(())
+}
+
 /// Backs up a live Qdrant cluster (see the module docs) and writes one
 /// snapshot holding every shard snapshot and the cluster record.
 ///
@@ -432,6 +472,9 @@ pub async fn backup(
         if n.version.version != version.version {
             tracing::warn!(node = %n.url(), version = %n.version.version, first = %version.version, "nodes run different Qdrant versions");
         }
+    }
+    if !opts.dry_run {
+        delete_left_files(repo, &cluster, progress.as_ref()).await?;
     }
     let any = cluster.any().client.clone();
     let all = any.collections().await?;
@@ -501,6 +544,7 @@ pub async fn backup(
                 .join("; ");
             let shard = Arc::new(Shard {
                 cluster: Arc::clone(&cluster),
+                records: (!opts.dry_run).then(|| repo.clone()),
                 collection: name.clone(),
                 shard: sp.shard_id,
                 candidates,
@@ -553,14 +597,23 @@ pub async fn backup(
         for (_, shard) in &p.shards {
             let Some(shard) = shard else { continue };
             let created = std::mem::take(&mut shard.lock().created);
-            for (ni, file) in created {
+            for (ni, file, record) in created {
                 let node = &cluster.nodes[ni];
-                if let Err(e) = node
+                match node
                     .client
                     .delete_shard_snapshot(&p.name, shard.shard, &file)
                     .await
                 {
-                    tracing::warn!(error = %e, "could not delete a snapshot file on the node");
+                    Ok(()) => {
+                        if let Some(r) = record {
+                            if let Err(e) = repo.forget_node_file(&r).await {
+                                tracing::warn!(error = %e, "could not remove the record of a deleted snapshot file (the next cluster backup removes it)");
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not delete a snapshot file on the node (the next cluster backup tries again)");
+                    }
                 }
             }
         }

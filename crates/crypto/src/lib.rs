@@ -55,7 +55,7 @@ pub const BLOB_OVERHEAD: usize = BLOB_HEAD + TAG_LEN;
 /// Directories whose objects are sealed with the index key, which
 /// write-only keys hold too; every other sealed object is sealed to the
 /// repository key.
-pub const INDEX_KEY_DIRS: [&str; 2] = ["index", "gc"];
+pub const INDEX_KEY_DIRS: [&str; 3] = ["index", "gc", "pending"];
 
 const SECRET_CONTEXT: &str = "cairn 2026-12 repository secret key";
 const INDEX_CONTEXT: &str = "cairn 2026-12 index key";

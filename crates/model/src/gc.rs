@@ -69,3 +69,23 @@ pub struct GcPlan {
     /// condemned pack.
     pub snapshots: Vec<SnapshotId>,
 }
+
+/// A snapshot file a cluster backup made on a Qdrant node
+/// (`pending/<id>`), recorded right after the node made it and removed
+/// once the file is deleted: a run killed in between leaves the record,
+/// and the next cluster backup deletes the file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeFile {
+    /// Host of the process that made it.
+    pub host: String,
+    /// Its process id.
+    pub pid: u32,
+    /// The node's URL.
+    pub node: String,
+    /// Collection.
+    pub collection: String,
+    /// Shard.
+    pub shard: u32,
+    /// The snapshot file's name on the node.
+    pub file: String,
+}

@@ -21,7 +21,7 @@ pub use config::{
     ChunkSizes, ChunkerParams, Compression, Encryption, MemberSizes, ObjectLock, RepoConfig,
     DEFAULT_VECTOR_AVG, ENCRYPTED_VERSION, FORMAT_VERSION, PACK_SIZES, ZSTD_LEVELS,
 };
-pub use gc::{GcPlan, Lease, LeaseKind};
+pub use gc::{GcPlan, Lease, LeaseKind, NodeFile};
 pub use id::{ChunkHasher, ChunkId, IdParseError, IndexId, PackId, RepoId, SnapshotId};
 pub use index::{
     Codec, IndexEntry, IndexFile, IndexGroup, PackLocation, INDEX_ENTRY_LEN, MAX_BLOB_LEN,

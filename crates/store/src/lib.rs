@@ -227,6 +227,8 @@ pub mod keys {
     pub const GC_DIR: &str = "gc";
     /// Directory of run records, one directory per job.
     pub const RUN_DIR: &str = "runs";
+    /// Directory of snapshot files made on Qdrant nodes and not yet deleted.
+    pub const PENDING_DIR: &str = "pending";
     /// Directory of key objects (encrypted repositories).
     pub const KEY_DIR: &str = "keys";
 
@@ -246,6 +248,12 @@ pub mod keys {
     #[must_use]
     pub fn runs(job: &str) -> String {
         format!("{RUN_DIR}/{job}")
+    }
+
+    /// Key of a record of a snapshot file made on a node.
+    #[must_use]
+    pub fn pending(name: &str) -> String {
+        format!("{PENDING_DIR}/{name}")
     }
 
     /// Key of a run record.

@@ -15,11 +15,12 @@ use crate::backend::{Backend, ObjectInfo, WriteMode};
 use crate::{keys, Error, Listed, Result};
 
 /// The directories whose objects are sealed whole.
-pub const SEALED_DIRS: [&str; 4] = [
+pub const SEALED_DIRS: [&str; 5] = [
     keys::INDEX_DIR,
     keys::SNAPSHOT_DIR,
     keys::GC_DIR,
     keys::RUN_DIR,
+    keys::PENDING_DIR,
 ];
 
 fn sealed_dir(key: &str) -> Option<&'static str> {

@@ -22,5 +22,6 @@ pub(crate) mod history;
 pub(crate) mod ingest;
 pub(crate) mod mark;
 pub(crate) mod materialize;
+pub(crate) mod pending;
 pub(crate) mod runs;
 pub(crate) mod view;
