@@ -1193,8 +1193,9 @@ fn sigint_stops_a_cluster_backup_cleanly() {
 /// (SIGKILL, at crash points) after its first pack, its second index file
 /// and its manifest, and `cairn restore --to-qdrant` killed after its
 /// second pack read. After each kill no snapshot file is left on the nodes
-/// and no backup but a complete one is listed; the re-runs finish, and the
-/// restored collection matches the source point for point.
+/// and no backup but a complete one is listed; the half-restored collection
+/// carries the `cairn_restore` metadata mark; the re-runs finish, the mark
+/// goes, and the restored collection matches the source point for point.
 #[test]
 fn cluster_backup_and_restore_killed_mid_way_finish_on_the_re_run() {
     use std::os::unix::process::ExitStatusExt;
@@ -1249,8 +1250,21 @@ fn cluster_backup_and_restore_killed_mid_way_finish_on_the_re_run() {
         "get:packs/:2",
         &["restore", "latest", "--to-qdrant", &dst.urls[0]],
     );
+    // The half-restored collection says so until a restore verifies it.
+    let mark = || {
+        block(client(&dst.urls[0], None).collection_info("docs"))
+            .expect("collection")
+            .config["metadata"]["cairn_restore"]
+            .clone()
+    };
+    assert!(
+        mark().as_str().is_some_and(|m| m.starts_with("incomplete")),
+        "{}",
+        mark()
+    );
     let r = env.json(&["restore", "latest", "--to-qdrant", &dst.urls[0]]);
     assert!(r.to_string().contains("docs"), "{r}");
+    assert!(mark().is_null(), "{}", mark());
     assert_eq!(fingerprint(&dst.urls[0], None, "docs", DIM, None), expected);
     assert!(
         dst.snapshot_files().is_empty(),

@@ -513,6 +513,12 @@ pub async fn backup(
     let mut inputs = Vec::new();
     for name in &selected {
         let info = any.collection_info(name).await?;
+        if let Some(mark) = info.config["metadata"][crate::restore::RESTORE_MARK].as_str() {
+            tracing::warn!(collection = %name, mark, "backing up a collection a restore did not finish: it holds only part of that restore's data");
+            progress.note(&format!(
+                "warning: collection {name} is marked by a restore that did not finish ({mark}); this backup holds it as it is"
+            ));
+        }
         let placement = cluster.placement(name).await?;
         let mut shards = Vec::new();
         for sp in placement.shards() {

@@ -558,6 +558,10 @@ pub async fn restore(
     Ok(summary)
 }
 
+/// The collection metadata key a restore sets on a collection it creates
+/// until the collection is verified.
+pub const RESTORE_MARK: &str = "cairn_restore";
+
 async fn restore_collection(
     info: &SnapshotInfo,
     cluster: &Cluster,
@@ -578,7 +582,23 @@ async fn restore_collection(
     // An existing collection keeps its payload indexes; the backup's that
     // it lacks are added, so queries filtered on them stay indexed.
     let have: std::collections::BTreeSet<String> = if created {
-        let body = create_body(&rec.config, ropts.replication_factor)?;
+        let mut body = create_body(&rec.config, ropts.replication_factor)?;
+        // Marked incomplete until verified, so that a restore killed
+        // mid-way does not leave a collection that looks like any other.
+        let metadata = body
+            .as_object_mut()
+            .expect("invariant: create_body makes an object")
+            .entry("metadata")
+            .or_insert_with(|| serde_json::json!({}));
+        if let Some(m) = metadata.as_object_mut() {
+            m.insert(
+                RESTORE_MARK.into(),
+                Value::String(format!(
+                    "incomplete: cairn is restoring snapshot {} into it; re-run the restore (this key goes when it is verified)",
+                    info.id.short()
+                )),
+            );
+        }
         any.create_collection(name, &body).await?;
         if params.is_custom_sharding() {
             create_shard_keys(cluster, name, rec, ropts.replication_factor).await?;
@@ -736,6 +756,10 @@ async fn restore_collection(
         });
     }
     restored.sort_by_key(|r| r.shard_id);
+    // Verified: the mark goes (also the one a killed run left on a
+    // collection this run restored into).
+    any.update_collection_metadata(name, &serde_json::json!({ RESTORE_MARK: null }))
+        .await?;
     progress.note(&format!(
         "collection {name}: {points} points, every replica Active and verified"
     ));

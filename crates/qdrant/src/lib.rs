@@ -787,6 +787,25 @@ impl Client {
         .await
     }
 
+    /// Sets (or, with `null` values, removes) keys of a collection's
+    /// metadata (`PATCH /collections/{c}`).
+    ///
+    /// # Errors
+    /// As [`Client::version`].
+    pub async fn update_collection_metadata(
+        &self,
+        collection: &str,
+        metadata: &Value,
+    ) -> Result<()> {
+        self.call(
+            &format!("updating the metadata of collection {collection}"),
+            Method::PATCH,
+            &format!("collections/{}?wait=true", seg(collection)),
+            Some(&serde_json::json!({ "metadata": metadata })),
+        )
+        .await
+    }
+
     /// Deletes a collection and its data.
     ///
     /// # Errors
