@@ -181,15 +181,6 @@ impl KeyMaterial {
         }
     }
 
-    /// The master key, for a full key.
-    #[must_use]
-    pub fn master(&self) -> Option<&MasterKey> {
-        match self {
-            Self::Full(m) => Some(m),
-            Self::WriteOnly(_) => None,
-        }
-    }
-
     fn wrapped_len(access: Access) -> usize {
         match access {
             Access::Full => 64,

@@ -300,15 +300,31 @@ fn object_lock_of(store: &RepoStore) -> Result<Arc<cairn_store::objectlock::S3Ob
     })
 }
 
-/// `store`, locking packs and manifests as `config.object_lock` says.
-fn with_object_lock(store: RepoStore, config: &RepoConfig) -> Result<RepoStore> {
+/// The Object Lock requests and mode of a repository whose config asks
+/// for Object Lock; `None` when it does not.
+fn locking_of(
+    store: &RepoStore,
+    config: &RepoConfig,
+) -> Result<
+    Option<(
+        Arc<cairn_store::objectlock::S3ObjectLock>,
+        cairn_store::objectlock::LockMode,
+    )>,
+> {
     let Some(l) = &config.object_lock else {
-        return Ok(store);
+        return Ok(None);
     };
-    let lock = object_lock_of(&store)?;
     let mode =
         cairn_store::objectlock::LockMode::parse(&l.mode).map_err(|e| malformed("config", e))?;
-    let days = l.days;
+    Ok(Some((object_lock_of(store)?, mode)))
+}
+
+/// `store`, locking packs and manifests as `config.object_lock` says.
+fn with_object_lock(store: RepoStore, config: &RepoConfig) -> Result<RepoStore> {
+    let Some((lock, mode)) = locking_of(&store, config)? else {
+        return Ok(store);
+    };
+    let days = config.object_lock.as_ref().map_or(0, |l| l.days);
     Ok(store.map_backend(|b| {
         Arc::new(cairn_store::objectlock::LockingBackend::new(
             b, lock, mode, days,
@@ -499,6 +515,17 @@ impl Repository {
     #[must_use]
     pub fn is_encrypted(&self) -> bool {
         self.unlocked.is_some()
+    }
+
+    /// The Object Lock requests and mode, when the repository keeps its
+    /// backups under Object Lock (checked when it was opened).
+    pub(crate) fn locking(
+        &self,
+    ) -> Option<(
+        Arc<cairn_store::objectlock::S3ObjectLock>,
+        cairn_store::objectlock::LockMode,
+    )> {
+        locking_of(&self.store, &self.config).ok().flatten()
     }
 
     /// What the key in use grants (full for an unencrypted repository).

@@ -155,6 +155,8 @@ pub struct S3ObjectLock {
     credentials: object_store::aws::AwsCredentialProvider,
     /// Scheme and authority, e.g. `http://127.0.0.1:9000`.
     origin: String,
+    /// The authority as signed in the `host` header (`127.0.0.1:9000`).
+    host: String,
     /// The path of the bucket's root, `/bucket` (path style) or empty.
     bucket_path: String,
     /// The repository's key prefix in the bucket (`repo/` or empty).
@@ -195,6 +197,15 @@ impl S3ObjectLock {
             Some(e) if virtual_hosted => (e.trim_end_matches('/').to_string(), String::new()),
             Some(e) => (e.trim_end_matches('/').to_string(), format!("/{bucket}")),
         };
+        let host = url::Url::parse(&origin)
+            .ok()
+            .and_then(|u| {
+                u.host_str().map(|h| {
+                    u.port()
+                        .map_or_else(|| h.to_string(), |p| format!("{h}:{p}"))
+                })
+            })
+            .ok_or_else(|| format!("endpoint {origin} has no host"))?;
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(60))
             .build()
@@ -203,6 +214,7 @@ impl S3ObjectLock {
             http,
             credentials: Arc::clone(s3.credentials()),
             origin,
+            host,
             bucket_path,
             prefix: if prefix.is_empty() {
                 String::new()
@@ -280,21 +292,12 @@ impl S3ObjectLock {
         } else {
             format!("{}{path}?{url_query}", self.origin)
         };
-        let host = url::Url::parse(&self.origin)
-            .ok()
-            .and_then(|u| {
-                u.host_str().map(|h| {
-                    u.port()
-                        .map_or_else(|| h.to_string(), |p| format!("{h}:{p}"))
-                })
-            })
-            .ok_or_else(|| self.failed(what, format!("endpoint {} has no host", self.origin)))?;
         let now = Utc::now();
         let amz_date = now.format("%Y%m%dT%H%M%SZ").to_string();
         let day = now.format("%Y%m%d").to_string();
         let payload = hex::encode(Sha256::digest(&body));
         let mut headers: Vec<(String, String)> = vec![
-            ("host".into(), host),
+            ("host".into(), self.host.clone()),
             ("x-amz-content-sha256".into(), payload.clone()),
             ("x-amz-date".into(), amz_date.clone()),
         ];

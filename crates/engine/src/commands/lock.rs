@@ -101,13 +101,13 @@ impl Repository {
     /// neither a date nor a policy; storage and Object Lock errors.
     pub async fn extend_locks(&self, opts: &LockExtendOptions) -> Result<LockExtendSummary> {
         self.require_read("extend locks")?;
-        let (Some(lock), Some(cfg)) = (self.store.object_lock(), &self.config.object_lock) else {
+        let Some((lock, mode)) = self.locking() else {
             return Err(Error::InvalidArgument(format!(
                 "{} does not keep its backups under Object Lock (cairn init --object-lock)",
                 self.location()
             )));
         };
-        let mode = LockMode::parse(&cfg.mode).map_err(Error::InvalidArgument)?;
+        let lock = &*lock;
         let snapshots = if opts.ids.is_empty() {
             self.snapshots().await?
         } else {

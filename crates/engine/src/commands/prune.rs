@@ -575,13 +575,10 @@ impl Repository {
         present: &HashMap<PackId, u64>,
         s: &mut PrunePlanSummary,
     ) -> Result<()> {
-        let Some(lock) = self
-            .store
-            .object_lock()
-            .filter(|_| self.config.object_lock.is_some())
-        else {
+        let Some((lock, _)) = self.locking() else {
             return Ok(());
         };
+        let lock = &*lock;
         let now = self.storage_now().await?;
         let candidates: Vec<PackId> = condemned.iter().chain(repack.iter()).copied().collect();
         let locked: HashMap<PackId, DateTime<Utc>> = futures::stream::iter(candidates)
