@@ -33,21 +33,27 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
-/// A new repository is encrypted by default: no stored object holds a
-/// plaintext fragment of the data, of its file names, or a plain BLAKE3
-/// chunk id of it; it restores byte for byte and checks clean.
+/// A new repository is encrypted by default (AES-256-GCM), or with
+/// XChaCha20-Poly1305 when asked: no stored object holds a plaintext
+/// fragment of the data, of its file names, or a plain BLAKE3 chunk id of
+/// it; it restores byte for byte and checks clean.
 #[test]
 fn stored_objects_reveal_no_content() {
+    stored_objects_reveal_no_content_with(&[], "aes-256-gcm");
+    stored_objects_reveal_no_content_with(
+        &["--cipher", "xchacha20-poly1305"],
+        "xchacha20-poly1305",
+    );
+}
+
+fn stored_objects_reveal_no_content_with(cipher_args: &[&str], cipher: &str) {
     let env = Env::local();
-    let init = env.json(&[
-        "init",
-        CHEAP_KDF[0],
-        CHEAP_KDF[1],
-        CHEAP_KDF[2],
-        CHEAP_KDF[3],
-    ]);
+    let mut args = vec!["init"];
+    args.extend_from_slice(&CHEAP_KDF);
+    args.extend_from_slice(cipher_args);
+    let init = env.json(&args);
     assert_eq!(init["version"], 3, "{init}");
-    assert!(init["encryption"].is_object(), "{init}");
+    assert_eq!(init["encryption"]["cipher"], cipher, "{init}");
     let src = env.path("src");
     std::fs::create_dir_all(&src).expect("mkdir");
     let marker = b"CAIRN-PLAINTEXT-MARKER: the quick brown fox. ";

@@ -45,6 +45,12 @@ pub struct InitArgs {
     /// from CAIRN_PASSWORD, --password-file or --password-command.
     #[arg(long)]
     no_encryption: bool,
+    /// The AEAD of the data: aes-256-gcm (fast on CPUs with AES
+    /// instructions) or xchacha20-poly1305 (faster in software, e.g. on
+    /// CPUs without them).
+    #[arg(long, value_name = "CIPHER", default_value = "aes-256-gcm",
+          value_parser = ["aes-256-gcm", "xchacha20-poly1305"], conflicts_with = "no_encryption")]
+    cipher: String,
     /// Keep packs and manifests under S3 Object Lock in this mode
     /// (governance or compliance; the bucket must have Object Lock enabled).
     #[arg(long, value_name = "MODE", value_parser = ["governance", "compliance"])]
@@ -293,6 +299,8 @@ pub async fn init(g: &GlobalArgs, a: InitArgs) -> Result<()> {
             ..Compression::default()
         },
         pack_size: a.pack_size,
+        cipher: cairn_crypto::Cipher::from_name(&a.cipher)
+            .expect("invariant: clap accepts only known ciphers"),
         object_lock: a.object_lock.map(|mode| cairn_engine::ObjectLock {
             mode,
             days: a.lock_days,

@@ -1,6 +1,6 @@
 //! Encryption of repository data: the master key and what derives from it,
-//! sealing and opening of objects and blobs (XChaCha20-Poly1305), keyed
-//! chunk ids, and key objects that wrap a key with a password (Argon2id).
+//! sealing and opening of objects and blobs, keyed chunk ids, and key
+//! objects that wrap a key with a password (Argon2id).
 //!
 //! Two ways of sealing, so that a write-only key can add backups without
 //! being able to read any:
@@ -9,17 +9,22 @@
 //!   with the repository's public key, and stores its one-time public key
 //!   in front. Only the repository's secret key (in a full key) opens it.
 //!   A pack uses one such key pair for all its blobs and its trailer; a
-//!   blob's nonce is the first 24 bytes of its (keyed) chunk id, so a blob
-//!   is `one-time public key [32] | ciphertext | tag [16]` and moves between
+//!   blob's nonce is the start of its (keyed) chunk id, so a blob is
+//!   `one-time public key [32] | ciphertext | tag [16]` and moves between
 //!   packs as it is. An object or a trailer is `one-time public key [32] |
-//!   nonce [24] | ciphertext | tag [16]`.
+//!   nonce [24] | ciphertext | tag [16]`. The AEAD is the repository's
+//!   [`Cipher`]: AES-256-GCM for new repositories (each key seals one pack
+//!   or object, so its 96-bit nonces never repeat), XChaCha20-Poly1305 for
+//!   repositories made before it.
 //! - **with the index key** (index files, prune plans): `nonce [24] |
-//!   ciphertext | tag [16]`; full and write-only keys both hold it, because
-//!   a writer deduplicates against the index and must see prune plans.
+//!   ciphertext | tag [16]`, always XChaCha20-Poly1305 (a long-lived key
+//!   with random nonces wants 192 of them); full and write-only keys both
+//!   hold it, because a writer deduplicates against the index and must see
+//!   prune plans.
 //!
-//! Random nonces throughout (no counter is kept across processes and
-//! hosts), and associated data naming the kind of object. See
-//! docs/format.md, Encryption, and docs/threat-model.md.
+//! Random nonces wherever a key seals more than one pack (no counter is
+//! kept across processes and hosts), and associated data naming the kind
+//! of object. See docs/format.md, Encryption, and docs/threat-model.md.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -60,6 +65,104 @@ pub const INDEX_KEY_DIRS: [&str; 3] = ["index", "gc", "pending"];
 const SECRET_CONTEXT: &str = "cairn 2026-12 repository secret key";
 const INDEX_CONTEXT: &str = "cairn 2026-12 index key";
 const BOX_CONTEXT: &str = "cairn 2026-12 sealed to the repository key";
+
+/// The AEAD of what is sealed to the repository key (`config.encryption.cipher`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Cipher {
+    /// AES-256-GCM (what new repositories use): with AES-NI and carry-less
+    /// multiplication several times faster than XChaCha20-Poly1305.
+    #[default]
+    Aes256Gcm,
+    /// XChaCha20-Poly1305 (encrypted repositories made before AES-256-GCM).
+    XChaCha20Poly1305,
+}
+
+impl Cipher {
+    /// Its name in the config.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Aes256Gcm => "aes-256-gcm",
+            Self::XChaCha20Poly1305 => "xchacha20-poly1305",
+        }
+    }
+
+    /// The cipher a config names.
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Aes256Gcm, Self::XChaCha20Poly1305]
+            .into_iter()
+            .find(|c| c.name() == name)
+    }
+}
+
+/// A key of one of the ciphers; nonces are [`NONCE_LEN`] bytes, of which
+/// AES-256-GCM takes the first 12.
+#[derive(Clone)]
+enum AeadKey {
+    XChaCha(XChaCha20Poly1305),
+    Aes(ring::aead::LessSafeKey),
+}
+
+impl AeadKey {
+    fn new(cipher: Cipher, key: &[u8; 32]) -> Self {
+        match cipher {
+            Cipher::XChaCha20Poly1305 => Self::XChaCha(XChaCha20Poly1305::new(key.into())),
+            Cipher::Aes256Gcm => Self::Aes(ring::aead::LessSafeKey::new(
+                ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, key)
+                    .expect("invariant: AES-256-GCM takes 32-byte keys"),
+            )),
+        }
+    }
+
+    fn aes_nonce(nonce: &[u8]) -> ring::aead::Nonce {
+        ring::aead::Nonce::try_assume_unique_for_key(&nonce[..ring::aead::NONCE_LEN])
+            .expect("invariant: a nonce has at least 12 bytes")
+    }
+
+    /// Seals `buf` in place; returns the tag.
+    fn seal(&self, nonce: &[u8], aad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN] {
+        match self {
+            Self::XChaCha(c) => c
+                .encrypt_in_place_detached(XNonce::from_slice(nonce), aad, buf)
+                .expect("invariant: XChaCha20-Poly1305 seals any length below 256 GiB")
+                .into(),
+            Self::Aes(k) => {
+                let tag = k
+                    .seal_in_place_separate_tag(
+                        Self::aes_nonce(nonce),
+                        ring::aead::Aad::from(aad),
+                        buf,
+                    )
+                    .expect("invariant: AES-256-GCM seals any length below 64 GiB");
+                tag.as_ref()
+                    .try_into()
+                    .expect("invariant: tags are 16 bytes")
+            }
+        }
+    }
+
+    /// Opens `buf` in place against `tag`.
+    fn open(&self, nonce: &[u8], aad: &[u8], buf: &mut [u8], tag: &[u8]) -> Result<()> {
+        match self {
+            Self::XChaCha(c) => c
+                .decrypt_in_place_detached(XNonce::from_slice(nonce), aad, buf, tag.into())
+                .map_err(|_| Error::Unauthentic),
+            Self::Aes(k) => {
+                let tag = ring::aead::Tag::try_from(tag).map_err(|_| Error::Unauthentic)?;
+                k.open_in_place_separate_tag(
+                    Self::aes_nonce(nonce),
+                    ring::aead::Aad::from(aad),
+                    tag,
+                    buf,
+                    0..,
+                )
+                .map(|_| ())
+                .map_err(|_| Error::Unauthentic)
+            }
+        }
+    }
+}
 
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error)]
@@ -254,17 +357,22 @@ impl Kind {
 }
 
 /// The key two sides agree for one one-time public key.
-fn box_cipher(shared: &[u8; 32], one_time: &[u8; 32], repository: &[u8; 32]) -> XChaCha20Poly1305 {
+fn box_cipher(
+    cipher: Cipher,
+    shared: &[u8; 32],
+    one_time: &[u8; 32],
+    repository: &[u8; 32],
+) -> AeadKey {
     let mut hasher = blake3::Hasher::new_derive_key(BOX_CONTEXT);
     hasher.update(shared);
     hasher.update(one_time);
     hasher.update(repository);
     let key = Zeroizing::new(*hasher.finalize().as_bytes());
-    XChaCha20Poly1305::new(key.as_ref().into())
+    AeadKey::new(cipher, &key)
 }
 
-fn blob_nonce(id: &[u8; 32]) -> &XNonce {
-    XNonce::from_slice(&id[..NONCE_LEN])
+fn blob_nonce(id: &[u8; 32]) -> &[u8] {
+    &id[..NONCE_LEN]
 }
 
 /// One pack's sealing: a one-time key pair agreed with the repository's
@@ -273,7 +381,7 @@ fn blob_nonce(id: &[u8; 32]) -> &XNonce {
 #[derive(Clone)]
 pub struct PackSeal {
     one_time: [u8; 32],
-    cipher: XChaCha20Poly1305,
+    cipher: AeadKey,
 }
 
 impl fmt::Debug for PackSeal {
@@ -285,8 +393,8 @@ impl fmt::Debug for PackSeal {
 impl PackSeal {
     /// Seals a blob in place: `buf` is [`BLOB_HEAD`] bytes of room, the
     /// plaintext, then [`TAG_LEN`] bytes of room (what a writer reserved
-    /// around it). `id` is the blob's chunk id; its first 24 bytes are the
-    /// nonce (distinct chunks have distinct ids).
+    /// around it). `id` is the blob's chunk id; its start is the nonce
+    /// (distinct chunks have distinct ids).
     ///
     /// # Panics
     /// If `buf` is shorter than [`BLOB_OVERHEAD`].
@@ -295,10 +403,7 @@ impl PackSeal {
         let body_len = rest.len() - TAG_LEN;
         let (body, tail) = rest.split_at_mut(body_len);
         head.copy_from_slice(&self.one_time);
-        let tag = self
-            .cipher
-            .encrypt_in_place_detached(blob_nonce(id), &Kind::Blob.aad(), body)
-            .expect("invariant: XChaCha20-Poly1305 seals any length below 256 GiB");
+        let tag = self.cipher.seal(blob_nonce(id), &Kind::Blob.aad(), body);
         tail.copy_from_slice(&tag);
     }
 
@@ -310,38 +415,31 @@ impl PackSeal {
 }
 
 /// Appends `nonce | ciphertext | tag` of `plain` under `cipher` to `out`.
-fn seal_with(cipher: &XChaCha20Poly1305, plain: &[u8], kind: Kind, out: &mut Vec<u8>) {
+fn seal_with(cipher: &AeadKey, plain: &[u8], kind: Kind, out: &mut Vec<u8>) {
     let nonce: [u8; NONCE_LEN] = rand::random();
     out.reserve(plain.len() + OVERHEAD);
     out.extend_from_slice(&nonce);
     let start = out.len();
     out.extend_from_slice(plain);
-    let tag = cipher
-        .encrypt_in_place_detached(XNonce::from_slice(&nonce), &kind.aad(), &mut out[start..])
-        .expect("invariant: XChaCha20-Poly1305 seals any length below 256 GiB");
+    let tag = cipher.seal(&nonce, &kind.aad(), &mut out[start..]);
     out.extend_from_slice(&tag);
 }
 
 /// Appends the opening of `nonce | ciphertext | tag` under `cipher` to
 /// `out` (left as it was on error).
-fn open_with(
-    cipher: &XChaCha20Poly1305,
-    sealed: &[u8],
-    kind: Kind,
-    out: &mut Vec<u8>,
-) -> Result<()> {
+fn open_with(cipher: &AeadKey, sealed: &[u8], kind: Kind, out: &mut Vec<u8>) -> Result<()> {
     if sealed.len() < OVERHEAD {
         return Err(Error::Unauthentic);
     }
     let (nonce, rest) = sealed.split_at(NONCE_LEN);
-    decrypt_into(cipher, XNonce::from_slice(nonce), kind, rest, out)
+    decrypt_into(cipher, nonce, kind, rest, out)
 }
 
 /// Appends the opening of `ciphertext | tag` under `cipher` and `nonce` to
 /// `out` (left as it was on error).
 fn decrypt_into(
-    cipher: &XChaCha20Poly1305,
-    nonce: &XNonce,
+    cipher: &AeadKey,
+    nonce: &[u8],
     kind: Kind,
     sealed: &[u8],
     out: &mut Vec<u8>,
@@ -349,13 +447,11 @@ fn decrypt_into(
     let (body, tag) = sealed.split_at(sealed.len() - TAG_LEN);
     let start = out.len();
     out.extend_from_slice(body);
-    match cipher.decrypt_in_place_detached(nonce, &kind.aad(), &mut out[start..], tag.into()) {
-        Ok(()) => Ok(()),
-        Err(_) => {
-            out.truncate(start);
-            Err(Error::Unauthentic)
-        }
+    let opened = cipher.open(nonce, &kind.aad(), &mut out[start..], tag);
+    if opened.is_err() {
+        out.truncate(start);
     }
+    opened
 }
 
 /// One-time public keys whose agreed cipher a reader keeps (a restore
@@ -367,10 +463,11 @@ const OPENED_CACHE: usize = 4096;
 /// with the index key.
 pub struct Keys {
     ids: Zeroizing<[u8; 32]>,
-    index: XChaCha20Poly1305,
+    index: AeadKey,
+    cipher: Cipher,
     public: [u8; 32],
     secret: Option<StaticSecret>,
-    opened: Mutex<HashMap<[u8; 32], XChaCha20Poly1305>>,
+    opened: Mutex<HashMap<[u8; 32], AeadKey>>,
 }
 
 impl fmt::Debug for Keys {
@@ -380,26 +477,28 @@ impl fmt::Debug for Keys {
 }
 
 impl Keys {
-    /// The keys of `material`.
+    /// The keys of `material`, sealing to the repository key with `cipher`.
     #[must_use]
-    pub fn new(material: &KeyMaterial) -> Self {
+    pub fn new(material: &KeyMaterial, cipher: Cipher) -> Self {
         let (w, secret) = match material {
             KeyMaterial::Full(m) => (m.write_only(), Some(m.secret())),
             KeyMaterial::WriteOnly(w) => (w.clone(), None),
         };
         Self {
             ids: Zeroizing::new(w.ids),
-            index: XChaCha20Poly1305::new((&w.index).into()),
+            index: AeadKey::new(Cipher::XChaCha20Poly1305, &w.index),
+            cipher,
             public: w.public,
             secret,
             opened: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The keys of a master key (full access).
+    /// The keys of a master key (full access), with the cipher of new
+    /// repositories.
     #[must_use]
     pub fn full(master: &MasterKey) -> Self {
-        Self::new(&KeyMaterial::Full(master.clone()))
+        Self::new(&KeyMaterial::Full(master.clone()), Cipher::default())
     }
 
     /// True when these keys open what is sealed to the repository key.
@@ -427,13 +526,13 @@ impl Keys {
         );
         PackSeal {
             one_time: public,
-            cipher: box_cipher(&shared, &public, &self.public),
+            cipher: box_cipher(self.cipher, &shared, &public, &self.public),
         }
     }
 
     /// The cipher a one-time public key agreed, through the repository's
     /// secret key.
-    fn receiver(&self, one_time: &[u8]) -> Result<XChaCha20Poly1305> {
+    fn receiver(&self, one_time: &[u8]) -> Result<AeadKey> {
         let secret = self.secret.as_ref().ok_or(Error::WriteOnly)?;
         let one_time: [u8; 32] = one_time.try_into().map_err(|_| Error::Unauthentic)?;
         let mut opened = self
@@ -447,7 +546,12 @@ impl Keys {
         if !shared.was_contributory() {
             return Err(Error::Unauthentic);
         }
-        let cipher = box_cipher(&Zeroizing::new(shared.to_bytes()), &one_time, &self.public);
+        let cipher = box_cipher(
+            self.cipher,
+            &Zeroizing::new(shared.to_bytes()),
+            &one_time,
+            &self.public,
+        );
         if opened.len() >= OPENED_CACHE {
             opened.clear();
         }
@@ -753,9 +857,21 @@ mod tests {
     const SNAPSHOTS: Kind = Kind::Object("snapshots");
     const INDEX: Kind = Kind::Object("index");
 
+    const CIPHERS: [Cipher; 2] = [Cipher::Aes256Gcm, Cipher::XChaCha20Poly1305];
+
+    fn full_keys(cipher: Cipher) -> Keys {
+        Keys::new(&KeyMaterial::Full(MasterKey::generate()), cipher)
+    }
+
     #[test]
     fn seal_open_round_trip_and_tamper() {
-        let k = Keys::full(&MasterKey::generate());
+        for cipher in CIPHERS {
+            seal_open_round_trip_and_tamper_with(cipher);
+        }
+    }
+
+    fn seal_open_round_trip_and_tamper_with(cipher: Cipher) {
+        let k = full_keys(cipher);
         for (kind, overhead) in [
             (SNAPSHOTS, BOX_OVERHEAD),
             (Kind::Trailer, BOX_OVERHEAD),
@@ -779,7 +895,7 @@ mod tests {
                 assert!(k.open(&sealed[..sealed.len() - 1], kind).is_err());
             }
         }
-        let other = Keys::full(&MasterKey::generate());
+        let other = full_keys(cipher);
         for kind in [SNAPSHOTS, INDEX] {
             assert!(other.open(&k.seal(b"x", kind), kind).is_err());
         }
@@ -798,7 +914,13 @@ mod tests {
 
     #[test]
     fn blobs_open_with_their_id_and_move_between_packs() {
-        let k = Keys::full(&MasterKey::generate());
+        for cipher in CIPHERS {
+            blobs_open_with_their_id_and_move_between_packs_with(cipher);
+        }
+    }
+
+    fn blobs_open_with_their_id_and_move_between_packs_with(cipher: Cipher) {
+        let k = full_keys(cipher);
         let (a, b) = (k.pack_seal(), k.pack_seal());
         let id = blake3::hash(b"blob").into();
         let one = sealed_blob(&a, b"blob", &id);
@@ -824,10 +946,34 @@ mod tests {
     }
 
     #[test]
-    fn write_only_keys_seal_everything_and_open_only_the_index() {
+    fn a_repository_opens_only_with_its_own_cipher() {
         let master = MasterKey::generate();
-        let full = Keys::full(&master);
-        let writer = Keys::new(&KeyMaterial::WriteOnly(master.write_only()));
+        let aes = Keys::new(&KeyMaterial::Full(master.clone()), Cipher::Aes256Gcm);
+        let chacha = Keys::new(&KeyMaterial::Full(master), Cipher::XChaCha20Poly1305);
+        let id = blake3::hash(b"chunk").into();
+        let blob = sealed_blob(&aes.pack_seal(), b"chunk", &id);
+        let mut out = Vec::new();
+        assert!(chacha.open_blob_into(&blob, &id, &mut out).is_err());
+        assert!(chacha.open(&aes.seal(b"m", SNAPSHOTS), SNAPSHOTS).is_err());
+        // The index key's objects are XChaCha20-Poly1305 under either.
+        assert_eq!(chacha.open(&aes.seal(b"i", INDEX), INDEX).unwrap(), b"i");
+        for c in CIPHERS {
+            assert_eq!(Cipher::from_name(c.name()), Some(c));
+        }
+        assert_eq!(Cipher::from_name("rot13"), None);
+    }
+
+    #[test]
+    fn write_only_keys_seal_everything_and_open_only_the_index() {
+        for cipher in CIPHERS {
+            write_only_keys_seal_everything_and_open_only_the_index_with(cipher);
+        }
+    }
+
+    fn write_only_keys_seal_everything_and_open_only_the_index_with(cipher: Cipher) {
+        let master = MasterKey::generate();
+        let full = Keys::new(&KeyMaterial::Full(master.clone()), cipher);
+        let writer = Keys::new(&KeyMaterial::WriteOnly(master.write_only()), cipher);
         assert!(full.can_read() && !writer.can_read());
         assert_eq!(writer.id_key(), full.id_key());
         // What the writer seals, the full key opens.

@@ -37,6 +37,8 @@ pub struct InitOptions {
     /// Encrypt the repository, with a first key that this password opens;
     /// `None` leaves it unencrypted.
     pub encryption: Option<NewKey>,
+    /// The AEAD of what is sealed to the repository key (when encrypted).
+    pub cipher: cairn_crypto::Cipher,
     /// Keep packs and manifests under S3 Object Lock (an S3 bucket with
     /// Object Lock enabled).
     pub object_lock: Option<cairn_model::ObjectLock>,
@@ -65,6 +67,7 @@ impl Default for InitOptions {
             id: None,
             created: None,
             encryption: None,
+            cipher: cairn_crypto::Cipher::default(),
             object_lock: None,
         }
     }
@@ -382,10 +385,10 @@ impl Repository {
             compression: opts.compression,
             pack_size: opts.pack_size,
             created: opts.created.unwrap_or_else(chrono::Utc::now),
-            encryption: opts
-                .encryption
-                .is_some()
-                .then(cairn_model::Encryption::default),
+            encryption: opts.encryption.is_some().then(|| cairn_model::Encryption {
+                cipher: opts.cipher.name().into(),
+                ..cairn_model::Encryption::default()
+            }),
             object_lock: opts.object_lock.clone(),
         };
         let store = with_object_lock(store, &config)?;
@@ -423,7 +426,12 @@ impl Repository {
         let (store, sealing) = match &unlocked {
             None => (store, cairn_pack::Sealing::plain()),
             Some(u) => {
-                let keys = Arc::new(cairn_crypto::Keys::new(&u.material));
+                let cipher = config
+                    .encryption
+                    .as_ref()
+                    .and_then(|e| cairn_crypto::Cipher::from_name(&e.cipher))
+                    .expect("invariant: an encrypted config names a known cipher (validated)");
+                let keys = Arc::new(cairn_crypto::Keys::new(&u.material, cipher));
                 (
                     store.map_backend(|b| {
                         Arc::new(cairn_store::sealed::SealedBackend::new(

@@ -17,7 +17,10 @@ pub const ENCRYPTED_VERSION: u32 = 3;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Encryption {
-    /// `"xchacha20-poly1305"`: the AEAD of every sealed object and blob.
+    /// The AEAD of what is sealed to the repository key (blobs, trailers,
+    /// manifests, run records): `"aes-256-gcm"` (new repositories) or
+    /// `"xchacha20-poly1305"` (repositories made before it). What is sealed
+    /// with the index key and key objects are XChaCha20-Poly1305 in both.
     pub cipher: String,
     /// `"blake3-keyed"`: chunk ids are BLAKE3 keyed with the id key.
     pub chunk_ids: String,
@@ -27,10 +30,13 @@ pub struct Encryption {
     pub key_agreement: String,
 }
 
+/// The ciphers an encrypted repository may name.
+pub const ENCRYPTION_CIPHERS: [&str; 2] = ["aes-256-gcm", "xchacha20-poly1305"];
+
 impl Default for Encryption {
     fn default() -> Self {
         Self {
-            cipher: "xchacha20-poly1305".into(),
+            cipher: "aes-256-gcm".into(),
             chunk_ids: "blake3-keyed".into(),
             key_agreement: "x25519".into(),
         }
@@ -268,10 +274,17 @@ impl RepoConfig {
             l.validate()?;
         }
         if let Some(e) = &self.encryption {
-            if *e != Encryption::default() {
+            let known = Encryption {
+                cipher: e.cipher.clone(),
+                ..Encryption::default()
+            };
+            if *e != known || !ENCRYPTION_CIPHERS.contains(&e.cipher.as_str()) {
                 return Err(format!(
-                    "encryption {}/{}/{} is not one this release knows (xchacha20-poly1305/blake3-keyed/x25519)",
-                    e.cipher, e.chunk_ids, e.key_agreement
+                    "encryption {}/{}/{} is not one this release knows ({}/blake3-keyed/x25519)",
+                    e.cipher,
+                    e.chunk_ids,
+                    e.key_agreement,
+                    ENCRYPTION_CIPHERS.join(" or ")
                 ));
             }
             if self.version < ENCRYPTED_VERSION {
@@ -372,11 +385,16 @@ mod tests {
         }
     }
 
-    /// Version 3 exactly when encrypted, with the one cipher and id scheme
+    /// Version 3 exactly when encrypted, with a cipher and id scheme
     /// defined; anything else is refused, naming why.
     #[test]
     fn encryption_and_version_go_together() {
         assert!(config(3, Some(Encryption::default())).validate().is_ok());
+        let earlier = Encryption {
+            cipher: "xchacha20-poly1305".into(),
+            ..Encryption::default()
+        };
+        assert!(config(3, Some(earlier)).validate().is_ok());
         assert!(config(2, None).validate().is_ok());
         let e = config(2, Some(Encryption::default()))
             .validate()

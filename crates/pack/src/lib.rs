@@ -872,6 +872,7 @@ mod tests {
         let full = Sealing::with_keys(Arc::new(Keys::full(&master)));
         let writer = Sealing::with_keys(Arc::new(Keys::new(
             &cairn_crypto::KeyMaterial::WriteOnly(master.write_only()),
+            cairn_crypto::Cipher::default(),
         )));
         let raw = b"written by an agent".repeat(30);
         let id = writer.ids().id(&raw);
