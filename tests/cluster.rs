@@ -1272,3 +1272,160 @@ fn cluster_backup_and_restore_killed_mid_way_finish_on_the_re_run() {
         dst.snapshot_files()
     );
 }
+
+/// The probes a cluster backup recorded for `collection`.
+fn probes_of(backup: &Value, collection: &str) -> Vec<Value> {
+    backup["collections"]
+        .as_array()
+        .expect("collections")
+        .iter()
+        .find(|c| c["name"] == collection)
+        .and_then(|c| c["probes"].as_array().cloned())
+        .unwrap_or_default()
+}
+
+/// `cairn --json drill ARGS` into a scratch Qdrant 1.18.3: the output and
+/// its exit code.
+fn drill(env: &Env, args: &[&str]) -> (Value, i32) {
+    let bin = crate::support::project_dir().join("../shared/bin/qdrant");
+    let out = env
+        .cmd()
+        .args(["--json", "drill", "--qdrant-bin"])
+        .arg(&bin)
+        .args(args)
+        .output()
+        .expect("run cairn drill");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+        panic!(
+            "drill printed no JSON ({e}): {text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (v, out.status.code().expect("exit code"))
+}
+
+/// A restore drill: the backup of a live 3-node cluster restores into a
+/// scratch Qdrant the drill starts itself, every shard's count matches and
+/// the probes recorded at backup (some filtered on the payload index)
+/// answer as recorded; the outcome is kept in the repository and shown by
+/// `snapshots`. A backup whose recorded answers were changed, and one with
+/// a damaged pack, each fail the drill, exit 4, naming what failed.
+#[test]
+fn a_drill_proves_a_cluster_backup_restores_and_answers() {
+    let test = "a_drill_proves_a_cluster_backup_restores_and_answers";
+    let Some(src) = Qdrant::start(test, 3, None) else {
+        return;
+    };
+    let url = &src.urls[0];
+    fill_docs(url, None, 3, 2, 2000);
+    let env = Env::local();
+    env.init(&["--no-encryption"]);
+    let b = env.json(&["backup", "--qdrant", url]);
+    let probes = probes_of(&b, "docs");
+    assert_eq!(probes.len(), 4, "four probes recorded: {b}");
+    assert!(
+        probes.iter().any(|p| p["filter"].is_object()),
+        "some probes are filtered on the keyword index: {probes:?}"
+    );
+    for p in &probes {
+        assert_eq!(p["top"].as_array().expect("top").len(), 10, "{p}");
+        assert_eq!(p["vector"].as_array().expect("vector").len(), DIM, "{p}");
+    }
+    // The live answers are what the probes recorded.
+    let c = client(url, None);
+    for p in &probes {
+        let vector: Vec<f32> = serde_json::from_value(p["vector"].clone()).expect("vector");
+        let extra = p["filter"]
+            .is_object()
+            .then(|| json!({ "filter": p["filter"] }));
+        let live = block(c.exact_top("docs", &vector, 10, extra.as_ref())).expect("query");
+        assert_eq!(&Value::Array(live), &p["top"], "{p}");
+    }
+    let id = b["snapshot"].as_str().expect("snapshot id").to_string();
+
+    // Healthy: passes, and the outcome is recorded.
+    let (d, code) = drill(&env, &[]);
+    assert_eq!(code, 0, "{d}");
+    assert_eq!(d["passed"], true, "{d}");
+    assert!(
+        d["engine"].as_str().expect("engine").contains("1.18.3"),
+        "{d}"
+    );
+    let docs = &d["collections"][0];
+    assert_eq!(docs["name"], "docs");
+    assert_eq!(docs["points"], 2000, "{d}");
+    assert_eq!(docs["shards"], 3, "{d}");
+    let outcomes = docs["probes"].as_array().expect("probes");
+    assert_eq!(outcomes.len(), 4, "{d}");
+    assert!(outcomes.iter().all(|p| p["matched"] == true), "{d}");
+    let listed = env.json(&["snapshots"]);
+    assert_eq!(listed[0]["drill"]["passed"], true, "{listed}");
+    assert_eq!(listed[0]["drill"]["probes_matched"], 4, "{listed}");
+    let human = env.run(&["snapshots"]);
+    assert!(
+        String::from_utf8_lossy(&human.stdout).contains("drill passed"),
+        "{}",
+        String::from_utf8_lossy(&human.stdout)
+    );
+
+    // Changed recorded answers: the manifest rewritten (as a damaged or
+    // forged backup would be) with one probe's first id replaced.
+    let repo = std::path::Path::new(&env.repo);
+    let manifest_path = repo.join("snapshots").join(&id);
+    let raw =
+        zstd::decode_all(&std::fs::read(&manifest_path).expect("manifest")[..]).expect("zstd");
+    let mut m: Value = serde_json::from_slice(&raw).expect("manifest json");
+    let colls = m["qdrant"]["collections"]
+        .as_array_mut()
+        .expect("collections");
+    let docs_rec = colls
+        .iter_mut()
+        .find(|c| c["name"] == "docs")
+        .expect("docs");
+    docs_rec["probes"][1]["top"][0] = json!(999_999);
+    let forged = serde_json::to_vec(&m).expect("json");
+    let forged_id = blake3::hash(&forged).to_hex().to_string();
+    std::fs::write(
+        repo.join("snapshots").join(&forged_id),
+        zstd::encode_all(&forged[..], 3).expect("zstd"),
+    )
+    .expect("write");
+    std::fs::remove_file(&manifest_path).expect("remove");
+    let (d, code) = drill(&env, &[&forged_id[..12]]);
+    assert_eq!(code, 4, "{d}");
+    assert_eq!(d["passed"], false, "{d}");
+    let failures = d["failures"].to_string();
+    assert!(
+        failures.contains("collection docs") && failures.contains("999999"),
+        "the failure names the collection and the recorded answer: {d}"
+    );
+    assert_eq!(
+        d["collections"][0]["points"], 2000,
+        "counts still verified: {d}"
+    );
+
+    // A damaged pack: the restore fails, and the drill says which shard.
+    let mut packs: Vec<std::path::PathBuf> = files_under(&repo.join("packs"))
+        .into_iter()
+        .map(|p| repo.join("packs").join(p))
+        .collect();
+    packs.sort_by_key(|p| std::cmp::Reverse(std::fs::metadata(p).expect("meta").len()));
+    let pack = &packs[0];
+    let mut bytes = std::fs::read(pack).expect("pack");
+    let mid = bytes.len() / 2;
+    for b in &mut bytes[mid..mid + 64] {
+        *b ^= 0xff;
+    }
+    std::fs::write(pack, bytes).expect("write pack");
+    let (d, code) = drill(&env, &[&forged_id[..12]]);
+    assert_eq!(code, 4, "{d}");
+    assert_eq!(d["passed"], false, "{d}");
+    let failures = d["failures"].to_string();
+    assert!(
+        failures.contains("did not restore") && failures.contains("docs"),
+        "the failure names the restore and the collection: {d}"
+    );
+    let listed = env.json(&["snapshots"]);
+    assert_eq!(listed[0]["drill"]["passed"], false, "{listed}");
+}

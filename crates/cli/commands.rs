@@ -498,8 +498,16 @@ pub async fn snapshots(g: &GlobalArgs, a: SnapshotsArgs) -> Result<()> {
                 .is_none_or(|s| s == i.snapshot.source_key())
         })
         .collect();
+    let mut drills = repo.drills().await?;
     if g.json {
-        let rows: Vec<cairn_engine::SnapshotRow> = list.iter().map(Into::into).collect();
+        let rows: Vec<cairn_engine::SnapshotRow> = list
+            .iter()
+            .map(|i| {
+                let mut row = cairn_engine::SnapshotRow::from(i);
+                row.drill = drills.remove(&i.id.to_hex());
+                row
+            })
+            .collect();
         println!("{}", serde_json::to_string(&rows)?);
         return Ok(());
     }
@@ -532,6 +540,9 @@ pub async fn snapshots(g: &GlobalArgs, a: SnapshotsArgs) -> Result<()> {
             for c in &r.collections {
                 println!("{:<10}   {}", "", crate::cluster::collection_line(c));
             }
+        }
+        if let Some(d) = drills.get(&i.id.to_hex()) {
+            println!("{:<10}   {}", "", crate::drill::line(d));
         }
     }
     println!("{} snapshots", list.len());

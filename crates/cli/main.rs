@@ -5,6 +5,7 @@ mod cluster;
 mod commands;
 mod config;
 mod daemon;
+mod drill;
 mod forget;
 mod global;
 mod key;
@@ -59,6 +60,8 @@ enum Command {
     Lock(lock::LockCommand),
     /// Verify the repository's structure (and, with --read-data, every chunk).
     Check(check::CheckArgs),
+    /// Prove a cluster backup restores and answers: restore it into a scratch Qdrant and query it.
+    Drill(drill::DrillArgs),
     /// Rebuild index files from packs, or salvage damaged snapshots.
     #[command(subcommand)]
     Repair(repair::RepairCommand),
@@ -175,6 +178,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Key(c) => key::key(g, c).await,
         Command::Lock(c) => lock::lock(g, c).await,
         Command::Check(a) => check::check(g, a).await,
+        Command::Drill(a) => drill::drill(g, a).await,
         Command::Repair(c) => repair::repair(g, c).await,
         Command::Stats => commands::stats(g).await,
         Command::Report(a) => report::report(g, a).await,

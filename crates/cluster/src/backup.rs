@@ -425,6 +425,8 @@ struct Planned {
     payload_schema: std::collections::BTreeMap<String, Value>,
     points_count: Option<u64>,
     shards: Vec<(crate::topology::ShardPlacement, Option<Arc<Shard>>)>,
+    /// Drill probes drafted before the shards are read.
+    probes: Vec<cairn_model::Probe>,
 }
 
 /// Deletes the snapshot files that killed runs left on this cluster's
@@ -571,16 +573,23 @@ pub async fn backup(
             });
             shards.push((sp, Some(shard)));
         }
+        let payload_schema = info
+            .payload_schema
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::to_value(v).unwrap_or(Value::Null)))
+            .collect();
+        let probes = if opts.dry_run {
+            Vec::new()
+        } else {
+            crate::probe::draft(&any, name, &payload_schema).await
+        };
         planned.push(Planned {
             name: name.clone(),
-            payload_schema: info
-                .payload_schema
-                .iter()
-                .map(|(k, v)| (k.clone(), serde_json::to_value(v).unwrap_or(Value::Null)))
-                .collect(),
+            payload_schema,
             config: info.config,
             points_count: info.points_count,
             shards,
+            probes,
         });
     }
     progress.note(&format!(
@@ -636,6 +645,7 @@ pub async fn backup(
     let mut index = 0usize;
     let mut failed = Vec::new();
     for p in planned {
+        let probes = crate::probe::confirm(&any, &p.name, p.probes).await;
         let mut shards = Vec::new();
         for (sp, shard) in p.shards {
             let shard = shard.expect("invariant: every planned shard has an input");
@@ -688,6 +698,7 @@ pub async fn backup(
             payload_schema: p.payload_schema,
             points_count: p.points_count,
             shards,
+            probes,
         });
     }
     let total_shards: usize = collections.iter().map(|c| c.shards.len()).sum();

@@ -32,6 +32,9 @@ pub enum Error {
     /// A restore into Qdrant did not produce what the backup holds.
     #[error("restore verification failed: {0}")]
     Verification(String),
+    /// A restore drill could not be set up (its own Qdrant did not start).
+    #[error("drill: {0}")]
+    Drill(String),
 }
 
 /// What an operator can do about a refused restore.

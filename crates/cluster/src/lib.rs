@@ -12,7 +12,9 @@
 //! [`FileStreamer`]: cairn_engine::seams::FileStreamer
 
 pub mod backup;
+pub mod drill;
 mod error;
+mod probe;
 pub mod restore;
 pub mod topology;
 

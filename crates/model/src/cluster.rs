@@ -75,6 +75,31 @@ pub struct CollectionRecord {
     pub points_count: Option<u64>,
     /// Shards in id order.
     pub shards: Vec<ShardRecord>,
+    /// Queries a restore drill runs against the restored collection, with
+    /// the answers the live cluster gave (`cairn drill`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub probes: Vec<Probe>,
+}
+
+/// A query recorded at backup time: the vector of a stored point, the
+/// named vector it searches (`using`) and an optional filter on an indexed
+/// payload field, with the live cluster's exact top ids for it. Kept only
+/// when the cluster gave the same answer before and after its shards were
+/// read, so the answer is the backed-up data's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Probe {
+    /// The point whose vector is the query.
+    pub point: Value,
+    /// The named vector searched; `None` for the unnamed one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub using: Option<String>,
+    /// The query vector.
+    pub vector: Vec<f32>,
+    /// A Qdrant filter, e.g. `{"must": [{"key": "lang", "match": {"value": "en"}}]}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<Value>,
+    /// Ids of the exact nearest points, nearest first.
+    pub top: Vec<Value>,
 }
 
 impl CollectionRecord {
@@ -197,4 +222,31 @@ pub fn shard_of(path: &str) -> Option<(&str, u32)> {
         .parse()
         .ok()?;
     Some((name, shard))
+}
+
+/// The outcome of the latest restore drill of a snapshot
+/// (`drills/<snapshot id>`, written by `cairn drill`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DrillRecord {
+    /// The snapshot drilled (hex id).
+    pub snapshot: String,
+    /// When the drill finished.
+    pub time: crate::Time,
+    /// True when the backup restored, counted and answered as recorded.
+    pub passed: bool,
+    /// What opened it (e.g. `Qdrant 1.18.3 (/usr/bin/qdrant)`).
+    pub engine: String,
+    /// Wall time of the drill.
+    pub seconds: f64,
+    /// Collections restored.
+    pub collections: usize,
+    /// Probes asked, and how many answered as recorded.
+    pub probes: usize,
+    /// Probes answered as recorded.
+    pub probes_matched: usize,
+    /// What failed, one line each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<String>,
+    /// The host that ran it.
+    pub host: String,
 }

@@ -913,6 +913,23 @@ impl Client {
         .await
     }
 
+    /// The first `limit` points of a collection in id order, with their
+    /// vectors and payloads, as Qdrant returns them.
+    ///
+    /// # Errors
+    /// As [`Client::version`].
+    pub async fn scroll(&self, collection: &str, limit: usize) -> Result<Vec<Value>> {
+        let r: Value = self
+            .json(
+                &format!("reading points of collection {collection}"),
+                Method::POST,
+                &format!("collections/{}/points/scroll", seg(collection)),
+                Some(&json!({ "limit": limit, "with_vector": true, "with_payload": true })),
+            )
+            .await?;
+        Ok(r["points"].as_array().cloned().unwrap_or_default())
+    }
+
     /// Ids of the exact nearest `limit` points to `vector` (no index used).
     /// `extra` is merged into the query body (e.g. `{"shard_key": …}`).
     ///

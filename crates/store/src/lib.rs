@@ -231,6 +231,14 @@ pub mod keys {
     pub const PENDING_DIR: &str = "pending";
     /// Directory of key objects (encrypted repositories).
     pub const KEY_DIR: &str = "keys";
+    /// Directory of restore drill outcomes, one per snapshot drilled.
+    pub const DRILL_DIR: &str = "drills";
+
+    /// Key of the latest drill outcome of a snapshot.
+    #[must_use]
+    pub fn drill(id: &SnapshotId) -> String {
+        format!("{DRILL_DIR}/{}", id.to_hex())
+    }
 
     /// Key of a key object.
     #[must_use]

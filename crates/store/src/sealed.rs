@@ -15,12 +15,13 @@ use crate::backend::{Backend, ObjectInfo, WriteMode};
 use crate::{keys, Error, Listed, Result};
 
 /// The directories whose objects are sealed whole.
-pub const SEALED_DIRS: [&str; 5] = [
+pub const SEALED_DIRS: [&str; 6] = [
     keys::INDEX_DIR,
     keys::SNAPSHOT_DIR,
     keys::GC_DIR,
     keys::RUN_DIR,
     keys::PENDING_DIR,
+    keys::DRILL_DIR,
 ];
 
 fn sealed_dir(key: &str) -> Option<&'static str> {

@@ -219,7 +219,14 @@ impl Repository {
             let results: Vec<Option<LockedSnapshot>> = futures::stream::iter(removed.clone())
                 .map(|id| async move {
                     match self.store.delete(&keys::snapshot(&id)).await {
-                        Ok(()) => Ok(None),
+                        Ok(()) => {
+                            // Its drill outcome goes with it (a leftover is
+                            // harmless: nothing lists drills of absent snapshots).
+                            if let Err(e) = self.store.delete(&keys::drill(&id)).await {
+                                tracing::debug!(error = %e, "could not delete a forgotten snapshot's drill record");
+                            }
+                            Ok(None)
+                        }
                         Err(cairn_store::Error::Locked { until, .. }) => {
                             Ok(Some(LockedSnapshot { id, until }))
                         }

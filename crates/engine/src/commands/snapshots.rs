@@ -72,6 +72,9 @@ pub struct SnapshotRow {
     pub new_stored_bytes: u64,
     /// For a cluster backup, its record summed up.
     pub qdrant: Option<ClusterSummary>,
+    /// Its latest restore drill, when it had one (`cairn drill`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<cairn_model::DrillRecord>,
 }
 
 impl From<&SnapshotInfo> for SnapshotRow {
@@ -110,6 +113,7 @@ impl From<&SnapshotInfo> for SnapshotRow {
                     })
                     .collect(),
             }),
+            drill: None,
         }
     }
 }

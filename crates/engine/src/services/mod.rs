@@ -17,6 +17,7 @@
 //! services too; key layout is `cairn_store::keys`.
 
 pub(crate) mod damage;
+pub(crate) mod drills;
 pub(crate) mod gc;
 pub(crate) mod history;
 pub(crate) mod ingest;
