@@ -1368,6 +1368,61 @@ fn a_drill_proves_a_cluster_backup_restores_and_answers() {
         "{}",
         String::from_utf8_lossy(&human.stdout)
     );
+    let cli_drill = chrono::DateTime::parse_from_rfc3339(
+        listed[0]["drill"]["time"].as_str().expect("drill time"),
+    )
+    .expect("time");
+
+    // The daemon's drill schedule drills the latest backup of each source,
+    // records the run, and /metrics says when a drill of the source passed.
+    let dir = tempfile::TempDir::new().expect("tempdir");
+    let config = dir.path().join("cairn.toml");
+    let bin = crate::support::project_dir().join("../shared/bin/qdrant");
+    std::fs::write(
+        &config,
+        format!(
+            "[repositories.main]\nlocation = {:?}\n\n[drill]\ncron = \"*/1 * * * * *\"\nqdrant_bin = {:?}\n",
+            env.repo,
+            bin.display().to_string()
+        ),
+    )
+    .expect("config");
+    let d = crate::daemon::Daemon::start(dir.path(), &config, &[]);
+    let run = crate::daemon::wait_for("a drill run", std::time::Duration::from_secs(120), || {
+        d.json("/api/v1/runs?job=drill&limit=10", None)
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["state"] != "RUNNING").cloned())
+    });
+    assert_eq!(run["state"], "SUCCEEDED", "{run}\n{}", d.log());
+    assert_eq!(
+        run["reason"], "1 backup(s) restored and answered as recorded",
+        "{run}"
+    );
+    let (st, text) = d.get("/metrics", None);
+    assert_eq!(st, 200);
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("Prometheus text format");
+    let source = listed[0]["source"].as_str().expect("source");
+    let value = |name: &str| -> f64 {
+        let s = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && s.labels.get("source") == Some(source))
+            .unwrap_or_else(|| panic!("{name} for {source} missing from:\n{text}"));
+        match s.value {
+            prometheus_parse::Value::Gauge(v) => v,
+            _ => panic!("{name} is not a gauge"),
+        }
+    };
+    assert_eq!(value("cairn_drill_last_passed"), 1.0, "{text}");
+    #[allow(clippy::cast_precision_loss)]
+    let since = cli_drill.timestamp() as f64;
+    assert!(
+        value("cairn_drill_last_success_timestamp_seconds") >= since,
+        "the daemon's drill is newer than the CLI's: {text}"
+    );
+    let st = d.terminate(std::time::Duration::from_secs(60));
+    assert!(st.success(), "{st}");
 
     // Changed recorded answers: the manifest rewritten (as a damaged or
     // forged backup would be) with one probe's first id replaced.

@@ -109,6 +109,7 @@ fn check(g: &GlobalArgs, file: &Path) -> Result<()> {
                 "schedules": schedules,
                 "prune": c.prune.as_ref().map(|p| p.cron.get_ref()),
                 "check": c.check.as_ref().map(|k| k.cron.get_ref()),
+                "drill": c.drill.as_ref().map(|d| d.cron.get_ref()),
                 "webhooks": c.webhooks.len(),
                 "warnings": loaded.warnings.iter().map(problem_json).collect::<Vec<_>>(),
             })
@@ -118,7 +119,7 @@ fn check(g: &GlobalArgs, file: &Path) -> Result<()> {
             eprintln!("warning: {}", located(file, w));
         }
         println!(
-            "{}: valid: {} repositor{}, {} source(s), {} schedule(s){}{}",
+            "{}: valid: {} repositor{}, {} source(s), {} schedule(s){}{}{}",
             file.display(),
             c.repositories.len(),
             if c.repositories.len() == 1 {
@@ -130,6 +131,7 @@ fn check(g: &GlobalArgs, file: &Path) -> Result<()> {
             c.schedules.len(),
             if c.prune.is_some() { ", prune" } else { "" },
             if c.check.is_some() { ", check" } else { "" },
+            if c.drill.is_some() { ", drill" } else { "" },
         );
         for s in &schedules {
             println!(

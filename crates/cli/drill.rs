@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use cairn_cluster::drill::{DrillOptions, DrillReport};
+use cairn_cluster::drill::DrillOptions;
 use cairn_engine::SnapshotFilter;
 use cairn_model::DrillRecord;
 
@@ -71,7 +71,7 @@ pub async fn drill(g: &GlobalArgs, a: DrillArgs) -> Result<()> {
     let report = cairn_cluster::drill::drill(&repo, &info, &opts, bar)
         .await
         .with_context(|| format!("drilling snapshot {}", info.id.short()))?;
-    let record = to_record(&report);
+    let record = report.record();
     repo.record_drill(&info.id, &record)
         .await
         .context("recording the drill's outcome in the repository")?;
@@ -110,26 +110,4 @@ pub async fn drill(g: &GlobalArgs, a: DrillArgs) -> Result<()> {
         bail!(crate::global::Reported(crate::global::exit::INTEGRITY));
     }
     Ok(())
-}
-
-fn to_record(r: &DrillReport) -> DrillRecord {
-    let probes = r.collections.iter().map(|c| c.probes.len()).sum();
-    let probes_matched = r
-        .collections
-        .iter()
-        .flat_map(|c| &c.probes)
-        .filter(|p| p.matched)
-        .count();
-    DrillRecord {
-        snapshot: r.snapshot.clone(),
-        time: chrono::Utc::now(),
-        passed: r.passed,
-        engine: r.engine.clone(),
-        seconds: r.seconds,
-        collections: r.collections.len(),
-        probes,
-        probes_matched,
-        failures: r.failures.clone(),
-        host: cairn_engine::seams::hostname(),
-    }
 }

@@ -100,6 +100,33 @@ pub struct DrillReport {
     pub failures: Vec<String>,
 }
 
+impl DrillReport {
+    /// The outcome as the repository keeps it (`drills/<snapshot id>`),
+    /// finished now on this host.
+    #[must_use]
+    pub fn record(&self) -> cairn_model::DrillRecord {
+        let probes = self.collections.iter().map(|c| c.probes.len()).sum();
+        let probes_matched = self
+            .collections
+            .iter()
+            .flat_map(|c| &c.probes)
+            .filter(|p| p.matched)
+            .count();
+        cairn_model::DrillRecord {
+            snapshot: self.snapshot.clone(),
+            time: chrono::Utc::now(),
+            passed: self.passed,
+            engine: self.engine.clone(),
+            seconds: self.seconds,
+            collections: self.collections.len(),
+            probes,
+            probes_matched,
+            failures: self.failures.clone(),
+            host: cairn_engine::seams::hostname(),
+        }
+    }
+}
+
 /// A scratch Qdrant node, stopped (and its storage removed) on drop.
 struct ScratchNode {
     child: std::process::Child,

@@ -114,6 +114,9 @@ pub struct Config {
     pub prune: Option<Job>,
     /// When to check (a rotating part of the data each time).
     pub check: Option<CheckJob>,
+    /// When to drill (restore the latest cluster backup of each source
+    /// into a scratch Qdrant and query it).
+    pub drill: Option<DrillJob>,
     /// Bandwidth limits.
     #[serde(default)]
     pub limits: Limits,
@@ -275,6 +278,23 @@ pub struct CheckJob {
     /// seventh each run: the whole repository in a week of daily runs) or
     /// a share (`5%`). Without it, structure only.
     pub read_data_subset: Option<Spanned<String>>,
+}
+
+/// The restore drill schedule: each run drills the latest cluster backup
+/// of every source in the repository, as `cairn drill` does.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrillJob {
+    /// The repository (as for prune).
+    pub repository: Option<Spanned<String>>,
+    /// When (as for schedules).
+    pub cron: Spanned<String>,
+    /// Time zone (as for schedules).
+    pub timezone: Option<Spanned<String>>,
+    /// The Qdrant server binary to restore into (`cairn drill --qdrant-bin`).
+    pub qdrant_bin: Spanned<String>,
+    /// Where the scratch node keeps its storage (`--work-dir`).
+    pub work_dir: Option<Spanned<String>>,
 }
 
 /// Bandwidth limits, in bytes (`50MiB/s`, `1GB/s`) or bits (`200mbit`) a
@@ -554,6 +574,18 @@ impl Checker<'_> {
                     let line = self.at(s);
                     self.problem(line, "check.read_data_subset", e);
                 }
+            }
+        }
+        if let Some(d) = &c.drill {
+            self.check_repository_ref("drill", d.repository.as_ref(), c);
+            self.check_when("drill", &d.cron, d.timezone.as_ref());
+            if !std::path::Path::new(d.qdrant_bin.get_ref()).is_file() {
+                let line = self.at(&d.qdrant_bin);
+                self.problem(
+                    line,
+                    "drill.qdrant_bin",
+                    format!("no Qdrant binary at {}", d.qdrant_bin.get_ref()),
+                );
             }
         }
         for (key, rate) in [
@@ -929,6 +961,12 @@ days = 7
 # [check]
 # cron = "@daily"
 # read_data_subset = "1/7"
+
+# Prove the latest cluster backup of each source restores and answers
+# (restored into a scratch Qdrant started from this binary, then queried):
+# [drill]
+# cron = "@weekly"
+# qdrant_bin = "/usr/local/bin/qdrant"
 
 # Bandwidth limits (50MiB/s, 1GB/s, 200mbit):
 # [limits]

@@ -43,6 +43,8 @@ impl Outcome {
 pub const PRUNE_JOB: &str = "prune";
 /// The job name of the check schedule.
 pub const CHECK_JOB: &str = "check";
+/// The job name of the drill schedule.
+pub const DRILL_JOB: &str = "drill";
 
 /// The tag every backup of schedule `name` carries (its retention applies to
 /// these only).
@@ -480,6 +482,90 @@ impl Runner {
 }
 
 impl Runner {
+    /// Runs the drill schedule once: the latest cluster backup of each
+    /// source in the repository is restored into a scratch Qdrant and
+    /// queried (`cairn drill`); each outcome is recorded. The run fails
+    /// when any drill fails or cannot run, naming the first.
+    ///
+    /// # Errors
+    /// As [`Self::run_schedule`].
+    pub async fn run_drill(
+        &self,
+        trigger: Trigger,
+        scheduled_for: Option<Time>,
+    ) -> Result<Outcome> {
+        let job = self
+            .config
+            .drill
+            .as_ref()
+            .ok_or_else(|| anyhow!("the config has no [drill] table"))?;
+        let named = job.repository.as_ref().map(|r| r.get_ref().clone());
+        let repo = self.maintenance_repository(named.as_deref()).await?;
+        let handle = match start(&repo, draft_run(DRILL_JOB, trigger, scheduled_for)).await? {
+            Ok(h) => h,
+            Err(other) => return Ok(other),
+        };
+        let mut opts =
+            cairn_cluster::drill::DrillOptions::new(PathBuf::from(job.qdrant_bin.get_ref()));
+        opts.work_dir = job.work_dir.as_ref().map(|d| PathBuf::from(d.get_ref()));
+        let result: Result<(usize, Vec<String>)> = async {
+            // The newest cluster backup of each source.
+            let mut latest: HashMap<String, cairn_engine::SnapshotInfo> = HashMap::new();
+            for i in repo.snapshots().await? {
+                if i.snapshot.qdrant.is_none() {
+                    continue;
+                }
+                let key = i.snapshot.source_key();
+                if latest
+                    .get(&key)
+                    .is_none_or(|l| i.snapshot.time > l.snapshot.time)
+                {
+                    latest.insert(key, i);
+                }
+            }
+            let mut failures = Vec::new();
+            for info in latest.values() {
+                let report = cairn_cluster::drill::drill(
+                    &repo,
+                    info,
+                    &opts,
+                    Arc::new(cairn_engine::NoProgress),
+                )
+                .await
+                .with_context(|| format!("drilling snapshot {}", info.id.short()))?;
+                repo.record_drill(&info.id, &report.record()).await?;
+                failures.extend(
+                    report
+                        .failures
+                        .iter()
+                        .map(|f| format!("snapshot {}: {f}", info.id.short())),
+                );
+            }
+            Ok((latest.len(), failures))
+        }
+        .await;
+        let (state, reason) = match result {
+            Ok((0, _)) => (
+                RunState::Succeeded,
+                Some("no cluster backup to drill".to_string()),
+            ),
+            Ok((n, f)) if f.is_empty() => (
+                RunState::Succeeded,
+                Some(format!("{n} backup(s) restored and answered as recorded")),
+            ),
+            Ok((n, f)) => (
+                RunState::Failed,
+                Some(format!(
+                    "{} problem(s) in {n} drill(s); first: {}",
+                    f.len(),
+                    f[0]
+                )),
+            ),
+            Err(e) => (RunState::Failed, Some(describe(&e))),
+        };
+        self.end(handle, state, reason).await
+    }
+
     /// Stores a run's final record, logs it and notifies the webhooks.
     async fn end(
         &self,

@@ -140,6 +140,10 @@ pub(crate) fn release_memory() {}
 
 /// One backup as the API lists it.
 pub(crate) struct Listed {
+    /// Its id, in hex.
+    pub(crate) id: Box<str>,
+    /// Its source key (what `latest` and retention group by).
+    pub(crate) source: Box<str>,
     /// When it started.
     pub(crate) time: Time,
     /// What it added to the repository, as stored.
@@ -158,6 +162,8 @@ impl Listed {
             .iter()
             .find_map(|t| t.strip_prefix("schedule:")));
         Self {
+            id: info.id.to_hex().into_boxed_str(),
+            source: info.snapshot.source_key().into_boxed_str(),
             time: info.snapshot.time,
             new_stored_bytes: info.snapshot.totals.new_stored_bytes,
             json: v.to_string().into_boxed_str(),

@@ -5,7 +5,7 @@
 use std::fmt::Write;
 
 use anyhow::Result;
-use cairn_engine::{backup_job, RunState};
+use cairn_engine::{backup_job, RunState, Time};
 
 use crate::jobs::{CHECK_JOB, PRUNE_JOB};
 use crate::Shared;
@@ -118,6 +118,18 @@ pub async fn render(s: &Shared) -> Result<String> {
             "When the last clean check finished.",
             vec![],
         ),
+        (
+            "cairn_drill_last_success_timestamp_seconds",
+            "gauge",
+            "When the last restore drill of a backup of the source passed (Unix time).",
+            vec![],
+        ),
+        (
+            "cairn_drill_last_passed",
+            "gauge",
+            "1 when the newest restore drill of a backup of the source passed.",
+            vec![],
+        ),
     ];
     let mut push = |name: &str, line: String| {
         if let Some(f) = families.iter_mut().find(|f| f.0 == name) {
@@ -218,6 +230,40 @@ pub async fn render(s: &Shared) -> Result<String> {
             "cairn_repository_stored_bytes",
             format!("cairn_repository_stored_bytes{{{labels}}} {stored}"),
         );
+        // Restore drills, per source: the newest drill, and the newest that passed.
+        let drills = repo.drills().await?;
+        let mut per_source: std::collections::BTreeMap<&str, (Option<Time>, Option<(Time, bool)>)> =
+            std::collections::BTreeMap::new();
+        for l in &snaps {
+            let Some(d) = drills.get(&*l.id) else {
+                continue;
+            };
+            let e = per_source.entry(&l.source).or_default();
+            if d.passed && e.0.is_none_or(|t| d.time > t) {
+                e.0 = Some(d.time);
+            }
+            if e.1.is_none_or(|(t, _)| d.time > t) {
+                e.1 = Some((d.time, d.passed));
+            }
+        }
+        for (source, (passed, newest)) in per_source {
+            let dl = format!("{labels},source=\"{}\"", esc(source));
+            if let Some(t) = passed {
+                push(
+                    "cairn_drill_last_success_timestamp_seconds",
+                    format!(
+                        "cairn_drill_last_success_timestamp_seconds{{{dl}}} {}",
+                        t.timestamp()
+                    ),
+                );
+            }
+            if let Some((_, ok)) = newest {
+                push(
+                    "cairn_drill_last_passed",
+                    format!("cairn_drill_last_passed{{{dl}}} {}", u8::from(ok)),
+                );
+            }
+        }
         for (job, family) in [(PRUNE_JOB, "prune"), (CHECK_JOB, "check")] {
             let runs = repo.runs(Some(job), 20).await?;
             if family == "prune" {

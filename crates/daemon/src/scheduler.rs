@@ -13,7 +13,7 @@ use cairn_engine::{backup_job, RunState, Time, Trigger};
 use chrono::Utc;
 use tokio::sync::watch;
 
-use crate::jobs::{Outcome, Runner, CHECK_JOB, PRUNE_JOB};
+use crate::jobs::{Outcome, Runner, CHECK_JOB, DRILL_JOB, PRUNE_JOB};
 use crate::lock;
 
 /// Waits before the retries of a failed run: 30 s, 2 min, 8 min (each
@@ -30,6 +30,7 @@ enum Kind {
     Backup(String),
     Prune,
     Check,
+    Drill,
 }
 
 impl Kind {
@@ -38,7 +39,7 @@ impl Kind {
     fn schedule(&self) -> Option<&str> {
         match self {
             Self::Backup(n) => Some(n),
-            Self::Prune | Self::Check => None,
+            Self::Prune | Self::Check | Self::Drill => None,
         }
     }
 
@@ -47,6 +48,7 @@ impl Kind {
             Self::Backup(n) => backup_job(n),
             Self::Prune => PRUNE_JOB.to_string(),
             Self::Check => CHECK_JOB.to_string(),
+            Self::Drill => DRILL_JOB.to_string(),
         }
     }
 }
@@ -93,6 +95,11 @@ pub fn spawn(
             tasks.push(task(runner, stop, next, Kind::Check, w));
         }
     }
+    if let Some(d) = &config.drill {
+        if let Ok(w) = when_of(d.cron.get_ref(), d.timezone.as_ref()) {
+            tasks.push(task(runner, stop, next, Kind::Drill, w));
+        }
+    }
     tasks
 }
 
@@ -108,6 +115,7 @@ async fn run_once(
         Kind::Backup(n) => runner.run_schedule(n, trigger, at, attempt, note).await,
         Kind::Prune => runner.run_prune(trigger, at).await,
         Kind::Check => runner.run_check(trigger, at).await,
+        Kind::Drill => runner.run_drill(trigger, at).await,
     };
     match r {
         Ok(o) => Some(o),
