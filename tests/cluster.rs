@@ -1368,6 +1368,15 @@ fn a_drill_proves_a_cluster_backup_restores_and_answers() {
         "{}",
         String::from_utf8_lossy(&human.stdout)
     );
+    let report = env.json(&["report"]);
+    let row = report["backups"]
+        .as_array()
+        .expect("backups")
+        .iter()
+        .find(|r| r["id"] == id.as_str())
+        .cloned()
+        .unwrap_or_else(|| panic!("backup {id} in the report: {report}"));
+    assert_eq!(row["drill"]["passed"], true, "{row}");
     let cli_drill = chrono::DateTime::parse_from_rfc3339(
         listed[0]["drill"]["time"].as_str().expect("drill time"),
     )

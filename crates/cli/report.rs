@@ -161,6 +161,9 @@ fn print_tables(r: &Report, class: &str) {
             b.requests.puts,
             b.source
         );
+        if let Some(d) = &b.drill {
+            println!("{:<27} {:<10} {}", "", "", crate::drill::line(d));
+        }
         if b.added.len() > 1 || b.added.iter().any(|a| !a.shards.is_empty()) {
             for a in &b.added {
                 println!(

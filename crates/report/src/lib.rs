@@ -381,10 +381,10 @@ pub fn html(r: &Report, class: &str) -> String {
     ));
 
     // Tables.
-    body.push_str("<h2>Backups</h2><table><tr><th>time</th><th>id</th><th>source</th><th>logical</th><th>added</th><th>stored</th><th>dedup</th><th>PUTs</th></tr>");
+    body.push_str("<h2>Backups</h2><table><tr><th>time</th><th>id</th><th>source</th><th>logical</th><th>added</th><th>stored</th><th>dedup</th><th>PUTs</th><th>drill</th></tr>");
     for b in &r.backups {
         body.push_str(&format!(
-            "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&b.time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
             esc(&b.id[..8]),
             esc(&b.source),
@@ -392,7 +392,14 @@ pub fn html(r: &Report, class: &str) -> String {
             esc(&human(b.new_bytes)),
             esc(&human(b.new_stored_bytes)),
             times(b.dedup_ratio, b.new_bytes, 1),
-            b.requests.puts
+            b.requests.puts,
+            esc(&b.drill.as_ref().map_or(String::new(), |d| format!(
+                "{} {} ({}/{} probes)",
+                if d.passed { "passed" } else { "FAILED" },
+                d.time.format("%Y-%m-%d %H:%M"),
+                d.probes_matched,
+                d.probes
+            )))
         ));
     }
     body.push_str("</table><h2>Storage classes</h2><table><tr><th>class</th><th>storage</th><th>requests</th><th>early deletion</th><th>per month</th><th>prices as of</th></tr>");

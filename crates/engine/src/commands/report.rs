@@ -140,6 +140,9 @@ pub struct BackupRow {
     pub requests: Requests,
     /// Per collection (cluster backups) or per file.
     pub added: Vec<Added>,
+    /// Its latest restore drill, when it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<cairn_model::DrillRecord>,
 }
 
 /// One source's backups, summed.
@@ -448,6 +451,7 @@ impl Repository {
                     .is_none_or(|s| s == i.snapshot.source_key())
             })
             .collect();
+        let mut drills = self.drills().await?;
         let mut backups = Vec::new();
         for info in &infos {
             let s = &info.snapshot;
@@ -485,6 +489,7 @@ impl Repository {
                 compression_ratio: ratio(t.new_bytes, t.new_stored_bytes),
                 requests: t.requests,
                 added: added.into_values().collect(),
+                drill: drills.remove(&info.id.to_hex()),
             });
         }
         let mut sources: BTreeMap<String, SourceRow> = BTreeMap::new();
