@@ -2,7 +2,8 @@
 # The main job on the embedded default (a local repository):
 # 1. back up a live 3-node Qdrant cluster twice (a night of writes between),
 #    restore it into a fresh single node and check every collection's points
-#    count (needs the Qdrant server at ../shared/bin/qdrant);
+#    count, then drill the backup (restored into a scratch Qdrant and queried
+#    as recorded) (needs the Qdrant server at ../shared/bin/qdrant);
 # 2. back up real Qdrant snapshot files twice, restore, verify every byte.
 # The repository is encrypted with a password from a file the demo creates.
 set -euo pipefail
@@ -53,6 +54,8 @@ if [ -x ../shared/bin/qdrant ]; then
     [ "$a" = "$b" ] || { echo "== $c: $b points restored, the cluster has $a" >&2; exit 1; }
     echo "== verified: $c has $b points on the restored node, as on the cluster"
   done
+  echo "== cairn drill --qdrant-bin ../shared/bin/qdrant   (restore into a scratch node, counts and recorded queries)"
+  "$cairn" drill --qdrant-bin ../shared/bin/qdrant
 else
   echo "== no Qdrant server at ../shared/bin/qdrant: skipping the cluster part"
 fi

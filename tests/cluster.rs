@@ -1287,11 +1287,11 @@ fn probes_of(backup: &Value, collection: &str) -> Vec<Value> {
 /// `cairn --json drill ARGS` into a scratch Qdrant 1.18.3: the output and
 /// its exit code.
 fn drill(env: &Env, args: &[&str]) -> (Value, i32) {
-    let bin = crate::support::project_dir().join("../shared/bin/qdrant");
+    // Relative to the working directory, as an operator may give it.
     let out = env
         .cmd()
-        .args(["--json", "drill", "--qdrant-bin"])
-        .arg(&bin)
+        .current_dir(crate::support::project_dir())
+        .args(["--json", "drill", "--qdrant-bin", "../shared/bin/qdrant"])
         .args(args)
         .output()
         .expect("run cairn drill");

@@ -149,12 +149,16 @@ impl ScratchNode {
     }
 
     async fn start(bin: &Path, work_dir: Option<&Path>, timeout: Duration) -> Result<Self> {
-        if !bin.is_file() {
-            return Err(Error::Drill(format!(
-                "no Qdrant binary at {} (--qdrant-bin names the server to restore into)",
-                bin.display()
-            )));
-        }
+        // Absolute: the node runs in its scratch directory.
+        let bin = &std::fs::canonicalize(bin)
+            .ok()
+            .filter(|b| b.is_file())
+            .ok_or_else(|| {
+                Error::Drill(format!(
+                    "no Qdrant binary at {} (--qdrant-bin names the server to restore into)",
+                    bin.display()
+                ))
+            })?;
         let dir = match work_dir {
             Some(d) => tempfile::Builder::new()
                 .prefix("cairn-drill-")
