@@ -93,8 +93,10 @@ pub(crate) async fn answer(
     if let Some(f) = &probe.filter {
         extra.insert("filter".into(), f.clone());
     }
+    #[allow(clippy::cast_possible_truncation)]
+    let vector: Vec<f32> = probe.vector.iter().map(|&x| x as f32).collect();
     client
-        .exact_top(collection, &probe.vector, TOP, Some(&Value::Object(extra)))
+        .exact_top(collection, &vector, TOP, Some(&Value::Object(extra)))
         .await
 }
 
@@ -112,13 +114,12 @@ pub(crate) fn same_ids(a: &[Value], b: &[Value]) -> bool {
 /// The first dense vector of a point as Qdrant returns it: an array (the
 /// unnamed vector) or an object of named vectors (sparse and multi-vectors
 /// are skipped).
-fn dense_vector(v: &Value) -> Option<(Option<String>, Vec<f32>)> {
-    fn numbers(a: &[Value]) -> Option<Vec<f32>> {
+fn dense_vector(v: &Value) -> Option<(Option<String>, Vec<f64>)> {
+    fn numbers(a: &[Value]) -> Option<Vec<f64>> {
         if a.is_empty() {
             return None;
         }
-        #[allow(clippy::cast_possible_truncation)]
-        a.iter().map(|x| x.as_f64().map(|f| f as f32)).collect()
+        a.iter().map(Value::as_f64).collect()
     }
     match v {
         Value::Array(a) => numbers(a).map(|x| (None, x)),

@@ -93,8 +93,9 @@ pub struct Probe {
     /// The named vector searched; `None` for the unnamed one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub using: Option<String>,
-    /// The query vector.
-    pub vector: Vec<f32>,
+    /// The query vector, as Qdrant wrote it (its f32 values in decimal;
+    /// held as f64 so that JSON round trips keep the same digits).
+    pub vector: Vec<f64>,
     /// A Qdrant filter, e.g. `{"must": [{"key": "lang", "match": {"value": "en"}}]}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<Value>,
