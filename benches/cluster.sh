@@ -28,13 +28,6 @@ echo "cluster: $urls" >&2
 
 # load N0 N1 SEED [--create S,RF]: upserts points N0..N1 into the bench collection.
 load() { python3 scripts/qdrant-load.py "$first_url" bench "$@" --dim "$dim"; }
-wait_green() {
-  for _ in $(seq 1 600); do
-    s=$(curl -sf "$first_url/collections/bench" | python3 -c 'import json,sys; print(json.load(sys.stdin)["result"]["status"])')
-    [ "$s" = green ] && return 0; sleep 0.5
-  done
-  echo "collection did not become green" >&2; exit 1
-}
 # One Active replica per shard and the node holding it, as "shard url" lines.
 shard_sources() {
   for u in ${urls//,/ }; do
@@ -57,7 +50,7 @@ median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 echo "loading $points points of dimension $dim" >&2
 load 0 "$points" 1 --create 3,2
-wait_green
+wait_green "$first_url"
 
 export CAIRN_CACHE_DIR="$work/cache"
 backup() { "$cairn" -q --json --repo "$1" backup --qdrant "$urls" --parallel "$parallel"; }
@@ -74,7 +67,7 @@ new=$((points / 100))
 echo "a night of writes: $new new points, $new rewritten" >&2
 load "$points" $((points + new)) 2
 load 0 "$new" 3
-wait_green
+wait_green "$first_url"
 for r in $(seq "$rounds"); do
   echo "round $r/$rounds: night 2" >&2
   rm -rf "$CAIRN_CACHE_DIR"; cp -r "$work/repo$r" "$work/repo$r-2"

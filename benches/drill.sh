@@ -29,13 +29,6 @@ trap 'bash "$up" --down "$work/src" >/dev/null 2>&1 || true; bash "$up" --down "
 urls=$(bash "$up" "$work/src" 3 37333)
 first_url=${urls%%,*}
 load() { python3 scripts/qdrant-load.py "$first_url" bench "$@" --dim "$dim"; }
-wait_green() {
-  for _ in $(seq 1 1200); do
-    s=$(curl -sf "$1/collections/bench" | python3 -c 'import json,sys; print(json.load(sys.stdin)["result"]["status"])')
-    [ "$s" = green ] && return 0; sleep 0.5
-  done
-  echo "collection did not become green" >&2; exit 1
-}
 echo "loading $points points of dimension $dim" >&2
 step=50000
 load 0 "$(( points < step ? points : step ))" 1 --create 3,2

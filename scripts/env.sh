@@ -4,6 +4,17 @@
 # build_cairn.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/cairn-target}"
 
+# wait_green URL [COLLECTION=bench]: waits (at most 10 minutes) until the
+# collection's status is green (the optimizer done).
+wait_green() {
+  local s
+  for _ in $(seq 1 1200); do
+    s=$(curl -sf "$1/collections/${2:-bench}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["result"]["status"])')
+    [ "$s" = green ] && return 0; sleep 0.5
+  done
+  echo "collection ${2:-bench} did not become green" >&2; exit 1
+}
+
 # bench_password: the benches' repositories are encrypted, as new ones are
 # by default; releases before encryption ignore the variable.
 bench_password() {

@@ -49,7 +49,8 @@ pub struct InitArgs {
     /// instructions) or xchacha20-poly1305 (faster in software, e.g. on
     /// CPUs without them).
     #[arg(long, value_name = "CIPHER", default_value = "aes-256-gcm",
-          value_parser = ["aes-256-gcm", "xchacha20-poly1305"], conflicts_with = "no_encryption")]
+          value_parser = clap::builder::PossibleValuesParser::new(cairn_model::ENCRYPTION_CIPHERS),
+          conflicts_with = "no_encryption")]
     cipher: String,
     /// Keep packs and manifests under S3 Object Lock in this mode
     /// (governance or compliance; the bucket must have Object Lock enabled).

@@ -71,10 +71,6 @@ pub async fn drill(g: &GlobalArgs, a: DrillArgs) -> Result<()> {
     let report = cairn_cluster::drill::drill(&repo, &info, &opts, bar)
         .await
         .with_context(|| format!("drilling snapshot {}", info.id.short()))?;
-    let record = report.record();
-    repo.record_drill(&info.id, &record)
-        .await
-        .context("recording the drill's outcome in the repository")?;
     if g.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

@@ -103,8 +103,7 @@ pub struct DrillReport {
 impl DrillReport {
     /// The outcome as the repository keeps it (`drills/<snapshot id>`),
     /// finished now on this host.
-    #[must_use]
-    pub fn record(&self) -> cairn_model::DrillRecord {
+    fn record(&self) -> cairn_model::DrillRecord {
         let probes = self.collections.iter().map(|c| c.probes.len()).sum();
         let probes_matched = self
             .collections
@@ -239,10 +238,11 @@ fn free_ports(n: usize) -> Result<Vec<u16>> {
 }
 
 /// Drills the cluster backup `info`: restores it into a scratch Qdrant
-/// started from `opts.qdrant_bin` and asks it the recorded probes. A drill
-/// that runs to its end returns its report, passed or not; errors are for
-/// a drill that could not be run (not a cluster backup, no Qdrant binary,
-/// the scratch node not starting).
+/// started from `opts.qdrant_bin`, asks it the recorded probes, and records
+/// the outcome in the repository (`drills/<snapshot id>`). A drill that runs
+/// to its end returns its report, passed or not; errors are for a drill
+/// that could not be run (not a cluster backup, no Qdrant binary, the
+/// scratch node not starting) or recorded.
 ///
 /// # Errors
 /// As above.
@@ -312,37 +312,7 @@ pub async fn drill(
                     .iter()
                     .find(|r| r.name == c.source)
                     .expect("invariant: restored collections come from the record");
-                let mut probes = Vec::new();
-                for p in &rec.probes {
-                    let got = match crate::probe::answer(&client, &c.name, p).await {
-                        Ok(got) => got,
-                        Err(e) => {
-                            report.failures.push(format!(
-                                "collection {}: probe of point {} could not be asked: {e}",
-                                c.name, p.point
-                            ));
-                            continue;
-                        }
-                    };
-                    let matched = crate::probe::same_ids(&got, &p.top);
-                    if !matched {
-                        report.failures.push(format!(
-                            "collection {}: the probe of point {}{} answered {} but the backup recorded {}",
-                            c.name,
-                            p.point,
-                            if p.filter.is_some() { " (filtered)" } else { "" },
-                            ids(&got),
-                            ids(&p.top)
-                        ));
-                    }
-                    probes.push(ProbeOutcome {
-                        point: p.point.clone(),
-                        filtered: p.filter.is_some(),
-                        matched,
-                        expected: p.top.clone(),
-                        got,
-                    });
-                }
+                let probes = ask(&client, &c.name, &rec.probes, &mut report.failures).await;
                 progress.note(&format!(
                     "drill: collection {}: {} points in {} shard(s) verified; {} of {} probes answered as recorded",
                     c.name,
@@ -364,7 +334,49 @@ pub async fn drill(
     drop(node);
     report.passed = report.failures.is_empty();
     report.seconds = clock.elapsed().as_secs_f64();
+    repo.record_drill(&info.id, &report.record()).await?;
     Ok(report)
+}
+
+/// Asks `collection` the recorded `probes`; each one that cannot be asked
+/// or answers otherwise adds a line to `failures`.
+async fn ask(
+    client: &Client,
+    collection: &str,
+    probes: &[cairn_model::Probe],
+    failures: &mut Vec<String>,
+) -> Vec<ProbeOutcome> {
+    let mut out = Vec::new();
+    for p in probes {
+        let got = match crate::probe::answer(client, collection, p).await {
+            Ok(got) => got,
+            Err(e) => {
+                failures.push(format!(
+                    "collection {collection}: probe of point {} could not be asked: {e}",
+                    p.point
+                ));
+                continue;
+            }
+        };
+        let matched = crate::probe::same_ids(&got, &p.top);
+        if !matched {
+            failures.push(format!(
+                "collection {collection}: the probe of point {}{} answered {} but the backup recorded {}",
+                p.point,
+                if p.filter.is_some() { " (filtered)" } else { "" },
+                ids(&got),
+                ids(&p.top)
+            ));
+        }
+        out.push(ProbeOutcome {
+            point: p.point.clone(),
+            filtered: p.filter.is_some(),
+            matched,
+            expected: p.top.clone(),
+            got,
+        });
+    }
+    out
 }
 
 fn ids(v: &[serde_json::Value]) -> String {

@@ -533,7 +533,6 @@ impl Runner {
                 )
                 .await
                 .with_context(|| format!("drilling snapshot {}", info.id.short()))?;
-                repo.record_drill(&info.id, &report.record()).await?;
                 failures.extend(
                     report
                         .failures

@@ -19,7 +19,8 @@ pub use cluster::{
 };
 pub use config::{
     ChunkSizes, ChunkerParams, Compression, Encryption, MemberSizes, ObjectLock, RepoConfig,
-    DEFAULT_VECTOR_AVG, ENCRYPTED_VERSION, FORMAT_VERSION, PACK_SIZES, ZSTD_LEVELS,
+    DEFAULT_VECTOR_AVG, ENCRYPTED_VERSION, ENCRYPTION_CIPHERS, FORMAT_VERSION, PACK_SIZES,
+    ZSTD_LEVELS,
 };
 pub use gc::{GcPlan, Lease, LeaseKind, NodeFile};
 pub use id::{ChunkHasher, ChunkId, IdParseError, IndexId, PackId, RepoId, SnapshotId};

@@ -403,9 +403,8 @@ impl Repository {
     }
 
     /// Writes the groups of `packs` (read again from the index files that
-    /// name them) into new index files, the last superseding `supersedes`.
-    /// Writes index files naming `packs` again, the last one (or, with
-    /// `batch`, each) recording `supersedes`.
+    /// name them) into new index files through `batch`, which says which of
+    /// them record the superseded files (the last, or each).
     async fn index_again(
         &self,
         scan: &IndexScan,
