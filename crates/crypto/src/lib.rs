@@ -612,17 +612,47 @@ impl Keys {
     /// # Errors
     /// As [`Keys::open_into`].
     pub fn open_blob_into(&self, stored: &[u8], id: &[u8; 32], out: &mut Vec<u8>) -> Result<()> {
+        self.blob_opener().open_into(stored, id, out)
+    }
+
+    /// An opener for many blobs in a row: it keeps the key agreed for the
+    /// last one-time key it met, which every blob of one pack shares, so a
+    /// pack's blobs after the first skip the shared cache and its lock.
+    #[must_use]
+    pub fn blob_opener(&self) -> BlobOpener<'_> {
+        BlobOpener {
+            keys: self,
+            last: None,
+        }
+    }
+}
+
+/// Opens blobs one after another (see [`Keys::blob_opener`]).
+pub struct BlobOpener<'a> {
+    keys: &'a Keys,
+    last: Option<([u8; 32], AeadKey)>,
+}
+
+impl BlobOpener<'_> {
+    /// Appends the opened blob `stored` of chunk `id` to `out` (left as it
+    /// was on error).
+    ///
+    /// # Errors
+    /// As [`Keys::open_into`].
+    pub fn open_into(&mut self, stored: &[u8], id: &[u8; 32], out: &mut Vec<u8>) -> Result<()> {
         if stored.len() < BLOB_OVERHEAD {
             return Err(Error::Unauthentic);
         }
         let (one_time, rest) = stored.split_at(BLOB_HEAD);
-        decrypt_into(
-            &self.receiver(one_time)?,
-            blob_nonce(id),
-            Kind::Blob,
-            rest,
-            out,
-        )
+        let key = match &self.last {
+            Some((k, key)) if k.as_slice() == one_time => key,
+            _ => {
+                let key = self.keys.receiver(one_time)?;
+                let one_time: [u8; 32] = one_time.try_into().map_err(|_| Error::Unauthentic)?;
+                &self.last.insert((one_time, key)).1
+            }
+        };
+        decrypt_into(key, blob_nonce(id), Kind::Blob, rest, out)
     }
 }
 
@@ -939,6 +969,22 @@ mod tests {
         bad[3] ^= 1;
         assert!(k.open_blob_into(&bad, &id, &mut out).is_err());
         assert!(out.is_empty());
+        // One opener across the blobs of two packs, in turn, keeps opening
+        // each with its own pack's key.
+        let mut opener = k.blob_opener();
+        for stored in [&one, &one, &two, &one] {
+            let mut out = Vec::new();
+            opener.open_into(stored, &id, &mut out).unwrap();
+            assert_eq!(out, b"blob");
+        }
+        // A blob whose head names pack `a` but whose body was sealed by
+        // pack `b` does not open, even right after a good blob of `a`.
+        let mut forged = two.clone();
+        forged[..BLOB_HEAD].copy_from_slice(&one[..BLOB_HEAD]);
+        let mut out = Vec::new();
+        opener.open_into(&one, &id, &mut out).unwrap();
+        assert!(opener.open_into(&forged, &id, &mut Vec::new()).is_err());
+        assert!(opener.open_into(&one, &other_id, &mut Vec::new()).is_err());
         // A trailer sealed by a pack opens as any trailer.
         let mut t = Vec::new();
         a.seal_trailer_into(b"entries", &mut t);

@@ -464,6 +464,7 @@ pub(crate) fn decode_spans(
     );
     let mut spans = Vec::with_capacity(blobs.len());
     let mut scratch = Vec::new();
+    let mut opener = sealing.keys().map(|k| k.blob_opener());
     for b in blobs {
         let Some(blob) = b
             .offset
@@ -479,13 +480,13 @@ pub(crate) fn decode_spans(
             continue;
         };
         let (from, blob) = blob;
-        if let Some(keys) = sealing.keys() {
+        if let Some(keys) = opener.as_mut() {
             // A raw blob opens straight into `decoded`; a compressed one
             // into `scratch`, then decompresses into `decoded`.
             let at = decoded.len();
             let opened = match b.codec {
                 Codec::Raw => keys
-                    .open_blob_into(blob, b.id.as_bytes(), decoded)
+                    .open_into(blob, b.id.as_bytes(), decoded)
                     .map_err(|e| e.to_string())
                     .and_then(|()| {
                         let got = decoded.len() - at;
@@ -495,7 +496,7 @@ pub(crate) fn decode_spans(
                     }),
                 Codec::Zstd => {
                     scratch.clear();
-                    keys.open_blob_into(blob, b.id.as_bytes(), &mut scratch)
+                    keys.open_into(blob, b.id.as_bytes(), &mut scratch)
                         .map_err(|e| e.to_string())
                         .and_then(|()| {
                             cairn_pack::decompress_into(&scratch, b.raw_length, decoded)
