@@ -61,6 +61,15 @@ pub struct ClusterBackupArgs {
     /// Attempts per shard; a broken stream is read again from the start.
     #[arg(long, value_name = "N", default_value_t = 3, requires = "qdrant")]
     attempts: u32,
+    /// Read from each node only the segment files that changed since the
+    /// previous backup of the shard (Qdrant's partial snapshots, 1.15+),
+    /// and store a complete shard snapshot all the same.
+    #[arg(long, requires = "qdrant")]
+    delta: bool,
+    /// With --delta: read each shard in full again after N nights (0: only
+    /// when its chain breaks).
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "delta")]
+    full_every: u32,
     #[command(flatten)]
     key: ApiKeyArg,
 }
@@ -159,6 +168,8 @@ pub async fn backup(
     copts.limit_download = a.limit_download;
     copts.allow_partial = a.allow_partial;
     copts.attempts = a.attempts;
+    copts.delta = a.delta;
+    copts.full_every = a.full_every;
     copts.method = match a.snapshot_method {
         Method::Auto => SnapshotMethod::Auto,
         Method::Stream => SnapshotMethod::Stream,
@@ -186,10 +197,20 @@ pub async fn backup(
                 _ => 0.0,
             };
             let status = match sh.status {
-                ShardStatus::Complete if sh.attempts > 1 => {
-                    format!("ok ({} attempts)", sh.attempts)
+                ShardStatus::Complete => {
+                    let mut notes = Vec::new();
+                    if let Some(m) = sh.method.as_deref().filter(|m| *m != "stream") {
+                        notes.push(m.to_string());
+                    }
+                    if sh.attempts > 1 {
+                        notes.push(format!("{} attempts", sh.attempts));
+                    }
+                    if notes.is_empty() {
+                        "ok".to_string()
+                    } else {
+                        format!("ok ({})", notes.join(", "))
+                    }
                 }
-                ShardStatus::Complete => "ok".to_string(),
                 ShardStatus::Failed => format!("FAILED: {}", sh.error.clone().unwrap_or_default()),
             };
             println!(

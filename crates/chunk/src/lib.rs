@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 pub mod batch;
 mod tar;
-pub use tar::{record_size, Member, MemberKind, TarScanner};
+pub use tar::{parse_tar_header, record_size, Member, MemberKind, TarHeader, TarScanner};
 
 use cairn_model::{ChunkHasher, ChunkId, ChunkSizes, ChunkerParams};
 use fastcdc::v2020::{self, MASKS};

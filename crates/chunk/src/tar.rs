@@ -235,6 +235,45 @@ fn parse_header(
     }))
 }
 
+/// The fields of one tar header block that a reader of whole member
+/// records needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TarHeader {
+    /// The name field (with the ustar prefix, when there is one); a GNU
+    /// long name (`L` member before it) replaces it.
+    pub name: String,
+    /// The type flag (`0`, `5`, `L`, `S`, `x`, …).
+    pub typeflag: u8,
+    /// Bytes of data after the header (and after any GNU sparse
+    /// extension headers), before padding to a block.
+    pub size: u64,
+    /// A GNU sparse header with extension headers after it (each ends the
+    /// run when its own byte 504 is zero).
+    pub sparse_extended: bool,
+}
+
+/// Parses one 512-byte header block: `Ok(None)` for a zero block (the end
+/// of the archive), `Err(())` for a block that is not a valid header.
+///
+/// # Errors
+/// A bad checksum or size field.
+#[allow(clippy::result_unit_err)]
+pub fn parse_tar_header(h: &[u8; 512]) -> Result<Option<TarHeader>, ()> {
+    // Extension headers are the caller's to read: pretend the first ends
+    // the run, so the data start is one block past the header per flag.
+    let zero = [0u8; 512];
+    match parse_header(h, 0, |_| Some(zero)) {
+        Ok(None) => Ok(None),
+        Ok(Some(x)) => Ok(Some(TarHeader {
+            name: x.name,
+            typeflag: x.typeflag,
+            size: x.data_end - x.data_start,
+            sparse_extended: x.typeflag == b'S' && h[482] != 0,
+        })),
+        Err(_) => Err(()),
+    }
+}
+
 impl TarScanner {
     /// A scanner expecting a tar header at offset 0.
     #[must_use]

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cairn_model::{
-    AliasRecord, ClusterRecord, CollectionRecord, NodeFile, NodeRecord, ReplicaRecord, ShardRecord,
-    ShardStatus, Snapshot,
+    AliasRecord, ClusterRecord, CollectionRecord, DeltaState, NodeFile, NodeRecord, ReplicaRecord,
+    ShardRecord, ShardStatus, Snapshot,
 };
 use cairn_qdrant::{ByteStream, ReplicaState};
 use futures::StreamExt;
@@ -26,10 +26,12 @@ use sha2::Digest;
 use tokio::runtime::Handle;
 
 use crate::topology::{Cluster, Node, QdrantTarget, RateLimiter};
-use cairn_engine::seams::{hostname, Input, InputSource, RunShape, Stop, StreamInput};
+use cairn_engine::seams::{
+    hostname, FileStreamer, Input, InputSource, RunShape, Stop, StreamInput, Tail,
+};
 use cairn_engine::{
     BackupOptions, BackupSummary, Error as EngineError, Progress, Repository,
-    Result as EngineResult,
+    Result as EngineResult, SnapshotFilter, SnapshotInfo,
 };
 
 use crate::error::{Error, Result};
@@ -66,6 +68,12 @@ pub struct ClusterBackupOptions {
     pub attempts: u32,
     /// A stream that delivers nothing for this long is broken.
     pub stall_timeout: Duration,
+    /// Read each shard through Qdrant's partial snapshots: only the files
+    /// changed since the previous backup of the shard (see [`crate::delta`]).
+    pub delta: bool,
+    /// With `delta`: a chain is read in full again after this many nights
+    /// (0: only when it breaks).
+    pub full_every: u32,
 }
 
 impl ClusterBackupOptions {
@@ -82,6 +90,8 @@ impl ClusterBackupOptions {
             method: SnapshotMethod::Auto,
             attempts: 3,
             stall_timeout: Duration::from_secs(300),
+            delta: false,
+            full_every: 0,
         }
     }
 }
@@ -174,6 +184,45 @@ struct ShardState {
     /// Snapshot files created on nodes, to delete: (node index, name, the
     /// repository's record of it).
     created: Vec<(usize, String, Option<String>)>,
+    /// How the last attempt asked for a partial snapshot, if it did.
+    pull: Option<Pull>,
+    /// What that attempt's partial snapshot held, once read to its end.
+    filtered: Arc<Mutex<Option<crate::delta::Filtered>>>,
+    /// The peer and version the last attempt read.
+    peer: Option<u64>,
+    version: Option<String>,
+    /// Where the chain stands after a successful attempt.
+    next: Option<DeltaState>,
+    /// A delta could not be completed: read the shard in full.
+    force_full: bool,
+}
+
+/// How a shard's partial snapshot was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pull {
+    /// Against the empty manifest: complete, a chain's first night.
+    Start,
+    /// Against the previous backup's manifests.
+    Delta,
+    /// The same, answered 304: nothing changed.
+    Unchanged,
+}
+
+impl Pull {
+    fn method(self) -> &'static str {
+        match self {
+            Self::Start => "partial",
+            Self::Delta => "delta",
+            Self::Unchanged => "unchanged",
+        }
+    }
+}
+
+/// A shard read through partial snapshots: the previous backup's chain
+/// state and file, when it has them.
+struct DeltaPlan {
+    prev: Option<(DeltaState, crate::delta::BaseFile)>,
+    full_every: u32,
 }
 
 /// One shard to read, and what its reads found out.
@@ -194,6 +243,7 @@ struct Shard {
     limiter: Option<Arc<RateLimiter>>,
     handle: Handle,
     state: Arc<Mutex<ShardState>>,
+    delta: Option<DeltaPlan>,
 }
 
 impl Shard {
@@ -290,11 +340,16 @@ impl StreamInput for ShardInput {
     }
 
     fn attempts(&self) -> u32 {
-        self.0.attempts
+        // A delta that cannot be completed is read again in full.
+        self.0.attempts + u32::from(self.0.delta.is_some())
     }
 
     fn describe(&self) -> String {
         self.0.describe()
+    }
+
+    fn tail(&self) -> EngineResult<Option<Tail>> {
+        self.0.tail()
     }
 }
 
@@ -309,29 +364,179 @@ impl Shard {
                 ),
             }.into());
         }
-        let ni = self.candidates[(attempt as usize - 1) % self.candidates.len()];
+        let mut ni = self.candidates[(attempt as usize - 1) % self.candidates.len()];
+        // A chain stays on the replica it started on while that is Active.
+        if let Some((prev, _)) = self.delta.as_ref().and_then(|d| d.prev.as_ref()) {
+            if let Some(&same) = self
+                .candidates
+                .iter()
+                .find(|&&c| prev.peer_id.is_some() && self.cluster.nodes[c].peer_id == prev.peer_id)
+            {
+                if !self.lock().force_full {
+                    ni = same;
+                }
+            }
+        }
         let node = &self.cluster.nodes[ni];
         let before = self.local_points(node)?;
-        let (stream, method, expected) = self.open_on(ni, node)?;
         {
             let mut st = self.lock();
             st.node = Some(node.url());
-            st.method = Some(method);
             st.points_before = before;
             st.points_after = None;
             st.sha256 = None;
+            st.pull = None;
+            st.next = None;
+            st.peer = node.peer_id;
+            st.version = Some(node.version.version.clone());
+            st.filtered = Arc::default();
         }
-        Ok(Box::new(ShardReader {
-            stream,
-            buf: Bytes::new(),
-            handle: self.handle.clone(),
-            stop: stop.clone(),
-            hasher: Some(sha2::Sha256::new()),
-            limiter: self.limiter.clone(),
-            expected,
-            shard: Arc::clone(self),
-            node: ni,
-        }))
+        if let Some(plan) = &self.delta {
+            if let Some(reader) = self.open_partial(plan, ni, node, stop)? {
+                return Ok(reader);
+            }
+        }
+        let (stream, method, expected) = self.open_on(ni, node)?;
+        self.lock().method = Some(method);
+        Ok(Box::new(ShardReader::new(self, stream, ni, stop, expected)))
+    }
+
+    /// Opens a partial snapshot of the shard on `node`: against the
+    /// previous backup's manifests when the chain holds, else against the
+    /// empty one. `None` when the node has no partial snapshots.
+    fn open_partial(
+        self: &Arc<Self>,
+        plan: &DeltaPlan,
+        ni: usize,
+        node: &Node,
+        stop: &Stop,
+    ) -> Result<Option<Box<dyn Read + Send>>> {
+        let force_full = self.lock().force_full;
+        let chained = plan.prev.as_ref().filter(|(p, _)| {
+            !force_full
+                && p.peer_id == node.peer_id
+                && p.version == node.version.version
+                && (plan.full_every == 0 || p.nights + 1 < plan.full_every)
+        });
+        let manifest = chained.map_or_else(|| serde_json::json!({}), |(p, _)| p.manifest.clone());
+        let asked = self
+            .handle
+            .block_on(node.client.stream_partial_shard_snapshot(
+                &self.collection,
+                self.shard,
+                &manifest,
+                self.stall,
+            ));
+        let stream = match asked {
+            Ok(Some(s)) => s,
+            Ok(None) if chained.is_some() => {
+                let mut st = self.lock();
+                st.pull = Some(Pull::Unchanged);
+                st.method = Some(Pull::Unchanged.method());
+                st.points_after = st.points_before;
+                return Ok(Some(Box::new(std::io::empty())));
+            }
+            Ok(None) => {
+                return Err(EngineError::Source {
+                    what: self.describe(),
+                    reason: "the node answered 304 (not modified) to a request for a complete partial snapshot".into(),
+                }
+                .into())
+            }
+            // Servers before 1.15 have no such route.
+            Err(e)
+                if matches!(e.status(), Some(404 | 405))
+                    && !e.to_string().to_lowercase().contains("shard ") =>
+            {
+                tracing::info!(node = %node.url(), "partial snapshots unavailable; reading shards in full");
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let pull = if chained.is_some() {
+            Pull::Delta
+        } else {
+            Pull::Start
+        };
+        let filtered = {
+            let mut st = self.lock();
+            st.pull = Some(pull);
+            st.method = Some(pull.method());
+            Arc::clone(&st.filtered)
+        };
+        let reader = ShardReader::new(self, stream, ni, stop, None);
+        Ok(Some(Box::new(crate::delta::PartialFilter::new(
+            Box::new(reader),
+            filtered,
+        ))))
+    }
+
+    /// What ends the stored file after a partial snapshot was read (see
+    /// [`crate::delta`]), and the chain's new state.
+    fn tail(&self) -> EngineResult<Option<Tail>> {
+        let Some(plan) = &self.delta else {
+            return Ok(None);
+        };
+        let what = self.describe();
+        let mut st = self.lock();
+        let Some(pull) = st.pull else {
+            return Ok(None); // read in full
+        };
+        let got = st
+            .filtered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let (peer_id, version) = (st.peer, st.version.clone().unwrap_or_default());
+        let prev = plan.prev.as_ref();
+        match (pull, got, prev) {
+            (Pull::Unchanged, _, Some((p, base))) => {
+                st.next = Some(DeltaState {
+                    nights: p.nights + 1,
+                    ..p.clone()
+                });
+                Ok(Some(base.whole()))
+            }
+            (Pull::Start, Some(got), _) => {
+                st.next = Some(DeltaState {
+                    peer_id,
+                    version,
+                    nights: 0,
+                    manifest: crate::delta::manifest_of(&got),
+                    members: got.members,
+                });
+                Ok(Some(Tail {
+                    after: vec![0u8; 1024],
+                    ..Tail::default()
+                }))
+            }
+            (Pull::Delta, Some(got), Some((p, base))) => {
+                match crate::delta::complete(&got, p, base) {
+                    Ok((tail, members)) => {
+                        st.next = Some(DeltaState {
+                            peer_id,
+                            version,
+                            nights: p.nights + 1,
+                            manifest: crate::delta::manifest_of(&got),
+                            members,
+                        });
+                        Ok(Some(tail))
+                    }
+                    Err(reason) => {
+                        st.force_full = true;
+                        tracing::warn!(shard = %what, %reason, "a delta pull cannot be completed; reading the shard in full");
+                        Err(EngineError::Source {
+                            what,
+                            reason: format!("{reason}; reading it in full"),
+                        })
+                    }
+                }
+            }
+            _ => Err(EngineError::Source {
+                what,
+                reason: "the partial snapshot was not read to its end".into(),
+            }),
+        }
     }
 
     fn describe(&self) -> String {
@@ -396,6 +601,26 @@ impl Read for ShardReader {
 }
 
 impl ShardReader {
+    fn new(
+        shard: &Arc<Shard>,
+        stream: ByteStream,
+        node: usize,
+        stop: &Stop,
+        expected: Option<String>,
+    ) -> Self {
+        Self {
+            stream,
+            buf: Bytes::new(),
+            handle: shard.handle.clone(),
+            stop: stop.clone(),
+            hasher: Some(sha2::Sha256::new()),
+            limiter: shard.limiter.clone(),
+            expected,
+            shard: Arc::clone(shard),
+            node,
+        }
+    }
+
     /// The stream ended: check and record its digest and the points count.
     fn end(&mut self) -> std::io::Result<()> {
         let Some(h) = self.hasher.take() else {
@@ -427,6 +652,56 @@ struct Planned {
     shards: Vec<(crate::topology::ShardPlacement, Option<Arc<Shard>>)>,
     /// Drill probes drafted before the shards are read.
     probes: Vec<cairn_model::Probe>,
+}
+
+/// The last backup of `source`, and a streamer to read its files' layout.
+async fn previous_backup(
+    repo: &Repository,
+    source: &str,
+) -> Result<Option<(SnapshotInfo, FileStreamer)>> {
+    let filter = SnapshotFilter {
+        source: Some(source.to_string()),
+        cluster: true,
+        collections: Vec::new(),
+    };
+    match repo.find_snapshot_in("latest", &filter).await {
+        Ok(info) => Ok(Some((info, repo.file_streamer(1).await?))),
+        Err(EngineError::SnapshotNotFound { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The chain state and stored file of one shard in the previous backup,
+/// when it was read through partial snapshots and stored whole.
+async fn chain_of(
+    prev: Option<&(SnapshotInfo, FileStreamer)>,
+    collection: &str,
+    shard: u32,
+) -> Option<(DeltaState, crate::delta::BaseFile)> {
+    let (info, streamer) = prev?;
+    let record = info
+        .snapshot
+        .qdrant
+        .as_ref()?
+        .collections
+        .iter()
+        .find(|c| c.name == collection)?
+        .shards
+        .iter()
+        .find(|s| s.shard_id == shard && s.status == ShardStatus::Complete)?;
+    let state = record.delta.clone()?;
+    let path = record.file.as_deref()?;
+    let file = info.snapshot.files.iter().find(|f| f.path == path)?;
+    if file.damaged.is_some() {
+        return None;
+    }
+    match streamer.layout(info, file).await {
+        Ok(layout) => Some((state, crate::delta::BaseFile::new(layout))),
+        Err(e) => {
+            tracing::warn!(collection, shard, error = %e, "the previous backup of this shard cannot be continued; reading it in full");
+            None
+        }
+    }
 }
 
 /// Deletes the snapshot files that killed runs left on this cluster's
@@ -508,6 +783,12 @@ pub async fn backup(
         })
         .collect();
 
+    // Delta pulls continue the chains of the last backup of this source.
+    let prev = if copts.delta && !opts.dry_run {
+        previous_backup(repo, &source_key(&copts.target, &copts.collections)).await?
+    } else {
+        None
+    };
     let limiter = copts.limit_download.map(RateLimiter::new);
     let handle = Handle::current();
     let mut load = vec![0usize; cluster.nodes.len()];
@@ -563,6 +844,14 @@ pub async fn backup(
                 limiter: limiter.clone(),
                 handle: handle.clone(),
                 state: Arc::default(),
+                delta: if copts.delta && !opts.dry_run {
+                    Some(DeltaPlan {
+                        prev: chain_of(prev.as_ref(), name, sp.shard_id).await,
+                        full_every: copts.full_every,
+                    })
+                } else {
+                    None
+                },
             });
             inputs.push(Input {
                 name: cairn_model::shard_file(name, sp.shard_id),
@@ -679,13 +968,16 @@ pub async fn backup(
                 file,
                 node: st.node.clone(),
                 method: st.method.map(str::to_string),
+                delta: st.next.clone().filter(|_| status == ShardStatus::Complete),
                 points_count: st.points_before,
                 points_count_after: st.points_after,
                 size: outcome.bytes,
+                // A file put together from a partial snapshot is not the
+                // bytes the node sent: no checksum for the upload.
                 sha256: st
                     .sha256
                     .clone()
-                    .filter(|_| status == ShardStatus::Complete),
+                    .filter(|_| status == ShardStatus::Complete && st.pull.is_none()),
                 started: outcome.started,
                 finished: outcome.finished,
                 attempts: outcome.attempts,

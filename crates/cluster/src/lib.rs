@@ -7,11 +7,13 @@
 //!
 //! - [`topology`]: the nodes reached, their versions, shard placement;
 //! - [`backup`]: [`backup()`], one snapshot of every shard;
+//! - [`delta`]: delta pulls, a shard read through partial snapshots;
 //! - [`restore`]: [`restore()`], into a cluster of any size, verified.
 //!
 //! [`FileStreamer`]: cairn_engine::seams::FileStreamer
 
 pub mod backup;
+pub mod delta;
 pub mod drill;
 mod error;
 mod probe;

@@ -175,6 +175,14 @@ pub struct Source {
     pub api_key: Option<Spanned<toml::Value>>,
     /// Snapshot files or directories to back up.
     pub paths: Option<Spanned<Vec<PathBuf>>>,
+    /// A live cluster: read only the segment files that changed since the
+    /// previous backup of each shard (`backup --delta`).
+    #[serde(default)]
+    pub delta: bool,
+    /// With `delta`: read each shard in full again after this many nights
+    /// (`backup --full-every`; 0 or absent: only when a chain breaks).
+    #[serde(default)]
+    pub full_every: u32,
 }
 
 /// A backup schedule.
@@ -678,9 +686,16 @@ impl Checker<'_> {
                 }
             }
             (None, Some(p)) => {
+                let line = self.at(p);
                 if p.get_ref().is_empty() {
-                    let line = self.at(p);
                     self.problem(line, format!("{key}.paths"), "no path");
+                }
+                if s.delta || s.full_every > 0 {
+                    self.problem(
+                        line,
+                        format!("{key}.delta"),
+                        "delta and full_every apply to a live cluster (qdrant = [...]), not to snapshot files",
+                    );
                 }
             }
         }
@@ -925,6 +940,10 @@ qdrant = [{urls}]
 # The API key is never written here: name a variable or a file.
 # api_key_env = "QDRANT_API_KEY"
 # api_key_file = "/etc/cairn/qdrant-api-key"
+# Read only the segment files that changed since the last backup (Qdrant
+# 1.15+); each shard is read in full again every full_every nights.
+# delta = true
+# full_every = 7
 
 # Snapshot files instead of a live cluster:
 # [sources.files]

@@ -320,6 +320,8 @@ impl Runner {
             let key = api_key(source)?;
             let target = cairn_cluster::QdrantTarget::new(&urls.get_ref().list(), key);
             let mut copts = cairn_cluster::ClusterBackupOptions::new(target);
+            copts.delta = source.delta;
+            copts.full_every = source.full_every;
             if let Some(rate) = &self.config.limits.download {
                 copts.limit_download = cairn_config::parse_rate(rate.get_ref()).ok();
             }

@@ -70,7 +70,7 @@ pub use cairn_store::{Error as StoreError, RepoStore};
 pub mod seams {
     pub use crate::host::hostname;
     pub use crate::services::ingest::{
-        Commit, Input, InputOutcome, InputSource, RunResult, RunShape, Stop, StreamInput,
+        Commit, Input, InputOutcome, InputSource, RunResult, RunShape, Stop, StreamInput, Tail,
     };
     pub use crate::services::materialize::{FileStreamer, Sink};
 }

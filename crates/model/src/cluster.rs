@@ -183,6 +183,44 @@ pub struct ShardRecord {
     /// Why the shard failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// For a shard read through Qdrant's partial snapshots (`method`
+    /// `partial`, `delta` or `unchanged`): what the next night's delta
+    /// pull starts from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<DeltaState>,
+}
+
+/// Where a chain of delta pulls of one shard stands after a backup: the
+/// node's own manifest of the stored shard snapshot, and where each member
+/// lies in the stored file, so that the next night can ask the node for
+/// what changed and take the rest from this file without reading it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeltaState {
+    /// The peer read (a chain never moves to another replica); none for
+    /// a node outside cluster mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_id: Option<u64>,
+    /// Its Qdrant version (a chain never crosses versions).
+    pub version: String,
+    /// Nights since the chain's complete pull (0 on that night).
+    pub nights: u32,
+    /// Segment id to that segment's manifest, as the node embedded them in
+    /// the snapshot stored (Qdrant's `SnapshotManifest`).
+    pub manifest: Value,
+    /// The stored file's tar members, in file order.
+    pub members: Vec<MemberSpan>,
+}
+
+/// One tar member of a stored shard snapshot: its whole record (any long
+/// name or extension headers, its header, data and padding).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberSpan {
+    /// The member's path.
+    pub name: String,
+    /// Offset of its first header in the file.
+    pub start: u64,
+    /// Offset just past its padding.
+    pub end: u64,
 }
 
 impl ShardRecord {

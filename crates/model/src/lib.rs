@@ -14,8 +14,8 @@ mod snapshot;
 pub mod time;
 
 pub use cluster::{
-    shard_file, shard_of, AliasRecord, ClusterRecord, CollectionRecord, DrillRecord, NodeRecord,
-    Probe, ReplicaRecord, ShardRecord, ShardStatus,
+    shard_file, shard_of, AliasRecord, ClusterRecord, CollectionRecord, DeltaState, DrillRecord,
+    MemberSpan, NodeRecord, Probe, ReplicaRecord, ShardRecord, ShardStatus,
 };
 pub use config::{
     ChunkSizes, ChunkerParams, Compression, Encryption, MemberSizes, ObjectLock, RepoConfig,

@@ -522,6 +522,41 @@ impl Client {
         Ok(self.body_stream(op, resp, stall))
     }
 
+    /// Streams a partial snapshot of a local shard (Qdrant 1.15 and later;
+    /// the route is not in Qdrant's published API): a complete shard
+    /// snapshot holding only the segment files that changed since
+    /// `manifest` (`{}`: everything), with each live segment's manifest
+    /// (`segments/<id>/files/segment_manifest.json`) among its members.
+    /// `None` when nothing changed (the node answers 304).
+    ///
+    /// # Errors
+    /// As [`Client::version`]; 404 or 405 from servers without the route.
+    pub async fn stream_partial_shard_snapshot(
+        &self,
+        collection: &str,
+        shard: u32,
+        manifest: &Value,
+        stall: Duration,
+    ) -> Result<Option<ByteStream>> {
+        let op = format!("streaming a partial snapshot of collection {collection}, shard {shard}");
+        let path = format!(
+            "collections/{}/shards/{shard}/snapshot/partial/create",
+            seg(collection)
+        );
+        let resp = match self
+            .request(Method::POST, &path)
+            .json(manifest)
+            .send()
+            .await
+        {
+            Ok(r) if r.status() == StatusCode::NOT_MODIFIED => return Ok(None),
+            Ok(r) if r.status().is_success() => r,
+            Ok(r) => return Err(self.status_error(&op, r).await),
+            Err(e) => return Err(self.transport(&op, &e)),
+        };
+        Ok(Some(self.body_stream(op, resp, stall)))
+    }
+
     fn body_stream(
         &self,
         operation: String,

@@ -175,6 +175,27 @@ pub trait StreamInput: Send + Sync {
     fn attempts(&self) -> u32;
     /// What the input is, for errors ("collection docs, shard 2").
     fn describe(&self) -> String;
+    /// What ends the file after the stream just read to its end: chunks
+    /// the repository already holds, then bytes (`None`: nothing). Called
+    /// once per attempt whose stream ended well; an error fails the
+    /// attempt as a broken stream does.
+    ///
+    /// # Errors
+    /// Why the file cannot be completed this way.
+    fn tail(&self) -> Result<Option<Tail>> {
+        Ok(None)
+    }
+}
+
+/// The end of a stream input's file (see [`StreamInput::tail`]).
+#[derive(Debug, Default)]
+pub struct Tail {
+    /// Chunks already stored, in file order.
+    pub known: Vec<ChunkId>,
+    /// Their raw length in all.
+    pub known_bytes: u64,
+    /// Bytes after them, chunked and stored as any input's.
+    pub after: Vec<u8>,
 }
 
 /// The stop flags a reader checks: the caller's (Ctrl-C) and the run's own
@@ -265,6 +286,8 @@ enum Item {
     Start(usize),
     /// A block of an input, its chunks hashed.
     Block(usize, Block),
+    /// Chunks the repository holds that continue an input, and their length.
+    Known(usize, Vec<ChunkId>, u64),
     /// The input is read again from the start.
     Restart(usize),
     Done(usize, InputOutcome),
@@ -370,7 +393,18 @@ impl Reader<'_, '_> {
                 };
                 started = true;
                 self.tx.send(Ok(msg)).map_err(|_| Error::Interrupted)?;
-                self.pump(i, reader)
+                let bytes = self.pump(i, reader)?;
+                if let InputSource::Stream(s) = &self.inputs[i].source {
+                    if let Some(tail) = s.tail()? {
+                        self.tx
+                            .send(Ok(Item::Known(i, tail.known, tail.known_bytes)))
+                            .map_err(|_| Error::Interrupted)?;
+                        if !tail.after.is_empty() {
+                            self.pump(i, Box::new(std::io::Cursor::new(tail.after)))?;
+                        }
+                    }
+                }
+                Ok(bytes)
             });
             match read {
                 Ok(bytes) => {
@@ -521,6 +555,42 @@ impl Packer<'_> {
         }
         self.totals.chunks += ids.len() as u64;
         file.size += block.len() as u64;
+        for id in ids {
+            file.chunks.push(id);
+            if ends_chunk_list(&id, file.chunks.len()) {
+                self.emit_list(file)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Continues `file` with chunks the repository already holds (`bytes`
+    /// long in all), as a deduplicated block would: each must be indexed,
+    /// and its pack is kept for the commit's check.
+    fn add_known(&mut self, ids: Vec<ChunkId>, bytes: u64, file: &mut FileEntry) -> Result<()> {
+        self.record_uploads(false)?;
+        let mut seen = HashSet::new();
+        let lookup: Vec<ChunkId> = ids
+            .iter()
+            .filter(|id| !self.in_flight.contains(*id) && seen.insert(**id))
+            .copied()
+            .collect();
+        for (id, hit) in lookup.iter().zip(self.index.get_many(&lookup)?) {
+            match hit {
+                Some(loc) => {
+                    self.referenced.insert(loc.pack);
+                }
+                None => {
+                    return Err(Error::MissingChunk {
+                        snapshot: "the previous backup this file continues".into(),
+                        file: file.path.clone(),
+                        chunk: id.to_hex(),
+                    })
+                }
+            }
+        }
+        self.totals.chunks += ids.len() as u64;
+        file.size += bytes;
         for id in ids {
             file.chunks.push(id);
             if ends_chunk_list(&id, file.chunks.len()) {
@@ -1038,6 +1108,13 @@ impl Repository {
                                 .expect("invariant: a block follows its Start");
                             packer.add_block(&mut b, file)?;
                             progress.advance(b.len() as u64);
+                        }
+                        Item::Known(i, ids, bytes) => {
+                            let file = files[i]
+                                .as_mut()
+                                .expect("invariant: known chunks follow their Start");
+                            packer.add_known(ids, bytes, file)?;
+                            progress.advance(bytes);
                         }
                         Item::Restart(i) => {
                             let file = files[i]

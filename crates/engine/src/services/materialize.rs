@@ -384,6 +384,38 @@ impl FileStreamer {
     }
 }
 
+impl FileStreamer {
+    /// `file`'s chunks in file order with their raw lengths, read from its
+    /// chunk lists and the chunk index (no chunk data is read).
+    ///
+    /// # Errors
+    /// [`Error::MissingChunk`] for a chunk no index file names; storage
+    /// errors reading the lists.
+    pub async fn layout(
+        &self,
+        info: &SnapshotInfo,
+        file: &FileEntry,
+    ) -> Result<Vec<(ChunkId, u32)>> {
+        let ctx = Arc::new(FileContext {
+            snapshot: info.id.to_hex(),
+            file: file.path.clone(),
+        });
+        let tally = std::sync::Mutex::new(ReadTally::default());
+        let mut out = Vec::new();
+        let mut batches = std::pin::pin!(self.repo.located_batches(
+            &ctx,
+            file,
+            &self.index,
+            &self.reader,
+            &tally
+        ));
+        while let Some(batch) = batches.try_next().await? {
+            out.extend(batch.into_iter().map(|(id, loc)| (id, loc.raw_length)));
+        }
+        Ok(out)
+    }
+}
+
 impl<W: Write + Send + 'static> Sink for W {
     fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
         self.write_all(data)
