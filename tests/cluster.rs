@@ -5,7 +5,7 @@ use crate::qdrant_server::{
     block, client, create, fingerprint, jwt, qdrant_1_17, upsert, wait_settled, Faults, Proxy,
     Qdrant,
 };
-use crate::support::{files_under, Env};
+use crate::support::{files_under, http, Env};
 
 const DIM: usize = 32;
 
@@ -1492,4 +1492,273 @@ fn a_drill_proves_a_cluster_backup_restores_and_answers() {
     );
     let listed = env.json(&["snapshots"]);
     assert_eq!(listed[0]["drill"]["passed"], false, "{listed}");
+}
+
+/// Every point of `docs` on `url` (id, vector, payload), by id.
+fn all_points(url: &str) -> Vec<Value> {
+    let mut p = block(client(url, None).scroll("docs", 100_000)).expect("scroll");
+    p.sort_by_key(|v| v["id"].as_u64());
+    p
+}
+
+/// Restores backup `id` into `dst` (emptied first) and compares it with
+/// the live `src`: counts, exact top-10s and every point.
+fn restores_as_live(env: &Env, id: &str, src: &str, dst: &Qdrant, night: &str) {
+    let d = &dst.urls[0];
+    if block(client(d, None).collection_exists("docs")).expect("exists") {
+        block(client(d, None).delete_collection("docs")).expect("delete");
+    }
+    let r = env.json(&["restore", id, "--to-qdrant", &dst.url_list()]);
+    assert_eq!(r["verified"], true, "{night}: {r}");
+    assert_eq!(
+        fingerprint(d, None, "docs", DIM, None),
+        fingerprint(src, None, "docs", DIM, None),
+        "{night}: counts and exact top-10s"
+    );
+    let (a, b) = (all_points(src), all_points(d));
+    assert_eq!(a.len(), b.len(), "{night}");
+    assert!(
+        a == b,
+        "{night}: the restored points differ from the live ones"
+    );
+}
+
+fn methods(b: &Value) -> Vec<String> {
+    shards_of(b, "docs")
+        .iter()
+        .map(|s| s["method"].as_str().expect("method").to_string())
+        .collect()
+}
+
+fn node_bytes(b: &Value) -> u64 {
+    shards_of(b, "docs")
+        .iter()
+        .map(|s| s["size"].as_u64().expect("size"))
+        .sum()
+}
+
+#[test]
+fn delta_pulls_restore_as_full_ones_and_quiet_nights_store_nothing() {
+    let test = "delta_pulls_restore_as_full_ones_and_quiet_nights_store_nothing";
+    let Some(src) = Qdrant::start(test, 3, None) else {
+        return;
+    };
+    let url = &src.urls[0];
+    // Small segments get an HNSW index, so nights carry graphs to keep.
+    create(
+        url,
+        None,
+        "docs",
+        json!({ "vectors": { "size": DIM, "distance": "Cosine" }, "shard_number": 3,
+                "replication_factor": 1, "optimizers_config": { "indexing_threshold": 10 } }),
+    );
+    upsert(url, None, "docs", 0..3000, DIM, 1, None);
+    block(client(url, None).create_payload_index("docs", "category", &json!("keyword")))
+        .expect("payload index");
+    wait_settled(&src.urls, "docs");
+    let dst = Qdrant::start(test, 1, None).expect("binary present");
+    let env = Env::local();
+    env.init(&[]);
+    let list = src.url_list();
+    let night = |extra: &[&str]| {
+        let mut args = vec!["backup", "--qdrant", &list, "--delta"];
+        args.extend_from_slice(extra);
+        env.json(&args)
+    };
+
+    // The first night starts each chain with a complete partial snapshot.
+    let b0 = night(&[]);
+    assert_eq!(methods(&b0), ["partial"; 3], "{b0}");
+    for s in shards_of(&b0, "docs") {
+        assert!(s["sha256"].is_null(), "{s}");
+        let d = &s["delta"];
+        assert_eq!(d["nights"], 0, "{s}");
+        assert!(
+            !d["manifest"].as_object().expect("manifest").is_empty(),
+            "{s}"
+        );
+        let names: Vec<&str> = d["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .map(|m| m["name"].as_str().expect("name"))
+            .collect();
+        assert!(
+            names.ends_with(&["replica_state.json", "shard_config.json"]),
+            "{names:?}"
+        );
+        assert!(
+            !names.iter().any(|n| n.ends_with("segment_manifest.json")),
+            "{names:?}"
+        );
+    }
+    restores_as_live(
+        &env,
+        b0["snapshot"].as_str().expect("snapshot id"),
+        url,
+        &dst,
+        "night 0",
+    );
+
+    // Nothing changed: every node answers 304; nothing is read or stored.
+    let b1 = night(&[]);
+    assert_eq!(methods(&b1), ["unchanged"; 3], "{b1}");
+    assert_eq!(node_bytes(&b1), 0, "{b1}");
+    assert_eq!(b1["new_chunks"], 0, "{b1}");
+    assert_eq!(b1["new_bytes"], 0, "{b1}");
+    // The shard files of the two nights are the same bytes.
+    let shard_files = |b: &Value| {
+        let out = env.path(b["snapshot"].as_str().expect("snapshot id"));
+        env.run(&[
+            "restore",
+            b["snapshot"].as_str().expect("snapshot id"),
+            out.to_str().expect("utf8"),
+        ]);
+        shards_of(b, "docs")
+            .iter()
+            .map(|s| std::fs::read(out.join(s["file"].as_str().expect("file"))).expect("read"))
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        shard_files(&b0) == shard_files(&b1),
+        "night 1 stores night 0's files"
+    );
+
+    // A quiet night: new points only, which land in the appendable
+    // segments; the indexed ones are not read again.
+    upsert(url, None, "docs", 3000..3030, DIM, 5, None);
+    let quiet = night(&[]);
+    assert_eq!(methods(&quiet), ["delta"; 3], "{quiet}");
+    assert!(
+        node_bytes(&quiet) * 2 < node_bytes(&b0),
+        "a quiet night read {} bytes, the first {}",
+        node_bytes(&quiet),
+        node_bytes(&b0)
+    );
+    restores_as_live(
+        &env,
+        quiet["snapshot"].as_str().expect("snapshot id"),
+        url,
+        &dst,
+        "quiet night",
+    );
+
+    // Upserts of existing points, new points and deletes.
+    upsert(url, None, "docs", 2900..3200, DIM, 2, None);
+    let ids: Vec<u64> = (0..3000).step_by(97).collect();
+    let answer = http(
+        url,
+        "POST",
+        "/collections/docs/points/delete?wait=true",
+        &[("content-type", "application/json")],
+        &json!({ "points": ids }).to_string(),
+    );
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let b2 = night(&[]);
+    assert_eq!(methods(&b2), ["delta"; 3], "{b2}");
+    restores_as_live(
+        &env,
+        b2["snapshot"].as_str().expect("snapshot id"),
+        url,
+        &dst,
+        "night 2 (upserts, deletes)",
+    );
+
+    // The optimizer rebuilds every segment (new HNSW parameters).
+    let answer = http(
+        url,
+        "PATCH",
+        "/collections/docs",
+        &[("content-type", "application/json")],
+        &json!({ "hnsw_config": { "m": 24 } }).to_string(),
+    );
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    upsert(url, None, "docs", 3200..3400, DIM, 3, None);
+    wait_settled(&src.urls, "docs");
+    let b3 = night(&[]);
+    assert_eq!(methods(&b3), ["delta"; 3], "{b3}");
+    restores_as_live(
+        &env,
+        b3["snapshot"].as_str().expect("snapshot id"),
+        url,
+        &dst,
+        "night 3 (rebuild)",
+    );
+
+    // The configured full night starts new chains.
+    upsert(url, None, "docs", 3400..3450, DIM, 4, None);
+    let b4 = night(&["--full-every", "3"]);
+    assert_eq!(methods(&b4), ["partial"; 3], "{b4}");
+    restores_as_live(
+        &env,
+        b4["snapshot"].as_str().expect("snapshot id"),
+        url,
+        &dst,
+        "night 4 (full)",
+    );
+    // And the night after continues them.
+    let b5 = night(&["--full-every", "3"]);
+    assert_eq!(methods(&b5), ["unchanged"; 3], "{b5}");
+    for s in shards_of(&b5, "docs") {
+        assert_eq!(s["delta"]["nights"], 1, "{s}");
+    }
+    // A check of the whole repository reads every reassembled file back.
+    env.run(&["check", "--read-data"]);
+}
+
+#[test]
+fn delta_pulls_fall_back_to_full_streams_and_read_cut_streams_again() {
+    let test = "delta_pulls_fall_back_to_full_streams_and_read_cut_streams_again";
+    let Some(src) = Qdrant::start(test, 1, None) else {
+        return;
+    };
+    let url = &src.urls[0];
+    fill_docs(url, None, 2, 1, 1500);
+    let env = Env::local();
+    env.init(&[]);
+    // A server without partial snapshots: shards are streamed in full.
+    let old = Proxy::start(
+        url,
+        Faults {
+            not_found: Some("/snapshot/partial/".into()),
+            ..Faults::default()
+        },
+    );
+    let b = env.json(&["backup", "--qdrant", &old.url, "--delta"]);
+    assert_eq!(methods(&b), ["stream"; 2], "{b}");
+    for s in shards_of(&b, "docs") {
+        assert!(s["delta"].is_null(), "{s}");
+        assert_eq!(s["sha256"].as_str().expect("sha").len(), 64, "{s}");
+    }
+    // A partial snapshot cut mid-way is read again from the start.
+    let flaky = Proxy::start(
+        url,
+        Faults {
+            cut: Some((
+                "/collections/docs/shards/1/snapshot/partial/create".into(),
+                30_000,
+            )),
+            cut_times: 1,
+            ..Faults::default()
+        },
+    );
+    let b = env.json(&["backup", "--qdrant", &flaky.url, "--delta"]);
+    assert_eq!(methods(&b), ["partial"; 2], "{b}");
+    let shards = shards_of(&b, "docs");
+    assert_eq!(
+        (shards[0]["attempts"].clone(), shards[1]["attempts"].clone()),
+        (json!(1), json!(2)),
+        "{b}"
+    );
+    upsert(url, None, "docs", 1400..1600, DIM, 9, None);
+    let b = env.json(&["backup", "--qdrant", &flaky.url, "--delta"]);
+    assert_eq!(methods(&b), ["delta"; 2], "{b}");
+    let dst = Qdrant::start(test, 1, None).expect("binary present");
+    restores_as_live(
+        &env,
+        b["snapshot"].as_str().expect("snapshot id"),
+        url,
+        &dst,
+        "after a cut stream",
+    );
 }

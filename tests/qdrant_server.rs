@@ -356,6 +356,9 @@ pub struct Faults {
     /// Requests whose path contains this are accepted and then neither read
     /// nor answered (a node that hangs), for up to a minute.
     pub hang: Option<String>,
+    /// Answer 404 as a server without the route does to requests whose
+    /// path contains this.
+    pub not_found: Option<String>,
 }
 
 /// A proxy in front of a real node: forwards every request as it is (one
@@ -421,6 +424,16 @@ fn serve(
         if f.hang.as_ref().is_some_and(|p| path.contains(p.as_str())) {
             drop(f);
             std::thread::sleep(std::time::Duration::from_secs(60));
+            return Ok(());
+        }
+        if f.not_found
+            .as_ref()
+            .is_some_and(|p| path.contains(p.as_str()))
+        {
+            write!(
+                client,
+                "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            )?;
             return Ok(());
         }
         if let Some((p, n)) = &mut f.fail_5xx {

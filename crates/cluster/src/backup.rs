@@ -31,7 +31,7 @@ use cairn_engine::seams::{
 };
 use cairn_engine::{
     BackupOptions, BackupSummary, Error as EngineError, Progress, Repository,
-    Result as EngineResult, SnapshotFilter, SnapshotInfo,
+    Result as EngineResult, SnapshotInfo,
 };
 
 use crate::error::{Error, Result};
@@ -296,7 +296,7 @@ impl Shard {
                 Err(e)
                     if self.method == SnapshotMethod::Auto
                         && matches!(e.status(), Some(404 | 405))
-                        && !e.to_string().to_lowercase().contains("shard ") =>
+                        && !e.kind.to_string().to_lowercase().contains("shard ") =>
                 {
                     tracing::info!(node = %node.url(), "shard snapshot streaming unavailable; using snapshot files");
                 }
@@ -446,7 +446,7 @@ impl Shard {
             // Servers before 1.15 have no such route.
             Err(e)
                 if matches!(e.status(), Some(404 | 405))
-                    && !e.to_string().to_lowercase().contains("shard ") =>
+                    && !e.kind.to_string().to_lowercase().contains("shard ") =>
             {
                 tracing::info!(node = %node.url(), "partial snapshots unavailable; reading shards in full");
                 return Ok(None);
@@ -659,15 +659,15 @@ async fn previous_backup(
     repo: &Repository,
     source: &str,
 ) -> Result<Option<(SnapshotInfo, FileStreamer)>> {
-    let filter = SnapshotFilter {
-        source: Some(source.to_string()),
-        cluster: true,
-        collections: Vec::new(),
-    };
-    match repo.find_snapshot_in("latest", &filter).await {
-        Ok(info) => Ok(Some((info, repo.file_streamer(1).await?))),
-        Err(EngineError::SnapshotNotFound { .. }) => Ok(None),
-        Err(e) => Err(e.into()),
+    let latest = repo
+        .snapshots()
+        .await?
+        .into_iter()
+        .filter(|s| s.snapshot.is_cluster() && s.snapshot.source_key() == source)
+        .max_by_key(|s| s.snapshot.time);
+    match latest {
+        Some(info) => Ok(Some((info, repo.file_streamer(1).await?))),
+        None => Ok(None),
     }
 }
 
