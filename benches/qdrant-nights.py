@@ -20,7 +20,13 @@ text title, an indexed keyword category, a float price and an int timestamp.
 Everything is seeded: a shape and seed always drive the same operations
 (Qdrant's own HNSW and segment ids still vary from run to run).
 
+With --each-night CMD, CMD runs (through the shell) once each night is
+green, with NIGHT, QDRANT_URLS (comma-separated) and DROPPED (segments the
+optimizer dropped since the night before) in its environment: a bench
+backs up the live cluster there. --no-files skips the snapshot files.
+
 Usage: benches/qdrant-nights.py OUT --shape NAME [--nights N] [--seed S] [--port-base P]
+                                [--each-night CMD] [--no-files] [--points N]
        benches/qdrant-nights.py --list
 Needs only Python 3 and the Qdrant binary in ../shared/bin (or QDRANT_BIN).
 """
@@ -44,6 +50,10 @@ SHAPES = {
     "d128-heavy": (1, 128, 100000, 8.0, 4.0, 2.0, "small vectors, many points, heavy churn"),
     "d1536-light": (1, 1536, 15000, 1.0, 0.5, 0.25, "large vectors, light churn"),
     "d768-cluster": (3, 768, 30000, 4.0, 2.0, 1.0, "3 nodes, 3 shards, streamed shard snapshots"),
+    "d768-cluster-quiet": (3, 768, 30000, 1.0, 0.0, 0.0,
+                           "3 nodes, 3 shards, a quiet night: 1 % new points, nothing rewritten or deleted"),
+    "d768-cluster-quiet-rewrites": (3, 768, 30000, 0.5, 0.25, 0.25,
+                                    "3 nodes, 3 shards, a quiet night of 1 %: new, rewritten and deleted points"),
     "tiny": (1, 64, 3000, 4.0, 2.0, 1.0, "a quick smoke shape"),
 }
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -136,6 +146,9 @@ def main():
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--port-base", type=int, default=36333)
     p.add_argument("--list", action="store_true", help="list the shapes")
+    p.add_argument("--each-night", help="a shell command run after each night, on the live cluster")
+    p.add_argument("--no-files", action="store_true", help="take no snapshot files")
+    p.add_argument("--points", type=int, help="initial points instead of the shape's")
     a = p.parse_args()
     if a.list or not a.out:
         for k, v in SHAPES.items():
@@ -144,6 +157,7 @@ def main():
     if a.shape not in SHAPES:
         raise SystemExit(f"unknown shape {a.shape}; --list shows them")
     nodes_n, dim, initial, new_pct, upd_pct, del_pct, _ = SHAPES[a.shape]
+    initial = a.points or initial
     up = os.environ.get("QDRANT_UP", os.path.join(ROOT, "..", "shared", "bin", "qdrant-up.sh"))
     if not os.path.exists(up):
         raise SystemExit(f"no {up}: the generator needs the Qdrant binary in ../shared/bin")
@@ -190,7 +204,9 @@ def main():
             day = os.path.join(a.out, f"day{night}")
             os.makedirs(day, exist_ok=True)
             files = {}
-            if nodes_n == 1:
+            if a.no_files:
+                pass
+            elif nodes_n == 1:
                 snap = lead.call("POST", f"/collections/{coll}/snapshots?wait=true")
                 dest = os.path.join(day, "collection.snapshot")
                 lead.download(f"/collections/{coll}/snapshots/{snap['name']}", dest)
@@ -216,6 +232,10 @@ def main():
                                        "segment_changes": changes, "files": files})
             total = sum(files.values())
             rebuilt = sum(len(c["dropped"]) for c in changes.values())
+            if a.each_night:
+                subprocess.run(a.each_night, shell=True, check=True,
+                               env=dict(os.environ, NIGHT=str(night), QDRANT_URLS=",".join(urls),
+                                        DROPPED=str(rebuilt)))
             log(f"  night {night}: {count} points, {sum(len(s) for s in segs.values())} segments "
                 f"({rebuilt} dropped since the night before), {total / 2**20:.1f} MiB, {time.time() - t0:.0f} s")
         with open(os.path.join(a.out, "manifest.json"), "w") as f:

@@ -26,12 +26,10 @@ use sha2::Digest;
 use tokio::runtime::Handle;
 
 use crate::topology::{Cluster, Node, QdrantTarget, RateLimiter};
-use cairn_engine::seams::{
-    hostname, FileStreamer, Input, InputSource, RunShape, Stop, StreamInput, Tail,
-};
+use cairn_engine::seams::{hostname, Input, InputSource, RunShape, Stop, StreamInput, Tail};
 use cairn_engine::{
     BackupOptions, BackupSummary, Error as EngineError, Progress, Repository,
-    Result as EngineResult, SnapshotInfo,
+    Result as EngineResult,
 };
 
 use crate::error::{Error, Result};
@@ -184,6 +182,9 @@ struct ShardState {
     /// Snapshot files created on nodes, to delete: (node index, name, the
     /// repository's record of it).
     created: Vec<(usize, String, Option<String>)>,
+    /// Bytes the node sent in the attempt that ended well (a partial
+    /// snapshot's own bytes, not the file stored).
+    node_bytes: Option<u64>,
     /// How the last attempt asked for a partial snapshot, if it did.
     pull: Option<Pull>,
     /// What that attempt's partial snapshot held, once read to its end.
@@ -385,6 +386,7 @@ impl Shard {
             st.points_before = before;
             st.points_after = None;
             st.sha256 = None;
+            st.node_bytes = None;
             st.pull = None;
             st.next = None;
             st.peer = node.peer_id;
@@ -564,6 +566,8 @@ struct ShardReader {
     expected: Option<String>,
     shard: Arc<Shard>,
     node: usize,
+    /// Bytes read so far.
+    read: u64,
 }
 
 impl Read for ShardReader {
@@ -592,6 +596,7 @@ impl Read for ShardReader {
         if let Some(h) = &mut self.hasher {
             h.update(&self.buf[..n]);
         }
+        self.read += n as u64;
         let _ = self.buf.split_to(n);
         if let Some(l) = &self.limiter {
             l.take(n);
@@ -618,6 +623,7 @@ impl ShardReader {
             expected,
             shard: Arc::clone(shard),
             node,
+            read: 0,
         }
     }
 
@@ -639,6 +645,7 @@ impl ShardReader {
         let mut st = self.shard.lock();
         st.sha256 = Some(digest);
         st.points_after = after;
+        st.node_bytes = Some(self.read);
         Ok(())
     }
 }
@@ -654,54 +661,62 @@ struct Planned {
     probes: Vec<cairn_model::Probe>,
 }
 
-/// The last backup of `source`, and a streamer to read its files' layout.
-async fn previous_backup(
+/// A shard's chain in the previous backup: its state and stored file.
+type Chain = (DeltaState, crate::delta::BaseFile);
+
+/// The chains of the last backup of `source`, by collection and shard:
+/// every shard it read through partial snapshots and stored whole. The
+/// files' layouts are read at once (they read chunk lists and walk the
+/// local chunk index); the index is let go of before the run opens it.
+async fn previous_chains(
     repo: &Repository,
     source: &str,
-) -> Result<Option<(SnapshotInfo, FileStreamer)>> {
+) -> Result<std::collections::HashMap<(String, u32), Chain>> {
     let latest = repo
         .snapshots()
         .await?
         .into_iter()
         .filter(|s| s.snapshot.is_cluster() && s.snapshot.source_key() == source)
         .max_by_key(|s| s.snapshot.time);
-    match latest {
-        Some(info) => Ok(Some((info, repo.file_streamer(1).await?))),
-        None => Ok(None),
-    }
-}
-
-/// The chain state and stored file of one shard in the previous backup,
-/// when it was read through partial snapshots and stored whole.
-async fn chain_of(
-    prev: Option<&(SnapshotInfo, FileStreamer)>,
-    collection: &str,
-    shard: u32,
-) -> Option<(DeltaState, crate::delta::BaseFile)> {
-    let (info, streamer) = prev?;
-    let record = info
-        .snapshot
-        .qdrant
-        .as_ref()?
-        .collections
-        .iter()
-        .find(|c| c.name == collection)?
-        .shards
-        .iter()
-        .find(|s| s.shard_id == shard && s.status == ShardStatus::Complete)?;
-    let state = record.delta.clone()?;
-    let path = record.file.as_deref()?;
-    let file = info.snapshot.files.iter().find(|f| f.path == path)?;
-    if file.damaged.is_some() {
-        return None;
-    }
-    match streamer.layout(info, file).await {
-        Ok(layout) => Some((state, crate::delta::BaseFile::new(layout))),
-        Err(e) => {
-            tracing::warn!(collection, shard, error = %e, "the previous backup of this shard cannot be continued; reading it in full");
-            None
+    let Some(info) = latest else {
+        return Ok(Default::default());
+    };
+    let Some(record) = &info.snapshot.qdrant else {
+        return Ok(Default::default());
+    };
+    let mut wanted = Vec::new();
+    for c in &record.collections {
+        for s in &c.shards {
+            let (Some(state), Some(path), ShardStatus::Complete) = (&s.delta, &s.file, s.status)
+            else {
+                continue;
+            };
+            let Some(file) = info.snapshot.files.iter().find(|f| &f.path == path) else {
+                continue;
+            };
+            if file.damaged.is_none() {
+                wanted.push(((c.name.clone(), s.shard_id), state.clone(), file));
+            }
         }
     }
+    if wanted.is_empty() {
+        return Ok(Default::default());
+    }
+    let streamer = repo.file_streamer(wanted.len()).await?;
+    let layouts =
+        futures::future::join_all(wanted.iter().map(|(_, _, f)| streamer.layout(&info, f))).await;
+    let mut out = std::collections::HashMap::new();
+    for ((key, state, _), layout) in wanted.into_iter().zip(layouts) {
+        match layout {
+            Ok(l) => {
+                out.insert(key, (state, crate::delta::BaseFile::new(l)));
+            }
+            Err(e) => {
+                tracing::warn!(collection = %key.0, shard = key.1, error = %e, "the previous backup of this shard cannot be continued; reading it in full");
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Deletes the snapshot files that killed runs left on this cluster's
@@ -784,10 +799,17 @@ pub async fn backup(
         .collect();
 
     // Delta pulls continue the chains of the last backup of this source.
-    let prev = if copts.delta && !opts.dry_run {
-        previous_backup(repo, &source_key(&copts.target, &copts.collections)).await?
+    let mut chains = if copts.delta && !opts.dry_run {
+        let t = std::time::Instant::now();
+        let chains = previous_chains(repo, &source_key(&copts.target, &copts.collections)).await?;
+        tracing::debug!(
+            shards = chains.len(),
+            secs = t.elapsed().as_secs_f64(),
+            "chains of the previous backup read"
+        );
+        chains
     } else {
-        None
+        Default::default()
     };
     let limiter = copts.limit_download.map(RateLimiter::new);
     let handle = Handle::current();
@@ -846,7 +868,7 @@ pub async fn backup(
                 state: Arc::default(),
                 delta: if copts.delta && !opts.dry_run {
                     Some(DeltaPlan {
-                        prev: chain_of(prev.as_ref(), name, sp.shard_id).await,
+                        prev: chains.remove(&(name.clone(), sp.shard_id)),
                         full_every: copts.full_every,
                     })
                 } else {
@@ -971,7 +993,7 @@ pub async fn backup(
                 delta: st.next.clone().filter(|_| status == ShardStatus::Complete),
                 points_count: st.points_before,
                 points_count_after: st.points_after,
-                size: outcome.bytes,
+                size: st.node_bytes.unwrap_or(outcome.bytes),
                 // A file put together from a partial snapshot is not the
                 // bytes the node sent: no checksum for the upload.
                 sha256: st

@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 
 use cairn_chunk::parse_tar_header;
 use cairn_engine::seams::Tail;
-use cairn_model::{ChunkId, DeltaState, MemberSpan};
+use cairn_model::{ChunkId, DeltaState, MemberSpan, PackId, PackLocation};
 use serde_json::Value;
 
 const BLOCK: usize = 512;
@@ -258,26 +258,58 @@ impl Read for PartialFilter {
     }
 }
 
-/// A stored shard snapshot a delta continues: its chunks with their raw
-/// lengths, and where each chunk starts.
+/// A stored shard snapshot a delta continues: its chunks, where each
+/// starts in the file and which pack holds it.
 pub(crate) struct BaseFile {
     chunks: Vec<ChunkId>,
     /// `starts[i]`: offset of chunk `i`; one more entry, the file's size.
     starts: Vec<u64>,
+    /// `pack_of[i]`: chunk `i`'s pack, in `packs`.
+    pack_of: Vec<u32>,
+    packs: Vec<PackId>,
 }
 
 impl BaseFile {
-    pub(crate) fn new(layout: Vec<(ChunkId, u32)>) -> Self {
+    /// From the file's chunks as the chunk index located them.
+    pub(crate) fn new(layout: Vec<(ChunkId, PackLocation)>) -> Self {
         let mut starts = Vec::with_capacity(layout.len() + 1);
-        let mut at = 0u64;
         let mut chunks = Vec::with_capacity(layout.len());
-        for (id, len) in layout {
+        let mut pack_of = Vec::with_capacity(layout.len());
+        let mut packs = Vec::new();
+        let mut slot: HashMap<PackId, u32> = HashMap::new();
+        let mut at = 0u64;
+        for (id, loc) in layout {
             starts.push(at);
-            at += u64::from(len);
+            at += u64::from(loc.raw_length);
             chunks.push(id);
+            let next = u32::try_from(packs.len()).expect("invariant: < 2^32 packs");
+            let p = *slot.entry(loc.pack).or_insert_with(|| {
+                packs.push(loc.pack);
+                next
+            });
+            pack_of.push(p);
         }
         starts.push(at);
-        Self { chunks, starts }
+        Self {
+            chunks,
+            starts,
+            pack_of,
+            packs,
+        }
+    }
+
+    /// The packs holding chunks `range`, each once.
+    fn packs_of(
+        &self,
+        range: std::ops::Range<usize>,
+        into: &mut Vec<PackId>,
+        seen: &mut HashSet<u32>,
+    ) {
+        for &p in &self.pack_of[range] {
+            if seen.insert(p) {
+                into.push(self.packs[p as usize]);
+            }
+        }
     }
 
     fn size(&self) -> u64 {
@@ -289,16 +321,17 @@ impl BaseFile {
 
     /// The chunks that hold exactly `start..end`, or `None` when either
     /// end falls inside a chunk.
-    fn chunks_of(&self, start: u64, end: u64) -> Option<&[ChunkId]> {
+    fn chunks_of(&self, start: u64, end: u64) -> Option<std::ops::Range<usize>> {
         let a = self.starts.binary_search(&start).ok()?;
         let b = self.starts.binary_search(&end).ok()?;
-        self.chunks.get(a..b)
+        (a <= b).then_some(a..b)
     }
 
     /// The whole file, for a night on which nothing changed.
     pub(crate) fn whole(&self) -> Tail {
         Tail {
             known: self.chunks.clone(),
+            packs: self.packs.clone(),
             known_bytes: self.size(),
             after: Vec::new(),
         }
@@ -362,14 +395,16 @@ pub(crate) fn complete(
     };
     let mut members = got.members.clone();
     let mut at = got.bytes;
+    let mut seen = HashSet::new();
     for m in needed {
-        let ids = base.chunks_of(m.start, m.end).ok_or_else(|| {
+        let range = base.chunks_of(m.start, m.end).ok_or_else(|| {
             format!(
                 "{} does not start and end on chunk boundaries in the previous backup",
                 m.name
             )
         })?;
-        tail.known.extend_from_slice(ids);
+        tail.known.extend_from_slice(&base.chunks[range.clone()]);
+        base.packs_of(range, &mut tail.packs, &mut seen);
         tail.known_bytes += m.end - m.start;
         members.push(MemberSpan {
             name: m.name.clone(),
@@ -530,6 +565,26 @@ mod tests {
         ChunkId([n; 32])
     }
 
+    /// Chunks of `lens`, chunk `i` in pack `i % 2`.
+    fn base(lens: &[u32]) -> BaseFile {
+        BaseFile::new(
+            lens.iter()
+                .enumerate()
+                .map(|(i, &len)| {
+                    let i = u8::try_from(i).unwrap();
+                    let loc = PackLocation {
+                        pack: PackId([i % 2; 32]),
+                        offset: 0,
+                        length: len,
+                        raw_length: len,
+                        codec: cairn_model::Codec::Raw,
+                    };
+                    (id(i + 1), loc)
+                })
+                .collect(),
+        )
+    }
+
     #[test]
     fn a_delta_names_the_unchanged_files_records_and_drops_what_is_gone() {
         let got = Filtered {
@@ -567,9 +622,10 @@ mod tests {
             ],
             4,
         );
-        let base = BaseFile::new((1..=5).map(|n| (id(n), 512)).collect());
-        let (tail, members) = complete(&got, &prev, &base).unwrap();
+        let file = base(&[512; 5]);
+        let (tail, members) = complete(&got, &prev, &file).unwrap();
         assert_eq!(tail.known, [id(1), id(2), id(3), id(4)]);
+        assert_eq!(tail.packs, [PackId([0; 32]), PackId([1; 32])]);
         assert_eq!(tail.known_bytes, 2048);
         assert_eq!(tail.after, vec![0u8; 1024]);
         let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
@@ -588,16 +644,16 @@ mod tests {
                 .collect::<Vec<_>>(),
             6,
         );
-        assert!(complete(&got, &newer, &base)
+        assert!(complete(&got, &newer, &file)
             .unwrap_err()
             .contains("went back"));
         // So does a listed file that is nowhere.
         let lacking = state(&[(&segj, 1024, 1536), (&info, 1536, 2048)], 4);
-        assert!(complete(&got, &lacking, &base)
+        assert!(complete(&got, &lacking, &file)
             .unwrap_err()
             .contains("neither"));
         // And a record that does not sit on chunk boundaries.
-        let odd = BaseFile::new(vec![(id(1), 700), (id(2), 1860)]);
+        let odd = base(&[700, 1860]);
         assert!(complete(&got, &prev, &odd)
             .unwrap_err()
             .contains("boundaries"));

@@ -192,6 +192,9 @@ pub trait StreamInput: Send + Sync {
 pub struct Tail {
     /// Chunks already stored, in file order.
     pub known: Vec<ChunkId>,
+    /// The packs holding them, as the chunk index located them (each
+    /// chunk is looked up again when this is empty).
+    pub packs: Vec<PackId>,
     /// Their raw length in all.
     pub known_bytes: u64,
     /// Bytes after them, chunked and stored as any input's.
@@ -286,8 +289,9 @@ enum Item {
     Start(usize),
     /// A block of an input, its chunks hashed.
     Block(usize, Block),
-    /// Chunks the repository holds that continue an input, and their length.
-    Known(usize, Vec<ChunkId>, u64),
+    /// Chunks the repository holds that continue an input (its tail's
+    /// bytes are pumped after this).
+    Known(usize, Tail),
     /// The input is read again from the start.
     Restart(usize),
     Done(usize, InputOutcome),
@@ -395,12 +399,13 @@ impl Reader<'_, '_> {
                 self.tx.send(Ok(msg)).map_err(|_| Error::Interrupted)?;
                 let bytes = self.pump(i, reader)?;
                 if let InputSource::Stream(s) = &self.inputs[i].source {
-                    if let Some(tail) = s.tail()? {
+                    if let Some(mut tail) = s.tail()? {
+                        let after = std::mem::take(&mut tail.after);
                         self.tx
-                            .send(Ok(Item::Known(i, tail.known, tail.known_bytes)))
+                            .send(Ok(Item::Known(i, tail)))
                             .map_err(|_| Error::Interrupted)?;
-                        if !tail.after.is_empty() {
-                            self.pump(i, Box::new(std::io::Cursor::new(tail.after)))?;
+                        if !after.is_empty() {
+                            self.pump(i, Box::new(std::io::Cursor::new(after)))?;
                         }
                     }
                 }
@@ -564,30 +569,42 @@ impl Packer<'_> {
         Ok(())
     }
 
-    /// Continues `file` with chunks the repository already holds (`bytes`
-    /// long in all), as a deduplicated block would: each must be indexed,
-    /// and its pack is kept for the commit's check.
-    fn add_known(&mut self, ids: Vec<ChunkId>, bytes: u64, file: &mut FileEntry) -> Result<()> {
+    /// Continues `file` with chunks the repository already holds, as a
+    /// deduplicated block would: their packs are kept for the commit's
+    /// check that they are still there, and none may be one a prune is
+    /// deleting. Packs the tail names were located in the chunk index
+    /// before the run; without them each chunk is looked up.
+    fn add_known(&mut self, tail: Tail, file: &mut FileEntry) -> Result<()> {
         self.record_uploads(false)?;
-        let mut seen = HashSet::new();
-        let lookup: Vec<ChunkId> = ids
-            .iter()
-            .filter(|id| !self.in_flight.contains(*id) && seen.insert(**id))
-            .copied()
-            .collect();
-        for (id, hit) in lookup.iter().zip(self.index.get_many(&lookup)?) {
-            match hit {
-                Some(loc) => {
-                    self.referenced.insert(loc.pack);
-                }
-                None => {
-                    return Err(Error::MissingChunk {
-                        snapshot: "the previous backup this file continues".into(),
-                        file: file.path.clone(),
-                        chunk: id.to_hex(),
-                    })
-                }
+        let Tail {
+            known: ids,
+            packs,
+            known_bytes: bytes,
+            after: _,
+        } = tail;
+        if packs.is_empty() {
+            let mut seen = HashSet::new();
+            let lookup: Vec<ChunkId> = ids
+                .iter()
+                .filter(|id| !self.in_flight.contains(*id) && seen.insert(**id))
+                .copied()
+                .collect();
+            for (id, hit) in lookup.iter().zip(self.index.get_many(&lookup)?) {
+                let loc = hit.ok_or_else(|| Error::MissingChunk {
+                    snapshot: "the previous backup this file continues".into(),
+                    file: file.path.clone(),
+                    chunk: id.to_hex(),
+                })?;
+                self.referenced.insert(loc.pack);
             }
+        } else {
+            if let Some(p) = packs.iter().find(|p| self.condemned.contains(*p)) {
+                return Err(Error::PacksVanished {
+                    count: 1,
+                    packs: format!("{} (a prune is deleting it)", p.short()),
+                });
+            }
+            self.referenced.extend(packs);
         }
         self.totals.chunks += ids.len() as u64;
         file.size += bytes;
@@ -1109,11 +1126,12 @@ impl Repository {
                             packer.add_block(&mut b, file)?;
                             progress.advance(b.len() as u64);
                         }
-                        Item::Known(i, ids, bytes) => {
+                        Item::Known(i, tail) => {
                             let file = files[i]
                                 .as_mut()
                                 .expect("invariant: known chunks follow their Start");
-                            packer.add_known(ids, bytes, file)?;
+                            let bytes = tail.known_bytes;
+                            packer.add_known(tail, file)?;
                             progress.advance(bytes);
                         }
                         Item::Restart(i) => {

@@ -385,8 +385,8 @@ impl FileStreamer {
 }
 
 impl FileStreamer {
-    /// `file`'s chunks in file order with their raw lengths, read from its
-    /// chunk lists and the chunk index (no chunk data is read).
+    /// `file`'s chunks in file order with where each is stored, read from
+    /// its chunk lists and the chunk index (no chunk data is read).
     ///
     /// # Errors
     /// [`Error::MissingChunk`] for a chunk no index file names; storage
@@ -395,7 +395,7 @@ impl FileStreamer {
         &self,
         info: &SnapshotInfo,
         file: &FileEntry,
-    ) -> Result<Vec<(ChunkId, u32)>> {
+    ) -> Result<Vec<(ChunkId, PackLocation)>> {
         let ctx = Arc::new(FileContext {
             snapshot: info.id.to_hex(),
             file: file.path.clone(),
@@ -410,7 +410,7 @@ impl FileStreamer {
             &tally
         ));
         while let Some(batch) = batches.try_next().await? {
-            out.extend(batch.into_iter().map(|(id, loc)| (id, loc.raw_length)));
+            out.extend(batch);
         }
         Ok(out)
     }
