@@ -1504,6 +1504,10 @@ fn all_points(url: &str) -> Vec<Value> {
 /// Restores backup `id` into `dst` (emptied first) and compares it with
 /// the live `src`: counts, exact top-10s and every point.
 fn restores_as_live(env: &Env, id: &str, src: &str, dst: &Qdrant, night: &str) {
+    restores_as_live_dim(env, id, src, dst, night, DIM);
+}
+
+fn restores_as_live_dim(env: &Env, id: &str, src: &str, dst: &Qdrant, night: &str, dim: usize) {
     let d = &dst.urls[0];
     if block(client(d, None).collection_exists("docs")).expect("exists") {
         block(client(d, None).delete_collection("docs")).expect("delete");
@@ -1511,8 +1515,8 @@ fn restores_as_live(env: &Env, id: &str, src: &str, dst: &Qdrant, night: &str) {
     let r = env.json(&["restore", id, "--to-qdrant", &dst.url_list()]);
     assert_eq!(r["verified"], true, "{night}: {r}");
     assert_eq!(
-        fingerprint(d, None, "docs", DIM, None),
-        fingerprint(src, None, "docs", DIM, None),
+        fingerprint(d, None, "docs", dim, None),
+        fingerprint(src, None, "docs", dim, None),
         "{night}: counts and exact top-10s"
     );
     let (a, b) = (all_points(src), all_points(d));
@@ -1540,6 +1544,8 @@ fn node_bytes(b: &Value) -> u64 {
 #[test]
 fn delta_pulls_restore_as_full_ones_and_quiet_nights_store_nothing() {
     let test = "delta_pulls_restore_as_full_ones_and_quiet_nights_store_nothing";
+    // Vectors of 1 KiB records, stored in 4 KiB chunks of whole records.
+    const D: usize = 256;
     let Some(src) = Qdrant::start(test, 3, None) else {
         return;
     };
@@ -1549,10 +1555,10 @@ fn delta_pulls_restore_as_full_ones_and_quiet_nights_store_nothing() {
         url,
         None,
         "docs",
-        json!({ "vectors": { "size": DIM, "distance": "Cosine" }, "shard_number": 3,
+        json!({ "vectors": { "size": D, "distance": "Cosine" }, "shard_number": 3,
                 "replication_factor": 1, "optimizers_config": { "indexing_threshold": 10 } }),
     );
-    upsert(url, None, "docs", 0..3000, DIM, 1, None);
+    upsert(url, None, "docs", 0..3000, D, 1, None);
     block(client(url, None).create_payload_index("docs", "category", &json!("keyword")))
         .expect("payload index");
     wait_settled(&src.urls, "docs");
@@ -1567,6 +1573,17 @@ fn delta_pulls_restore_as_full_ones_and_quiet_nights_store_nothing() {
     };
 
     // The first night starts each chain with a complete partial snapshot.
+    // The same nights read in full into a second repository: a delta
+    // night must store what a full one stores (the files it puts together
+    // are chunked as complete ones are), not more.
+    let full = Env::local();
+    full.init(&[]);
+    let full_night = || {
+        full.json(&["backup", "--qdrant", &list])["new_bytes"]
+            .as_u64()
+            .expect("new_bytes")
+    };
+    full_night();
     let b0 = night(&[]);
     assert_eq!(methods(&b0), ["partial"; 3], "{b0}");
     for s in shards_of(&b0, "docs") {
@@ -1592,12 +1609,13 @@ fn delta_pulls_restore_as_full_ones_and_quiet_nights_store_nothing() {
             "{names:?}"
         );
     }
-    restores_as_live(
+    restores_as_live_dim(
         &env,
         b0["snapshot"].as_str().expect("snapshot id"),
         url,
         &dst,
         "night 0",
+        D,
     );
 
     // Nothing changed: every node answers 304; nothing is read or stored.
@@ -1624,10 +1642,13 @@ fn delta_pulls_restore_as_full_ones_and_quiet_nights_store_nothing() {
         "night 1 stores night 0's files"
     );
 
-    // A quiet night: new points only, which land in the appendable
-    // segments; the indexed ones are not read again.
-    upsert(url, None, "docs", 3000..3030, DIM, 5, None);
+    // A quiet night: a few new points, which stay in the appendable
+    // segments (below the indexing threshold); the indexed ones are not
+    // read again.
+    upsert(url, None, "docs", 3000..3006, D, 5, None);
+    wait_settled(&src.urls, "docs");
     let quiet = night(&[]);
+    full_night();
     assert_eq!(methods(&quiet), ["delta"; 3], "{quiet}");
     assert!(
         node_bytes(&quiet) * 2 < node_bytes(&b0),
@@ -1635,16 +1656,18 @@ fn delta_pulls_restore_as_full_ones_and_quiet_nights_store_nothing() {
         node_bytes(&quiet),
         node_bytes(&b0)
     );
-    restores_as_live(
+    restores_as_live_dim(
         &env,
         quiet["snapshot"].as_str().expect("snapshot id"),
         url,
         &dst,
         "quiet night",
+        D,
     );
 
     // Upserts of existing points, new points and deletes.
-    upsert(url, None, "docs", 2900..3200, DIM, 2, None);
+    upsert(url, None, "docs", 2900..3200, D, 2, None);
+    wait_settled(&src.urls, "docs");
     let ids: Vec<u64> = (0..3000).step_by(97).collect();
     let answer = http(
         url,
@@ -1656,12 +1679,18 @@ fn delta_pulls_restore_as_full_ones_and_quiet_nights_store_nothing() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     let b2 = night(&[]);
     assert_eq!(methods(&b2), ["delta"; 3], "{b2}");
-    restores_as_live(
+    let (delta_added, full_added) = (b2["new_bytes"].as_u64().expect("new_bytes"), full_night());
+    assert!(
+        delta_added <= full_added + 64 * 1024,
+        "the delta night stored {delta_added} bytes, a full read of the same state {full_added}"
+    );
+    restores_as_live_dim(
         &env,
         b2["snapshot"].as_str().expect("snapshot id"),
         url,
         &dst,
         "night 2 (upserts, deletes)",
+        D,
     );
 
     // The optimizer rebuilds every segment (new HNSW parameters).
@@ -1673,28 +1702,31 @@ fn delta_pulls_restore_as_full_ones_and_quiet_nights_store_nothing() {
         &json!({ "hnsw_config": { "m": 24 } }).to_string(),
     );
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    upsert(url, None, "docs", 3200..3400, DIM, 3, None);
+    upsert(url, None, "docs", 3200..3400, D, 3, None);
     wait_settled(&src.urls, "docs");
     let b3 = night(&[]);
     assert_eq!(methods(&b3), ["delta"; 3], "{b3}");
-    restores_as_live(
+    restores_as_live_dim(
         &env,
         b3["snapshot"].as_str().expect("snapshot id"),
         url,
         &dst,
         "night 3 (rebuild)",
+        D,
     );
 
     // The configured full night starts new chains.
-    upsert(url, None, "docs", 3400..3450, DIM, 4, None);
+    upsert(url, None, "docs", 3400..3450, D, 4, None);
+    wait_settled(&src.urls, "docs");
     let b4 = night(&["--full-every", "3"]);
     assert_eq!(methods(&b4), ["partial"; 3], "{b4}");
-    restores_as_live(
+    restores_as_live_dim(
         &env,
         b4["snapshot"].as_str().expect("snapshot id"),
         url,
         &dst,
         "night 4 (full)",
+        D,
     );
     // And the night after continues them.
     let b5 = night(&["--full-every", "3"]);

@@ -310,6 +310,16 @@ impl<R: Read> BlockReader<R> {
         self
     }
 
+    /// With [`BlockReader::tar_aware`]: record sizes of vector data known
+    /// before the stream starts (see [`TarScanner::with_records`]).
+    #[must_use]
+    pub fn tar_records(mut self, records: Vec<(String, u32)>) -> Self {
+        if self.tar.is_some() && !records.is_empty() {
+            self.tar = Some(TarScanner::with_records(records));
+        }
+        self
+    }
+
     /// Finds boundaries in parallel on `pool` (rayon's global pool when
     /// `None`), in pieces of about `piece` bytes (raised to at least four
     /// maximum chunk sizes), while the calling thread reads ahead; 0 keeps

@@ -285,6 +285,18 @@ impl TarScanner {
         }
     }
 
+    /// A scanner that already knows the record size of vector data in some
+    /// directories (directory, bytes per record), as if their vector
+    /// storage configs had come first: for a tar whose configs are not in
+    /// it (a shard snapshot put together from a partial one). A config in
+    /// the tar still wins.
+    #[must_use]
+    pub fn with_records(records: Vec<(String, u32)>) -> Self {
+        let mut s = Self::new();
+        s.levels[0].records = records;
+        s
+    }
+
     /// The member of a kind other than [`MemberKind::Other`] whose data
     /// holds the byte at `pos`, if any. Known for every position from the
     /// last boundary passed to the last one returned.
@@ -473,6 +485,43 @@ mod tests {
             assert!(b.contains(&expected), "{expected} missing from {b:?}");
         }
         assert!(b.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    /// The vector member that holds `pos`, scanning all of `data` with `s`.
+    fn vector_member(mut s: TarScanner, data: &[u8], pos: u64) -> Option<Member> {
+        let mut at = 0;
+        while let Some(b) = s.next_boundary(data, 0, at) {
+            if b > pos {
+                break;
+            }
+            at = b;
+        }
+        s.member_at(pos)
+    }
+
+    #[test]
+    fn known_records_stand_in_for_a_config_the_tar_lacks() {
+        let dir = "segments/s/files/vector_storage/vectors";
+        let config = br#"{"chunk_size_bytes":3072,"chunk_size_vectors":1}"#.to_vec();
+        let data = vec![5u8; 8192];
+        let whole = tar_with(&[
+            (&format!("{dir}/config.json"), config),
+            (&format!("{dir}/chunk_0.mmap"), data.clone()),
+        ]);
+        let partial = tar_with(&[(&format!("{dir}/chunk_0.mmap"), data)]);
+        // With its config first, the data is chunked in 3 KiB records.
+        let m = vector_member(TarScanner::new(), &whole, 1024 + 600).expect("a vector member");
+        assert_eq!(m.record_size, Some(3072));
+        // Without it, only a scanner told the record size does the same.
+        let told = TarScanner::with_records(vec![(dir.to_string(), 3072)]);
+        assert_eq!(
+            vector_member(told, &partial, 600)
+                .expect("member")
+                .record_size,
+            Some(3072)
+        );
+        let untold = vector_member(TarScanner::new(), &partial, 600).expect("member");
+        assert_eq!(untold.record_size, None);
     }
 
     #[test]

@@ -196,6 +196,8 @@ struct ShardState {
     next: Option<DeltaState>,
     /// A delta could not be completed: read the shard in full.
     force_full: bool,
+    /// Record sizes of vector data the attempt's stream may lack configs for.
+    records: Vec<(String, u32)>,
 }
 
 /// How a shard's partial snapshot was asked for.
@@ -352,6 +354,10 @@ impl StreamInput for ShardInput {
     fn tail(&self) -> EngineResult<Option<Tail>> {
         self.0.tail()
     }
+
+    fn tar_records(&self) -> Vec<(String, u32)> {
+        self.0.lock().records.clone()
+    }
 }
 
 impl Shard {
@@ -389,6 +395,7 @@ impl Shard {
             st.node_bytes = None;
             st.pull = None;
             st.next = None;
+            st.records = Vec::new();
             st.peer = node.peer_id;
             st.version = Some(node.version.version.clone());
             st.filtered = Arc::default();
@@ -464,6 +471,9 @@ impl Shard {
             let mut st = self.lock();
             st.pull = Some(pull);
             st.method = Some(pull.method());
+            if let Some((p, _)) = chained {
+                st.records = p.records.iter().map(|(d, r)| (d.clone(), *r)).collect();
+            }
             Arc::clone(&st.filtered)
         };
         let reader = ShardReader::new(self, stream, ni, stop, None);
@@ -505,6 +515,7 @@ impl Shard {
                     version,
                     nights: 0,
                     manifest: crate::delta::manifest_of(&got),
+                    records: crate::delta::records_of(&got, None),
                     members: got.members,
                 });
                 Ok(Some(Tail {
@@ -520,6 +531,7 @@ impl Shard {
                             version,
                             nights: p.nights + 1,
                             manifest: crate::delta::manifest_of(&got),
+                            records: crate::delta::records_of(&got, Some(p)),
                             members,
                         });
                         Ok(Some(tail))

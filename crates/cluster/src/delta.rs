@@ -51,6 +51,14 @@ pub(crate) struct Filtered {
     pub manifests: BTreeMap<String, Value>,
     /// Bytes passed on.
     pub bytes: u64,
+    /// Bytes per record of vector data, by directory, from the vector
+    /// storage configs passed on.
+    pub records: BTreeMap<String, u32>,
+}
+
+/// True for a vector storage config (`…/vector_storage…/config.json`).
+fn is_vector_config(name: &str) -> bool {
+    name.ends_with("/config.json") && name.split('/').any(|c| c.starts_with("vector_storage"))
 }
 
 /// The segment id of a segment manifest member, if `name` is one.
@@ -183,14 +191,24 @@ impl PartialFilter {
             }
             let padded = header.size.div_ceil(BLOCK as u64) * BLOCK as u64;
             let start = self.written;
+            self.out_at = 0;
+            self.data_left = padded;
+            if is_vector_config(&name) && header.size <= MAX_SMALL {
+                let data = self.small(header.size)?;
+                let len = usize::try_from(header.size).expect("invariant: bounded above");
+                if let Some(r) = cairn_chunk::record_size(&data[..len]) {
+                    let dir = name.rsplit_once('/').map_or("", |(d, _)| d);
+                    self.seen.records.insert(dir.to_string(), r);
+                }
+                headers.extend_from_slice(&data);
+                self.data_left = 0;
+            }
             self.seen.members.push(MemberSpan {
                 name,
                 start,
-                end: start + headers.len() as u64 + padded,
+                end: start + headers.len() as u64 + self.data_left,
             });
             self.out = headers;
-            self.out_at = 0;
-            self.data_left = padded;
             return Ok(());
         }
     }
@@ -421,6 +439,27 @@ pub(crate) fn manifest_of(got: &Filtered) -> Value {
     Value::Object(got.manifests.clone().into_iter().collect())
 }
 
+/// The record sizes of the file put together from `got` and the previous
+/// file: the previous ones of segments still there, then those `got`
+/// carried.
+pub(crate) fn records_of(got: &Filtered, prev: Option<&DeltaState>) -> BTreeMap<String, u32> {
+    let mut out: BTreeMap<String, u32> = prev
+        .map(|p| {
+            p.records
+                .iter()
+                .filter(|(dir, _)| {
+                    dir.strip_prefix("segments/")
+                        .and_then(|r| r.split_once('/'))
+                        .is_some_and(|(id, _)| got.manifests.contains_key(id))
+                })
+                .map(|(d, r)| (d.clone(), *r))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.extend(got.records.iter().map(|(d, r)| (d.clone(), *r)));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -487,7 +526,12 @@ mod tests {
         let long = format!("{SEG}payload_index/{}/data.bin", "x".repeat(120));
         let m = manifest(3, &["vectors.bin", &long[SEG.len()..]]);
         let man = format!("{SEG}segment_manifest.json");
+        let config = format!("{SEG}vector_storage/vectors/config.json");
         let input = tar(&[
+            (
+                &config,
+                br#"{"chunk_size_bytes":3072,"chunk_size_vectors":1}"#,
+            ),
             (&format!("{SEG}vectors.bin"), b"vvvv"),
             (&man, &m),
             (&long, b"index"),
@@ -505,18 +549,21 @@ mod tests {
         assert_eq!(
             names,
             [
+                &config,
                 &format!("{SEG}vectors.bin"),
                 &long,
                 "replica_state.json",
                 "shard_config.json"
             ]
         );
+        // A vector storage config's record size is kept for the next night.
+        assert_eq!(got.records[&format!("{SEG}vector_storage/vectors")], 3072);
         // Spans tile the output; the long name's record belongs to its member.
         assert_eq!(got.members[0].start, 0);
         for w in got.members.windows(2) {
             assert_eq!(w[0].end, w[1].start);
         }
-        assert_eq!(got.members[1].end - got.members[1].start, 4 * BLOCK as u64);
+        assert_eq!(got.members[2].end - got.members[2].start, 4 * BLOCK as u64);
         assert_eq!(got.manifests["aaaa"]["segment_version"], 3);
     }
 
@@ -550,6 +597,7 @@ mod tests {
             version: "1.18.3".into(),
             nights: 0,
             manifest: serde_json::json!({"aaaa": {"segment_version": version, "file_versions": {}}}),
+            records: BTreeMap::new(),
             members: members
                 .iter()
                 .map(|&(n, s, e)| MemberSpan {
@@ -606,6 +654,7 @@ mod tests {
             )]
             .into(),
             bytes: 2048,
+            records: BTreeMap::new(),
         };
         let segj = format!("{SEG}segment.json");
         let info = format!("{SEG}version.info");

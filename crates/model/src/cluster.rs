@@ -209,6 +209,12 @@ pub struct DeltaState {
     pub manifest: Value,
     /// The stored file's tar members, in file order.
     pub members: Vec<MemberSpan>,
+    /// Bytes per record of the vector data in each vector storage
+    /// directory of the stored file, from its configs: the next night's
+    /// partial snapshot may resend the data without its config, and is
+    /// chunked as if the config had come first.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub records: std::collections::BTreeMap<String, u32>,
 }
 
 /// One tar member of a stored shard snapshot: its whole record (any long

@@ -185,6 +185,12 @@ pub trait StreamInput: Send + Sync {
     fn tail(&self) -> Result<Option<Tail>> {
         Ok(None)
     }
+    /// Record sizes of vector data in the stream just opened whose vector
+    /// storage configs it does not carry (directory, bytes per record), so
+    /// that it is chunked as the complete tar would be.
+    fn tar_records(&self) -> Vec<(String, u32)> {
+        Vec::new()
+    }
 }
 
 /// The end of a stream input's file (see [`StreamInput::tail`]).
@@ -448,8 +454,13 @@ impl Reader<'_, '_> {
 
     /// Reads one opened input to its end; returns its length.
     fn pump(&self, i: usize, reader: Box<dyn Read + Send>) -> Result<u64> {
+        let records = match &self.inputs[i].source {
+            InputSource::Stream(s) => s.tar_records(),
+            _ => Vec::new(),
+        };
         let mut blocks = BlockReader::new(reader, self.chunker.clone(), self.block_size)
             .tar_aware(self.chunker.params().tar_aware)
+            .tar_records(records)
             .parallel(
                 chunk_piece(self.block_size, self.pool.current_num_threads()),
                 Some(Arc::clone(self.pool)),
