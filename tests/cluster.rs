@@ -1793,4 +1793,20 @@ fn delta_pulls_fall_back_to_full_streams_and_read_cut_streams_again() {
         &dst,
         "after a cut stream",
     );
+    // A dry run reads only what changed too, and writes nothing.
+    let full_read = node_bytes(&env.json(&["backup", "--qdrant", &flaky.url, "--dry-run"]));
+    upsert(url, None, "docs", 1600..1603, DIM, 10, None);
+    let listed = env.json(&["snapshots"]).as_array().expect("list").len();
+    let dry = env.json(&["backup", "--qdrant", &flaky.url, "--delta", "--dry-run"]);
+    assert_eq!(dry["dry_run"], true, "{dry}");
+    assert_eq!(methods(&dry), ["delta"; 2], "{dry}");
+    assert!(
+        node_bytes(&dry) < full_read,
+        "a dry delta read {}, a dry full read {full_read}",
+        node_bytes(&dry)
+    );
+    assert_eq!(
+        env.json(&["snapshots"]).as_array().expect("list").len(),
+        listed
+    );
 }

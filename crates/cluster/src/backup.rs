@@ -683,6 +683,7 @@ type Chain = (DeltaState, crate::delta::BaseFile);
 async fn previous_chains(
     repo: &Repository,
     source: &str,
+    dry_run: bool,
 ) -> Result<std::collections::HashMap<(String, u32), Chain>> {
     let latest = repo
         .snapshots()
@@ -714,7 +715,11 @@ async fn previous_chains(
     if wanted.is_empty() {
         return Ok(Default::default());
     }
-    let streamer = repo.file_streamer(wanted.len()).await?;
+    let streamer = if dry_run {
+        repo.file_streamer_without_lease(wanted.len()).await?
+    } else {
+        repo.file_streamer(wanted.len()).await?
+    };
     let layouts =
         futures::future::join_all(wanted.iter().map(|(_, _, f)| streamer.layout(&info, f))).await;
     let mut out = std::collections::HashMap::new();
@@ -811,9 +816,10 @@ pub async fn backup(
         .collect();
 
     // Delta pulls continue the chains of the last backup of this source.
-    let mut chains = if copts.delta && !opts.dry_run {
+    let mut chains = if copts.delta {
         let t = std::time::Instant::now();
-        let chains = previous_chains(repo, &source_key(&copts.target, &copts.collections)).await?;
+        let key = source_key(&copts.target, &copts.collections);
+        let chains = previous_chains(repo, &key, opts.dry_run).await?;
         tracing::debug!(
             shards = chains.len(),
             secs = t.elapsed().as_secs_f64(),
@@ -878,7 +884,7 @@ pub async fn backup(
                 limiter: limiter.clone(),
                 handle: handle.clone(),
                 state: Arc::default(),
-                delta: if copts.delta && !opts.dry_run {
+                delta: if copts.delta {
                     Some(DeltaPlan {
                         prev: chains.remove(&(name.clone(), sp.shard_id)),
                         full_every: copts.full_every,

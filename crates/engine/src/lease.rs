@@ -110,6 +110,12 @@ impl FoundLease {
 pub struct ReadLease(Option<HeldLease>);
 
 impl ReadLease {
+    /// No lease: for a reader that writes nothing, not even a lease (a dry
+    /// run), and accepts that a prune sweeping meanwhile may fail it.
+    pub(crate) fn none() -> Self {
+        Self(None)
+    }
+
     /// Stops renewing and deletes the lease.
     pub async fn release(self) {
         if let Some(l) = self.0 {

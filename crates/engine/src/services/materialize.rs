@@ -341,7 +341,26 @@ impl Repository {
     /// # Errors
     /// Storage and index errors bringing the chunk-index cache up to date.
     pub async fn file_streamer(&self, parallel: usize) -> Result<FileStreamer> {
-        let lease = Arc::new(self.read_lease().await);
+        let lease = self.read_lease().await;
+        self.streamer_with(parallel, lease).await
+    }
+
+    /// A streamer that takes no read lease, for a dry run, which writes
+    /// nothing: a prune that sweeps while it reads may make it fail.
+    ///
+    /// # Errors
+    /// As [`Repository::file_streamer`].
+    pub async fn file_streamer_without_lease(&self, parallel: usize) -> Result<FileStreamer> {
+        self.streamer_with(parallel, crate::lease::ReadLease::none())
+            .await
+    }
+
+    async fn streamer_with(
+        &self,
+        parallel: usize,
+        lease: crate::lease::ReadLease,
+    ) -> Result<FileStreamer> {
+        let lease = Arc::new(lease);
         let index = self.chunk_index().await?;
         let mut reader = self.reader(None);
         reader.window = (reader.window / parallel.max(1) as u64).max(MIN_WINDOW);
