@@ -1494,6 +1494,21 @@ fn a_drill_proves_a_cluster_backup_restores_and_answers() {
     assert_eq!(listed[0]["drill"]["passed"], false, "{listed}");
 }
 
+/// `method path` with a JSON `body` to the node at `url`, which must answer 200.
+fn qdrant_call(url: &str, method: &str, path: &str, body: &Value) {
+    let answer = http(
+        url,
+        method,
+        path,
+        &[("content-type", "application/json")],
+        &body.to_string(),
+    );
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "{method} {path}: {answer}"
+    );
+}
+
 /// Every point of `docs` on `url` (id, vector, payload), by id.
 fn all_points(url: &str) -> Vec<Value> {
     let mut p = block(client(url, None).scroll("docs", 100_000)).expect("scroll");
@@ -1501,13 +1516,11 @@ fn all_points(url: &str) -> Vec<Value> {
     p
 }
 
-/// Restores backup `id` into `dst` (emptied first) and compares it with
-/// the live `src`: counts, exact top-10s and every point.
-fn restores_as_live(env: &Env, id: &str, src: &str, dst: &Qdrant, night: &str) {
-    restores_as_live_dim(env, id, src, dst, night, DIM);
-}
-
-fn restores_as_live_dim(env: &Env, id: &str, src: &str, dst: &Qdrant, night: &str, dim: usize) {
+/// Restores `backup` (a backup's JSON) into `dst` (emptied first) and
+/// compares it with the live `src`: counts, exact top-10s of vectors of
+/// `dim`, and every point.
+fn restores_as_live(env: &Env, backup: &Value, src: &str, dst: &Qdrant, night: &str, dim: usize) {
+    let id = backup["snapshot"].as_str().expect("snapshot id");
     let d = &dst.urls[0];
     if block(client(d, None).collection_exists("docs")).expect("exists") {
         block(client(d, None).delete_collection("docs")).expect("delete");
@@ -1609,14 +1622,7 @@ fn delta_pulls_restore_as_full_ones_and_quiet_nights_store_nothing() {
             "{names:?}"
         );
     }
-    restores_as_live_dim(
-        &env,
-        b0["snapshot"].as_str().expect("snapshot id"),
-        url,
-        &dst,
-        "night 0",
-        D,
-    );
+    restores_as_live(&env, &b0, url, &dst, "night 0", D);
 
     // Nothing changed: every node answers 304; nothing is read or stored.
     let b1 = night(&[]);
@@ -1656,27 +1662,18 @@ fn delta_pulls_restore_as_full_ones_and_quiet_nights_store_nothing() {
         node_bytes(&quiet),
         node_bytes(&b0)
     );
-    restores_as_live_dim(
-        &env,
-        quiet["snapshot"].as_str().expect("snapshot id"),
-        url,
-        &dst,
-        "quiet night",
-        D,
-    );
+    restores_as_live(&env, &quiet, url, &dst, "quiet night", D);
 
     // Upserts of existing points, new points and deletes.
     upsert(url, None, "docs", 2900..3200, D, 2, None);
     wait_settled(&src.urls, "docs");
     let ids: Vec<u64> = (0..3000).step_by(97).collect();
-    let answer = http(
+    qdrant_call(
         url,
         "POST",
         "/collections/docs/points/delete?wait=true",
-        &[("content-type", "application/json")],
-        &json!({ "points": ids }).to_string(),
+        &json!({ "points": ids }),
     );
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     let b2 = night(&[]);
     assert_eq!(methods(&b2), ["delta"; 3], "{b2}");
     let (delta_added, full_added) = (b2["new_bytes"].as_u64().expect("new_bytes"), full_night());
@@ -1684,50 +1681,27 @@ fn delta_pulls_restore_as_full_ones_and_quiet_nights_store_nothing() {
         delta_added <= full_added + 64 * 1024,
         "the delta night stored {delta_added} bytes, a full read of the same state {full_added}"
     );
-    restores_as_live_dim(
-        &env,
-        b2["snapshot"].as_str().expect("snapshot id"),
-        url,
-        &dst,
-        "night 2 (upserts, deletes)",
-        D,
-    );
+    restores_as_live(&env, &b2, url, &dst, "night 2 (upserts, deletes)", D);
 
     // The optimizer rebuilds every segment (new HNSW parameters).
-    let answer = http(
+    qdrant_call(
         url,
         "PATCH",
         "/collections/docs",
-        &[("content-type", "application/json")],
-        &json!({ "hnsw_config": { "m": 24 } }).to_string(),
+        &json!({ "hnsw_config": { "m": 24 } }),
     );
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     upsert(url, None, "docs", 3200..3400, D, 3, None);
     wait_settled(&src.urls, "docs");
     let b3 = night(&[]);
     assert_eq!(methods(&b3), ["delta"; 3], "{b3}");
-    restores_as_live_dim(
-        &env,
-        b3["snapshot"].as_str().expect("snapshot id"),
-        url,
-        &dst,
-        "night 3 (rebuild)",
-        D,
-    );
+    restores_as_live(&env, &b3, url, &dst, "night 3 (rebuild)", D);
 
     // The configured full night starts new chains.
     upsert(url, None, "docs", 3400..3450, D, 4, None);
     wait_settled(&src.urls, "docs");
     let b4 = night(&["--full-every", "3"]);
     assert_eq!(methods(&b4), ["partial"; 3], "{b4}");
-    restores_as_live_dim(
-        &env,
-        b4["snapshot"].as_str().expect("snapshot id"),
-        url,
-        &dst,
-        "night 4 (full)",
-        D,
-    );
+    restores_as_live(&env, &b4, url, &dst, "night 4 (full)", D);
     // And the night after continues them.
     let b5 = night(&["--full-every", "3"]);
     assert_eq!(methods(&b5), ["unchanged"; 3], "{b5}");
@@ -1786,13 +1760,7 @@ fn delta_pulls_fall_back_to_full_streams_and_read_cut_streams_again() {
     let b = env.json(&["backup", "--qdrant", &flaky.url, "--delta"]);
     assert_eq!(methods(&b), ["delta"; 2], "{b}");
     let dst = Qdrant::start(test, 1, None).expect("binary present");
-    restores_as_live(
-        &env,
-        b["snapshot"].as_str().expect("snapshot id"),
-        url,
-        &dst,
-        "after a cut stream",
-    );
+    restores_as_live(&env, &b, url, &dst, "after a cut stream", DIM);
     // A dry run reads only what changed too, and writes nothing.
     let full_read = node_bytes(&env.json(&["backup", "--qdrant", &flaky.url, "--dry-run"]));
     upsert(url, None, "docs", 1600..1603, DIM, 10, None);

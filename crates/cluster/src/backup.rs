@@ -296,11 +296,7 @@ impl Shard {
                 Ok(s) => return Ok((s, "stream", None)),
                 // Servers without the streaming route answer 404 or 405 with
                 // no mention of the shard.
-                Err(e)
-                    if self.method == SnapshotMethod::Auto
-                        && matches!(e.status(), Some(404 | 405))
-                        && !e.kind.to_string().to_lowercase().contains("shard ") =>
-                {
+                Err(e) if self.method == SnapshotMethod::Auto && e.is_route_missing() => {
                     tracing::info!(node = %node.url(), "shard snapshot streaming unavailable; using snapshot files");
                 }
                 Err(e) => return Err(e.into()),
@@ -373,16 +369,18 @@ impl Shard {
         }
         let mut ni = self.candidates[(attempt as usize - 1) % self.candidates.len()];
         // A chain stays on the replica it started on while that is Active.
-        if let Some((prev, _)) = self.delta.as_ref().and_then(|d| d.prev.as_ref()) {
-            if let Some(&same) = self
-                .candidates
+        let chain_peer = self
+            .delta
+            .as_ref()
+            .and_then(|d| d.prev.as_ref())
+            .and_then(|(prev, _)| prev.peer_id)
+            .filter(|_| !self.lock().force_full);
+        if let Some(&same) = chain_peer.and_then(|peer| {
+            self.candidates
                 .iter()
-                .find(|&&c| prev.peer_id.is_some() && self.cluster.nodes[c].peer_id == prev.peer_id)
-            {
-                if !self.lock().force_full {
-                    ni = same;
-                }
-            }
+                .find(|&&c| self.cluster.nodes[c].peer_id == Some(peer))
+        }) {
+            ni = same;
         }
         let node = &self.cluster.nodes[ni];
         let before = self.local_points(node)?;
@@ -453,10 +451,7 @@ impl Shard {
                 .into())
             }
             // Servers before 1.15 have no such route.
-            Err(e)
-                if matches!(e.status(), Some(404 | 405))
-                    && !e.kind.to_string().to_lowercase().contains("shard ") =>
-            {
+            Err(e) if e.is_route_missing() => {
                 tracing::info!(node = %node.url(), "partial snapshots unavailable; reading shards in full");
                 return Ok(None);
             }
@@ -510,30 +505,22 @@ impl Shard {
                 Ok(Some(base.whole()))
             }
             (Pull::Start, Some(got), _) => {
-                st.next = Some(DeltaState {
-                    peer_id,
-                    version,
-                    nights: 0,
-                    manifest: crate::delta::manifest_of(&got),
-                    records: crate::delta::records_of(&got, None),
-                    members: got.members,
-                });
-                Ok(Some(Tail {
-                    after: vec![0u8; 1024],
-                    ..Tail::default()
-                }))
+                let members = got.members.clone();
+                st.next = Some(crate::delta::state_after(
+                    &got, members, None, peer_id, version,
+                ));
+                Ok(Some(crate::delta::first()))
             }
             (Pull::Delta, Some(got), Some((p, base))) => {
                 match crate::delta::complete(&got, p, base) {
                     Ok((tail, members)) => {
-                        st.next = Some(DeltaState {
+                        st.next = Some(crate::delta::state_after(
+                            &got,
+                            members,
+                            Some(p),
                             peer_id,
                             version,
-                            nights: p.nights + 1,
-                            manifest: crate::delta::manifest_of(&got),
-                            records: crate::delta::records_of(&got, Some(p)),
-                            members,
-                        });
+                        ));
                         Ok(Some(tail))
                     }
                     Err(reason) => {

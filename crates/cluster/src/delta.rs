@@ -407,10 +407,7 @@ pub(crate) fn complete(
     }
     needed.sort_by_key(|m| m.start);
     needed.dedup_by_key(|m| m.start);
-    let mut tail = Tail {
-        after: vec![0u8; 2 * BLOCK],
-        ..Tail::default()
-    };
+    let mut tail = first();
     let mut members = got.members.clone();
     let mut at = got.bytes;
     let mut seen = HashSet::new();
@@ -434,15 +431,39 @@ pub(crate) fn complete(
     Ok((tail, members))
 }
 
-/// The manifests of `got` as one JSON object (what the next night sends).
-pub(crate) fn manifest_of(got: &Filtered) -> Value {
-    Value::Object(got.manifests.clone().into_iter().collect())
+/// The end of a chain's first file: the partial snapshot was complete,
+/// only its end of archive is put back.
+pub(crate) fn first() -> Tail {
+    Tail {
+        after: vec![0u8; 2 * BLOCK],
+        ..Tail::default()
+    }
+}
+
+/// Where the chain stands after a night that read `got` from `peer_id`
+/// running `version` and stored a file of `members` (`prev`: the night it
+/// continued, if any).
+pub(crate) fn state_after(
+    got: &Filtered,
+    members: Vec<MemberSpan>,
+    prev: Option<&DeltaState>,
+    peer_id: Option<u64>,
+    version: String,
+) -> DeltaState {
+    DeltaState {
+        peer_id,
+        version,
+        nights: prev.map_or(0, |p| p.nights + 1),
+        manifest: Value::Object(got.manifests.clone().into_iter().collect()),
+        records: records_of(got, prev),
+        members,
+    }
 }
 
 /// The record sizes of the file put together from `got` and the previous
 /// file: the previous ones of segments still there, then those `got`
 /// carried.
-pub(crate) fn records_of(got: &Filtered, prev: Option<&DeltaState>) -> BTreeMap<String, u32> {
+fn records_of(got: &Filtered, prev: Option<&DeltaState>) -> BTreeMap<String, u32> {
     let mut out: BTreeMap<String, u32> = prev
         .map(|p| {
             p.records

@@ -144,6 +144,14 @@ impl Error {
         matches!(self.kind, ErrorKind::NotFound { .. })
     }
 
+    /// True when the server has no such route (404 or 405 that names no
+    /// shard): an older server, not a missing shard.
+    #[must_use]
+    pub fn is_route_missing(&self) -> bool {
+        matches!(self.status(), Some(404 | 405))
+            && !self.kind.to_string().to_lowercase().contains("shard ")
+    }
+
     /// The HTTP status, when the node answered.
     #[must_use]
     pub fn status(&self) -> Option<u16> {

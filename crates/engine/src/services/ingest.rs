@@ -198,8 +198,7 @@ pub trait StreamInput: Send + Sync {
 pub struct Tail {
     /// Chunks already stored, in file order.
     pub known: Vec<ChunkId>,
-    /// The packs holding them, as the chunk index located them (each
-    /// chunk is looked up again when this is empty).
+    /// Every pack holding them, as the chunk index located them.
     pub packs: Vec<PackId>,
     /// Their raw length in all.
     pub known_bytes: u64,
@@ -403,7 +402,11 @@ impl Reader<'_, '_> {
                 };
                 started = true;
                 self.tx.send(Ok(msg)).map_err(|_| Error::Interrupted)?;
-                let bytes = self.pump(i, reader)?;
+                let records = match &self.inputs[i].source {
+                    InputSource::Stream(s) => s.tar_records(),
+                    _ => Vec::new(),
+                };
+                let bytes = self.pump(i, reader, records)?;
                 if let InputSource::Stream(s) = &self.inputs[i].source {
                     if let Some(mut tail) = s.tail()? {
                         let after = std::mem::take(&mut tail.after);
@@ -411,7 +414,7 @@ impl Reader<'_, '_> {
                             .send(Ok(Item::Known(i, tail)))
                             .map_err(|_| Error::Interrupted)?;
                         if !after.is_empty() {
-                            self.pump(i, Box::new(std::io::Cursor::new(after)))?;
+                            self.pump(i, Box::new(std::io::Cursor::new(after)), Vec::new())?;
                         }
                     }
                 }
@@ -452,12 +455,14 @@ impl Reader<'_, '_> {
         false
     }
 
-    /// Reads one opened input to its end; returns its length.
-    fn pump(&self, i: usize, reader: Box<dyn Read + Send>) -> Result<u64> {
-        let records = match &self.inputs[i].source {
-            InputSource::Stream(s) => s.tar_records(),
-            _ => Vec::new(),
-        };
+    /// Reads one opened input to its end, its tar's vector record sizes
+    /// known beforehand as `records` says; returns its length.
+    fn pump(
+        &self,
+        i: usize,
+        reader: Box<dyn Read + Send>,
+        records: Vec<(String, u32)>,
+    ) -> Result<u64> {
         let mut blocks = BlockReader::new(reader, self.chunker.clone(), self.block_size)
             .tar_aware(self.chunker.params().tar_aware)
             .tar_records(records)
@@ -583,8 +588,8 @@ impl Packer<'_> {
     /// Continues `file` with chunks the repository already holds, as a
     /// deduplicated block would: their packs are kept for the commit's
     /// check that they are still there, and none may be one a prune is
-    /// deleting. Packs the tail names were located in the chunk index
-    /// before the run; without them each chunk is looked up.
+    /// deleting. The tail's packs were located in the chunk index before
+    /// the run, so its chunks are not looked up again.
     fn add_known(&mut self, tail: Tail, file: &mut FileEntry) -> Result<()> {
         self.record_uploads(false)?;
         let Tail {
@@ -593,30 +598,20 @@ impl Packer<'_> {
             known_bytes: bytes,
             after: _,
         } = tail;
-        if packs.is_empty() {
-            let mut seen = HashSet::new();
-            let lookup: Vec<ChunkId> = ids
-                .iter()
-                .filter(|id| !self.in_flight.contains(*id) && seen.insert(**id))
-                .copied()
-                .collect();
-            for (id, hit) in lookup.iter().zip(self.index.get_many(&lookup)?) {
-                let loc = hit.ok_or_else(|| Error::MissingChunk {
-                    snapshot: "the previous backup this file continues".into(),
-                    file: file.path.clone(),
-                    chunk: id.to_hex(),
-                })?;
-                self.referenced.insert(loc.pack);
-            }
-        } else {
-            if let Some(p) = packs.iter().find(|p| self.condemned.contains(*p)) {
-                return Err(Error::PacksVanished {
-                    count: 1,
-                    packs: format!("{} (a prune is deleting it)", p.short()),
-                });
-            }
-            self.referenced.extend(packs);
+        if let (Some(id), true) = (ids.first(), packs.is_empty()) {
+            return Err(Error::MissingChunk {
+                snapshot: "the previous backup this file continues".into(),
+                file: file.path.clone(),
+                chunk: id.to_hex(),
+            });
         }
+        if let Some(p) = packs.iter().find(|p| self.condemned.contains(*p)) {
+            return Err(Error::PacksVanished {
+                count: 1,
+                packs: format!("{} (a prune is deleting it)", p.short()),
+            });
+        }
+        self.referenced.extend(packs);
         self.totals.chunks += ids.len() as u64;
         file.size += bytes;
         for id in ids {
